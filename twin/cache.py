@@ -1,0 +1,256 @@
+"""The runtime cache: the twin's hot path, flat numpy columns keyed by prim.
+
+Live data never touches USD on its way in. Connectors write signal values here,
+the simulation writes transforms here, and the stream and the USD live layer read
+from here. Every write stamps the rows it touched with a new version number, so a
+reader asks "what changed since version v" with one vectorised comparison; slow
+readers therefore coalesce changes instead of queueing them.
+
+Three tables:
+- signals: one row per (prim path, attribute); `width` float64 values per row
+  (1 for scalars, n for arrays such as a robot's joint positions), an OPC-UA
+  status code, source and server timestamps, and a text column for strings.
+- transforms: one row per prim whose local 4x4 transform is live.
+- instances: named sets of transient objects (parts on a line), each a fixed
+  capacity of 4x4 world transforms plus an `active` mask.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+GOOD = 0  # OPC-UA StatusCode Good
+BAD_WAITING_FOR_INITIAL_DATA = 0x80320000
+UNCERTAIN_LAST_USABLE_VALUE = 0x40900000  # what stale data is marked with
+
+
+def quality_name(status: int) -> str:
+    """OPC-UA severity of a status code: 'good', 'uncertain' or 'bad'."""
+    severity = (int(status) >> 30) & 0b11
+    return {0: "good", 1: "uncertain"}.get(severity, "bad")
+
+
+def signal_key(prim: str, attr: str) -> str:
+    """A signal's name is its USD property path, e.g. '/Factory/Line/Conveyor1.twin:speed'."""
+    return f"{prim}.{attr}"
+
+
+@dataclass(frozen=True)
+class SignalInfo:
+    row: int
+    prim: str
+    attr: str
+    width: int
+    unit: str
+    kind: str  # "float", "int", "bool" or "text"
+
+    @property
+    def key(self) -> str:
+        return signal_key(self.prim, self.attr)
+
+
+class RuntimeCache:
+    """Columnar live state. Register rows at start-up, then write and read by row index."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.version = 0
+        # signals
+        self.signals: list[SignalInfo] = []
+        self._signal_rows: dict[tuple[str, str], int] = {}
+        self.signal_offset = np.zeros(0, np.int64)
+        self.signal_width = np.zeros(0, np.int64)
+        self.values = np.zeros(0, np.float64)
+        self.text: list[str | None] = []
+        self.status = np.zeros(0, np.uint32)
+        self.source_time = np.zeros(0, np.float64)
+        self.server_time = np.zeros(0, np.float64)
+        self.received_time = np.zeros(0, np.float64)
+        self.signal_version = np.zeros(0, np.int64)
+        # transforms
+        self.transform_prims: list[str] = []
+        self._transform_rows: dict[str, int] = {}
+        self.transforms = np.zeros((0, 4, 4), np.float64)
+        self.transform_version = np.zeros(0, np.int64)
+        # instances
+        self.instance_sets: dict[str, InstanceSet] = {}
+
+    # ----------------------------------------------------------- registration
+    def add_signal(self, prim: str, attr: str, *, width: int = 1, unit: str = "", kind: str = "float") -> int:
+        """Register a signal (idempotent for the same prim, attribute and width); returns its row."""
+        if not prim.startswith("/"):
+            raise ValueError(f"signal prim path must be absolute, got {prim!r}")
+        if kind not in ("float", "int", "bool", "text"):
+            raise ValueError(f"signal {signal_key(prim, attr)}: unknown kind {kind!r}")
+        with self.lock:
+            existing = self._signal_rows.get((prim, attr))
+            if existing is not None:
+                if self.signals[existing].width != width:
+                    raise ValueError(
+                        f"signal {signal_key(prim, attr)} registered twice with widths "
+                        f"{self.signals[existing].width} and {width}"
+                    )
+                return existing
+            row = len(self.signals)
+            self.signals.append(SignalInfo(row, prim, attr, width, unit, kind))
+            self._signal_rows[(prim, attr)] = row
+            self.signal_offset = np.append(self.signal_offset, self.values.size)
+            self.signal_width = np.append(self.signal_width, width)
+            self.values = np.append(self.values, np.full(width, math.nan))
+            self.text.append(None)
+            self.status = np.append(self.status, np.uint32(BAD_WAITING_FOR_INITIAL_DATA))
+            self.source_time = np.append(self.source_time, math.nan)
+            self.server_time = np.append(self.server_time, math.nan)
+            self.received_time = np.append(self.received_time, math.nan)
+            self.signal_version = np.append(self.signal_version, 0)
+            return row
+
+    def signal_row(self, prim: str, attr: str) -> int:
+        try:
+            return self._signal_rows[(prim, attr)]
+        except KeyError:
+            raise KeyError(f"no signal {signal_key(prim, attr)}") from None
+
+    def find_signal(self, key: str) -> SignalInfo:
+        """Look a signal up by its property path 'prim.attr'."""
+        prim, _, attr = key.rpartition(".")
+        return self.signals[self.signal_row(prim, attr)]
+
+    def add_transform(self, prim: str, initial: np.ndarray | None = None) -> int:
+        with self.lock:
+            if prim in self._transform_rows:
+                return self._transform_rows[prim]
+            row = len(self.transform_prims)
+            self.transform_prims.append(prim)
+            self._transform_rows[prim] = row
+            matrix = np.eye(4) if initial is None else np.asarray(initial, np.float64).reshape(1, 4, 4)
+            self.transforms = np.concatenate([self.transforms, matrix.reshape(1, 4, 4)])
+            self.transform_version = np.append(self.transform_version, 0)
+            return row
+
+    def transform_row(self, prim: str) -> int:
+        try:
+            return self._transform_rows[prim]
+        except KeyError:
+            raise KeyError(f"no live transform for prim {prim}") from None
+
+    def add_instance_set(self, name: str, capacity: int) -> InstanceSet:
+        with self.lock:
+            if name not in self.instance_sets:
+                self.instance_sets[name] = InstanceSet(name, capacity)
+            return self.instance_sets[name]
+
+    # ----------------------------------------------------------------- writes
+    def _next_version(self) -> int:
+        self.version += 1
+        return self.version
+
+    def write_signal(
+        self,
+        row: int,
+        value,
+        *,
+        status: int = GOOD,
+        source_time: float | None = None,
+        server_time: float | None = None,
+    ) -> None:
+        """Store one update. Numbers and arrays go to `values`; strings to `text`.
+
+        A bad status with no value keeps the last value (the reader sees the quality).
+        """
+        info = self.signals[row]
+        with self.lock:
+            version = self._next_version()
+            if value is not None:
+                if isinstance(value, str):
+                    self.text[row] = value
+                else:
+                    start = self.signal_offset[row]
+                    array = np.asarray(value, dtype=np.float64).ravel()
+                    if array.size != info.width:
+                        raise ValueError(
+                            f"signal {info.key} holds {info.width} value(s), got {array.size}"
+                        )
+                    self.values[start : start + info.width] = array
+            self.status[row] = status
+            now = time.time()
+            self.source_time[row] = now if source_time is None else source_time
+            self.server_time[row] = now if server_time is None else server_time
+            self.received_time[row] = now
+            self.signal_version[row] = version
+
+    def mark_status(self, rows, status: int) -> None:
+        """Set the status of many signals at once (stale after a lost connection), keeping values."""
+        with self.lock:
+            rows = np.asarray(rows, np.int64)
+            if rows.size:
+                self.status[rows] = status
+                self.signal_version[rows] = self._next_version()
+
+    def write_transforms(self, rows: np.ndarray, matrices: np.ndarray, *, only_changed: bool = True) -> None:
+        """Store local 4x4 transforms; unchanged ones keep their version so deltas stay small."""
+        rows = np.asarray(rows, np.int64)
+        matrices = np.asarray(matrices, np.float64).reshape(-1, 4, 4)
+        with self.lock:
+            if only_changed:
+                moved = np.any(np.abs(self.transforms[rows] - matrices) > 1e-7, axis=(1, 2))
+                rows, matrices = rows[moved], matrices[moved]
+            if rows.size:
+                self.transforms[rows] = matrices
+                self.transform_version[rows] = self._next_version()
+
+    def write_instances(self, name: str, transforms: np.ndarray, active: np.ndarray) -> None:
+        """Replace an instance set's transforms and active mask (bumps its version if anything moved)."""
+        instances = self.instance_sets[name]
+        with self.lock:
+            if np.array_equal(instances.active, active) and np.allclose(
+                instances.transforms[active], np.asarray(transforms)[active], atol=1e-7
+            ):
+                return
+            instances.write(transforms, active, self._next_version())
+
+    # ------------------------------------------------------------------ reads
+    def signal_value(self, row: int):
+        """The current value: a float, a numpy array for array signals, or a string."""
+        info = self.signals[row]
+        if info.kind == "text":
+            return self.text[row]
+        start = self.signal_offset[row]
+        if info.width == 1:
+            return float(self.values[start])
+        return self.values[start : start + info.width].copy()
+
+    def signal_values(self, row: int) -> np.ndarray:
+        """A view of the row's float64 values (no copy; for the simulation's hot path)."""
+        start = self.signal_offset[row]
+        return self.values[start : start + self.signal_width[row]]
+
+    def changed_signals(self, since: int) -> np.ndarray:
+        return np.nonzero(self.signal_version > since)[0]
+
+    def changed_transforms(self, since: int) -> np.ndarray:
+        return np.nonzero(self.transform_version > since)[0]
+
+    def signals_of(self, prim: str) -> list[SignalInfo]:
+        return [info for info in self.signals if info.prim == prim]
+
+
+class InstanceSet:
+    """A fixed-capacity set of transient objects (parts) with world transforms."""
+
+    def __init__(self, name: str, capacity: int):
+        self.name = name
+        self.capacity = capacity
+        self.transforms = np.tile(np.eye(4), (capacity, 1, 1))
+        self.active = np.zeros(capacity, bool)
+        self.version = 0
+
+    def write(self, transforms: np.ndarray, active: np.ndarray, version: int) -> None:
+        self.transforms[:] = transforms
+        self.active[:] = active
+        self.version = version
