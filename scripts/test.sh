@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up what is missing (chromium included), then runs the linter and the whole test
+# suite: unit tests, real OPC-UA servers on loopback, and the browser end-to-end test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh --browser
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,70 @@
+import math
+
+import numpy as np
+import pytest
+
+from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, GOOD, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
+
+
+def test_signals_start_bad_and_take_values_with_times():
+    cache = RuntimeCache()
+    row = cache.add_signal("/Factory/C1", "twin:speed", unit="m/s")
+    assert cache.status[row] == BAD_WAITING_FOR_INITIAL_DATA and math.isnan(cache.signal_value(row))
+    cache.write_signal(row, 0.35, source_time=100.0, server_time=101.0)
+    assert cache.signal_value(row) == 0.35
+    assert (cache.source_time[row], cache.server_time[row], cache.status[row]) == (100.0, 101.0, GOOD)
+    assert cache.find_signal("/Factory/C1.twin:speed").row == row
+
+
+def test_array_signals_are_columns_of_their_own_width():
+    cache = RuntimeCache()
+    a = cache.add_signal("/R1", "twin:jointPositions", width=6)
+    b = cache.add_signal("/R2", "twin:jointPositions", width=7)
+    cache.write_signal(a, np.arange(6))
+    cache.write_signal(b, np.arange(7) * 2)
+    assert cache.signal_value(a).tolist() == list(range(6))
+    assert cache.signal_value(b).tolist() == [2 * i for i in range(7)]
+    with pytest.raises(ValueError, match=r"/R1.twin:jointPositions holds 6 value\(s\), got 5"):
+        cache.write_signal(a, np.zeros(5))
+    with pytest.raises(ValueError, match="registered twice with widths 6 and 3"):
+        cache.add_signal("/R1", "twin:jointPositions", width=3)
+
+
+def test_changed_since_a_version_coalesces_many_writes():
+    cache = RuntimeCache()
+    rows = [cache.add_signal(f"/S{i}", "twin:v") for i in range(5)]
+    seen = cache.version
+    for _ in range(100):
+        cache.write_signal(rows[1], 1.0)
+    cache.write_signal(rows[3], 3.0)
+    assert cache.changed_signals(seen).tolist() == [1, 3]
+    assert cache.changed_signals(cache.version).tolist() == []
+
+
+def test_stale_marking_keeps_the_value():
+    cache = RuntimeCache()
+    row = cache.add_signal("/S", "twin:v")
+    cache.write_signal(row, 7.0)
+    cache.mark_status([row], UNCERTAIN_LAST_USABLE_VALUE)
+    assert cache.signal_value(row) == 7.0 and quality_name(cache.status[row]) == "uncertain"
+
+
+def test_unchanged_transforms_keep_their_version():
+    cache = RuntimeCache()
+    rows = np.array([cache.add_transform(f"/L{i}") for i in range(3)])
+    moved = np.tile(np.eye(4), (3, 1, 1))
+    moved[2, 0, 3] = 1.0
+    before = cache.version
+    cache.write_transforms(rows, moved)
+    assert cache.changed_transforms(before).tolist() == [2]
+
+
+def test_text_signals_and_bad_paths():
+    cache = RuntimeCache()
+    row = cache.add_signal("/R", "twin:phase", kind="text")
+    cache.write_signal(row, "to_pick")
+    assert cache.signal_value(row) == "to_pick"
+    with pytest.raises(ValueError, match="must be absolute"):
+        cache.add_signal("R", "twin:phase")
+    with pytest.raises(KeyError, match="no signal /R.twin:nothing"):
+        cache.signal_row("/R", "twin:nothing")

@@ -1,0 +1,196 @@
+"""The `twin` command: run the demo, serve a layout, take snapshots, run the sample PLC.
+
+This module is the composition root: the only place that wires connectors, the twin
+core, the simulation and the server together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger("twin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the simulated PLC exited with code {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def default_workdir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "twin" / "demo"
+
+
+def build_sample(workdir: Path, force: bool = False) -> Path:
+    """Author the sample factory (USD + GLB) unless an up-to-date copy exists."""
+    from twin.sample_factory import scene as sample_scene
+
+    layout = workdir / "factory.usda"
+    sources = [*Path(sample_scene.__file__).parent.glob("*.py"),
+               *Path(__file__).resolve().parents[1].joinpath("scenes").glob("*.py")]
+    newest_source = max((p.stat().st_mtime for p in sources if p.exists()), default=0)
+    if force or not layout.is_file() or layout.stat().st_mtime < newest_source:
+        log.info("building the sample factory in %s", workdir)
+        layout = sample_scene.build_sample_factory(workdir)
+    return layout
+
+
+async def serve(
+    layout: Path,
+    bindings: Path | None,
+    *,
+    host: str,
+    port: int,
+    glb: Path | None,
+    endpoints: dict[str, str],
+    tick_hz: float,
+) -> None:
+    import uvicorn
+
+    from twin.connectors.bindings import load_bindings
+    from twin.connectors.opcua import OpcUaConnector
+    from twin.runtime import Twin
+    from twin.server import create_app
+
+    twin = Twin(layout)
+    connector = None
+    if bindings is not None:
+        connector = OpcUaConnector(load_bindings(bindings, endpoints), twin.cache)
+    app = create_app(
+        twin, glb_path=glb, tick_hz=tick_hz,
+        health_extras=(lambda: {"connectors": connector.health()}) if connector else None,
+        on_startup=[connector.start] if connector else [],
+        on_shutdown=[connector.stop] if connector else [],
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets")
+    server = uvicorn.Server(config)
+    print(f"twin: serving {layout.name} at http://{host}:{port}", flush=True)
+    await server.serve()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from twin.sample_factory import plc as sample_plc
+
+    workdir = Path(args.workdir or default_workdir())
+    started = time.monotonic()
+    layout = build_sample(workdir, force=args.rebuild)
+    plc_port = args.plc_port or free_port()
+    endpoint = f"opc.tcp://127.0.0.1:{plc_port}/factory/"
+    plc = subprocess.Popen(
+        [sys.executable, "-m", "twin.sample_factory.plc", "--port", str(plc_port), "--seed", str(args.seed)],
+        start_new_session=True,  # Ctrl-C reaches us once; we stop the PLC ourselves
+    )
+    try:
+        wait_for_port(plc_port, 30.0, plc)
+        print(f"twin: simulated PLC at {endpoint} (pid {plc.pid})", flush=True)
+        bindings = Path(sample_plc.__file__).with_name("bindings.yaml")
+        asyncio.run(serve(layout, bindings, host=args.host, port=args.port, glb=layout.with_suffix(".glb"),
+                          endpoints={"plc": endpoint}, tick_hz=args.tick_hz))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if plc.poll() is None:
+            plc.send_signal(signal.SIGINT)
+            try:
+                plc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                plc.kill()
+        print(f"twin: demo stopped after {time.monotonic() - started:.0f} s", flush=True)
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    endpoints = dict(item.split("=", 1) for item in args.endpoint)
+    glb = Path(args.glb) if args.glb else None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(Path(args.layout), Path(args.bindings) if args.bindings else None,
+                          host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz))
+    return 0
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    with urllib.request.urlopen(f"{args.url.rstrip('/')}/api/snapshot.usda", timeout=30) as response:
+        text = response.read().decode()
+    Path(args.out).write_text(text)
+    print(f"twin: snapshot of {args.url} saved to {args.out}")
+    return 0
+
+
+def run_build_sample(args: argparse.Namespace) -> int:
+    layout = build_sample(Path(args.out), force=True)
+    print(f"twin: sample factory written to {layout} and {layout.with_suffix('.glb')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="twin", description="Factory digital twin")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the sample factory with its simulated PLC, and serve the viewer")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--plc-port", type=int, default=0, help="OPC-UA port of the simulated PLC (0: any free)")
+    demo.add_argument("--workdir", help="where the sample factory's USD and GLB are built")
+    demo.add_argument("--rebuild", action="store_true", help="rebuild the sample factory")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--tick-hz", type=float, default=30.0)
+    demo.set_defaults(handler=run_demo)
+
+    serve_cmd = commands.add_parser("serve", help="serve a layout fed by the OPC-UA servers of a binding file")
+    serve_cmd.add_argument("layout")
+    serve_cmd.add_argument("--bindings")
+    serve_cmd.add_argument("--glb", help="GLB of the layout for the viewer")
+    serve_cmd.add_argument("--endpoint", action="append", default=[], metavar="SERVER=URL",
+                           help="override a server's endpoint from the binding file")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--tick-hz", type=float, default=30.0)
+    serve_cmd.set_defaults(handler=run_serve)
+
+    snapshot = commands.add_parser("snapshot", help="save the live state of a running twin as a USD layer")
+    snapshot.add_argument("out")
+    snapshot.add_argument("--url", default="http://127.0.0.1:8000")
+    snapshot.set_defaults(handler=run_snapshot)
+
+    build = commands.add_parser("build-sample", help="author the sample factory's USD and GLB")
+    build.add_argument("out")
+    build.set_defaults(handler=run_build_sample)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("asyncua", "warp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from twin.errors import TwinError
+
+    try:
+        return args.handler(args)
+    except TwinError as error:
+        print(f"twin: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

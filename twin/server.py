@@ -1,0 +1,233 @@
+"""HTTP and websocket server: the REST API, the live stream, and the viewer's files.
+
+One asyncio task steps the twin at `tick_hz` and wakes the websocket clients; each
+client then sends itself a frame of what changed since its own last frame
+(twin/stream.py), so a slow client slows only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from pxr import Gf, Sdf, Usd, Vt
+
+from twin.runtime import Twin
+from twin.stream import build_frame, signal_json
+
+log = logging.getLogger("twin.server")
+
+WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
+_MAX_INLINE_ARRAY = 32  # larger attribute arrays (mesh points...) are summarised, not sent
+
+
+def _json_value(value):
+    """USD attribute values as JSON: numbers, strings, lists; large arrays summarised."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, Gf.Matrix4d | Gf.Matrix3d):
+        return np.array(value).tolist()
+    if isinstance(value, Gf.Quatf | Gf.Quatd | Gf.Quath):
+        return [value.GetReal(), *value.GetImaginary()]
+    if isinstance(value, Sdf.AssetPath):
+        return value.path
+    if hasattr(value, "__len__"):
+        if len(value) > _MAX_INLINE_ARRAY:
+            return f"<{len(value)} values>"
+        return [_json_value(v) for v in value]
+    if isinstance(value, Vt.Array | Sdf.Path):
+        return str(value)
+    return str(value)
+
+
+def prim_tree(prim: Usd.Prim) -> dict:
+    kind = prim.GetAttribute("twin:kind")
+    return {
+        "path": str(prim.GetPath()),
+        "name": prim.GetName(),
+        "type": str(prim.GetTypeName()),
+        "kind": kind.Get() if kind else None,
+        "children": [prim_tree(child) for child in prim.GetChildren()],
+    }
+
+
+def create_app(
+    twin: Twin,
+    *,
+    glb_path: Path | None = None,
+    static_dir: Path | None = None,
+    tick_hz: float = 30.0,
+    health_extras: Callable[[], dict] | None = None,
+    on_startup: Sequence[Callable] = (),
+    on_shutdown: Sequence[Callable] = (),
+) -> FastAPI:
+    """The twin's web app. `on_startup`/`on_shutdown` are async callables (connectors)."""
+    static_dir = static_dir or WEB_DIST
+    state = {"started": time.time(), "frames": 0, "clients": 0, "tick_seconds": 0.0, "first_frame": None}
+    tick = asyncio.Condition()
+
+    async def tick_loop() -> None:
+        period = 1.0 / tick_hz
+        next_time = time.monotonic()
+        while True:
+            started = time.perf_counter()
+            try:
+                twin.step()
+            except Exception:  # keep serving; the error is in the log with its traceback
+                log.exception("simulation step failed")
+            state["tick_seconds"] = time.perf_counter() - started
+            state["frames"] += 1
+            async with tick:
+                tick.notify_all()
+            next_time += period
+            delay = next_time - time.monotonic()
+            if delay < -period:  # fell behind: don't try to catch up with a burst
+                next_time = time.monotonic()
+            await asyncio.sleep(max(delay, 0.0))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for start in on_startup:
+            await start()
+        task = asyncio.create_task(tick_loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for stop in on_shutdown:
+                with contextlib.suppress(Exception):
+                    await stop()
+
+    app = FastAPI(title="Factory twin", version="0.1.0", lifespan=lifespan)
+    app.state.twin = twin
+    app.state.stats = state
+
+    @app.get("/api/health")
+    def health() -> dict:
+        body = {
+            "status": "ok",
+            "uptime_s": round(time.time() - state["started"], 3),
+            "layout": str(twin.stage.path),
+            "device": twin.device,
+            "tick_hz": tick_hz,
+            "ticks": state["frames"],
+            "tick_ms": round(state["tick_seconds"] * 1000, 3),
+            "clients": state["clients"],
+            "signals": len(twin.cache.signals),
+            "transforms": len(twin.cache.transform_prims),
+            "live_layer_flushes": twin.live_writer.flushes,
+        }
+        if health_extras:
+            body.update(health_extras())
+        return body
+
+    @app.get("/api/scene")
+    def scene() -> dict:
+        return prim_tree(twin.stage.stage.GetPrimAtPath(twin.stage.root_path))
+
+    @app.get("/api/prims/{path:path}")
+    def prim_details(path: str) -> dict:
+        prim_path = "/" + path.strip("/")
+        try:
+            prim = twin.stage.prim(prim_path)
+        except KeyError as error:
+            raise HTTPException(404, str(error.args[0])) from None
+        attributes = {}
+        for attribute in prim.GetAttributes():
+            attributes[attribute.GetName()] = _json_value(attribute.Get())
+        cache = twin.cache
+        signals = []
+        for info in cache.signals_of(prim_path):
+            frame = signal_json(cache, info.row)
+            signals.append({
+                "key": info.key, "attr": info.attr, "value": frame["v"], "quality": frame["q"],
+                "status": frame["s"], "unit": info.unit,
+                "source_time": frame["t"], "server_time": _finite(cache.server_time[info.row]),
+            })
+        kind = prim.GetAttribute("twin:kind")
+        return {"path": prim_path, "type": str(prim.GetTypeName()), "kind": kind.Get() if kind else None,
+                "attributes": attributes, "signals": signals}
+
+    @app.get("/api/signals")
+    def signals() -> dict:
+        cache = twin.cache
+        return {info.key: {**signal_json(cache, info.row), "unit": info.unit} for info in cache.signals}
+
+    @app.get("/api/snapshot.usda", response_class=PlainTextResponse)
+    def snapshot() -> str:
+        """The live state as a USD layer over the authored layout (what `twin snapshot` saves)."""
+        twin.live_writer.flush()
+        return twin.stage.snapshot_layer().ExportToString()
+
+    @app.get("/scene.glb")
+    def scene_glb():
+        if glb_path is None or not Path(glb_path).is_file():
+            raise HTTPException(404, "this twin was started without a GLB of its layout")
+        return FileResponse(glb_path, media_type="model/gltf-binary")
+
+    @app.websocket("/ws")
+    async def stream(websocket: WebSocket) -> None:
+        await websocket.accept()
+        state["clients"] += 1
+        version, seq = 0, 0
+        resync = asyncio.Event()
+
+        async def receive() -> None:
+            while True:
+                message = await websocket.receive_text()
+                try:
+                    request = json.loads(message)
+                except json.JSONDecodeError:
+                    await websocket.send_text(json.dumps({"type": "error", "error": "message is not JSON"}))
+                    continue
+                if isinstance(request, dict) and request.get("type") == "resync":
+                    resync.set()
+
+        receiver = asyncio.create_task(receive())
+        try:
+            while not receiver.done():
+                if resync.is_set():
+                    resync.clear()
+                    version = 0
+                frame, new_version = build_frame(twin.cache, version, seq)
+                if frame is not None:
+                    await websocket.send_text(json.dumps(frame, separators=(",", ":")))
+                    if state["first_frame"] is None:
+                        state["first_frame"] = time.time()
+                    seq += 1
+                version = new_version
+                async with tick:
+                    await tick.wait()
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            receiver.cancel()
+            state["clients"] -= 1
+
+    if (static_dir / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=static_dir, html=True), name="viewer")
+    else:
+        @app.get("/", response_class=HTMLResponse)
+        def no_viewer() -> str:
+            return (f"<h1>Factory twin</h1><p>The viewer is not built: run <code>npm ci && npm run build</code> "
+                    f"in <code>web/</code> (looked in {static_dir}). The API is at <a href='/docs'>/docs</a>.</p>")
+
+    return app
+
+
+def _finite(value: float):
+    return None if math.isnan(value) else round(float(value), 3)

@@ -1,0 +1,59 @@
+"""Stream frames: what changed in the runtime cache since a client's last frame.
+
+A client is just a version number. Each frame carries every row whose version is
+newer, so a client that falls behind gets one coalesced frame with the latest values
+instead of a backlog; the server's memory does not grow with slow clients.
+Format: docs/architecture.md ("Stream protocol").
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from twin.cache import RuntimeCache, quality_name
+
+DECIMALS = 5  # 10 micrometres / 1e-5 rad: far below what the viewer can show
+
+
+def _number(value: float):
+    return None if math.isnan(value) else round(value, DECIMALS)
+
+
+def signal_json(cache: RuntimeCache, row: int) -> dict:
+    info = cache.signals[row]
+    value = cache.signal_value(row)
+    if isinstance(value, np.ndarray):
+        value = [_number(float(v)) for v in value]
+    elif isinstance(value, float):
+        value = _number(value)
+    status = int(cache.status[row])
+    source_time = float(cache.source_time[row])
+    return {"v": value, "q": quality_name(status), "s": status,
+            "t": None if math.isnan(source_time) else round(source_time, 3)}
+
+
+def build_frame(cache: RuntimeCache, since: int, seq: int) -> tuple[dict | None, int]:
+    """The frame for a client at version `since` (0 = snapshot); None when nothing changed."""
+    with cache.lock:
+        version = cache.version
+        if since >= version and since > 0:
+            return None, version
+        transform_rows = cache.changed_transforms(since)
+        signal_rows = cache.changed_signals(since)
+        transforms = {
+            cache.transform_prims[row]: np.round(cache.transforms[row], DECIMALS).ravel().tolist()
+            for row in transform_rows
+        }
+        signals = {cache.signals[row].key: signal_json(cache, int(row)) for row in signal_rows}
+        instances = {}
+        for name, instance_set in cache.instance_sets.items():
+            if instance_set.version > since or since == 0:
+                matrices = instance_set.transforms[instance_set.active]
+                instances[name] = {"count": int(matrices.shape[0]),
+                                   "matrices": np.round(matrices, 4).ravel().tolist()}
+    frame = {"type": "snapshot" if since == 0 else "delta", "seq": seq, "time": round(time.time(), 3),
+             "version": version, "transforms": transforms, "signals": signals, "instances": instances}
+    return frame, version
