@@ -3,7 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, GOOD, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
+from twin.cache import (
+    BAD_WAITING_FOR_INITIAL_DATA,
+    GOOD,
+    UNCERTAIN_LAST_USABLE_VALUE,
+    RuntimeCache,
+    quality_name,
+)
 
 
 def test_signals_start_bad_and_take_values_with_times():

@@ -86,3 +86,57 @@ def test_mimic_joint_follows_its_leader(tmp_path):
     poses = chain.fk(np.array([[0.03]]))[0]
     assert poses[chain.link_index("left"), 1, 3] == pytest.approx(0.03, abs=1e-6)
     assert poses[chain.link_index("right"), 1, 3] == pytest.approx(-0.02, abs=1e-6)
+
+
+@pytest.mark.parametrize("relative", [RTB_ROBOTS[0], RTB_ROBOTS[3]])
+def test_jacobian_matches_pinocchio_and_finite_differences(relative):
+    path = str(rtb_urdf(relative))
+    chain = Chain.from_urdf(path)
+    model = pin.buildModelFromUrdf(path)
+    data = model.createData()
+    q = random_q(chain, 16, seed=7)
+    for link in ("tool0", "link_3"):
+        jac = chain.jacobian(q, link)
+        assert jac.shape == (16, 6, chain.n_joints)
+        for b in range(len(q)):
+            expected = pin.computeFrameJacobian(model, data, q[b], model.getFrameId(link), pin.LOCAL_WORLD_ALIGNED)
+            np.testing.assert_allclose(jac[b], expected, atol=1e-5)
+    # linear rows against central differences of FK positions (float64 steps on float32 FK)
+    step = 1e-3
+    index = chain.link_index("tool0")
+    jac = chain.jacobian(q[:1], "tool0")[0]
+    for j in range(chain.n_joints):
+        plus, minus = q[:1].copy(), q[:1].copy()
+        plus[0, j] += step
+        minus[0, j] -= step
+        numeric = (chain.fk(plus)[0, index, :3, 3] - chain.fk(minus)[0, index, :3, 3]) / (2 * step)
+        np.testing.assert_allclose(jac[:3, j], numeric, atol=2e-3)
+
+
+@pytest.mark.parametrize("relative", [RTB_ROBOTS[0], RTB_ROBOTS[3]])
+def test_ik_solves_random_reachable_targets(relative):
+    chain = Chain.from_urdf(rtb_urdf(relative))
+    q = random_q(chain, 10_000, seed=11)
+    tool = chain.link_index("tool0")
+    targets = chain.fk(q)[:, tool]
+    result = chain.ik(targets, "tool0")
+    reached = chain.fk(result.q)[:, tool]  # verify independently of the solver's own report
+    position = np.linalg.norm(reached[:, :3, 3] - targets[:, :3, 3], axis=1)
+    rotation = np.abs(reached[:, :3, :3] - targets[:, :3, :3]).max(axis=(1, 2))
+    verified = (position < 1e-4) & (rotation < 1e-3)
+    assert verified.mean() >= 0.995
+    assert np.all(verified[result.success]), "a target reported solved is not reached"
+    assert np.all(result.q >= chain.lower - 1e-6) and np.all(result.q <= chain.upper + 1e-6)
+
+
+def test_ik_reports_unreachable_targets_instead_of_a_wrong_answer():
+    chain = Chain.from_urdf(rtb_urdf(RTB_ROBOTS[0]))
+    far = np.eye(4)
+    far[:3, 3] = (5.0, 0.0, 1.0)  # the KR16 reaches about 1.6 m
+    result = chain.ik(np.stack([far, chain.fk(np.zeros((1, 6)))[0, chain.link_index("tool0")]]), "tool0")
+    assert result.success.tolist() == [False, True]
+    assert result.position_error[0] > 3.0
+    with pytest.raises(KinematicsError, match=r"targets must have shape \(B, 4, 4\)"):
+        chain.ik(np.zeros((2, 3, 3)), "tool0")
+    with pytest.raises(KinematicsError, match="has no link 'hand'"):
+        chain.ik(far, "hand")

@@ -29,7 +29,10 @@ _EXPORTS = {
     "KinematicsError": "twin.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BindingError", "Chain", "KinematicsBatch", "KinematicsError", "LayoutError", "RuntimeCache", "Twin",
+    "TwinError", "TwinStage", "UrdfError", "load_urdf",
+]
 
 if TYPE_CHECKING:
     from twin.cache import RuntimeCache

@@ -151,6 +151,26 @@ class Chain:
             batch.set_base(np.broadcast_to(np.asarray(base, np.float64), (q.shape[0], 4, 4)))
         return batch.forward(q.reshape(-1)).reshape(q.shape[0], self.n_links, 4, 4)
 
+    def jacobian(self, q, link: str, *, device: str | None = None) -> np.ndarray:
+        """Geometric Jacobians (B, 6, n_joints) of `link`: linear rows first, world-aligned axes at the link origin.
+
+        Mimic joints add their multiplier times their motion to their leader's column.
+        """
+        q = self.check_q(q)
+        target = self.link_index(link)
+        batch = KinematicsBatch([self], [0] * q.shape[0], device=device)
+        batch.forward(q.reshape(-1))
+        return batch.jacobian(target)
+
+    def ik(self, targets, link: str, *, seeds: int | np.ndarray = 8, **options):
+        """Joint solutions reaching (B, 4, 4) targets (in the robot's root frame) with `link`.
+
+        Returns `IkResult(q, success, position_error, rotation_error)`; see twin/ik.py for options.
+        """
+        from twin.ik import solve_ik
+
+        return solve_ik(self, targets, link, seeds=seeds, **options)
+
     def check_q(self, q) -> np.ndarray:
         if isinstance(q, wp.array):
             q = q.numpy()
@@ -270,6 +290,40 @@ def forward_kinematics_kernel(
             link_world[out + k] = link_world[out + parent] * local
 
 
+@wp.kernel
+def jacobian_kernel(
+    link_world: wp.array(dtype=wp.transform),
+    link_parent: wp.array(dtype=wp.int32),
+    joint_type: wp.array(dtype=wp.int32),
+    joint_axis: wp.array(dtype=wp.vec3),
+    joint_q_index: wp.array(dtype=wp.int32),
+    mimic_multiplier: wp.array(dtype=float),
+    n_links: int,
+    target: int,
+    jacobian: wp.array3d(dtype=float),
+):
+    """One instance per thread: walk from the target link to the root, one column per moving joint."""
+    instance = wp.tid()
+    first = instance * n_links
+    point = wp.transform_get_translation(link_world[first + target])
+    k = target
+    while k >= 0:
+        kind = joint_type[k]
+        if kind != 0:
+            frame = link_world[first + k]
+            axis = wp.transform_vector(frame, joint_axis[k]) * mimic_multiplier[k]
+            column = joint_q_index[k]
+            linear = axis
+            angular = wp.vec3(0.0)
+            if kind == 1:
+                linear = wp.cross(axis, point - wp.transform_get_translation(frame))
+                angular = axis
+            for row in range(3):
+                jacobian[instance, row, column] += linear[row]
+                jacobian[instance, row + 3, column] += angular[row]
+        k = link_parent[k]
+
+
 class KinematicsBatch:
     """Many instances of one or more chains, evaluated together.
 
@@ -334,6 +388,19 @@ class KinematicsBatch:
                 self.q.assign(q)
         self.launch()
         return pose_to_matrix(self.link_world.numpy())
+
+    def jacobian(self, target_link: int) -> np.ndarray:
+        """Jacobians (instances, 6, n) of one link, after `forward`; all instances must be one chain."""
+        chain = self.chains[0]
+        if len(self.chains) != 1:
+            raise KinematicsError("Jacobians are computed for batches of a single chain")
+        m = self._model
+        out = wp.zeros((len(self.instance_chains), 6, chain.n_joints), dtype=float, device=self.device)
+        wp.launch(jacobian_kernel, dim=len(self.instance_chains),
+                  inputs=[self.link_world, m["link_parent"], m["joint_type"], m["joint_axis"], m["joint_q_index"],
+                          m["mimic_multiplier"], chain.n_links, target_link],
+                  outputs=[out], device=self.device)
+        return out.numpy().astype(np.float64)
 
     def launch(self) -> None:
         m = self._model

@@ -23,7 +23,6 @@ def _number(value: float):
 
 
 def signal_json(cache: RuntimeCache, row: int) -> dict:
-    info = cache.signals[row]
     value = cache.signal_value(row)
     if isinstance(value, np.ndarray):
         value = [_number(float(v)) for v in value]

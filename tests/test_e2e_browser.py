@@ -1,0 +1,140 @@
+"""End to end: `twin demo` on free ports, the viewer in headless Debian chromium.
+
+Checks what a plant engineer sees: robots move in the page, and a value shown in the
+inspector is the value on the PLC's OPC-UA server. Saves a screenshot and the measured
+figures (time to first frame, frame rate in the page, CPU use of the demo) as artefacts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from asyncua import Client
+
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
+
+LINK = "/Factory/Line/Robot1/link_2"
+COUNTER = "/Factory/Line/Machining.twin:partsDone"
+COUNTER_NODE = "Line.Machining.PartsDone"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (clock ticks -> seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+async def read_counter(endpoint: str) -> int:
+    async with Client(endpoint, timeout=5) as client:
+        index = await client.get_namespace_index("urn:factory-twin:sample-plc")
+        return int(await client.get_node(f"ns={index};s={COUNTER_NODE}").read_value())
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, sample_layout):
+    port, plc_port = free_port(), free_port()
+    workdir = sample_layout.parent  # reuse the session's sample factory: the demo finds it up to date
+    log = tmp_path_factory.mktemp("demo") / "demo.log"
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "twin.cli", "demo", "--port", str(port), "--plc-port", str(plc_port),
+         "--workdir", str(workdir)],
+        stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
+                    if json.load(response)["status"] == "ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the demo did not come up; its log:\n{log.read_text()}")
+            time.sleep(0.3)
+        yield {"url": url, "endpoint": f"opc.tcp://127.0.0.1:{plc_port}/factory/", "process": process,
+               "started": started, "log": log}
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail("the demo did not stop within 20 s of Ctrl-C")
+    assert process.returncode == 0, log.read_text()
+
+
+def test_viewer_shows_the_live_factory(demo, artifacts):
+    from playwright.sync_api import sync_playwright
+
+    figures: dict[str, float] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 850})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(demo["url"])
+        page.wait_for_function("window.twin && window.twin.ready", timeout=60_000)
+        figures["first_frame_s"] = round(time.monotonic() - demo["started"], 2)
+
+        # a robot link moves in the page
+        first = page.evaluate(f"window.twin.worldMatrix({LINK!r})")
+        assert first is not None, f"{LINK} is not in the page's scene"
+        moved = False
+        for _ in range(60):
+            page.wait_for_timeout(500)
+            now = page.evaluate(f"window.twin.worldMatrix({LINK!r})")
+            if max(abs(a - b) for a, b in zip(first, now, strict=True)) > 1e-3:
+                moved = True
+                break
+        assert moved, "Robot1's link_2 did not move in the page within 30 s"
+
+        # the inspector shows the PLC's value
+        page.evaluate("window.twin.select('/Factory/Line/Machining')")
+        cell = page.locator(f'[data-signal-key="{COUNTER}"] .value')
+        cell.wait_for(timeout=10_000)
+        for _ in range(5):
+            before = asyncio.run(read_counter(demo["endpoint"]))
+            page.wait_for_timeout(400)  # longer than a stream frame plus the OPC-UA sampling interval
+            shown = int(float(cell.text_content()))
+            after = asyncio.run(read_counter(demo["endpoint"]))
+            if before == after:
+                break
+        assert before <= shown <= after, f"page shows {shown}, server had {before} then {after}"
+        assert shown == before or before != after
+
+        # frame rate seen in the page, and the demo's CPU use in steady state
+        frames_before = page.evaluate("window.twin.frames")
+        pids = [demo["process"].pid, *children(demo["process"].pid)]
+        cpu_before = sum(cpu_seconds(pid) for pid in pids)
+        wall_before = time.monotonic()
+        page.wait_for_timeout(10_000)
+        wall = time.monotonic() - wall_before
+        figures["ws_frames_per_s_in_page"] = round((page.evaluate("window.twin.frames") - frames_before) / wall, 1)
+        figures["demo_cpu_cores"] = round((sum(cpu_seconds(pid) for pid in pids) - cpu_before) / wall, 3)
+        page.screenshot(path=str(artifacts / "viewer.png"))
+        browser.close()
+    (artifacts / "e2e_figures.json").write_text(json.dumps(figures, indent=2))
+    print("e2e figures:", json.dumps(figures))
+    assert not errors, f"errors in the page: {errors}"
+    assert figures["ws_frames_per_s_in_page"] > 10
+    assert figures["demo_cpu_cores"] < 1.0, "the demo should use less than one core in steady state"

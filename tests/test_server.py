@@ -1,0 +1,82 @@
+"""REST API and websocket stream of a twin of the sample factory (no PLC: the test writes signals)."""
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from twin.runtime import Twin
+from twin.server import create_app
+
+ROBOT = "/Factory/Line/Robot1"
+
+
+@pytest.fixture(scope="module")
+def twin(sample_layout):
+    return Twin(sample_layout)
+
+
+@pytest.fixture
+def client(twin, sample_layout):
+    app = create_app(twin, glb_path=sample_layout.with_suffix(".glb"), tick_hz=50)
+    with TestClient(app) as client:
+        yield client
+
+
+def test_health_scene_and_prims(client):
+    health = client.get("/api/health").json()
+    assert health["status"] == "ok" and health["signals"] > 0 and health["transforms"] > 0
+    tree = client.get("/api/scene").json()
+    assert tree["path"] == "/Factory"
+    line = next(child for child in tree["children"] if child["name"] == "Line")
+    kinds = {child["kind"] for child in line["children"]}
+    assert {"robot", "conveyor", "station", "source", "sink"} <= kinds
+    robot = client.get(f"/api/prims{ROBOT}").json()
+    assert robot["kind"] == "robot" and robot["attributes"]["twin:kind"] == "robot"
+    assert any(s["attr"] == "twin:jointPositions" for s in robot["signals"])
+    assert client.get("/scene.glb").content[:4] == b"glTF"
+
+
+def test_unknown_prim_is_a_clear_404(client):
+    response = client.get("/api/prims/Factory/Nope")
+    assert response.status_code == 404 and "/Factory/Nope" in response.json()["detail"]
+
+
+def test_stream_sends_snapshot_then_deltas_of_moving_links(client, twin):
+    row = twin.cache.signal_row(ROBOT, "twin:jointPositions")
+    with client.websocket_connect("/ws") as ws:
+        snapshot = ws.receive_json()
+        assert snapshot["type"] == "snapshot"
+        link_paths = [path for path in snapshot["transforms"] if path.startswith(ROBOT + "/")]
+        assert len(link_paths) >= 7
+        twin.cache.write_signal(row, np.array([0.5, -1.0, 1.0, 0.0, 1.0, 0.0]))
+        for _ in range(20):
+            delta = ws.receive_json()
+            if delta["type"] == "delta" and any(p.startswith(ROBOT + "/") for p in delta["transforms"]):
+                break
+        else:
+            pytest.fail("no delta carried the moved robot's links")
+        assert delta["signals"][f"{ROBOT}.twin:jointPositions"]["v"] == [0.5, -1.0, 1.0, 0.0, 1.0, 0.0]
+        assert delta["signals"][f"{ROBOT}.twin:jointPositions"]["q"] == "good"
+
+
+def test_bad_messages_get_an_error_and_the_stream_goes_on(client):
+    with client.websocket_connect("/ws") as ws:
+        assert ws.receive_json()["type"] == "snapshot"
+        ws.send_text("{not json")
+        for _ in range(50):
+            message = ws.receive_json()
+            if message["type"] == "error":
+                assert "not JSON" in message["error"]
+                break
+        ws.send_json({"type": "resync"})
+        for _ in range(50):
+            if ws.receive_json()["type"] == "snapshot":
+                break
+        else:
+            pytest.fail("resync did not bring a new snapshot")
+    assert client.get("/api/health").json()["status"] == "ok"
+
+
+def test_snapshot_endpoint_returns_a_usd_layer_over_the_layout(client, sample_layout):
+    text = client.get("/api/snapshot.usda").text
+    assert text.startswith("#usda 1.0") and sample_layout.name in text
