@@ -107,9 +107,9 @@ def ik_kernel(
     q = vec_dof()
     for j in range(n_joints):
         q[j] = seeds[tid, j]
-    position_error = 1.0e9
-    angle_error = 1.0e9
-    previous = 1.0e18
+    position_error = float(1.0e9)
+    angle_error = float(1.0e9)
+    previous = float(1.0e18)
     for iteration in range(max_iterations + 1):
         # forward kinematics into this thread's scratch
         for k in range(n_links):
@@ -161,14 +161,14 @@ def ik_kernel(
         a = mat66()
         for r in range(6):
             for c in range(6):
-                s = 0.0
+                s = float(0.0)
                 for j in range(n_joints):
                     s += jac[r, j] * jac[c, j]
                 a[r, c] = s
             a[r, r] = a[r, r] + damping
         y = solve_spd6(a, error)
         for j in range(n_joints):
-            step = 0.0
+            step = float(0.0)
             for r in range(6):
                 step += jac[r, j] * y[r]
             q[j] = wp.clamp(q[j] + step, lower[j], upper[j])
