@@ -183,7 +183,8 @@ def create_app(
     async def stream(websocket: WebSocket) -> None:
         await websocket.accept()
         state["clients"] += 1
-        version, seq = 0, 0
+        version: int | None = None  # None: the client needs a snapshot
+        seq = 0
         resync = asyncio.Event()
 
         async def receive() -> None:
@@ -202,7 +203,7 @@ def create_app(
             while not receiver.done():
                 if resync.is_set():
                     resync.clear()
-                    version = 0
+                    version = None
                 frame, new_version = build_frame(twin.cache, version, seq)
                 if frame is not None:
                     await websocket.send_text(json.dumps(frame, separators=(",", ":")))

@@ -34,14 +34,18 @@ def signal_json(cache: RuntimeCache, row: int) -> dict:
             "t": None if math.isnan(source_time) else round(source_time, 3)}
 
 
-def build_frame(cache: RuntimeCache, since: int, seq: int) -> tuple[dict | None, int]:
-    """The frame for a client at version `since` (0 = snapshot); None when nothing changed."""
+def build_frame(cache: RuntimeCache, since: int | None, seq: int) -> tuple[dict | None, int]:
+    """The frame for a client that has seen version `since` (None: it needs a snapshot).
+
+    Returns the frame (None when nothing changed) and the version it brings the client to.
+    """
     with cache.lock:
         version = cache.version
-        if since >= version and since > 0:
+        snapshot = since is None
+        if not snapshot and since >= version:
             return None, version
-        transform_rows = cache.changed_transforms(since)
-        signal_rows = cache.changed_signals(since)
+        transform_rows = range(len(cache.transform_prims)) if snapshot else cache.changed_transforms(since)
+        signal_rows = range(len(cache.signals)) if snapshot else cache.changed_signals(since)
         transforms = {
             cache.transform_prims[row]: np.round(cache.transforms[row], DECIMALS).ravel().tolist()
             for row in transform_rows
@@ -49,10 +53,10 @@ def build_frame(cache: RuntimeCache, since: int, seq: int) -> tuple[dict | None,
         signals = {cache.signals[row].key: signal_json(cache, int(row)) for row in signal_rows}
         instances = {}
         for name, instance_set in cache.instance_sets.items():
-            if instance_set.version > since or since == 0:
+            if snapshot or instance_set.version > since:
                 matrices = instance_set.transforms[instance_set.active]
                 instances[name] = {"count": int(matrices.shape[0]),
                                    "matrices": np.round(matrices, 4).ravel().tolist()}
-    frame = {"type": "snapshot" if since == 0 else "delta", "seq": seq, "time": round(time.time(), 3),
+    frame = {"type": "snapshot" if snapshot else "delta", "seq": seq, "time": round(time.time(), 3),
              "version": version, "transforms": transforms, "signals": signals, "instances": instances}
     return frame, version

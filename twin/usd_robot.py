@@ -77,8 +77,9 @@ def read_articulation(stage: Usd.Stage, prim_path: str) -> tuple[str, str, list[
         if prim.IsA(UsdPhysics.FixedJoint):
             kind, axis_token = "fixed", "X"
         elif prim.IsA(UsdPhysics.RevoluteJoint) or prim.IsA(UsdPhysics.PrismaticJoint):
-            typed = (UsdPhysics.RevoluteJoint if prim.IsA(UsdPhysics.RevoluteJoint) else UsdPhysics.PrismaticJoint)(prim)
-            kind = "revolute" if prim.IsA(UsdPhysics.RevoluteJoint) else "prismatic"
+            revolute = prim.IsA(UsdPhysics.RevoluteJoint)
+            typed = UsdPhysics.RevoluteJoint(prim) if revolute else UsdPhysics.PrismaticJoint(prim)
+            kind = "revolute" if revolute else "prismatic"
             axis_token = typed.GetAxisAttr().Get()
             lower = float(typed.GetLowerLimitAttr().Get())
             upper = float(typed.GetUpperLimitAttr().Get())

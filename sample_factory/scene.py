@@ -1,0 +1,74 @@
+"""The sample line authored as USD (and GLB) from the specs of `layout.py`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from twin.sample_factory import layout
+from twin.scenes import (
+    add_conveyor,
+    add_machine,
+    add_robot,
+    add_sensor,
+    add_sink,
+    add_source,
+    add_table,
+    export_glb,
+    new_layout,
+)
+from twin.scenes.meshes import DARK_GREY, SAFETY_YELLOW, STEEL, add_boxes, define_xform, pose, set_attributes
+
+from twin.urdf import rtb_urdf
+
+FLOOR_GREY = (0.42, 0.43, 0.44)
+STATION_COLORS = {"Machining": (0.14, 0.36, 0.62), "Inspection": (0.86, 0.87, 0.88)}
+CELL_MARGIN = 1.5  # the yellow robot-cell marking keeps this distance from the robot bases
+
+
+def build_sample_factory(out_dir: Path) -> Path:
+    """Write `factory.usda` and `factory.glb` into `out_dir`; returns the layout's path."""
+    out_dir = Path(out_dir)
+    stage = new_layout(out_dir / "factory.usda")
+    define_xform(stage, layout.LINE)
+    _floor(stage)
+    add_source(stage, f"{layout.LINE}/Source", pose(*layout.SOURCE), height=layout.BELT_HEIGHT)
+    add_sink(stage, f"{layout.LINE}/Sink", pose(*layout.SINK), height=layout.BELT_HEIGHT)
+    for spec in layout.CONVEYORS:
+        add_conveyor(stage, spec.path, pose(*spec.start), length=spec.length, width=spec.width,
+                     belt_height=layout.BELT_HEIGHT, capacity=spec.capacity, speed=spec.speed)
+    for spec in layout.STATIONS:
+        if spec.has_table:
+            add_table(stage, spec.path, pose(*spec.center), title=spec.title, size=spec.size,
+                      cycle_time=spec.cycle_time, table_height=layout.TABLE_HEIGHT)
+        else:
+            add_machine(stage, spec.path, pose(*spec.center), title=spec.title, size=spec.size,
+                        cycle_time=spec.cycle_time, table_height=layout.TABLE_HEIGHT,
+                        color=STATION_COLORS.get(spec.name, STEEL))
+    for spec in layout.ROBOTS:
+        robot = add_robot(stage, spec.path, rtb_urdf(spec.urdf), spec.base)
+        set_attributes(robot, {"twin:title": spec.title})
+    for spec in layout.SENSORS:
+        add_sensor(stage, spec.path, spec.offset, sensor_type=spec.sensor_type, signal=spec.attr,
+                   unit=spec.unit)
+    stage.GetRootLayer().Save()
+    export_glb(stage, out_dir / "factory.glb")
+    return out_dir / "factory.usda"
+
+
+def _floor(stage) -> None:
+    """Concrete slab (top at z = 0), robot base plates and the yellow marking of the robot cell."""
+    xs = [layout.SOURCE[0], layout.SINK[0]]
+    margin = 3.0
+    length, centre = xs[1] - xs[0] + 2 * margin, (xs[0] + xs[1]) / 2
+    floor = f"{layout.LINE}/Floor"
+    define_xform(stage, floor)
+    add_boxes(stage, f"{floor}/Slab", [((length, 8.0, 0.1), (centre, 0.0, -0.05))], FLOOR_GREY)
+    bases = [spec.base[:2] for spec in layout.ROBOTS]
+    add_boxes(stage, f"{floor}/BasePlates", [((0.9, 0.9, 0.02), (x, y, 0.01)) for x, y in bases], DARK_GREY)
+    (x0, y0), (x1, y1) = np.min(bases, axis=0) - CELL_MARGIN, np.max(bases, axis=0) + CELL_MARGIN
+    strip = 0.06
+    add_boxes(stage, f"{floor}/CellMarking", [
+        *[((x1 - x0, strip, 0.004), ((x0 + x1) / 2, y, 0.002)) for y in (y0, y1)],
+        *[((strip, y1 - y0, 0.004), (x, (y0 + y1) / 2, 0.002)) for x in (x0, x1)],
+    ], SAFETY_YELLOW)
