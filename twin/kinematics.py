@@ -22,7 +22,7 @@ import warp as wp
 from twin.errors import KinematicsError
 from twin.urdf import RobotDescription, load_urdf
 
-wp.config.quiet = True
+wp.config.log_level = wp.LOG_WARNING  # no banner or per-module load lines in the twin's logs
 
 FIXED, REVOLUTE, PRISMATIC = 0, 1, 2
 _TYPE_CODES = {"fixed": FIXED, "revolute": REVOLUTE, "continuous": REVOLUTE, "prismatic": PRISMATIC}
@@ -250,6 +250,30 @@ def _build_chain(name: str, root: str, joints: Sequence[_JointRecord]) -> Chain:
 
 
 # --------------------------------------------------------------------------- batched evaluation on Warp
+@wp.func
+def joint_transform(origin: wp.transform, kind: int, axis: wp.vec3, value: float) -> wp.transform:
+    """Parent-to-child transform: the joint origin followed by the joint's motion."""
+    if kind == 1:
+        motion = wp.quat_from_axis_angle(axis, value)
+        return wp.transform(wp.transform_get_translation(origin), wp.transform_get_rotation(origin) * motion)
+    if kind == 2:
+        return origin * wp.transform(axis * value, wp.quat_identity())
+    return origin
+
+
+@wp.struct
+class LinkJoint:
+    """Everything FK needs about one link, packed so a link costs one load."""
+
+    origin: wp.transform
+    axis: wp.vec3
+    parent: wp.int32
+    kind: wp.int32
+    q_index: wp.int32
+    multiplier: float
+    offset: float
+
+
 @wp.kernel
 def forward_kinematics_kernel(
     instance_chain: wp.array(dtype=wp.int32),
@@ -258,13 +282,7 @@ def forward_kinematics_kernel(
     instance_base: wp.array(dtype=wp.transform),
     chain_link_start: wp.array(dtype=wp.int32),
     chain_link_count: wp.array(dtype=wp.int32),
-    link_parent: wp.array(dtype=wp.int32),
-    joint_type: wp.array(dtype=wp.int32),
-    joint_origin: wp.array(dtype=wp.transform),
-    joint_axis: wp.array(dtype=wp.vec3),
-    joint_q_index: wp.array(dtype=wp.int32),
-    mimic_multiplier: wp.array(dtype=float),
-    mimic_offset: wp.array(dtype=float),
+    links: wp.array(dtype=LinkJoint),
     q: wp.array(dtype=float),
     link_world: wp.array(dtype=wp.transform),
 ):
@@ -273,21 +291,20 @@ def forward_kinematics_kernel(
     first = chain_link_start[chain]
     q_start = instance_q_start[instance]
     out = instance_out_start[instance]
+    previous = instance_base[instance]
     for k in range(chain_link_count[chain]):
-        m = first + k
-        local = joint_origin[m]
-        kind = joint_type[m]
-        if kind != 0:
-            value = mimic_multiplier[m] * q[q_start + joint_q_index[m]] + mimic_offset[m]
-            if kind == 1:
-                local = local * wp.transform(wp.vec3(0.0), wp.quat_from_axis_angle(joint_axis[m], value))
-            else:
-                local = local * wp.transform(joint_axis[m] * value, wp.quat_identity())
-        parent = link_parent[m]
-        if parent < 0:
-            link_world[out + k] = instance_base[instance] * local
+        link = links[first + k]
+        value = float(0.0)
+        if link.kind != 0:
+            value = link.multiplier * q[q_start + link.q_index] + link.offset
+        local = joint_transform(link.origin, link.kind, link.axis, value)
+        if link.parent < 0:
+            previous = instance_base[instance] * local
+        elif link.parent == k - 1:  # serial chains: the parent is still in registers
+            previous = previous * local
         else:
-            link_world[out + k] = link_world[out + parent] * local
+            previous = link_world[out + link.parent] * local
+        link_world[out + k] = previous
 
 
 @wp.kernel
@@ -369,6 +386,18 @@ class KinematicsBatch:
                 mimic_multiplier=wp.array(cat("mimic_multiplier"), dtype=float),
                 mimic_offset=wp.array(cat("mimic_offset"), dtype=float),
             )
+            packed = []
+            for origin, axis, parent, kind, q_index, multiplier, offset in zip(
+                matrix_to_pose(cat("joint_origin")), cat("joint_axis"), cat("link_parent"), cat("joint_type"),
+                cat("joint_q_index"), cat("mimic_multiplier"), cat("mimic_offset"), strict=True,
+            ):
+                link = LinkJoint()
+                link.origin = wp.transform(*origin[:3], *origin[3:])
+                link.axis = wp.vec3(*axis)
+                link.parent, link.kind, link.q_index = int(parent), int(kind), int(q_index)
+                link.multiplier, link.offset = float(multiplier), float(offset)
+                packed.append(link)
+            self._links = wp.array(packed, dtype=LinkJoint)
             self.q = wp.zeros(max(self.n_q, 1), dtype=float)
             self.link_world = wp.zeros(self.n_out, dtype=wp.transform)
 
@@ -407,9 +436,7 @@ class KinematicsBatch:
         wp.launch(
             forward_kinematics_kernel, dim=len(self.instance_chains),
             inputs=[m["instance_chain"], m["instance_q_start"], m["instance_out_start"], m["instance_base"],
-                    m["chain_link_start"], m["chain_link_count"], m["link_parent"], m["joint_type"],
-                    m["joint_origin"], m["joint_axis"], m["joint_q_index"], m["mimic_multiplier"],
-                    m["mimic_offset"], self.q],
+                    m["chain_link_start"], m["chain_link_count"], self._links, self.q],
             outputs=[self.link_world], device=self.device,
         )
 
