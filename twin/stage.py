@@ -160,7 +160,7 @@ class LiveLayerWriter:
     def _usd_value(self, row: int, value):
         info = self.cache.signals[row]
         if info.width > 1:
-            return Vt.DoubleArray(np.nan_to_num(np.asarray(value), nan=-1.0).tolist())
+            return Vt.DoubleArray(np.asarray(value, np.float64).tolist())  # NaN marks an empty place
         if info.kind == "bool":
             return bool(value)
         if info.kind == "int":

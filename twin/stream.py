@@ -51,6 +51,10 @@ def build_frame(cache: RuntimeCache, since: int | None, seq: int) -> tuple[dict 
             for row in transform_rows
         }
         signals = {cache.signals[row].key: signal_json(cache, int(row)) for row in signal_rows}
+        if snapshot:  # units and kinds never change: the snapshot carries them once
+            for row in signal_rows:
+                info = cache.signals[row]
+                signals[info.key].update(u=info.unit, k=info.kind)
         instances = {}
         for name, instance_set in cache.instance_sets.items():
             if snapshot or instance_set.version > since:

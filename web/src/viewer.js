@@ -1,0 +1,303 @@
+// The 3D view: the factory GLB, live transforms, part instances, picking and highlight.
+import * as THREE from 'three';
+import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
+import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
+import { RoomEnvironment } from 'three/addons/environments/RoomEnvironment.js';
+
+const PART_SIZE = 0.2; // the backend's parts are 0.2 m cubes with their origin at the centre
+const PART_CAPACITY = 256;
+const CLICK_TOLERANCE_PX = 5; // a pointer that moved further was orbiting, not clicking
+const HIGHLIGHT = new THREE.Color(0x3d8bfd);
+
+/** Copy 16 row-major numbers into a Matrix4 (Matrix4.set takes row-major arguments). */
+function setRowMajor(matrix, m) {
+  matrix.set(m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], m[11], m[12], m[13], m[14], m[15]);
+}
+
+export class Viewer {
+  /** `onPick(object)` gets the clicked Object3D, or null for a click on empty space. */
+  constructor(canvas, { onPick }) {
+    this.canvas = canvas;
+    this.onPick = onPick;
+    /** prim path -> Object3D, for every GLB node (nodes are named by their prim path). */
+    this.objects = new Map();
+    this.needsRender = true;
+
+    const renderer = new THREE.WebGLRenderer({ canvas, antialias: true });
+    renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
+    renderer.toneMapping = THREE.ACESFilmicToneMapping;
+    renderer.shadowMap.enabled = true;
+    renderer.shadowMap.type = THREE.PCFShadowMap;
+    this.renderer = renderer;
+
+    const scene = new THREE.Scene();
+    scene.background = new THREE.Color(0x1a1e25);
+    const pmrem = new THREE.PMREMGenerator(renderer);
+    scene.environment = pmrem.fromScene(new RoomEnvironment(), 0.04).texture;
+    scene.environmentIntensity = 0.45;
+    pmrem.dispose();
+    scene.add(new THREE.HemisphereLight(0xe6eefc, 0x30343c, 1.2));
+    this.sun = new THREE.DirectionalLight(0xffffff, 2.2);
+    this.sun.castShadow = true;
+    this.sun.shadow.mapSize.set(2048, 2048);
+    this.sun.shadow.radius = 3;
+    this.sun.shadow.bias = -0.0005;
+    scene.add(this.sun, this.sun.target);
+    this.scene = scene;
+
+    // USD is Z-up, three.js Y-up: everything from the stage lives under this rotated root,
+    // so stream matrices (local, or world in the USD frame for parts) apply unchanged.
+    this.root = new THREE.Group();
+    this.root.name = 'usd-root';
+    this.root.rotation.x = -Math.PI / 2;
+    scene.add(this.root);
+
+    this.camera = new THREE.PerspectiveCamera(40, 1, 0.05, 2000);
+    this.camera.position.set(8, 8, 12);
+    this.controls = new OrbitControls(this.camera, canvas);
+    this.controls.enableDamping = true;
+    this.controls.dampingFactor = 0.12;
+    this.controls.screenSpacePanning = true;
+    this.controls.addEventListener('change', () => this.requestRender());
+
+    this.parts = this.#createParts(PART_CAPACITY);
+    this.selection = null;
+    this.selectionBox = new THREE.Box3();
+    this.selectionHelper = new THREE.Box3Helper(this.selectionBox, HIGHLIGHT);
+    this.selectionHelper.visible = false;
+    scene.add(this.selectionHelper);
+    this.highlighted = []; // [mesh, original material] pairs to restore on deselect
+    this.highlightMaterials = new WeakMap(); // original material -> its tinted clone
+
+    this.raycaster = new THREE.Raycaster();
+    this.pointer = new THREE.Vector2();
+    this.#listenForClicks();
+    new ResizeObserver(() => this.#resize()).observe(canvas.parentElement);
+    this.#resize();
+    renderer.setAnimationLoop(() => this.#frame());
+  }
+
+  /** Load the GLB, index its nodes by prim path, and frame it. */
+  async load(url) {
+    const gltf = await new GLTFLoader().loadAsync(url);
+    gltf.scene.traverse((object) => {
+      const path = object.userData.name;
+      if (typeof path === 'string' && path.startsWith('/')) this.objects.set(path, object);
+      if (object.isMesh) {
+        object.castShadow = true;
+        object.receiveShadow = true;
+      }
+    });
+    this.model = gltf.scene;
+    this.root.add(gltf.scene);
+    this.root.updateMatrixWorld(true);
+    this.#addFloor();
+    this.frameAll();
+  }
+
+  /** A stream transform: row-major local matrix of the prim relative to its parent. */
+  applyTransform(path, m) {
+    const object = this.objects.get(path);
+    if (!object) return;
+    setRowMajor(object.matrix, m);
+    object.matrixAutoUpdate = false;
+    object.matrixWorldNeedsUpdate = true;
+    this.needsRender = true;
+  }
+
+  /** The `parts` instance set: `count` row-major world matrices in the USD (Z-up) frame. */
+  setParts(count, matrices) {
+    if (count > this.parts.instanceMatrix.count) {
+      let capacity = this.parts.instanceMatrix.count;
+      while (capacity < count) capacity *= 2;
+      this.root.remove(this.parts);
+      this.parts.dispose();
+      this.parts = this.#createParts(capacity);
+    }
+    // Transpose straight into the instance buffer: no Matrix4 per instance, no allocation.
+    const array = this.parts.instanceMatrix.array;
+    for (let i = 0; i < count; i++) {
+      const o = 16 * i;
+      for (let row = 0; row < 4; row++) {
+        for (let col = 0; col < 4; col++) array[o + 4 * col + row] = matrices[o + 4 * row + col];
+      }
+    }
+    this.parts.count = count;
+    this.parts.instanceMatrix.needsUpdate = true;
+    this.needsRender = true;
+  }
+
+  /** Highlight the object of a prim path (null clears). */
+  setSelection(path) {
+    for (const [mesh, material] of this.highlighted) mesh.material = material;
+    this.highlighted.length = 0;
+    this.selection = (path && this.objects.get(path)) || null;
+    this.selectionHelper.visible = this.selection !== null;
+    this.selection?.traverse((object) => {
+      if (!object.isMesh) return;
+      this.highlighted.push([object, object.material]);
+      object.material = Array.isArray(object.material)
+        ? object.material.map((material) => this.#tinted(material))
+        : this.#tinted(object.material);
+    });
+    this.requestRender();
+  }
+
+  /** The object's world matrix (three.js Y-up world) as 16 numbers, or null if unknown. */
+  worldMatrix(path) {
+    const object = this.objects.get(path);
+    if (!object) return null;
+    this.#updateWorld();
+    return Array.from(object.matrixWorld.elements);
+  }
+
+  frameAll() {
+    this.#updateWorld();
+    if (this.model) this.#frameBox(new THREE.Box3().setFromObject(this.model), new THREE.Vector3(0.35, 0.55, 1), 1.05);
+  }
+
+  focusSelection() {
+    if (!this.selection) return;
+    this.#updateWorld();
+    const box = new THREE.Box3().setFromObject(this.selection);
+    // A wide margin: the surroundings give context, and a moving robot stays in view.
+    if (!box.isEmpty()) this.#frameBox(box, this.camera.position.clone().sub(this.controls.target), 1.6);
+  }
+
+  requestRender() {
+    this.needsRender = true;
+  }
+
+  #frame() {
+    this.controls.update(); // applies damping; fires 'change' while the view still moves
+    if (!this.needsRender) return;
+    this.needsRender = false;
+    if (this.selection) {
+      this.#updateWorld();
+      this.selectionBox.setFromObject(this.selection); // robots move: follow the selection
+    }
+    this.renderer.render(this.scene, this.camera);
+  }
+
+  /**
+   * Bring every matrixWorld up to date from the scene root. Updating one object alone (as
+   * Box3.setFromObject and updateWorldMatrix do) clears its needs-update flag without
+   * updating its children, so the next render would leave a moved link's meshes behind.
+   */
+  #updateWorld() {
+    this.scene.updateMatrixWorld();
+  }
+
+  /** Place the camera along `direction` from the box centre, `margin` times as far as needed to see it. */
+  #frameBox(box, direction, margin) {
+    const center = box.getCenter(new THREE.Vector3());
+    const camera = this.camera;
+    camera.position.copy(center).add(direction.normalize());
+    camera.lookAt(center);
+    const toCamera = camera.quaternion.clone().invert();
+    const tanY = Math.tan(THREE.MathUtils.degToRad(camera.fov / 2));
+    const tanX = tanY * camera.aspect;
+    const corner = new THREE.Vector3();
+    let distance = 0.5;
+    for (let i = 0; i < 8; i++) {
+      corner.set(i & 1 ? box.max.x : box.min.x, i & 2 ? box.max.y : box.min.y, i & 4 ? box.max.z : box.min.z);
+      corner.sub(center).applyQuaternion(toCamera); // camera axes: x right, y up, +z towards the camera
+      distance = Math.max(distance, Math.abs(corner.x) / tanX + corner.z, Math.abs(corner.y) / tanY + corner.z);
+    }
+    distance *= margin;
+    this.controls.target.copy(center);
+    camera.position.copy(center).addScaledVector(direction, distance);
+    camera.near = Math.max(distance / 200, 0.005); // close enough for a gripper, far stays 2 km
+    camera.updateProjectionMatrix();
+    this.controls.update();
+    this.requestRender();
+  }
+
+  /** A floor grid and a shadow catcher (shadows only, so it has no visible edge) sized to the scene. */
+  #addFloor() {
+    const box = new THREE.Box3().setFromObject(this.model);
+    const center = box.getCenter(new THREE.Vector3());
+    const size = box.getSize(new THREE.Vector3());
+    const extent = Math.ceil(Math.max(size.x, size.z, 4) / 2 + 2) * 2; // whole metres, a margin around
+    const grid = new THREE.GridHelper(extent, extent, 0x3d4451, 0x292e37);
+    grid.position.set(Math.round(center.x), 0.001, Math.round(center.z));
+    const floor = new THREE.Mesh(
+      new THREE.PlaneGeometry(extent * 4, extent * 4),
+      new THREE.ShadowMaterial({ opacity: 0.35 }),
+    );
+    floor.rotation.x = -Math.PI / 2;
+    floor.position.copy(grid.position).setY(0);
+    floor.receiveShadow = true;
+    this.scene.add(floor, grid);
+
+    const reach = Math.max(size.x, size.y, size.z) * 0.75 + 2;
+    this.sun.position.copy(center).add(new THREE.Vector3(0.4, 1, 0.6).multiplyScalar(reach * 1.5));
+    this.sun.target.position.copy(center);
+    Object.assign(this.sun.shadow.camera, { left: -reach, right: reach, top: reach, bottom: -reach,
+      near: 0.1, far: reach * 4 });
+    this.sun.shadow.camera.updateProjectionMatrix();
+  }
+
+  #createParts(capacity) {
+    const parts = new THREE.InstancedMesh(
+      new THREE.BoxGeometry(PART_SIZE, PART_SIZE, PART_SIZE),
+      new THREE.MeshStandardMaterial({ color: 0x2dd4bf, roughness: 0.45, metalness: 0.1 }),
+      capacity,
+    );
+    parts.name = 'parts';
+    parts.count = 0;
+    parts.castShadow = true;
+    parts.receiveShadow = true;
+    parts.frustumCulled = false; // instances move every frame; a cached bounding sphere would go stale
+    parts.instanceMatrix.setUsage(THREE.DynamicDrawUsage);
+    this.root.add(parts);
+    return parts;
+  }
+
+  /** Materials may be shared between prims, so selection brightens a per-material clone. */
+  #tinted(material) {
+    let tinted = this.highlightMaterials.get(material);
+    if (!tinted) {
+      tinted = material.clone();
+      if (tinted.emissive) {
+        // A glow in the material's own colour: an added hue would turn orange robots pink.
+        tinted.emissive.copy(tinted.color ?? HIGHLIGHT);
+        tinted.emissiveIntensity = 0.25;
+      }
+      this.highlightMaterials.set(material, tinted);
+    }
+    return tinted;
+  }
+
+  #listenForClicks() {
+    let down = null;
+    this.canvas.addEventListener('pointerdown', (event) => {
+      down = event.button === 0 ? { x: event.clientX, y: event.clientY } : null;
+    });
+    this.canvas.addEventListener('pointerup', (event) => {
+      if (!down || Math.hypot(event.clientX - down.x, event.clientY - down.y) > CLICK_TOLERANCE_PX) return;
+      down = null;
+      this.onPick(this.#pick(event));
+    });
+  }
+
+  /** The GLB object under the pointer (parts and helpers are not pickable). */
+  #pick(event) {
+    if (!this.model) return null;
+    const rect = this.canvas.getBoundingClientRect();
+    this.pointer.set(((event.clientX - rect.left) / rect.width) * 2 - 1,
+      -((event.clientY - rect.top) / rect.height) * 2 + 1);
+    this.raycaster.setFromCamera(this.pointer, this.camera);
+    const hit = this.raycaster.intersectObject(this.model, true).find((h) => h.object.visible);
+    return hit ? hit.object : null;
+  }
+
+  #resize() {
+    const { clientWidth: width, clientHeight: height } = this.canvas.parentElement;
+    if (width === 0 || height === 0) return;
+    this.renderer.setSize(width, height, false);
+    this.camera.aspect = width / height;
+    this.camera.updateProjectionMatrix();
+    this.requestRender();
+  }
+}
