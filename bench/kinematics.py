@@ -7,9 +7,11 @@ B rows, and every contender sees exactly those rows.
 Method
 - Correctness first: on a few configurations our link poses are compared with Newton's body poses
   and Pinocchio's frame placements (every link, matched by name); the run stops if they disagree.
-- FK (`fk_per_s`): one `KinematicsBatch` of B instances, q assigned once, then `launch()` +
-  `wp.synchronize_device()` timed, all links of every instance. `fk_numpy_per_s` times the whole
-  `Chain.fk(q)` call instead: numpy in, (B, links, 4, 4) numpy out, model upload included.
+- FK (`fk_per_s`): `Chain.forward_evaluator(device).launch(q, base, out)` on arrays already on the
+  device + `wp.synchronize_device()`, all links of every configuration: the kernel generated for the
+  robot (twin/fk_codegen.py), its batch split across the CPU cores. `generic_fk_per_s` times the
+  multi-robot `KinematicsBatch` kernel on the same work. `fk_numpy_per_s` times the whole
+  `Chain.fk(q)` call: numpy in, (B, links, 4, 4) numpy out.
 - Pinocchio (`peer_fk_per_s`): `framesForwardKinematics` called in a Python loop over the same
   configurations (prepared as float64 arrays beforehand), all frames updated.
 - Newton (`newton_fk_per_s`): `ModelBuilder.add_urdf` (fixed base, meshes stripped), `replicate` to B
@@ -239,8 +241,19 @@ def bench_robot(name: str, relative: str, device: str) -> list[dict]:
         batch = KinematicsBatch([chain], [0] * batch_size, device=device)
         batch.q.assign(q.reshape(-1).astype(np.float32))
 
-        def ours_fk(batch=batch):
+        def generic_fk(batch=batch):
             batch.launch()
+            wp.synchronize_device(device)
+
+        generic_fk_per_s = rate(generic_fk, batch_size)
+        evaluator = chain.forward_evaluator(device)
+        q_device = wp.array(q.astype(np.float32), dtype=float, device=device)
+        base_device = wp.array(matrix_to_pose(np.tile(np.eye(4), (batch_size, 1, 1))).astype(np.float32),
+                               dtype=wp.transform, device=device)
+        out_device = wp.zeros((batch_size, chain.n_links), dtype=wp.transform, device=device)
+
+        def ours_fk(evaluator=evaluator, q_device=q_device, base_device=base_device, out_device=out_device):
+            evaluator.launch(q_device, base_device, out_device)
             wp.synchronize_device(device)
 
         fk_per_s = rate(ours_fk, batch_size)
@@ -273,6 +286,7 @@ def bench_robot(name: str, relative: str, device: str) -> list[dict]:
             newton_fk_per_s=round(newton_fk_per_s), ratio_to_newton=round(fk_per_s / newton_fk_per_s, 3),
             ik_per_s=round(ik_per_s, 1), ik_success=round(ik_success, 4), ik_batch=ik_batch,
             jacobian_per_s=round(jacobian_per_s), fk_numpy_per_s=round(fk_numpy_per_s),
+            generic_fk_per_s=round(generic_fk_per_s),
             newton_ik_per_s=round(newton_ik_per_s, 1), newton_ik_success=round(newton_ik_success, 4),
             newton_ik_batch=newton_ik_batch, newton_build_s=round(build_s, 2),
         ))

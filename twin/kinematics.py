@@ -146,10 +146,17 @@ class Chain:
     def fk(self, q, *, base: np.ndarray | None = None, device: str | None = None) -> np.ndarray:
         """World transforms (B, n_links, 4, 4) of every link, in `link_names` order, for q of shape (B, n)."""
         q = self.check_q(q)
-        batch = KinematicsBatch([self], [0] * q.shape[0], device=device)
-        if base is not None:
-            batch.set_base(np.broadcast_to(np.asarray(base, np.float64), (q.shape[0], 4, 4)))
-        return batch.forward(q.reshape(-1)).reshape(q.shape[0], self.n_links, 4, 4)
+        return self.forward_evaluator(device).forward(q, None if base is None else np.asarray(base, np.float64))
+
+    def forward_evaluator(self, device: str | None = None):
+        """The batched FK of this robot, with a kernel specialised to it (twin/fk_codegen.py)."""
+        from twin.fk_codegen import ChainForward
+
+        device = device or default_device()
+        cache = self.__dict__.setdefault("_evaluators", {})  # frozen dataclass: per-instance memo
+        if device not in cache:
+            cache[device] = ChainForward(self, device)
+        return cache[device]
 
     def jacobian(self, q, link: str, *, device: str | None = None) -> np.ndarray:
         """Geometric Jacobians (B, 6, n_joints) of `link`: linear rows first, world-aligned axes at the link origin.
