@@ -84,7 +84,7 @@ class SensorSpec:
 
 SOURCE = (-0.7, 0.0)
 SINK = (20.7, 0.0)
-SOURCE_INTERARRIVAL = 9.0  # mean seconds between raw parts
+SOURCE_INTERARRIVAL = 12.0  # mean seconds between raw parts
 
 CONVEYORS = (
     ConveyorSpec("Conveyor1", (0.0, 0.0), 4.0),

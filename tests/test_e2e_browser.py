@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,16 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in path.read_text().split()] if path.exists() else []
 
 
-async def read_counter(endpoint: str) -> int:
+async def _read_counter(endpoint: str) -> int:
     async with Client(endpoint, timeout=5) as client:
         index = await client.get_namespace_index("urn:factory-twin:sample-plc")
         return int(await client.get_node(f"ns={index};s={COUNTER_NODE}").read_value())
+
+
+def read_counter(endpoint: str) -> int:
+    """Read the PLC directly, from a thread of its own (Playwright's sync API owns this thread's loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _read_counter(endpoint)).result(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +120,10 @@ def test_viewer_shows_the_live_factory(demo, artifacts):
         cell = page.locator(f'[data-signal-key="{COUNTER}"] .value')
         cell.wait_for(timeout=10_000)
         for _ in range(5):
-            before = asyncio.run(read_counter(demo["endpoint"]))
+            before = read_counter(demo["endpoint"])
             page.wait_for_timeout(400)  # longer than a stream frame plus the OPC-UA sampling interval
             shown = int(float(cell.text_content()))
-            after = asyncio.run(read_counter(demo["endpoint"]))
+            after = read_counter(demo["endpoint"])
             if before == after:
                 break
         assert before <= shown <= after, f"page shows {shown}, server had {before} then {after}"

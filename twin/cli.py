@@ -85,7 +85,7 @@ async def serve(
         on_startup=[connector.start] if connector else [],
         on_shutdown=[connector.stop] if connector else [],
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets-sansio")
     server = uvicorn.Server(config)
     print(f"twin: serving {layout.name} at http://{host}:{port}", flush=True)
     await server.serve()
@@ -181,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("asyncua", "warp"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("asyncua").setLevel(logging.ERROR)  # the connector logs connection trouble itself
     from twin.errors import TwinError
 
     try:

@@ -1,0 +1,157 @@
+"""The simulated PLC: a real OPC-UA server (asyncua) on 127.0.0.1 running the sample line.
+
+It owns its clock: the line model (line_model.py) steps at `rate_hz`, and each step
+writes only the variables whose value changed, with a source timestamp, so the server's
+subscriptions carry a realistic stream. Variables are `ns=<urn:factory-twin:sample-plc>;
+s=Line.<Element>.<Name>` under Objects/Factory/Line/<Element>.
+
+    python -m twin.sample_factory.plc --port 4840      # runs until Ctrl-C or SIGTERM
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import time
+from datetime import UTC, datetime
+
+from asyncua import Server, ua
+
+from .line_model import LineModel
+
+NAMESPACE = "urn:factory-twin:sample-plc"
+log = logging.getLogger("twin.sample_plc")
+
+
+def _variant_type(name: str, value) -> ua.VariantType:
+    if isinstance(value, bool):
+        return ua.VariantType.Boolean
+    if isinstance(value, str):
+        return ua.VariantType.String
+    if isinstance(value, list):
+        return ua.VariantType.Double
+    if isinstance(value, int):
+        return ua.VariantType.Int32 if name.endswith(".State") else ua.VariantType.UInt32
+    return ua.VariantType.Double
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, list):
+        return len(a) == len(b) and all(x == y or (x != x and y != y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+class SamplePlc:
+    """The sample line behind an OPC-UA server; use `async with SamplePlc(port) as plc:`."""
+
+    def __init__(self, port: int = 4840, *, seed: int = 1, rate_hz: float = 20.0, warm_up_s: float = 90.0,
+                 speedup: float = 1.0):
+        self.port = port
+        self.endpoint = f"opc.tcp://127.0.0.1:{port}/factory/"
+        self.rate_hz = rate_hz
+        self.speedup = speedup
+        self.model = LineModel(seed=seed, dt=1.0 / rate_hz)
+        self.model.warm_up(warm_up_s)
+        self.server = Server()
+        self.nodes: dict[str, ua.NodeId] = {}
+        self.types: dict[str, ua.VariantType] = {}
+        self.published: dict[str, object] = {}
+        self._task: asyncio.Task | None = None
+        self.steps = 0
+
+    async def start(self) -> None:
+        await self.server.init()
+        self.server.set_endpoint(self.endpoint)
+        self.server.set_server_name("Factory twin sample PLC")
+        self.server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        index = await self.server.register_namespace(NAMESPACE)
+        factory = await self.server.nodes.objects.add_folder(ua.NodeId("Factory", index), "Factory")
+        line = await factory.add_folder(ua.NodeId("Line", index), "Line")
+        elements = {}
+        for name, value in self.model.values().items():
+            _, element, variable = name.split(".")
+            if element not in elements:
+                elements[element] = await line.add_object(ua.NodeId(f"Line.{element}", index), element)
+            kind = _variant_type(name, value)
+            node = await elements[element].add_variable(ua.NodeId(name, index), variable, ua.Variant(value, kind))
+            if isinstance(value, list):
+                await node.write_value_rank(1)
+                await node.write_array_dimensions([len(value)])
+            await node.write_attribute(ua.AttributeIds.MinimumSamplingInterval,
+                                       ua.DataValue(ua.Variant(1000.0 / self.rate_hz, ua.VariantType.Double)))
+            self.nodes[name], self.types[name], self.published[name] = node.nodeid, kind, value
+        await self.server.start()
+        self._task = asyncio.create_task(self._run())
+        log.info("sample PLC serving %d variables at %s", len(self.nodes), self.endpoint)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.server.stop()
+
+    async def __aenter__(self) -> SamplePlc:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        period = 1.0 / self.rate_hz
+        next_time = time.monotonic()
+        while True:
+            for _ in range(max(1, round(self.speedup))):
+                self.model.step()
+            self.steps += 1
+            await self.publish()
+            next_time += period
+            delay = next_time - time.monotonic()
+            if delay < -1.0:  # the machine stalled: resume the clock instead of bursting
+                next_time = time.monotonic()
+            await asyncio.sleep(max(0.0, delay))
+
+    async def publish(self) -> None:
+        """Write every variable whose value changed since the last publish."""
+        now = datetime.now(UTC)
+        for name, value in self.model.values().items():
+            if _same(value, self.published[name]):
+                continue
+            self.published[name] = value
+            variant = ua.Variant(value, self.types[name])
+            data = ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now)
+            await self.server.write_attribute_value(self.nodes[name], data)
+
+
+async def _serve(port: int, seed: int, speedup: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with SamplePlc(port, seed=seed, speedup=speedup) as plc:
+        print(f"sample PLC: {len(plc.nodes)} variables at {plc.endpoint}", flush=True)
+        await stop.wait()
+    print("sample PLC: stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The sample factory's simulated PLC (OPC-UA server)")
+    parser.add_argument("--port", type=int, default=4840)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--speedup", type=float, default=1.0, help="plant seconds per wall second")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncua").setLevel(logging.WARNING)
+    if not math.isfinite(args.speedup) or args.speedup <= 0:
+        parser.error("--speedup must be positive")
+    asyncio.run(_serve(args.port, args.seed, args.speedup))
+
+
+if __name__ == "__main__":
+    main()
