@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from twin.sample_factory import layout
 from twin.scenes import (
     add_conveyor,
@@ -18,7 +19,6 @@ from twin.scenes import (
     new_layout,
 )
 from twin.scenes.meshes import DARK_GREY, SAFETY_YELLOW, STEEL, add_boxes, define_xform, pose, set_attributes
-
 from twin.urdf import rtb_urdf
 
 FLOOR_GREY = (0.42, 0.43, 0.44)

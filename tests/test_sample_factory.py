@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import trimesh
 from pxr import Usd, UsdGeom, UsdPhysics
-from twin.sample_factory import layout
-from twin.sample_factory.scene import build_sample_factory
 
 from twin.kinematics import Chain
+from twin.sample_factory import layout
+from twin.sample_factory.scene import build_sample_factory
 from twin.stage import usd_to_numpy
 
 

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import trimesh
 from pxr import Usd, UsdGeom, UsdPhysics
+
+from twin.errors import LayoutError, UrdfError
+from twin.kinematics import Chain
 from twin.scenes import (
     add_conveyor,
     add_machine,
@@ -23,9 +26,6 @@ from twin.scenes import (
 )
 from twin.scenes.meshes import pose
 from twin.scenes.robot import axis_alignment
-
-from twin.errors import LayoutError, UrdfError
-from twin.kinematics import Chain
 from twin.stage import usd_to_numpy
 from twin.urdf import load_urdf, rtb_urdf
 from twin.usd_robot import link_prim_paths, read_articulation

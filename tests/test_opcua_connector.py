@@ -1,0 +1,131 @@
+"""The OPC-UA connector against the sample PLC, a real asyncua server on loopback."""
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from asyncua import Client
+
+from tests.conftest import free_port
+from twin.cache import RuntimeCache, quality_name
+from twin.connectors.bindings import load_bindings
+from twin.connectors.opcua import OpcUaConnector
+from twin.sample_factory import plc as sample_plc
+from twin.sample_factory.plc import NAMESPACE, SamplePlc
+
+SAMPLE = Path(sample_plc.__file__).with_name("bindings.yaml")
+ROBOT = ("/Factory/Line/Robot1", "twin:jointPositions")
+COUNTER = ("/Factory/Line/Machining", "twin:partsDone")
+
+
+async def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def good(cache: RuntimeCache, prim_attr) -> bool:
+    return quality_name(cache.status[cache.signal_row(*prim_attr)]) == "good"
+
+
+async def read_direct(endpoint: str, name: str):
+    async with Client(endpoint, timeout=5) as client:
+        index = await client.get_namespace_index(NAMESPACE)
+        return await client.get_node(f"ns={index};s={name}").read_value()
+
+
+@pytest.mark.timeout(120)
+def test_values_status_and_timestamps_reach_the_cache():
+    async def scenario():
+        port = free_port()
+        async with SamplePlc(port, warm_up_s=30) as plc:
+            cache = RuntimeCache()
+            connector = OpcUaConnector(load_bindings(SAMPLE, {"plc": plc.endpoint}), cache)
+            await connector.start()
+            try:
+                await wait_until(lambda: all(quality_name(s) == "good" for s in cache.status), 15,
+                                 "every signal to arrive with good quality")
+                joints = cache.signal_value(cache.signal_row(*ROBOT))
+                assert joints.shape == (6,) and np.all(np.isfinite(joints))
+                row = cache.signal_row(*COUNTER)
+                assert time.time() - 20 < cache.source_time[row] <= cache.server_time[row] + 1e-3
+                # the cache holds what the server holds (a counter: compare when it is not moving)
+                for _ in range(10):
+                    before = await read_direct(plc.endpoint, "Line.Machining.PartsDone")
+                    await asyncio.sleep(0.3)
+                    cached = cache.signal_value(row)
+                    after = await read_direct(plc.endpoint, "Line.Machining.PartsDone")
+                    if before == after:
+                        assert cached == before
+                        break
+                else:
+                    pytest.fail("the counter never stood still for 0.3 s")
+                phase = cache.signal_value(cache.signal_row("/Factory/Line/Robot1", "twin:phase"))
+                assert phase in ("waiting", "grip", "release") or phase.startswith("to_")
+                assert connector.errors == [] and connector.health()["plc"]["connected"]
+            finally:
+                await connector.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(120)
+def test_an_unknown_node_is_reported_and_the_rest_keep_streaming(tmp_path):
+    text = SAMPLE.read_text().replace("s=Line.Conveyor1.Speed", "s=Line.Conveyor1.Sped")
+    bindings_path = tmp_path / "bindings.yaml"
+    bindings_path.write_text(text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "Line.Conveyor1.Sped" in row) - 1
+
+    async def scenario():
+        async with SamplePlc(free_port(), warm_up_s=10) as plc:
+            cache = RuntimeCache()
+            connector = OpcUaConnector(load_bindings(bindings_path, {"plc": plc.endpoint}), cache)
+            await connector.start()
+            try:
+                await wait_until(lambda: connector.errors, 15, "the unknown node to be reported")
+                [error] = connector.errors
+                assert f"bindings.yaml:{line}:" in error
+                assert "Line.Conveyor1.Sped" in error and "/Factory/Line/Conveyor1.twin:speed" in error
+                assert "BadNodeIdUnknown" in error
+                speed = cache.signal_row("/Factory/Line/Conveyor1", "twin:speed")
+                assert quality_name(cache.status[speed]) == "bad"
+                row = cache.signal_row("/Factory/Line/Conveyor1/MotorCurrent", "twin:current")  # noisy: always moving
+                seen = cache.signal_version[row]
+                await wait_until(lambda: cache.signal_version[row] > seen, 10, "other signals to keep streaming")
+            finally:
+                await connector.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(120)
+def test_a_server_restart_is_survived():
+    async def scenario():
+        port = free_port()
+        plc = SamplePlc(port, warm_up_s=10)
+        await plc.start()
+        cache = RuntimeCache()
+        connector = OpcUaConnector(load_bindings(SAMPLE, {"plc": plc.endpoint}), cache, max_backoff=1.0)
+        await connector.start()
+        try:
+            await wait_until(lambda: good(cache, ROBOT), 15, "first values")
+            value_before = cache.signal_value(cache.signal_row(*ROBOT))
+            await plc.stop()
+            await wait_until(lambda: quality_name(cache.status[cache.signal_row(*ROBOT)]) == "uncertain", 15,
+                             "signals to turn stale when the server stops")
+            np.testing.assert_array_equal(cache.signal_value(cache.signal_row(*ROBOT)), value_before)
+            assert not connector.health()["plc"]["connected"]
+            plc = SamplePlc(port, warm_up_s=10, seed=2)
+            await plc.start()
+            await wait_until(lambda: good(cache, ROBOT), 30, "values to be good again after the restart")
+            health = connector.health()["plc"]
+            assert health["connected"] and health["connects"] == 2
+        finally:
+            await connector.stop()
+            await plc.stop()
+
+    asyncio.run(scenario())
