@@ -108,7 +108,10 @@ export class Inspector {
     this.meta.replaceChildren(element('span', 'chip', details.type || 'typeless'));
     if (details.kind) this.meta.append(element('span', `chip kind kind-${details.kind}`, details.kind));
     this.#recordSignals(path, details.signals);
-    this.#renderAttributes(details.attributes ?? {});
+    // live attributes are shown (fresher) among the live signals; the rest are authored
+    const live = new Set((details.signals ?? []).map((signal) => signal.attr));
+    const authored = Object.fromEntries(Object.entries(details.attributes ?? {}).filter(([name]) => !live.has(name)));
+    this.#renderAttributes(authored);
     this.#renderSignals();
   }
 

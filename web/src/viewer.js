@@ -153,7 +153,7 @@ export class Viewer {
 
   frameAll() {
     this.#updateWorld();
-    if (this.model) this.#frameBox(new THREE.Box3().setFromObject(this.model), new THREE.Vector3(0.35, 0.55, 1), 1.05);
+    if (this.model) this.#frameBox(new THREE.Box3().setFromObject(this.model), new THREE.Vector3(0.2, 0.42, 1), 0.9);
   }
 
   focusSelection() {
