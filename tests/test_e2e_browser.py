@@ -145,3 +145,18 @@ def test_viewer_shows_the_live_factory(demo, artifacts):
     assert not errors, f"errors in the page: {errors}"
     assert figures["ws_frames_per_s_in_page"] > 10
     assert figures["demo_cpu_cores"] < 1.0, "the demo should use less than one core in steady state"
+
+
+def test_snapshot_command_saves_the_live_state_as_usd(demo, tmp_path):
+    from pxr import Sdf, Usd
+
+    out = tmp_path / "state.usda"
+    result = subprocess.run([sys.executable, "-m", "twin.cli", "snapshot", str(out), "--url", demo["url"]],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    layer = Sdf.Layer.FindOrOpen(str(out))
+    assert layer.GetAttributeAtPath(f"{LINK}.xformOp:transform") is not None  # a live pose, in its own layer
+    assert layer.GetAttributeAtPath(f"{COUNTER}") is not None
+    stage = Usd.Stage.Open(str(out))  # the snapshot sublayers the authored layout
+    assert stage.GetPrimAtPath("/Factory/Line/Robot2").GetAttribute("twin:kind").Get() == "robot"
+    assert stage.GetPrimAtPath("/Factory/Line/Machining").GetAttribute("twin:partsDone").Get() >= 0
