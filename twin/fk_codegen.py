@@ -221,7 +221,9 @@ class ChainForward:
             wp.launch(self.kernel, dim=hi - lo, inputs=[q[lo:hi], base[lo:hi]], outputs=[link_world[lo:hi]],
                       device=self.device)
 
-        for future in [ChainForward._pool.submit(run, part) for part in range(slices)]:
+        futures = [ChainForward._pool.submit(run, part) for part in range(slices - 1)]
+        run(slices - 1)  # the calling thread takes the last slice instead of waiting idle
+        for future in futures:
             future.result()
 
     def forward(self, q: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
