@@ -1,26 +1,37 @@
-"""OPC-UA connector: subscriptions on the bound nodes, values into the runtime cache.
+"""OPC-UA connector: subscriptions on the bound nodes into the runtime cache, and writes back.
 
 One session per server of the binding file, each with its own task: a server that is
-down or slow never delays the others. A session connects, resolves `nsu=` NodeIds
-through the server's namespace array, subscribes to its bindings, and writes each data
-change (value, status code, source and server timestamps) into the cache. A binding the
-server refuses (unknown node, access denied) or whose values do not fit (an array of the
-wrong length, text for a number) is reported with the file and line, its signal marked
-bad, and the other bindings keep streaming. When the connection is lost the session's
-signals turn uncertain (last usable value, stale) and it reconnects with capped
-exponential backoff, recreating its subscription.
+down or slow never delays the others. A session connects (securely when the binding file
+says so), resolves `nsu=` NodeIds and browse paths, subscribes to its readable bindings
+and writes each data change (value scaled into twin units, status code, source and server
+timestamps) into the cache. A binding the server refuses (unknown node, access denied) or
+whose values do not fit (an array of the wrong length, text for a number) is reported with
+the file and line and its signal marked bad; the other bindings keep streaming. When the
+connection is lost the session's signals turn uncertain (last usable value, stale) and it
+reconnects with capped exponential backoff, recreating its subscription.
+
+Writes go the other way for bindings with direction write or both: limits are checked in
+twin units, the value is converted to the node's data type, the server's answer is
+returned as its status code, and every attempt is recorded in the audit log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import enum
+import json
 import logging
+import math
 import time
+import uuid
+from collections import deque
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
-from asyncua import Client, ua
+from asyncua import Client, Node, ua
 
 from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
 
@@ -30,7 +41,16 @@ log = logging.getLogger("twin.connectors.opcua")
 
 BAD_NODE_ID_UNKNOWN = 0x80340000
 BAD_TYPE_MISMATCH = 0x80740000
+BAD_OUT_OF_RANGE = 0x803C0000
 BAD_NOT_CONNECTED = 0x808A0000
+BAD_NOT_WRITABLE = 0x803B0000
+
+_INTEGER_RANGES = {
+    ua.VariantType.SByte: (-(2**7), 2**7 - 1), ua.VariantType.Byte: (0, 2**8 - 1),
+    ua.VariantType.Int16: (-(2**15), 2**15 - 1), ua.VariantType.UInt16: (0, 2**16 - 1),
+    ua.VariantType.Int32: (-(2**31), 2**31 - 1), ua.VariantType.UInt32: (0, 2**32 - 1),
+    ua.VariantType.Int64: (-(2**63), 2**63 - 1), ua.VariantType.UInt64: (0, 2**64 - 1),
+}
 
 
 def _epoch(moment: datetime | None) -> float | None:
@@ -41,8 +61,81 @@ def _epoch(moment: datetime | None) -> float | None:
     return moment.timestamp()
 
 
+def _jsonable(value):
+    """OPC-UA values (structures, LocalizedText, Guid, ByteString...) as plain JSON data."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, uuid.UUID | ua.NodeId | ua.QualifiedName):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_twin(binding: Binding, value):
+    """A value from the server in the cache's terms, or ValueError naming what does not fit."""
+    if value is None:
+        return None
+    if binding.kind == "json":
+        return json.dumps(_jsonable(value), separators=(",", ":"))
+    if binding.kind == "text":
+        if isinstance(value, ua.LocalizedText):
+            return value.Text or ""
+        if isinstance(value, str | uuid.UUID | ua.NodeId | ua.QualifiedName):
+            return str(value)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, bytes):
+            return value.hex()
+        raise ValueError(f"expected text, the server sent {type(value).__name__} {value!r}")
+    if isinstance(value, ua.StatusCode):
+        value = value.value
+    if isinstance(value, datetime):
+        value = _epoch(value)
+    if isinstance(value, str | bytes | ua.LocalizedText) or dataclasses.is_dataclass(value):
+        raise ValueError(f"expected a {binding.kind} value, the server sent {type(value).__name__} {value!r:.60}")
+    try:
+        array = np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a {binding.kind} value, the server sent {type(value).__name__}") from None
+    if array.size != binding.width:
+        raise ValueError(f"expected {binding.width} value(s), the server sent {array.size}")
+    return array * binding.scale + binding.offset
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteResult:
+    ok: bool
+    status: str  # the OPC-UA status code name, e.g. "Good" or "BadOutOfRange"
+    status_code: int
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditRecord:
+    """Who wrote what, when, and what the server said: kept in memory and appended to a JSONL file."""
+
+    time: float
+    user: str
+    prim: str
+    attr: str
+    server: str
+    node: str
+    old_value: object
+    new_value: object
+    status: str
+
+
 class _Session:
-    """One server: connect, subscribe, stream, and reconnect when the link drops."""
+    """One server: connect, subscribe, stream, write, and reconnect when the link drops."""
 
     def __init__(self, config: ServerConfig, bindings: list[Binding], rows: list[int], cache: RuntimeCache,
                  binding_file: BindingFile, min_backoff: float, max_backoff: float):
@@ -57,7 +150,10 @@ class _Session:
         self.updates = 0
         self.connects = 0
         self.binding_errors: dict[int, str] = {}  # binding index -> message
-        self._by_node: dict[ua.NodeId, int] = {}  # node id -> binding index
+        self.client: Client | None = None
+        self.nodes: dict[int, Node] = {}  # binding index -> resolved node
+        self.variant_types: dict[int, ua.VariantType] = {}  # writable binding index -> the node's type
+        self._by_node: dict[ua.NodeId, int] = {}
         self._lost = asyncio.Event()
 
     # asyncua calls this for every data change of the subscription
@@ -69,36 +165,22 @@ class _Session:
         data_value = data.monitored_item.Value
         status = data_value.StatusCode.value if data_value.StatusCode is not None else 0
         try:
-            converted = self._convert(binding, value)
+            converted = to_twin(binding, value)
         except ValueError as error:
             self._binding_error(index, str(error), BAD_TYPE_MISMATCH)
             return
         self.binding_errors.pop(index, None)
         self.cache.write_signal(row, converted, status=status, source_time=_epoch(data_value.SourceTimestamp),
-                                server_time=_epoch(data_value.ServerTimestamp))
+                                server_time=_epoch(data_value.ServerTimestamp),
+                                label=binding.enum.get(int(converted[0])) if binding.enum and converted is not None
+                                and np.isfinite(converted[0]) else None)
         self.updates += 1
 
     def status_change_notification(self, status) -> None:
         self._lost.set()
 
-    @staticmethod
-    def _convert(binding: Binding, value):
-        if value is None:
-            return None
-        if binding.kind == "text":
-            if not isinstance(value, str):
-                raise ValueError(f"expected text, the server sent {type(value).__name__} {value!r}")
-            return value
-        if isinstance(value, str):
-            raise ValueError(f"expected a {binding.kind} value, the server sent text {value!r}")
-        array = np.asarray(value, dtype=np.float64).ravel()
-        if array.size != binding.width:
-            raise ValueError(f"expected {binding.width} value(s), the server sent {array.size}")
-        return array
-
     def _binding_error(self, index: int, message: str, status: int) -> None:
-        binding = self.bindings[index]
-        text = str(self.binding_file.error(binding, message))
+        text = str(self.binding_file.error(self.bindings[index], message))
         if self.binding_errors.get(index) != text:
             log.error("%s", text)
         self.binding_errors[index] = text
@@ -110,12 +192,15 @@ class _Session:
             client = Client(self.config.endpoint, timeout=5, watchdog_intervall=1.0)
             try:
                 self._lost.clear()
+                await self._configure(client)
                 await client.connect()
 
                 async def on_lost(exc: Exception) -> None:
                     self._lost.set()
 
                 client.connection_lost_callback = on_lost
+                await self._check_server(client)
+                self.client = client
                 self.connected = True
                 self.connects += 1
                 self.last_error = None
@@ -131,7 +216,7 @@ class _Session:
                 log.warning("server %s (%s): %s; retrying in %.1f s", self.config.name, self.config.endpoint,
                             self.last_error, backoff)
             finally:
-                was_connected, self.connected = self.connected, False
+                was_connected, self.connected, self.client = self.connected, False, None
                 if was_connected:
                     self.cache.mark_status(self.rows, UNCERTAIN_LAST_USABLE_VALUE)
                 with contextlib.suppress(Exception):
@@ -139,53 +224,173 @@ class _Session:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2.0, self.max_backoff)
 
-    async def _subscribe(self, client: Client) -> None:
-        namespaces = await client.get_namespace_array()
-        nodes, indexes = [], []
-        for index, binding in enumerate(self.bindings):
+    async def _configure(self, client: Client) -> None:
+        """Security and identity, when the binding file asks for them (connectors/security.py)."""
+        if self.config.security.policy == "None" and self.config.username is None:
+            return
+        from .security import configure_client
+
+        await configure_client(client, self.config, self.binding_file.path)
+
+    async def _check_server(self, client: Client) -> None:
+        if self.config.security.trusted_server_certificates:
+            from .security import check_server_certificate
+
+            await check_server_certificate(client, self.config, self.binding_file.path)
+
+    async def _resolve(self, client: Client, namespaces: list[str], index: int) -> Node | None:
+        binding = self.bindings[index]
+
+        def namespace_index(uri: str) -> int | None:
+            if uri not in namespaces:
+                self._binding_error(index, f"the server has no namespace {uri!r}", BAD_NODE_ID_UNKNOWN)
+                return None
+            return namespaces.index(uri)
+
+        if binding.node:
             node_id = binding.node
             if node_id.startswith("nsu="):
                 uri, _, rest = node_id[4:].partition(";")
-                if uri not in namespaces:
-                    self._binding_error(index, f"the server has no namespace {uri!r}", BAD_NODE_ID_UNKNOWN)
-                    continue
-                node_id = f"ns={namespaces.index(uri)};{rest}"
-            nodes.append(client.get_node(node_id))
-            indexes.append(index)
-        self._by_node = {node.nodeid: index for node, index in zip(nodes, indexes, strict=True)}
-        if not nodes:
+                ns = namespace_index(uri)
+                if ns is None:
+                    return None
+                node_id = f"ns={ns};{rest}"
+            return client.get_node(node_id)
+        names = []
+        for element in binding.browse_path:
+            prefix, _, name = element.rpartition(":")
+            if prefix.startswith("nsu="):
+                ns = namespace_index(prefix[4:])
+                if ns is None:
+                    return None
+                prefix = str(ns)
+            names.append(f"{prefix}:{name}")
+        try:
+            return await client.nodes.objects.get_child(names)
+        except ua.UaStatusCodeError as error:
+            self._binding_error(index, f"browse path not found on the server ({error.code_as_name()})",
+                                error.code)
+            return None
+
+    async def _subscribe(self, client: Client) -> None:
+        namespaces = await client.get_namespace_array()
+        if any(b.kind == "json" for b in self.bindings):
+            with contextlib.suppress(Exception):  # servers without type definitions still stream the rest
+                await client.load_data_type_definitions()
+        self.nodes = {}
+        for index, binding in enumerate(self.bindings):
+            node = await self._resolve(client, namespaces, index)
+            if node is None:
+                continue
+            self.nodes[index] = node
+            if binding.writable:
+                try:
+                    self.variant_types[index] = await node.read_data_type_as_variant_type()
+                except Exception as error:
+                    self._binding_error(index, f"cannot read its data type: {error}", BAD_NODE_ID_UNKNOWN)
+        readable = [i for i in self.nodes if self.bindings[i].readable]
+        self._by_node = {self.nodes[i].nodeid: i for i in readable}
+        if not readable:
             return
-        interval = min(self.bindings[i].sampling_ms for i in indexes)
-        subscription = await client.create_subscription(interval, self)
-        sampling = {i: self.bindings[i].sampling_ms for i in indexes}
-        results = []
-        for ms in sorted(set(sampling.values())):  # one request per sampling interval
-            group = [(node, i) for node, i in zip(nodes, indexes, strict=True) if sampling[i] == ms]
-            handles = await subscription.subscribe_data_change([node for node, _ in group], sampling_interval=ms,
-                                                               queuesize=1)
-            results += [(i, handle) for (_, i), handle in zip(group, handles, strict=True)]
-        for index, handle in results:
-            if isinstance(handle, ua.StatusCode):
-                self._binding_error(index, f"the server refused it: {handle.name}", handle.value)
+        subscription = await client.create_subscription(self.config.publishing_ms, self)
+        groups: dict[tuple, list[int]] = {}
+        for i in readable:
+            binding = self.bindings[i]
+            deadband = (binding.deadband.kind, binding.deadband.value) if binding.deadband else None
+            groups.setdefault((binding.sampling_ms, binding.queue_size, deadband), []).append(i)
+        for (sampling, queue_size, deadband), indexes in groups.items():
+            nodes = [self.nodes[i] for i in indexes]
+            if deadband is None:
+                handles = await subscription.subscribe_data_change(nodes, sampling_interval=sampling,
+                                                                   queuesize=queue_size)
+            else:
+                handles = []
+                for node in nodes:
+                    try:
+                        handles.append(await subscription.deadband_monitor(
+                            node, deadband[1], 1 if deadband[0] == "absolute" else 2, queue_size))
+                    except ua.UaStatusCodeError as error:
+                        handles.append(ua.StatusCode(error.code))
+            for index, handle in zip(indexes, handles, strict=True):
+                if isinstance(handle, ua.StatusCode):
+                    self._binding_error(index, f"the server refused it: {handle.name}", handle.value)
+
+    async def write(self, index: int, value) -> WriteResult:
+        binding = self.bindings[index]
+        if self.client is None or not self.connected:
+            return WriteResult(False, "BadNotConnected", BAD_NOT_CONNECTED, f"server {self.config.name} is offline")
+        node, variant_type = self.nodes.get(index), self.variant_types.get(index)
+        if node is None or variant_type is None:
+            return WriteResult(False, "BadNodeIdUnknown", BAD_NODE_ID_UNKNOWN, self.binding_errors.get(index, ""))
+        try:
+            raw = from_twin(binding, value, variant_type)
+        except ValueError as error:
+            code = BAD_OUT_OF_RANGE if "limit" in str(error) or "range" in str(error) else BAD_TYPE_MISMATCH
+            return WriteResult(False, ua.StatusCode(code).name, code, str(error))
+        try:
+            await node.write_value(ua.DataValue(ua.Variant(raw, variant_type)))
+        except ua.UaStatusCodeError as error:
+            return WriteResult(False, error.code_as_name(), error.code, f"the server refused the write: {error}")
+        return WriteResult(True, "Good", 0)
+
+
+def from_twin(binding: Binding, value, variant_type: ua.VariantType):
+    """A value in twin units as the node's data type: limits first, then scale, offset and type."""
+    if binding.kind in ("text", "json"):
+        if not isinstance(value, str):
+            raise ValueError(f"{binding.prim}.{binding.attr} takes text, got {value!r}")
+        return value
+    if binding.enum and isinstance(value, str):
+        names = {name: code for code, name in binding.enum.items()}
+        if value not in names:
+            raise ValueError(f"{value!r} is not one of {sorted(names)}")
+        value = names[value]
+    if isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{binding.prim}.{binding.attr} takes a finite number, got {value!r}")
+    if binding.minimum is not None and value < binding.minimum:
+        raise ValueError(f"{value} is below the lower limit {binding.minimum}")
+    if binding.maximum is not None and value > binding.maximum:
+        raise ValueError(f"{value} is above the upper limit {binding.maximum}")
+    raw = (value - binding.offset) / binding.scale
+    if variant_type == ua.VariantType.Boolean:
+        return bool(raw)
+    if variant_type in _INTEGER_RANGES:
+        low, high = _INTEGER_RANGES[variant_type]
+        if raw != round(raw):
+            raise ValueError(f"the node holds {variant_type.name} and {raw} is not a whole number")
+        if not low <= round(raw) <= high:
+            raise ValueError(f"{raw} is out of the range of {variant_type.name}")
+        return int(round(raw))
+    if variant_type in (ua.VariantType.Float, ua.VariantType.Double):
+        return float(raw)
+    raise ValueError(f"writing numbers to a {variant_type.name} node is not supported")
 
 
 class OpcUaConnector:
-    """All servers of a binding file feeding one runtime cache."""
+    """All servers of a binding file feeding one runtime cache, and taking writes back."""
 
     def __init__(self, binding_file: BindingFile, cache: RuntimeCache, *, min_backoff: float = 0.5,
-                 max_backoff: float = 10.0):
+                 max_backoff: float = 10.0, audit_path: Path | None = None):
         self.binding_file = binding_file
         self.cache = cache
+        self.audit: deque[AuditRecord] = deque(maxlen=10_000)
+        self.audit_path = audit_path
         self.sessions: dict[str, _Session] = {}
+        self._writable: dict[tuple[str, str], tuple[_Session, int]] = {}
         for name, config in binding_file.servers.items():
             bindings = [b for b in binding_file.bindings if b.server == name]
-            rows = [cache.add_signal(b.prim, b.attr, width=b.width, unit=b.unit, kind=b.kind) for b in bindings]
-            self.sessions[name] = _Session(config, bindings, rows, cache, binding_file, min_backoff, max_backoff)
+            rows = [cache.add_signal(b.prim, b.attr, width=b.width, unit=b.unit,
+                                     kind="text" if b.kind == "json" else b.kind) for b in bindings]
+            session = _Session(config, bindings, rows, cache, binding_file, min_backoff, max_backoff)
+            self.sessions[name] = session
+            for index, binding in enumerate(bindings):
+                if binding.writable:
+                    self._writable[(binding.prim, binding.attr)] = (session, index)
         self._tasks: list[asyncio.Task] = []
-        self.started = None
 
     async def start(self) -> None:
-        self.started = time.time()
         self._tasks = [asyncio.create_task(session.run(), name=f"opcua:{name}")
                        for name, session in self.sessions.items()]
 
@@ -196,6 +401,27 @@ class OpcUaConnector:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+
+    def writable(self, prim: str, attr: str) -> bool:
+        return (prim, attr) in self._writable
+
+    async def write(self, prim: str, attr: str, value, *, user: str) -> WriteResult:
+        """Send a value (in twin units) to the bound node; the attempt is audited whatever the outcome."""
+        if (prim, attr) not in self._writable:
+            raise KeyError(f"{prim}.{attr} has no writable binding")
+        session, index = self._writable[(prim, attr)]
+        binding = session.bindings[index]
+        old = self.cache.signal_value(session.rows[index])
+        result = await session.write(index, value)
+        record = AuditRecord(time.time(), user, prim, attr, session.config.name, binding.source,
+                             _jsonable(old.tolist() if isinstance(old, np.ndarray) else old), _jsonable(value),
+                             result.status)
+        self.audit.append(record)
+        if self.audit_path is not None:
+            with self.audit_path.open("a") as handle:
+                handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
+        log.info("write by %s: %s.%s = %r -> %s", user, prim, attr, value, result.status)
+        return result
 
     @property
     def errors(self) -> list[str]:

@@ -32,15 +32,26 @@ ROBOT_ROUTE = ("home", "above_pick", "pick", "grip", "above_pick", "above_place"
                "above_place", "home")
 
 
+MAX_BELT_SPEED = 0.6  # m/s, what the drives allow
+
+
 @dataclass
 class Conveyor:
     spec: layout.ConveyorSpec
     parts: list[float] = field(default_factory=list)  # belt positions, ascending
+    speed: float = -1.0  # the setpoint, m/s; operators may change it over OPC-UA
+
+    def __post_init__(self) -> None:
+        if self.speed < 0:
+            self.speed = self.spec.speed
+
+    def set_speed(self, speed: float) -> None:
+        self.speed = min(max(float(speed), 0.0), MAX_BELT_SPEED)
 
     def advance(self, dt: float) -> None:
         limit = self.spec.length - HALF
         for index in range(len(self.parts) - 1, -1, -1):  # from the lead part backwards
-            self.parts[index] = min(self.parts[index] + self.spec.speed * dt, limit)
+            self.parts[index] = min(self.parts[index] + self.speed * dt, limit)
             limit = self.parts[index] - GAP
 
     def part_at_end(self) -> bool:
@@ -252,8 +263,9 @@ class LineModel:
         for name, conveyor in self.conveyors.items():
             positions = np.full(conveyor.spec.capacity, math.nan)
             positions[: len(conveyor.parts)] = conveyor.parts[: conveyor.spec.capacity]
-            out[f"Line.{name}.Speed"] = round(conveyor.spec.speed + gauss(0.0, 0.002), 4)
-            out[f"Line.{name}.Running"] = True
+            out[f"Line.{name}.SpeedSetpoint"] = conveyor.speed
+            out[f"Line.{name}.Speed"] = round(conveyor.speed + gauss(0.0, 0.002), 4) if conveyor.speed else 0.0
+            out[f"Line.{name}.Running"] = conveyor.speed > 0
             out[f"Line.{name}.PartPositions"] = [round(p, 4) if not math.isnan(p) else math.nan for p in positions]
         for name in ("Conveyor1", "Conveyor2", "Conveyor4"):
             out[f"Line.{name}.PhotoEye"] = self.conveyors[name].part_at_end()

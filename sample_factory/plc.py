@@ -24,6 +24,7 @@ from asyncua import Server, ua
 from .line_model import LineModel
 
 NAMESPACE = "urn:factory-twin:sample-plc"
+WRITABLE = {"SpeedSetpoint"}  # variables operators may write; the line follows them
 log = logging.getLogger("twin.sample_plc")
 
 
@@ -81,6 +82,8 @@ class SamplePlc:
             if isinstance(value, list):
                 await node.write_value_rank(1)
                 await node.write_array_dimensions([len(value)])
+            if variable in WRITABLE:
+                await node.set_writable()
             await node.write_attribute(ua.AttributeIds.MinimumSamplingInterval,
                                        ua.DataValue(ua.Variant(1000.0 / self.rate_hz, ua.VariantType.Double)))
             self.nodes[name], self.types[name], self.published[name] = node.nodeid, kind, value
@@ -107,6 +110,7 @@ class SamplePlc:
         period = 1.0 / self.rate_hz
         next_time = time.monotonic()
         while True:
+            await self.apply_setpoints()
             for _ in range(max(1, round(self.speedup))):
                 self.model.step()
             self.steps += 1
@@ -116,6 +120,15 @@ class SamplePlc:
             if delay < -1.0:  # the machine stalled: resume the clock instead of bursting
                 next_time = time.monotonic()
             await asyncio.sleep(max(0.0, delay))
+
+    async def apply_setpoints(self) -> None:
+        """Take setpoints that clients wrote into the address space over to the line."""
+        for name, conveyor in self.model.conveyors.items():
+            key = f"Line.{name}.SpeedSetpoint"
+            written = self.server.read_attribute_value(self.nodes[key]).Value.Value
+            if written != self.published[key]:
+                conveyor.set_speed(written)
+                log.info("%s set to %.3f m/s", key, conveyor.speed)
 
     async def publish(self) -> None:
         """Write every variable whose value changed since the last publish."""

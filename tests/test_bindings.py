@@ -34,7 +34,7 @@ def test_sample_bindings_load_and_match_the_sample_layout(sample_layout):
     from pxr import Usd
 
     bindings = load_bindings(SAMPLE, {"plc": "opc.tcp://127.0.0.1:5000/factory/"})
-    assert len(bindings.bindings) == 39
+    assert len(bindings.bindings) == 43
     assert bindings.servers["plc"].endpoint == "opc.tcp://127.0.0.1:5000/factory/"
     validate_against_stage(bindings, Usd.Stage.Open(str(sample_layout)))
 
@@ -51,7 +51,7 @@ def test_sample_bindings_load_and_match_the_sample_layout(sample_layout):
          "unknown server 'scada'"),
         (lambda t: t.replace("attr: twin:jointPositions", "attr: twin:speed")
          .replace("/Factory/Line/Robot1", "/Factory/Line/Conveyor1"),
-         12, "/Factory/Line/Conveyor1.twin:speed is already fed by ns=2;s=Line.Conveyor1.Speed (line 5)"),
+         9, "/Factory/Line/Conveyor1.twin:speed is already fed by ns=2;s=Line.Conveyor1.Speed (line 5)"),
         (lambda t: t.replace("width: 6", "width: six"), 13, "width must be a positive integer"),
         (lambda t: t.replace("    attr: twin:speed\n", "    attr: twin:speed\n   kind: [float\n"), 9, "not valid YAML"),
     ],
@@ -79,3 +79,75 @@ def test_missing_file_and_sections(tmp_path):
         load_bindings(tmp_path / "nowhere.yaml")
     with pytest.raises(BindingError, match="missing section 'servers'"):
         load_bindings(write(tmp_path, "bindings: []\n"))
+
+
+FULL = """servers:
+  plc:
+    endpoint: opc.tcp://127.0.0.1:4840/factory/
+    security:
+      policy: Basic256Sha256
+      mode: SignAndEncrypt
+      certificate: pki/twin-client-cert.der
+      private_key: pki/twin-client-key.pem
+      trusted_server_certificates: [pki/plc.der]
+    username: operator
+    password_env: PLC_PASSWORD
+    publishing_ms: 50
+bindings:
+  - server: plc
+    browse_path: 2:Factory/2:Line/2:Conveyor1/2:Speed
+    prim: /Factory/Line/Conveyor1
+    attr: twin:speed
+    unit: m/s
+    scale: 0.001
+    offset: 0
+    deadband: {absolute: 0.5}
+    queue_size: 10
+    direction: both
+    limits: {min: 0, max: 1.2}
+  - server: plc
+    node: "ns=2;s=Line.Machining.State"
+    prim: /Factory/Line/Machining
+    attr: twin:state
+    kind: int
+    enum: {0: idle, 1: working, 2: blocked, 3: starved, 4: down}
+"""
+
+
+def test_every_field_of_the_format_is_read(tmp_path):
+    bindings = load_bindings(write(tmp_path, FULL))
+    server = bindings.servers["plc"]
+    assert server.security.policy == "Basic256Sha256" and server.security.mode == "SignAndEncrypt"
+    assert server.security.certificate == (tmp_path / "pki/twin-client-cert.der").resolve()
+    assert server.security.trusted_server_certificates == ((tmp_path / "pki/plc.der").resolve(),)
+    assert (server.username, server.password_env, server.publishing_ms) == ("operator", "PLC_PASSWORD", 50.0)
+    speed, state = bindings.bindings
+    assert speed.browse_path == ("2:Factory", "2:Line", "2:Conveyor1", "2:Speed") and speed.node == ""
+    assert (speed.scale, speed.deadband.kind, speed.deadband.value, speed.queue_size) == (0.001, "absolute", 0.5, 10)
+    assert speed.writable and speed.readable and (speed.minimum, speed.maximum) == (0.0, 1.2)
+    assert state.enum[3] == "starved" and not state.writable
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.replace("    password_env: PLC_PASSWORD\n", "    password: hunter2\n"),
+         "passwords are never read from the binding file"),
+        (lambda t: t.replace("mode: SignAndEncrypt", "mode: None"), "contradict each other"),
+        (lambda t: t.replace("policy: Basic256Sha256", "policy: Basic128"), "policy must be one of"),
+        (lambda t: t.replace("    username: operator\n", ""), "username and password_env go together"),
+        (lambda t: t.replace("    direction: both\n", ""), "limits apply to writes"),
+        (lambda t: t.replace("{min: 0, max: 1.2}", "{min: 2, max: 1.2}"), "min 2.0 is above max 1.2"),
+        (lambda t: t.replace("{absolute: 0.5}", "{percent: 150}"), "within 0..100"),
+        (lambda t: t.replace("    kind: int\n    enum", "    kind: text\n    enum"), "an enum map needs kind int"),
+        (lambda t: t.replace("browse_path: 2:Factory", 'node: "ns=2;s=X"\n    browse_path: 2:Factory'),
+         "exactly one of 'node' and 'browse_path'"),
+        (lambda t: t.replace("2:Factory/2:Line", "Factory/Line"), "browse_path must be qualified names"),
+        (lambda t: t.replace("scale: 0.001", "scale: 0"), "scale must not be 0"),
+    ],
+)
+def test_contradictions_and_unsafe_settings_are_refused(tmp_path, change, message):
+    path = write(tmp_path, change(FULL))
+    with pytest.raises(BindingError, match=message) as caught:
+        load_bindings(path)
+    assert caught.value.line is not None and str(caught.value).startswith(f"{path}:{caught.value.line}: ")

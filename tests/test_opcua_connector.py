@@ -75,7 +75,7 @@ def test_values_status_and_timestamps_reach_the_cache():
 
 @pytest.mark.timeout(120)
 def test_an_unknown_node_is_reported_and_the_rest_keep_streaming(tmp_path):
-    text = SAMPLE.read_text().replace("s=Line.Conveyor1.Speed", "s=Line.Conveyor1.Sped")
+    text = SAMPLE.read_text().replace('s=Line.Conveyor1.Speed"', 's=Line.Conveyor1.Sped"')
     bindings_path = tmp_path / "bindings.yaml"
     bindings_path.write_text(text)
     line = next(i for i, row in enumerate(text.splitlines(), 1) if "Line.Conveyor1.Sped" in row) - 1

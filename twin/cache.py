@@ -158,10 +158,12 @@ class RuntimeCache:
         status: int = GOOD,
         source_time: float | None = None,
         server_time: float | None = None,
+        label: str | None = None,
     ) -> None:
         """Store one update. Numbers and arrays go to `values`; strings to `text`.
 
         A bad status with no value keeps the last value (the reader sees the quality).
+        `label` names a numeric code (an enum's state name) and is kept in `text` beside it.
         """
         info = self.signals[row]
         with self.lock:
@@ -177,6 +179,7 @@ class RuntimeCache:
                             f"signal {info.key} holds {info.width} value(s), got {array.size}"
                         )
                     self.values[start : start + info.width] = array
+                    self.text[row] = label
             self.status[row] = status
             now = time.time()
             self.source_time[row] = now if source_time is None else source_time

@@ -30,8 +30,11 @@ def signal_json(cache: RuntimeCache, row: int) -> dict:
         value = _number(value)
     status = int(cache.status[row])
     source_time = float(cache.source_time[row])
-    return {"v": value, "q": quality_name(status), "s": status,
-            "t": None if math.isnan(source_time) else round(source_time, 3)}
+    frame = {"v": value, "q": quality_name(status), "s": status,
+             "t": None if math.isnan(source_time) else round(source_time, 3)}
+    if cache.signals[row].kind != "text" and cache.text[row] is not None:
+        frame["l"] = cache.text[row]  # the name of an enum code, e.g. a station state
+    return frame
 
 
 def build_frame(cache: RuntimeCache, since: int | None, seq: int) -> tuple[dict | None, int]:
