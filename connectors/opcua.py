@@ -268,7 +268,7 @@ class _Session:
         try:
             return await client.nodes.objects.get_child(names)
         except ua.UaStatusCodeError as error:
-            self._binding_error(index, f"browse path not found on the server ({error.code_as_name()})",
+            self._binding_error(index, f"browse path not found on the server ({ua.StatusCode(error.code).name})",
                                 error.code)
             return None
 
@@ -330,7 +330,8 @@ class _Session:
         try:
             await node.write_value(ua.DataValue(ua.Variant(raw, variant_type)))
         except ua.UaStatusCodeError as error:
-            return WriteResult(False, error.code_as_name(), error.code, f"the server refused the write: {error}")
+            return WriteResult(False, ua.StatusCode(error.code).name, error.code,
+                               f"the server refused the write: {error}")
         return WriteResult(True, "Good", 0)
 
 

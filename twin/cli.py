@@ -67,24 +67,32 @@ async def serve(
     glb: Path | None,
     endpoints: dict[str, str],
     tick_hz: float,
+    tokens: Path | None = None,
+    operator_token: bool = False,
 ) -> None:
     import uvicorn
 
-    from twin.connectors.bindings import load_bindings
+    from twin.auth import Access
+    from twin.connectors.bindings import load_bindings, validate_against_stage
     from twin.connectors.opcua import OpcUaConnector
     from twin.runtime import Twin
     from twin.server import create_app
 
     twin = Twin(layout)
+    access = Access.load(tokens, loopback_only=host in ("127.0.0.1", "localhost", "::1"))
     connector = None
     if bindings is not None:
-        connector = OpcUaConnector(load_bindings(bindings, endpoints), twin.cache)
+        binding_file = load_bindings(bindings, endpoints)
+        validate_against_stage(binding_file, twin.stage.stage)
+        connector = OpcUaConnector(binding_file, twin.cache, audit_path=layout.parent / "audit.jsonl")
     app = create_app(
-        twin, glb_path=glb, tick_hz=tick_hz,
+        twin, glb_path=glb, tick_hz=tick_hz, writer=connector, access=access,
         health_extras=(lambda: {"connectors": connector.health()}) if connector else None,
         on_startup=[connector.start] if connector else [],
         on_shutdown=[connector.stop] if connector else [],
     )
+    if operator_token:
+        print(f"twin: operator token (for POST /api/write): {access.issue('demo-operator', 'operator')}", flush=True)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets-sansio")
     server = uvicorn.Server(config)
     print(f"twin: serving {layout.name} at http://{host}:{port}", flush=True)
@@ -108,7 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"twin: simulated PLC at {endpoint} (pid {plc.pid})", flush=True)
         bindings = Path(sample_plc.__file__).with_name("bindings.yaml")
         asyncio.run(serve(layout, bindings, host=args.host, port=args.port, glb=layout.with_suffix(".glb"),
-                          endpoints={"plc": endpoint}, tick_hz=args.tick_hz))
+                          endpoints={"plc": endpoint}, tick_hz=args.tick_hz, operator_token=True))
     except KeyboardInterrupt:
         pass
     finally:
@@ -127,7 +135,8 @@ def run_serve(args: argparse.Namespace) -> int:
     glb = Path(args.glb) if args.glb else None
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(Path(args.layout), Path(args.bindings) if args.bindings else None,
-                          host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz))
+                          host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz,
+                          tokens=Path(args.tokens) if args.tokens else None))
     return 0
 
 
@@ -168,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--tick-hz", type=float, default=30.0)
+    serve_cmd.add_argument("--tokens", help="JSON file of API tokens and roles (see twin/auth.py)")
     serve_cmd.set_defaults(handler=run_serve)
 
     snapshot = commands.add_parser("snapshot", help="save the live state of a running twin as a USD layer")

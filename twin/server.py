@@ -9,21 +9,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+from fastapi import FastAPI, Header, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pxr import Gf, Sdf, Usd, Vt
+from pydantic import BaseModel
 
+from twin.auth import Access, AuthError
 from twin.runtime import Twin
 from twin.stream import build_frame, signal_json
+
+
+class SignalWriter(Protocol):
+    """What the server needs from a connector to write values back (connectors/opcua.py has it)."""
+
+    def writable(self, prim: str, attr: str) -> bool: ...
+
+    async def write(self, prim: str, attr: str, value: Any, *, user: str) -> Any: ...
+
+    audit: Any
+
+
+class WriteRequest(BaseModel):
+    prim: str
+    attr: str
+    value: float | int | bool | str
 
 log = logging.getLogger("twin.server")
 
@@ -72,8 +92,12 @@ def create_app(
     health_extras: Callable[[], dict] | None = None,
     on_startup: Sequence[Callable] = (),
     on_shutdown: Sequence[Callable] = (),
+    writer: SignalWriter | None = None,
+    access: Access | None = None,
 ) -> FastAPI:
-    """The twin's web app. `on_startup`/`on_shutdown` are async callables (connectors)."""
+    """The twin's web app. `on_startup`/`on_shutdown` are async callables (connectors);
+    `writer` takes operators' writes to the plant; `access` decides who may do what."""
+    access = access or Access()
     static_dir = static_dir or WEB_DIST
     state = {"started": time.time(), "frames": 0, "clients": 0, "tick_seconds": 0.0, "first_frame": None}
     tick = asyncio.Condition()
@@ -115,6 +139,33 @@ def create_app(
     app = FastAPI(title="Factory twin", version="0.1.0", lifespan=lifespan)
     app.state.twin = twin
     app.state.stats = state
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request, error: AuthError):
+        return JSONResponse({"detail": str(error)}, status_code=error.status)
+
+    @app.post("/api/write")
+    async def write(request: WriteRequest, authorization: str | None = Header(default=None)) -> dict:
+        """Send a value to the plant through the signal's writable binding (operator role)."""
+        principal = access.require(authorization, "operator")
+        if writer is None or not writer.writable(request.prim, request.attr):
+            raise HTTPException(404, f"{request.prim}.{request.attr} has no writable binding")
+        result = await writer.write(request.prim, request.attr, request.value, user=principal.user)
+        body = {"ok": result.ok, "status": result.status, "status_code": result.status_code,
+                "message": result.message}
+        if result.ok:
+            return body
+        if result.status == "BadNotConnected":
+            return JSONResponse(body, status_code=503)
+        if result.status in ("BadOutOfRange", "BadTypeMismatch") and "server refused" not in result.message:
+            return JSONResponse(body, status_code=422)  # refused by the twin's own checks
+        return JSONResponse(body, status_code=502)  # refused by the server: its status code says why
+
+    @app.get("/api/audit")
+    def audit(authorization: str | None = Header(default=None)) -> list[dict]:
+        """Every write attempt: who, when, which node, old and new value, the server's answer."""
+        access.require(authorization, "operator")
+        return [dataclasses.asdict(record) for record in (writer.audit if writer else [])]
 
     @app.get("/api/health")
     def health() -> dict:
