@@ -212,9 +212,10 @@ class _Session:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # any failure to connect or subscribe: stale, then retry
-                self.last_error = f"{type(error).__name__}: {error}"
-                log.warning("server %s (%s): %s; retrying in %.1f s", self.config.name, self.config.endpoint,
-                            self.last_error, backoff)
+                where = f"{self.binding_file.path}:{self.config.line}"
+                self.last_error = (f"{where}: server {self.config.name!r} ({self.config.endpoint}): "
+                                   f"{type(error).__name__}: {error}")
+                log.warning("%s; retrying in %.1f s", self.last_error, backoff)
             finally:
                 was_connected, self.connected, self.client = self.connected, False, None
                 if was_connected:

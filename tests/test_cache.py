@@ -52,7 +52,8 @@ def test_stale_marking_keeps_the_value():
     row = cache.add_signal("/S", "twin:v")
     cache.write_signal(row, 7.0)
     cache.mark_status([row], UNCERTAIN_LAST_USABLE_VALUE)
-    assert cache.signal_value(row) == 7.0 and quality_name(cache.status[row]) == "uncertain"
+    assert cache.signal_value(row) == 7.0 and quality_name(cache.status[row]) == "stale"
+    assert quality_name(0x40000000) == "uncertain" and quality_name(0x80340000) == "bad"
 
 
 def test_unchanged_transforms_keep_their_version():

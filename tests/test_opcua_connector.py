@@ -115,7 +115,7 @@ def test_a_server_restart_is_survived():
             await wait_until(lambda: good(cache, ROBOT), 15, "first values")
             value_before = cache.signal_value(cache.signal_row(*ROBOT))
             await plc.stop()
-            await wait_until(lambda: quality_name(cache.status[cache.signal_row(*ROBOT)]) == "uncertain", 15,
+            await wait_until(lambda: quality_name(cache.status[cache.signal_row(*ROBOT)]) == "stale", 15,
                              "signals to turn stale when the server stops")
             np.testing.assert_array_equal(cache.signal_value(cache.signal_row(*ROBOT)), value_before)
             assert not connector.health()["plc"]["connected"]

@@ -59,8 +59,8 @@ class TestServer:
         ])
         await server.load_data_type_definitions()
         step = ua.RecipeStep(Name="anneal", Temperature=180.5, Seconds=90)  # type: ignore[attr-defined]
-        await cell.add_variable(ua.NodeId("Cell.Step", ns), f"{ns}:Step", ua.Variant(step, ua.VariantType.ExtensionObject),
-                                datatype=struct_type.nodeid)
+        await cell.add_variable(ua.NodeId("Cell.Step", ns), f"{ns}:Step",
+                                ua.Variant(step, ua.VariantType.ExtensionObject), datatype=struct_type.nodeid)
         await server.start()
         self._task = asyncio.create_task(self._tick())
 
@@ -275,7 +275,7 @@ bindings:
             await until(lambda: len(cache.history) > 20, 15, "the counter to stream")
             await server.stop()
             stopped_at = server.counter
-            await until(lambda: quality_name(cache.status[counter]) == "uncertain", 15, "stale after the stop")
+            await until(lambda: quality_name(cache.status[counter]) == "stale", 15, "stale after the stop")
             seen_other = cache.signal_version[other_row]
             await until(lambda: cache.signal_version[other_row] > seen_other, 5, "the other server to carry on")
             before_restart = len(cache.history)
@@ -289,7 +289,10 @@ bindings:
             assert len(resumed) > 50
             health = connector.health()
             assert health["nowhere"]["connected"] is False and "nowhere" in health
-            assert health["nowhere"]["last_error"] and health["other"]["connected"]
+            assert health["other"]["connected"]
+            unreachable = health["nowhere"]["last_error"]  # names the file, the server's line and its endpoint
+            assert f"cell.yaml:{path.read_text().splitlines().index('  nowhere:') + 1}: server 'nowhere'" in unreachable
+            assert f"127.0.0.1:{dead_port}" in unreachable
         finally:
             await connector.stop()
             await server.stop()

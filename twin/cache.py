@@ -30,7 +30,9 @@ UNCERTAIN_LAST_USABLE_VALUE = 0x40900000  # what stale data is marked with
 
 
 def quality_name(status: int) -> str:
-    """OPC-UA severity of a status code: 'good', 'uncertain' or 'bad'."""
+    """'good', 'uncertain' or 'bad' (the OPC-UA severity), or 'stale': the last value of a lost source."""
+    if int(status) == UNCERTAIN_LAST_USABLE_VALUE:
+        return "stale"
     severity = (int(status) >> 30) & 0b11
     return {0: "good", 1: "uncertain"}.get(severity, "bad")
 

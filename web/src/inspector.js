@@ -2,7 +2,7 @@
 // live signals and those of its descendants (stream), updated in place as frames arrive.
 import { formatTime, formatValue, primUrl, splitSignalKey } from './format.js';
 
-const QUALITIES = ['good', 'uncertain', 'bad'];
+const QUALITIES = ['good', 'uncertain', 'stale', 'bad'];
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
