@@ -144,6 +144,16 @@ def create_app(
     async def auth_error(request, error: AuthError):
         return JSONResponse({"detail": str(error)}, status_code=error.status)
 
+    @app.middleware("http")
+    async def viewers_only(request, call_next):
+        """Every API call needs at least the viewer role (anonymous counts as one only on loopback)."""
+        if request.url.path.startswith("/api/") or request.url.path == "/scene.glb":
+            try:
+                access.require(request.headers.get("authorization"), "viewer")
+            except AuthError as error:
+                return JSONResponse({"detail": str(error)}, status_code=error.status)
+        return await call_next(request)
+
     @app.post("/api/write")
     async def write(request: WriteRequest, authorization: str | None = Header(default=None)) -> dict:
         """Send a value to the plant through the signal's writable binding (operator role)."""
