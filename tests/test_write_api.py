@@ -85,4 +85,5 @@ def test_off_loopback_every_request_needs_a_token(sample_layout, plant):
         assert client.get("/api/audit").status_code == 401
         assert client.get("/api/scene").status_code == 401
         assert client.get("/api/scene", headers={"Authorization": f"Bearer {VIEWER}"}).status_code == 200
-        assert client.post("/api/write", json={"prim": SETPOINT[0], "attr": SETPOINT[1], "value": 0.3}).status_code == 401
+        body = {"prim": SETPOINT[0], "attr": SETPOINT[1], "value": 0.3}
+        assert client.post("/api/write", json=body).status_code == 401
