@@ -70,15 +70,16 @@ class SamplePlc:
         self.server.set_server_name("Factory twin sample PLC")
         self.server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         index = await self.server.register_namespace(NAMESPACE)
-        factory = await self.server.nodes.objects.add_folder(ua.NodeId("Factory", index), "Factory")
-        line = await factory.add_folder(ua.NodeId("Line", index), "Line")
+        factory = await self.server.nodes.objects.add_folder(ua.NodeId("Factory", index), f"{index}:Factory")
+        line = await factory.add_folder(ua.NodeId("Line", index), f"{index}:Line")
         elements = {}
         for name, value in self.model.values().items():
             _, element, variable = name.split(".")
             if element not in elements:
-                elements[element] = await line.add_object(ua.NodeId(f"Line.{element}", index), element)
+                elements[element] = await line.add_object(ua.NodeId(f"Line.{element}", index), f"{index}:{element}")
             kind = _variant_type(name, value)
-            node = await elements[element].add_variable(ua.NodeId(name, index), variable, ua.Variant(value, kind))
+            node = await elements[element].add_variable(ua.NodeId(name, index), f"{index}:{variable}",
+                                                        ua.Variant(value, kind))
             if isinstance(value, list):
                 await node.write_value_rank(1)
                 await node.write_array_dimensions([len(value)])

@@ -154,6 +154,24 @@ def run_build_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_opcua_browse(args: argparse.Namespace) -> int:
+    from twin.connectors.browse import browse, draft_bindings, format_tree, prims_by_name
+
+    tree = asyncio.run(browse(args.endpoint, depth=args.depth))
+    print(format_tree(tree))
+    if args.out:
+        names = prims_by_name(Path(args.scene)) if args.scene else {}
+        Path(args.out).write_text(draft_bindings(tree, args.endpoint, names, server=args.server))
+        print(f"twin: draft binding file written to {args.out}")
+    return 0
+
+
+def run_opcua_certs(args: argparse.Namespace) -> int:
+    from twin.connectors.security import certs_command
+
+    return certs_command(Path(args.folder) if args.folder else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="twin", description="Factory digital twin")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     build = commands.add_parser("build-sample", help="author the sample factory's USD and GLB")
     build.add_argument("out")
     build.set_defaults(handler=run_build_sample)
+
+    opcua = commands.add_parser("opcua", help="OPC-UA tools").add_subparsers(dest="opcua_command", required=True)
+    browse_cmd = opcua.add_parser("browse", help="print a server's address space and draft a binding file")
+    browse_cmd.add_argument("endpoint", help="opc.tcp://HOST:PORT[/path]")
+    browse_cmd.add_argument("--depth", type=int, default=8)
+    browse_cmd.add_argument("--out", help="write a draft binding file here")
+    browse_cmd.add_argument("--scene", help="a layout (.usda) whose prims the variables are matched to")
+    browse_cmd.add_argument("--server", default="plc", help="the server's name in the draft")
+    browse_cmd.set_defaults(handler=run_opcua_browse)
+    certs = opcua.add_parser("certs", help="create (once) and show the twin's OPC-UA client certificate")
+    certs.add_argument("--folder", help="where the certificate and key live (default: ~/.config/twin/pki)")
+    certs.set_defaults(handler=run_opcua_certs)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
