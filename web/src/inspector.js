@@ -200,7 +200,7 @@ export class Inspector {
   }
 
   #fillRow(row, signal) {
-    const text = formatValue(signal.v);
+    const text = signal.l ? `${signal.l} (${formatValue(signal.v)})` : formatValue(signal.v); // enum name
     if (row.value.textContent !== text) row.value.textContent = text;
     const quality = QUALITIES.includes(signal.q) ? signal.q : 'bad';
     if (row.quality !== quality) {
