@@ -71,7 +71,9 @@ def _jsonable(value):
         return value.isoformat()
     if isinstance(value, bytes):
         return value.hex()
-    if isinstance(value, uuid.UUID | ua.NodeId | ua.QualifiedName):
+    if isinstance(value, ua.NodeId | ua.QualifiedName):
+        return value.to_string()
+    if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, enum.Enum):
         return value.name
@@ -89,7 +91,9 @@ def to_twin(binding: Binding, value):
     if binding.kind == "text":
         if isinstance(value, ua.LocalizedText):
             return value.Text or ""
-        if isinstance(value, str | uuid.UUID | ua.NodeId | ua.QualifiedName):
+        if isinstance(value, ua.NodeId | ua.QualifiedName):
+            return value.to_string()  # the OPC-UA text forms: "ns=2;s=Tool", "2:Tool"
+        if isinstance(value, str | uuid.UUID):
             return str(value)
         if isinstance(value, datetime):
             return value.isoformat()

@@ -1,0 +1,79 @@
+"""Every OPC-UA built-in scalar type reaches the cache, from an asyncua server on loopback."""
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from asyncua import Server, ua
+
+from tests.conftest import free_port
+from twin.cache import RuntimeCache, quality_name
+from twin.connectors.bindings import load_bindings
+from twin.connectors.opcua import OpcUaConnector
+
+MOMENT = datetime(2026, 11, 25, 6, 0, 0, tzinfo=UTC)
+GUID = uuid.UUID("12345678-1234-5678-1234-567812345678")
+# (name, variant type, value on the server, kind, expected in the cache)
+TYPES = [
+    ("Boolean", ua.VariantType.Boolean, True, "bool", 1.0),
+    ("SByte", ua.VariantType.SByte, -100, "int", -100.0),
+    ("Byte", ua.VariantType.Byte, 200, "int", 200.0),
+    ("Int16", ua.VariantType.Int16, -30000, "int", -30000.0),
+    ("UInt16", ua.VariantType.UInt16, 60000, "int", 60000.0),
+    ("Int32", ua.VariantType.Int32, -2_000_000_000, "int", -2_000_000_000.0),
+    ("UInt32", ua.VariantType.UInt32, 4_000_000_000, "int", 4_000_000_000.0),
+    ("Int64", ua.VariantType.Int64, -(2**52), "int", float(-(2**52))),
+    ("UInt64", ua.VariantType.UInt64, 2**52, "int", float(2**52)),
+    ("Float", ua.VariantType.Float, 1.5, "float", 1.5),
+    ("Double", ua.VariantType.Double, -2.25e-3, "float", -2.25e-3),
+    ("String", ua.VariantType.String, "Schicht 2 läuft", "text", "Schicht 2 läuft"),
+    ("DateTime", ua.VariantType.DateTime, MOMENT, "float", MOMENT.timestamp()),
+    ("DateTimeText", ua.VariantType.DateTime, MOMENT, "text", MOMENT.isoformat()),
+    ("Guid", ua.VariantType.Guid, GUID, "text", str(GUID)),
+    ("ByteString", ua.VariantType.ByteString, b"\x01\xfe", "text", "01fe"),
+    ("LocalizedText", ua.VariantType.LocalizedText, ua.LocalizedText("Störung", "de"), "text", "Störung"),
+    ("StatusCode", ua.VariantType.StatusCode, ua.StatusCode(0x80340000), "int", float(0x80340000)),
+    ("QualifiedName", ua.VariantType.QualifiedName, ua.QualifiedName("Tool", 2), "text", "2:Tool"),
+    ("NodeId", ua.VariantType.NodeId, ua.NodeId("Press.7", 3), "text", "ns=3;s=Press.7"),
+]
+
+
+@pytest.mark.timeout(60)
+def test_every_built_in_scalar_type(tmp_path):
+    async def scenario():
+        port = free_port()
+        server = Server()
+        await server.init()
+        server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/types/")
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        ns = await server.register_namespace("urn:factory-twin:types")
+        folder = await server.nodes.objects.add_object(ua.NodeId("Types", ns), f"{ns}:Types")
+        lines = ["servers:", "  s:", f"    endpoint: opc.tcp://127.0.0.1:{port}/types/", "bindings:"]
+        for name, variant, value, kind, _ in TYPES:
+            await folder.add_variable(ua.NodeId(f"Types.{name}", ns), f"{ns}:{name}", ua.Variant(value, variant))
+            lines += ["  - server: s", f'    node: "ns={ns};s=Types.{name}"', "    prim: /Types",
+                      f"    attr: twin:{name[0].lower() + name[1:]}", f"    kind: {kind}"]
+        path = tmp_path / "types.yaml"
+        path.write_text("\n".join(lines) + "\n")
+        async with server:
+            cache = RuntimeCache()
+            connector = OpcUaConnector(load_bindings(path), cache)
+            await connector.start()
+            try:
+                deadline = time.monotonic() + 15
+                while not all(quality_name(s) == "good" for s in cache.status):
+                    assert time.monotonic() < deadline, f"not all types arrived: {connector.errors}"
+                    await asyncio.sleep(0.05)
+                assert connector.errors == []
+                for name, _, _, _, expected in TYPES:
+                    got = cache.signal_value(cache.signal_row("/Types", f"twin:{name[0].lower() + name[1:]}"))
+                    if isinstance(expected, float):
+                        assert got == pytest.approx(expected, rel=1e-6), name
+                    else:
+                        assert got == expected, name
+            finally:
+                await connector.stop()
+
+    asyncio.run(scenario())
