@@ -36,6 +36,7 @@ from asyncua import Client, Node, ua
 from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
 
 from .bindings import Binding, BindingFile, ServerConfig
+from .security import configure_client
 
 log = logging.getLogger("twin.connectors.opcua")
 
@@ -203,7 +204,6 @@ class _Session:
                     self._lost.set()
 
                 client.connection_lost_callback = on_lost
-                await self._check_server(client)
                 self.client = client
                 self.connected = True
                 self.connects += 1
@@ -231,17 +231,8 @@ class _Session:
 
     async def _configure(self, client: Client) -> None:
         """Security and identity, when the binding file asks for them (connectors/security.py)."""
-        if self.config.security.policy == "None" and self.config.username is None:
-            return
-        from .security import configure_client
-
-        await configure_client(client, self.config, self.binding_file.path)
-
-    async def _check_server(self, client: Client) -> None:
-        if self.config.security.trusted_server_certificates:
-            from .security import check_server_certificate
-
-            await check_server_certificate(client, self.config, self.binding_file.path)
+        if self.config.security.policy != "None" or self.config.username is not None:
+            await configure_client(client, self.config, self.binding_file.path)
 
     async def _resolve(self, client: Client, namespaces: list[str], index: int) -> Node | None:
         binding = self.bindings[index]
