@@ -139,6 +139,16 @@ def test_viewer_shows_the_live_factory(demo, artifacts):
         figures["ws_frames_per_s_in_page"] = round((page.evaluate("window.twin.frames") - frames_before) / wall, 1)
         figures["demo_cpu_cores"] = round((sum(cpu_seconds(pid) for pid in pids) - cpu_before) / wall, 3)
         page.screenshot(path=str(artifacts / "viewer.png"))
+
+        # the PLC goes away: the page shows its values as stale, not as live
+        badge = page.locator(f'[data-signal-key="{COUNTER}"] .badge')
+        assert badge.text_content() == "good"
+        for pid in children(demo["process"].pid):
+            os.kill(pid, signal.SIGKILL)
+        page.wait_for_function(
+            f"document.querySelector('[data-signal-key=\"{COUNTER}\"] .badge').textContent === 'stale'",
+            timeout=15_000)
+        page.screenshot(path=str(artifacts / "viewer-stale.png"))
         browser.close()
     (artifacts / "e2e_figures.json").write_text(json.dumps(figures, indent=2))
     print("e2e figures:", json.dumps(figures))
@@ -160,3 +170,21 @@ def test_snapshot_command_saves_the_live_state_as_usd(demo, tmp_path):
     stage = Usd.Stage.Open(str(out))  # the snapshot sublayers the authored layout
     assert stage.GetPrimAtPath("/Factory/Line/Robot2").GetAttribute("twin:kind").Get() == "robot"
     assert stage.GetPrimAtPath("/Factory/Line/Machining").GetAttribute("twin:partsDone").Get() >= 0
+
+
+def test_sigterm_stops_the_demo_and_its_plc(sample_layout):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "twin.cli", "demo", "--port", str(free_port()), "--workdir", str(sample_layout.parent)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not children(process.pid):
+        assert time.monotonic() < deadline and process.poll() is None, "the demo did not start its PLC"
+        time.sleep(0.2)
+    time.sleep(3)  # let it come up fully
+    [plc] = children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{plc}").exists() and "zombie" not in Path(f"/proc/{plc}/status").read_text():
+        assert time.monotonic() < deadline, "the PLC outlived the demo"
+        time.sleep(0.1)

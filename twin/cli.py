@@ -104,6 +104,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     workdir = Path(args.workdir or default_workdir())
     started = time.monotonic()
+    # SIGTERM (a service manager, `timeout`) must stop the PLC too: turn it into a normal exit
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     layout = build_sample(workdir, force=args.rebuild)
     plc_port = args.plc_port or free_port()
     endpoint = f"opc.tcp://127.0.0.1:{plc_port}/factory/"
@@ -117,7 +119,7 @@ def run_demo(args: argparse.Namespace) -> int:
         bindings = Path(sample_plc.__file__).with_name("bindings.yaml")
         asyncio.run(serve(layout, bindings, host=args.host, port=args.port, glb=layout.with_suffix(".glb"),
                           endpoints={"plc": endpoint}, tick_hz=args.tick_hz, operator_token=True))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         if plc.poll() is None:
