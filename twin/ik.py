@@ -17,12 +17,11 @@ import numpy as np
 import warp as wp
 
 from twin.errors import KinematicsError
-from twin.kinematics import Chain, default_device, matrix_to_pose
+from twin.kinematics import Chain, default_device, jacobian_column, joint_transform, matrix_to_pose, vec6
 
 MAX_DOF = 12
 vec_dof = wp.types.vector(length=MAX_DOF, dtype=float)
 mat6_dof = wp.types.matrix(shape=(6, MAX_DOF), dtype=float)
-vec6 = wp.types.vector(length=6, dtype=float)
 mat66 = wp.types.matrix(shape=(6, 6), dtype=float)
 
 
@@ -113,14 +112,10 @@ def ik_kernel(
     for iteration in range(max_iterations + 1):
         # forward kinematics into this thread's scratch
         for k in range(n_links):
-            local = joint_origin[k]
-            kind = joint_type[k]
-            if kind != 0:
+            value = float(0.0)
+            if joint_type[k] != 0:
                 value = mimic_multiplier[k] * q[joint_q_index[k]] + mimic_offset[k]
-                if kind == 1:
-                    local = local * wp.transform(wp.vec3(0.0), wp.quat_from_axis_angle(joint_axis[k], value))
-                else:
-                    local = local * wp.transform(joint_axis[k] * value, wp.quat_identity())
+            local = joint_transform(joint_origin[k], joint_type[k], joint_axis[k], value)
             parent = link_parent[k]
             if parent >= 0:
                 local = scratch[first + parent] * local
@@ -141,19 +136,11 @@ def ik_kernel(
         jac = mat6_dof()
         k = target_link
         while k >= 0:
-            kind = joint_type[k]
-            if kind != 0:
-                frame = scratch[first + k]
-                axis = wp.transform_vector(frame, joint_axis[k]) * mimic_multiplier[k]
-                column = joint_q_index[k]
-                linear = axis
-                angular = wp.vec3(0.0)
-                if kind == 1:
-                    linear = wp.cross(axis, point - wp.transform_get_translation(frame))
-                    angular = axis
-                for r in range(3):
-                    jac[r, column] = jac[r, column] + linear[r]
-                    jac[r + 3, column] = jac[r + 3, column] + angular[r]
+            if joint_type[k] != 0:
+                column = jacobian_column(scratch[first + k], joint_type[k], joint_axis[k], mimic_multiplier[k], point)
+                index = joint_q_index[k]
+                for r in range(6):
+                    jac[r, index] = jac[r, index] + column[r]
             k = link_parent[k]
         error = vec6(e_position[0], e_position[1], e_position[2], e_rotation[0], e_rotation[1], e_rotation[2])
         # (J J^T + lambda I) y = e ; dq = J^T y, lambda from the squared error

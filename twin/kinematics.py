@@ -314,6 +314,19 @@ def forward_kinematics_kernel(
         link_world[out + k] = previous
 
 
+vec6 = wp.types.vector(length=6, dtype=float)
+
+
+@wp.func
+def jacobian_column(frame: wp.transform, kind: int, axis: wp.vec3, multiplier: float, point: wp.vec3) -> vec6:
+    """One joint's Jacobian column at `point` (linear rows first), for a link `frame` the joint moves."""
+    world_axis = wp.transform_vector(frame, axis) * multiplier
+    if kind == 1:
+        linear = wp.cross(world_axis, point - wp.transform_get_translation(frame))
+        return vec6(linear[0], linear[1], linear[2], world_axis[0], world_axis[1], world_axis[2])
+    return vec6(world_axis[0], world_axis[1], world_axis[2], 0.0, 0.0, 0.0)
+
+
 @wp.kernel
 def jacobian_kernel(
     link_world: wp.array(dtype=wp.transform),
@@ -332,19 +345,10 @@ def jacobian_kernel(
     point = wp.transform_get_translation(link_world[first + target])
     k = target
     while k >= 0:
-        kind = joint_type[k]
-        if kind != 0:
-            frame = link_world[first + k]
-            axis = wp.transform_vector(frame, joint_axis[k]) * mimic_multiplier[k]
-            column = joint_q_index[k]
-            linear = axis
-            angular = wp.vec3(0.0)
-            if kind == 1:
-                linear = wp.cross(axis, point - wp.transform_get_translation(frame))
-                angular = axis
-            for row in range(3):
-                jacobian[instance, row, column] += linear[row]
-                jacobian[instance, row + 3, column] += angular[row]
+        if joint_type[k] != 0:
+            column = jacobian_column(link_world[first + k], joint_type[k], joint_axis[k], mimic_multiplier[k], point)
+            for row in range(6):
+                jacobian[instance, row, joint_q_index[k]] += column[row]
         k = link_parent[k]
 
 
