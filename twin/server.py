@@ -275,9 +275,11 @@ def create_app(
                 async with tick:
                     await tick.wait()
         except (WebSocketDisconnect, RuntimeError):
-            pass
+            pass  # the client went away while we were sending
         finally:
             receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await receiver  # collect its end, so no exception is left unretrieved
             state["clients"] -= 1
 
     if (static_dir / "index.html").is_file():
