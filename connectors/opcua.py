@@ -92,6 +92,8 @@ def to_twin(binding: Binding, value):
     if binding.kind == "text":
         if isinstance(value, ua.LocalizedText):
             return value.Text or ""
+        if isinstance(value, ua.XmlElement):
+            return value.Value
         if isinstance(value, ua.NodeId | ua.QualifiedName):
             return value.to_string()  # the OPC-UA text forms: "ns=2;s=Tool", "2:Tool"
         if isinstance(value, str | uuid.UUID):
@@ -155,6 +157,7 @@ class _Session:
         self.updates = 0
         self.connects = 0
         self.binding_errors: dict[int, str] = {}  # binding index -> message
+        self.impossible_server_time = False
         self.client: Client | None = None
         self.nodes: dict[int, Node] = {}  # binding index -> resolved node
         self.variant_types: dict[int, ua.VariantType] = {}  # writable binding index -> the node's type
@@ -175,8 +178,17 @@ class _Session:
             self._binding_error(index, str(error), BAD_TYPE_MISMATCH)
             return
         self.binding_errors.pop(index, None)
+        server_time = _epoch(data_value.ServerTimestamp)
+        if server_time is not None and server_time > time.time() + 86_400:
+            # asyncua 2.1 misreads ServerTimestamp when a server also sends picoseconds (node-opcua does):
+            # it arrives as 9999-12-31. An impossible time is recorded as unknown, never passed on.
+            if not self.impossible_server_time:
+                log.warning("server %s sends ServerTimestamps in the far future; recording them as unknown",
+                            self.config.name)
+            self.impossible_server_time = True
+            server_time = math.nan
         self.cache.write_signal(row, converted, status=status, source_time=_epoch(data_value.SourceTimestamp),
-                                server_time=_epoch(data_value.ServerTimestamp),
+                                server_time=server_time,
                                 label=binding.enum.get(int(converted[0])) if binding.enum and converted is not None
                                 and np.isfinite(converted[0]) else None)
         self.updates += 1

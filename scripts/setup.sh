@@ -30,11 +30,10 @@ if [ ! -f web/dist/index.html ] || [ -n "$(find web/src web/index.html web/vite.
   (cd web && npm run --silent build >/dev/null)
 fi
 
-if [ "${1:-}" = "--browser" ]; then  # the test suite's independent OPC-UA stack (node-opcua)
-  if [ ! -d tests/interop/node_modules ] || [ tests/interop/package-lock.json -nt tests/interop/node_modules/.package-lock.json ]; then
-    log "installing node-opcua for the interoperability tests"
-    (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
-  fi
+# the test suite's independent OPC-UA stack (node-opcua)
+if [ ! -d tests/interop/node_modules ] || [ tests/interop/package-lock.json -nt tests/interop/node_modules/.package-lock.json ]; then
+  log "installing node-opcua for the interoperability tests"
+  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then

@@ -1,7 +1,9 @@
 // An OPC-UA server built on node-opcua, an independent stack, for the twin's interoperability tests.
-// It serves one variable of each built-in scalar type, a Double array and two changing values under
-// Objects/Interop, with string NodeIds "Interop.<Name>" in the namespace urn:factory-twin:interop.
-// Usage: node server.mjs PORT   (prints "READY <endpoint>" once listening; stops on SIGTERM/SIGINT)
+// Under Objects/Interop, in the namespace urn:factory-twin:interop, with string NodeIds "Interop.<Name>":
+// one variable of each built-in scalar type that makes sense as a value, a Double array of 6
+// (JointPositions), and a UInt32 counter and a Double sine that change every 100 ms.
+// Usage: node server.mjs [PORT]   (or PORT in the environment; default 48400)
+// Prints "READY <endpoint>" once listening; exits with status 0 on SIGTERM or SIGINT.
 import { OPCUAServer } from "node-opcua-server";
 import { StatusCodes } from "node-opcua-status-code";
 import { DataType, Variant, VariantArrayType } from "node-opcua-variant";
@@ -16,9 +18,23 @@ const server = new OPCUAServer({
 });
 await server.initialize();
 
-const namespace = server.engine.addressSpace.registerNamespace("urn:factory-twin:interop");
-const folder = namespace.addObject({ organizedBy: server.engine.addressSpace.rootFolder.objects, browseName: "Interop" });
+const addressSpace = server.engine.addressSpace;
+const namespace = addressSpace.registerNamespace("urn:factory-twin:interop");
+const folder = namespace.addObject({ organizedBy: addressSpace.rootFolder.objects, browseName: "Interop" });
 
+function addVariable(name, dataType, value, extra = {}) {
+  return namespace.addVariable({
+    componentOf: folder,
+    browseName: name,
+    nodeId: `s=Interop.${name}`,
+    dataType,
+    minimumSamplingInterval: 50, // node-opcua refuses to sample variables without one
+    value: new Variant({ dataType, arrayType: VariantArrayType.Scalar, value, ...extra.variant }),
+    ...extra.variable,
+  });
+}
+
+// name: [type, value]; the test (tests/test_interop_node_opcua.py) expects these values
 const scalars = {
   Boolean: [DataType.Boolean, true],
   SByte: [DataType.SByte, -100],
@@ -27,53 +43,46 @@ const scalars = {
   UInt16: [DataType.UInt16, 60000],
   Int32: [DataType.Int32, -2000000000],
   UInt32: [DataType.UInt32, 4000000000],
-  Int64: [DataType.Int64, [0xffffffff, 0xfffffc18]], // 64-bit values as [high, low] uint32 words: -1000
-  UInt64: [DataType.UInt64, [0, 123456789]],
+  Int64: [DataType.Int64, [0xffffffff, 0xfffffc18]], // 64-bit values are [high, low] uint32 words: -1000
+  UInt64: [DataType.UInt64, [0x001fffff, 0xffffffff]], // 2**53 - 1, the largest a float64 holds exactly
   Float: [DataType.Float, 1.5],
   Double: [DataType.Double, -0.00225],
   String: [DataType.String, "Schicht 2 läuft"],
-  DateTime: [DataType.DateTime, new Date(Date.UTC(2026, 10, 25, 6, 0, 0))],
+  DateTime: [DataType.DateTime, new Date(Date.UTC(2026, 10, 25, 6, 0, 0, 250))],
   Guid: [DataType.Guid, "12345678-1234-5678-1234-567812345678"],
   ByteString: [DataType.ByteString, Buffer.from([1, 254])],
+  XmlElement: [DataType.XmlElement, "<tool id=\"7\"/>"],
   LocalizedText: [DataType.LocalizedText, { text: "Störung", locale: "de" }],
+  QualifiedName: [DataType.QualifiedName, { namespaceIndex: 1, name: "Tool" }],
+  StatusCode: [DataType.StatusCode, StatusCodes.BadDeviceFailure],
 };
-
-function addVariable(name, dataType, getValue, extra = {}) {
-  return namespace.addVariable({
-    componentOf: folder,
-    browseName: name,
-    nodeId: `s=Interop.${name}`,
-    dataType,
-    minimumSamplingInterval: 50,
-    value: { get: getValue },
-    ...extra,
-  });
-}
-
+const variables = {};
 for (const [name, [dataType, value]] of Object.entries(scalars)) {
-  const variant = new Variant({ dataType, arrayType: VariantArrayType.Scalar, value });
-  addVariable(name, dataType, () => variant);
+  variables[name] = addVariable(name, dataType, value);
 }
-const joints = [0.1, -1.2, 1.5, 0.0, 1.3, -0.4];
-addVariable("JointPositions", DataType.Double,
-  () => new Variant({ dataType: DataType.Double, arrayType: VariantArrayType.Array, value: Float64Array.from(joints) }),
-  { valueRank: 1, arrayDimensions: [6] });
+addVariable("NodeId", DataType.NodeId, variables.Double.nodeId); // a reference to another node
+addVariable("JointPositions", DataType.Double, Float64Array.from([0.1, -1.2, 1.5, 0.0, 1.3, -0.4]), {
+  variant: { arrayType: VariantArrayType.Array },
+  variable: { valueRank: 1, arrayDimensions: [6] },
+});
 
-// changing values: a counter and a sine, pushed every 100 ms
-let counter = 0;
-const counterVariable = addVariable("Counter", DataType.UInt32, () => new Variant({ dataType: DataType.UInt32, value: counter }));
-const sine = addVariable("Sine", DataType.Double,
-  () => new Variant({ dataType: DataType.Double, value: Math.sin(counter / 10) }));
+// changing values, pushed every 100 ms
+let tick = 0;
+const counter = addVariable("Counter", DataType.UInt32, tick);
+const sine = addVariable("Sine", DataType.Double, 0.0);
 const timer = setInterval(() => {
-  counter += 1;
-  counterVariable.setValueFromSource(new Variant({ dataType: DataType.UInt32, value: counter }), StatusCodes.Good);
-  sine.setValueFromSource(new Variant({ dataType: DataType.Double, value: Math.sin(counter / 10) }), StatusCodes.Good);
+  tick += 1;
+  counter.setValueFromSource({ dataType: DataType.UInt32, value: tick }, StatusCodes.Good);
+  sine.setValueFromSource({ dataType: DataType.Double, value: Math.sin(tick / 10) }, StatusCodes.Good);
 }, 100);
 
 await server.start();
 console.log(`READY ${server.getEndpointUrl()}`);
 
+let stopping = false;
 async function stop() {
+  if (stopping) return;
+  stopping = true;
   clearInterval(timer);
   await server.shutdown(0);
   process.exit(0);
