@@ -233,6 +233,9 @@ class ChainForward:
     def _record(self, q: wp.array, base: wp.array, link_world: wp.array) -> list:
         count = q.shape[0]
         slices = min(self.workers, max(1, count // self.min_slice))
+        if slices == 1:  # whole arrays: Warp cannot slice one with a zero-size dimension (a robot without joints)
+            return [wp.launch(self.kernel, dim=count, inputs=[q, base], outputs=[link_world], device=self.device,
+                              record_cmd=True)]
         bounds = np.linspace(0, count, slices + 1).astype(int)
         return [
             wp.launch(self.kernel, dim=int(hi - lo), inputs=[q[lo:hi], base[lo:hi]], outputs=[link_world[lo:hi]],
