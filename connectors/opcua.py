@@ -161,16 +161,17 @@ class _Session:
         self.client: Client | None = None
         self.nodes: dict[int, Node] = {}  # binding index -> resolved node
         self.variant_types: dict[int, ua.VariantType] = {}  # writable binding index -> the node's type
-        self._by_node: dict[ua.NodeId, int] = {}
+        self._by_node: dict[ua.NodeId, list[int]] = {}
         self._lost = asyncio.Event()
 
     # asyncua calls this for every data change of the subscription
     def datachange_notification(self, node, value, data) -> None:
-        index = self._by_node.get(node.nodeid)
-        if index is None:
-            return
-        binding, row = self.bindings[index], self.rows[index]
         data_value = data.monitored_item.Value
+        for index in self._by_node.get(node.nodeid, ()):  # one node may feed several attributes
+            self._store(index, value, data_value)
+
+    def _store(self, index: int, value, data_value: ua.DataValue) -> None:
+        binding, row = self.bindings[index], self.rows[index]
         status = data_value.StatusCode.value if data_value.StatusCode is not None else 0
         try:
             converted = to_twin(binding, value)
@@ -187,10 +188,11 @@ class _Session:
                             self.config.name)
             self.impossible_server_time = True
             server_time = math.nan
+        label = None
+        if binding.enum and converted is not None and np.isfinite(converted[0]):
+            label = binding.enum.get(int(converted[0]))
         self.cache.write_signal(row, converted, status=status, source_time=_epoch(data_value.SourceTimestamp),
-                                server_time=server_time,
-                                label=binding.enum.get(int(converted[0])) if binding.enum and converted is not None
-                                and np.isfinite(converted[0]) else None)
+                                server_time=server_time, label=label)
         self.updates += 1
 
     def status_change_notification(self, status) -> None:
@@ -297,12 +299,18 @@ class _Session:
                 except Exception as error:
                     self._binding_error(index, f"cannot read its data type: {error}", BAD_NODE_ID_UNKNOWN)
         readable = [i for i in self.nodes if self.bindings[i].readable]
-        self._by_node = {self.nodes[i].nodeid: i for i in readable}
+        self._by_node = {}
+        for i in readable:
+            self._by_node.setdefault(self.nodes[i].nodeid, []).append(i)
         if not readable:
             return
         subscription = await client.create_subscription(self.config.publishing_ms, self)
         groups: dict[tuple, list[int]] = {}
+        subscribed: set[ua.NodeId] = set()
         for i in readable:
+            if self.nodes[i].nodeid in subscribed:
+                continue  # one monitored item per node; its changes fan out to every binding of the node
+            subscribed.add(self.nodes[i].nodeid)
             binding = self.bindings[i]
             deadband = (binding.deadband.kind, binding.deadband.value) if binding.deadband else None
             groups.setdefault((binding.sampling_ms, binding.queue_size, deadband), []).append(i)
@@ -321,7 +329,8 @@ class _Session:
                         handles.append(ua.StatusCode(error.code))
             for index, handle in zip(indexes, handles, strict=True):
                 if isinstance(handle, ua.StatusCode):
-                    self._binding_error(index, f"the server refused it: {handle.name}", handle.value)
+                    for shared in self._by_node[self.nodes[index].nodeid]:
+                        self._binding_error(shared, f"the server refused it: {handle.name}", handle.value)
 
     async def write(self, index: int, value) -> WriteResult:
         binding = self.bindings[index]
@@ -434,12 +443,14 @@ class OpcUaConnector:
 
     @property
     def errors(self) -> list[str]:
+        """Every binding's current error (file:line: binding node -> prim.attr: what is wrong)."""
         return [message for session in self.sessions.values() for message in session.binding_errors.values()]
 
     def health(self) -> dict:
+        """Per server: reachable or not, why not, and which bindings fail, for /api/health and the log."""
         return {
             name: {"endpoint": s.config.endpoint, "connected": s.connected, "last_error": s.last_error,
-                   "bindings": len(s.bindings), "binding_errors": sorted(s.binding_errors.values()),
-                   "updates": s.updates, "connects": s.connects}
+                   "n_bindings": len(s.bindings), "n_errors": len(s.binding_errors),
+                   "errors": sorted(s.binding_errors.values()), "updates": s.updates, "connects": s.connects}
             for name, s in self.sessions.items()
         }

@@ -55,6 +55,9 @@ def test_every_built_in_scalar_type(tmp_path):
             await folder.add_variable(ua.NodeId(f"Types.{name}", ns), f"{ns}:{name}", ua.Variant(value, variant))
             lines += ["  - server: s", f'    node: "ns={ns};s=Types.{name}"', "    prim: /Types",
                       f"    attr: twin:{name[0].lower() + name[1:]}", f"    kind: {kind}"]
+        # a mistake in the file: a String node bound as a number
+        lines += ["  - server: s", f'    node: "ns={ns};s=Types.String"', "    prim: /Types", "    attr: twin:wrong",
+                  "    kind: float"]
         path = tmp_path / "types.yaml"
         path.write_text("\n".join(lines) + "\n")
         async with server:
@@ -62,11 +65,16 @@ def test_every_built_in_scalar_type(tmp_path):
             connector = OpcUaConnector(load_bindings(path), cache)
             await connector.start()
             try:
+                wrong = cache.signal_row("/Types", "twin:wrong")
                 deadline = time.monotonic() + 15
-                while not all(quality_name(s) == "good" for s in cache.status):
+                while not all(quality_name(s) == "good" for row, s in enumerate(cache.status) if row != wrong) \
+                        or not connector.errors:
                     assert time.monotonic() < deadline, f"not all types arrived: {connector.errors}"
                     await asyncio.sleep(0.05)
-                assert connector.errors == []
+                [error] = connector.errors  # named with its line; every other binding streams
+                assert f"types.yaml:{len(lines) - 4}:" in error
+                assert "expected a float value, the server sent str" in error
+                assert quality_name(cache.status[wrong]) == "bad"
                 for name, _, _, _, expected in TYPES:
                     got = cache.signal_value(cache.signal_row("/Types", f"twin:{name[0].lower() + name[1:]}"))
                     if isinstance(expected, float):
