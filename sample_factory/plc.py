@@ -47,9 +47,13 @@ def _same(a, b) -> bool:
 
 
 class SamplePlc:
-    """The sample line behind an OPC-UA server; use `async with SamplePlc(port) as plc:`."""
+    """The sample line behind an OPC-UA server; use `async with SamplePlc(port, seed) as plc:`.
 
-    def __init__(self, port: int = 4840, *, seed: int = 1, rate_hz: float = 20.0, warm_up_s: float = 90.0,
+    `warm_up_s` of plant time run before serving, so clients meet a line mid-shift with parts
+    everywhere instead of an empty one; `speedup` is plant seconds per wall second.
+    """
+
+    def __init__(self, port: int = 4840, seed: int = 1, *, rate_hz: float = 20.0, warm_up_s: float = 90.0,
                  speedup: float = 1.0):
         self.port = port
         self.endpoint = f"opc.tcp://127.0.0.1:{port}/factory/"
@@ -62,7 +66,7 @@ class SamplePlc:
         self.types: dict[str, ua.VariantType] = {}
         self.published: dict[str, object] = {}
         self._task: asyncio.Task | None = None
-        self.steps = 0
+        self._step_debt = 0.0  # plant steps owed to the clock: a fractional speedup skips or doubles some ticks
 
     async def start(self) -> None:
         await self.server.init()
@@ -108,13 +112,15 @@ class SamplePlc:
         await self.stop()
 
     async def _run(self) -> None:
+        """Step and publish on a fixed-rate clock (not sleep(period)) so plant time does not drift."""
         period = 1.0 / self.rate_hz
         next_time = time.monotonic()
         while True:
             await self.apply_setpoints()
-            for _ in range(max(1, round(self.speedup))):
+            self._step_debt += self.speedup
+            while self._step_debt >= 1.0:
                 self.model.step()
-            self.steps += 1
+                self._step_debt -= 1.0
             await self.publish()
             next_time += period
             delay = next_time - time.monotonic()
