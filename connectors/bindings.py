@@ -270,7 +270,10 @@ def _binding(node: yaml.Node, data, path: Path, servers: dict[str, ServerConfig]
         if len(spec.values) != 1:
             raise spec.error(None, "deadband takes one of 'absolute' or 'percent'")
         (deadband_kind,) = spec.values
-        deadband = Deadband(deadband_kind, spec.number(deadband_kind, None, minimum=0.0))
+        amount = spec.number(deadband_kind, None, minimum=0.0)
+        if amount is None:
+            raise spec.error(deadband_kind, f"a {deadband_kind} deadband needs a number")
+        deadband = Deadband(deadband_kind, amount)
         if deadband_kind == "percent" and deadband.value > 100:
             raise spec.error("percent", f"a percent deadband must be within 0..100, got {deadband.value}")
         if kind in ("text", "json", "bool"):

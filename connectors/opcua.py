@@ -327,6 +327,8 @@ class _Session:
                             node, deadband[1], 1 if deadband[0] == "absolute" else 2, queue_size))
                     except ua.UaStatusCodeError as error:
                         handles.append(ua.StatusCode(error.code))
+                    except Exception:  # a filter this server cannot take: only this binding fails
+                        handles.append(ua.StatusCode(ua.StatusCodes.BadMonitoredItemFilterUnsupported))
             for index, handle in zip(indexes, handles, strict=True):
                 if isinstance(handle, ua.StatusCode):
                     for shared in self._by_node[self.nodes[index].nodeid]:
@@ -342,14 +344,23 @@ class _Session:
         try:
             raw = from_twin(binding, value, variant_type)
         except ValueError as error:
-            code = BAD_OUT_OF_RANGE if "limit" in str(error) or "range" in str(error) else BAD_TYPE_MISMATCH
+            code = BAD_OUT_OF_RANGE if isinstance(error, OutOfRange) else BAD_TYPE_MISMATCH
             return WriteResult(False, ua.StatusCode(code).name, code, str(error))
         try:
             await node.write_value(ua.DataValue(ua.Variant(raw, variant_type)))
         except ua.UaStatusCodeError as error:
             return WriteResult(False, ua.StatusCode(error.code).name, error.code,
                                f"the server refused the write: {error}")
+        except (TimeoutError, ConnectionError, OSError) as error:
+            return WriteResult(False, "BadNotConnected", BAD_NOT_CONNECTED,
+                               f"server {self.config.name} did not answer: {type(error).__name__} {error}")
+        except Exception as error:  # a value asyncua cannot encode for this node: never a crash
+            return WriteResult(False, "BadTypeMismatch", BAD_TYPE_MISMATCH, f"cannot encode the value: {error}")
         return WriteResult(True, "Good", 0)
+
+
+class OutOfRange(ValueError):
+    """A value outside a binding's limits or its node type's range."""
 
 
 def from_twin(binding: Binding, value, variant_type: ua.VariantType):
@@ -357,6 +368,10 @@ def from_twin(binding: Binding, value, variant_type: ua.VariantType):
     if binding.kind in ("text", "json"):
         if not isinstance(value, str):
             raise ValueError(f"{binding.prim}.{binding.attr} takes text, got {value!r}")
+        if variant_type == ua.VariantType.LocalizedText:
+            return ua.LocalizedText(value)
+        if variant_type != ua.VariantType.String:
+            raise ValueError(f"writing text to a {variant_type.name} node is not supported")
         return value
     if binding.enum and isinstance(value, str):
         names = {name: code for code, name in binding.enum.items()}
@@ -368,19 +383,23 @@ def from_twin(binding: Binding, value, variant_type: ua.VariantType):
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{binding.prim}.{binding.attr} takes a finite number, got {value!r}")
     if binding.minimum is not None and value < binding.minimum:
-        raise ValueError(f"{value} is below the lower limit {binding.minimum}")
+        raise OutOfRange(f"{value} is below the lower limit {binding.minimum}")
     if binding.maximum is not None and value > binding.maximum:
-        raise ValueError(f"{value} is above the upper limit {binding.maximum}")
-    raw = (value - binding.offset) / binding.scale
+        raise OutOfRange(f"{value} is above the upper limit {binding.maximum}")
+    if isinstance(value, int) and binding.scale == 1.0 and binding.offset == 0.0:
+        raw = value  # integers stay exact, 64-bit ones included
+    else:
+        raw = (value - binding.offset) / binding.scale
     if variant_type == ua.VariantType.Boolean:
         return bool(raw)
     if variant_type in _INTEGER_RANGES:
         low, high = _INTEGER_RANGES[variant_type]
-        if raw != round(raw):
+        whole = round(raw)
+        if abs(raw - whole) > 1e-9 * max(1.0, abs(whole)):  # 0.043 / 0.001 is 42.99999999999999: still 43
             raise ValueError(f"the node holds {variant_type.name} and {raw} is not a whole number")
-        if not low <= round(raw) <= high:
-            raise ValueError(f"{raw} is out of the range of {variant_type.name}")
-        return int(round(raw))
+        if not low <= whole <= high:
+            raise OutOfRange(f"{whole} is out of the range of {variant_type.name}")
+        return int(whole)
     if variant_type in (ua.VariantType.Float, ua.VariantType.Double):
         return float(raw)
     raise ValueError(f"writing numbers to a {variant_type.name} node is not supported")
@@ -430,14 +449,20 @@ class OpcUaConnector:
         session, index = self._writable[(prim, attr)]
         binding = session.bindings[index]
         old = self.cache.signal_value(session.rows[index])
-        result = await session.write(index, value)
-        record = AuditRecord(time.time(), user, prim, attr, session.config.name, binding.source,
-                             _jsonable(old.tolist() if isinstance(old, np.ndarray) else old), _jsonable(value),
-                             result.status)
-        self.audit.append(record)
-        if self.audit_path is not None:
-            with self.audit_path.open("a") as handle:
-                handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
+        result = WriteResult(False, "BadInternalError", 0x80020000, "the write did not complete")
+        try:
+            result = await session.write(index, value)
+        finally:  # every attempt is recorded, whatever happened to it
+            record = AuditRecord(time.time(), user, prim, attr, session.config.name, binding.source,
+                                 _jsonable(old.tolist() if isinstance(old, np.ndarray) else old), _jsonable(value),
+                                 result.status)
+            self.audit.append(record)
+            if self.audit_path is not None:
+                try:
+                    with self.audit_path.open("a") as handle:
+                        handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
+                except OSError as error:
+                    log.error("audit file %s: %s (the record is kept in memory)", self.audit_path, error)
         log.info("write by %s: %s.%s = %r -> %s", user, prim, attr, value, result.status)
         return result
 

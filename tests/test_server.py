@@ -1,5 +1,7 @@
 """REST API and websocket stream of a twin of the sample factory (no PLC: the test writes signals)."""
 
+import time
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -80,3 +82,40 @@ def test_bad_messages_get_an_error_and_the_stream_goes_on(client):
 def test_snapshot_endpoint_returns_a_usd_layer_over_the_layout(client, sample_layout):
     text = client.get("/api/snapshot.usda").text
     assert text.startswith("#usda 1.0") and sample_layout.name in text
+
+
+def test_websocket_needs_a_token_off_loopback_and_refuses_other_sites(twin):
+    from starlette.websockets import WebSocketDisconnect
+
+    from twin.auth import Access, Principal
+
+    token = "viewer-token-" + "x" * 10
+    app = create_app(twin, tick_hz=50, access=Access({token: Principal("v", "viewer")}, loopback_only=False))
+    with TestClient(app) as client:
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/ws") as ws:
+            ws.receive_json()
+        assert refused.value.code == 1008
+        with client.websocket_connect(f"/ws?token={token}") as ws:
+            assert ws.receive_json()["type"] == "snapshot"
+        with pytest.raises(WebSocketDisconnect), client.websocket_connect(
+                f"/ws?token={token}", headers={"origin": "https://elsewhere.example"}) as ws:
+            ws.receive_json()
+
+
+def test_infinity_binary_frames_and_the_client_count(client, twin):
+    row = twin.cache.add_signal("/Factory/Line/Conveyor1", "twin:overflow")
+    twin.cache.write_signal(row, float("inf"))
+    with client.websocket_connect("/ws") as ws:
+        snapshot = ws.receive_json()  # strict JSON: infinity arrives as null
+        assert snapshot["signals"]["/Factory/Line/Conveyor1.twin:overflow"]["v"] is None
+        ws.send_bytes(b"\x00\x01")
+        for _ in range(50):
+            if ws.receive_json()["type"] == "error":
+                break
+        else:
+            pytest.fail("a binary frame got no error reply")
+    for _ in range(50):
+        if client.get("/api/health").json()["clients"] == 0:
+            break
+        time.sleep(0.05)
+    assert client.get("/api/health").json()["clients"] == 0

@@ -106,3 +106,18 @@ def test_missing_layout_and_missing_default_prim(tmp_path):
     plain.write_text('#usda 1.0\ndef Xform "A"\n{\n}\n')
     with pytest.raises(LayoutError, match="plain.usda: has no defaultPrim"):
         TwinStage(plain)
+
+
+def test_a_value_usd_cannot_hold_never_blocks_the_others(layout):
+    twin_stage = TwinStage(layout)
+    cache = RuntimeCache()
+    huge = cache.add_signal("/Factory/Conveyor1", "twin:counter", kind="int")
+    speed = cache.add_signal("/Factory/Conveyor1", "twin:speed")
+    writer = LiveLayerWriter(twin_stage, cache)
+    cache.write_signal(huge, 2.0**64 - 1)  # a UInt64 beyond what a USD int64 holds
+    writer.flush()
+    cache.write_signal(speed, 0.3)
+    writer.flush()
+    prim = twin_stage.stage.GetPrimAtPath("/Factory/Conveyor1")
+    assert prim.GetAttribute("twin:speed").Get() == pytest.approx(0.3)
+    assert huge in writer.rejected

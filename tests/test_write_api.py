@@ -87,3 +87,21 @@ def test_off_loopback_every_request_needs_a_token(sample_layout, plant):
         assert client.get("/api/scene", headers={"Authorization": f"Bearer {VIEWER}"}).status_code == 200
         body = {"prim": SETPOINT[0], "attr": SETPOINT[1], "value": 0.3}
         assert client.post("/api/write", json=body).status_code == 401
+
+
+def test_scaled_and_64_bit_integer_writes_are_exact():
+    from asyncua import ua
+
+    from twin.connectors.bindings import Binding
+    from twin.connectors.opcua import OutOfRange, from_twin
+
+    millimetres = Binding("plc", "ns=2;s=X", "/P", "twin:speed", scale=0.001, direction="both")
+    assert [from_twin(millimetres, v / 1000, ua.VariantType.Int32) for v in range(1, 1000)] == list(range(1, 1000))
+    counts = Binding("plc", "ns=2;s=Y", "/P", "twin:count", kind="int", direction="both")
+    assert from_twin(counts, 2**53 + 1, ua.VariantType.Int64) == 2**53 + 1
+    assert from_twin(counts, 2**64 - 1, ua.VariantType.UInt64) == 2**64 - 1
+    with pytest.raises(OutOfRange):
+        from_twin(counts, 2**64, ua.VariantType.UInt64)
+    with pytest.raises(ValueError, match="text to a Double node"):
+        from_twin(Binding("plc", "ns=2;s=Z", "/P", "twin:name", kind="text", direction="both"), "x",
+                  ua.VariantType.Double)

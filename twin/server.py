@@ -172,13 +172,13 @@ def create_app(
         return JSONResponse(body, status_code=502)  # refused by the server: its status code says why
 
     @app.get("/api/audit")
-    def audit(authorization: str | None = Header(default=None)) -> list[dict]:
+    async def audit(authorization: str | None = Header(default=None)) -> list[dict]:
         """Every write attempt: who, when, which node, old and new value, the server's answer."""
         access.require(authorization, "operator")
         return [dataclasses.asdict(record) for record in (writer.audit if writer else [])]
 
     @app.get("/api/health")
-    def health() -> dict:
+    async def health() -> dict:
         body = {
             "status": "ok",
             "uptime_s": round(time.time() - state["started"], 3),
@@ -197,11 +197,11 @@ def create_app(
         return body
 
     @app.get("/api/scene")
-    def scene() -> dict:
+    async def scene() -> dict:
         return prim_tree(twin.stage.stage.GetPrimAtPath(twin.stage.root_path))
 
     @app.get("/api/prims/{path:path}")
-    def prim_details(path: str) -> dict:
+    async def prim_details(path: str) -> dict:
         prim_path = "/" + path.strip("/")
         try:
             prim = twin.stage.prim(prim_path)
@@ -224,12 +224,12 @@ def create_app(
                 "attributes": attributes, "signals": signals}
 
     @app.get("/api/signals")
-    def signals() -> dict:
+    async def signals() -> dict:
         cache = twin.cache
         return {info.key: {**signal_json(cache, info.row), "unit": info.unit} for info in cache.signals}
 
     @app.get("/api/snapshot.usda", response_class=PlainTextResponse)
-    def snapshot() -> str:
+    async def snapshot() -> str:
         """The live state as a USD layer over the authored layout (what `twin snapshot` saves)."""
         twin.live_writer.flush()
         return twin.stage.snapshot_layer().ExportToString()
@@ -242,6 +242,17 @@ def create_app(
 
     @app.websocket("/ws")
     async def stream(websocket: WebSocket) -> None:
+        token = websocket.query_params.get("token")
+        authorization = websocket.headers.get("authorization") or (f"Bearer {token}" if token else None)
+        origin = websocket.headers.get("origin")
+        try:
+            access.require(authorization, "viewer")
+        except AuthError:
+            await websocket.close(code=1008)  # policy violation: no or unknown token
+            return
+        if origin and origin.split("://", 1)[-1] != websocket.headers.get("host"):
+            await websocket.close(code=1008)  # another site's page must not read the plant through a browser
+            return
         await websocket.accept()
         state["clients"] += 1
         version: int | None = None  # None: the client needs a snapshot
@@ -250,9 +261,11 @@ def create_app(
 
         async def receive() -> None:
             while True:
-                message = await websocket.receive_text()
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
                 try:
-                    request = json.loads(message)
+                    request = json.loads(message.get("text") or "")
                 except json.JSONDecodeError:
                     await websocket.send_text(json.dumps({"type": "error", "error": "message is not JSON"}))
                     continue
@@ -267,7 +280,7 @@ def create_app(
                     version = None
                 frame, new_version = build_frame(twin.cache, version, seq)
                 if frame is not None:
-                    await websocket.send_text(json.dumps(frame, separators=(",", ":")))
+                    await websocket.send_text(json.dumps(frame, separators=(",", ":"), allow_nan=False))
                     if state["first_frame"] is None:
                         state["first_frame"] = time.time()
                     seq += 1
@@ -277,10 +290,10 @@ def create_app(
         except (WebSocketDisconnect, RuntimeError):
             pass  # the client went away while we were sending
         finally:
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-                await receiver  # collect its end, so no exception is left unretrieved
             state["clients"] -= 1
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await receiver  # collect its end, so no exception is left unretrieved
 
     if (static_dir / "index.html").is_file():
         app.mount("/", StaticFiles(directory=static_dir, html=True), name="viewer")

@@ -125,6 +125,7 @@ class LiveLayerWriter:
         self.flushes = 0
         self._signal_specs: dict[int, Sdf.AttributeSpec] = {}
         self._transform_specs: dict[int, Sdf.AttributeSpec] = {}
+        self.rejected: dict[int, str] = {}  # signal rows USD refused (an integer beyond Int64), and why
 
     def maybe_flush(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -147,9 +148,12 @@ class LiveLayerWriter:
         with Sdf.ChangeBlock():
             for row, value in zip(signal_rows, values, strict=True):
                 spec = self._signal_specs.get(row) or self._signal_spec(int(row))
-                if value is None or (isinstance(value, float) and math.isnan(value)):
+                if value is None or (isinstance(value, float) and not math.isfinite(value)):
                     continue
-                spec.default = self._usd_value(int(row), value)
+                try:
+                    spec.default = self._usd_value(int(row), value)
+                except (Tf.ErrorException, OverflowError, ValueError) as error:  # one bad row never blocks the rest
+                    self.rejected[int(row)] = str(error).strip().splitlines()[-1]
             for row, matrix in zip(transform_rows, matrices, strict=True):
                 spec = self._transform_specs.get(row) or self._transform_spec(layer, int(row))
                 spec.default = numpy_to_usd(matrix)

@@ -19,7 +19,7 @@ DECIMALS = 5  # 10 micrometres / 1e-5 rad: far below what the viewer can show
 
 
 def _number(value: float):
-    return None if math.isnan(value) else round(value, DECIMALS)
+    return round(value, DECIMALS) if math.isfinite(value) else None  # JSON has no NaN or infinity
 
 
 def signal_json(cache: RuntimeCache, row: int) -> dict:

@@ -1,5 +1,6 @@
 // The inspector (right panel): the selected prim's authored attributes (REST) and its
 // live signals and those of its descendants (stream), updated in place as frames arrive.
+import { authHeaders } from './auth.js';
 import { formatTime, formatValue, primUrl, splitSignalKey } from './format.js';
 
 const QUALITIES = ['good', 'uncertain', 'stale', 'bad'];
@@ -12,7 +13,7 @@ function element(tag, className, text) {
 }
 
 async function fetchPrim(path) {
-  const response = await fetch(primUrl(path));
+  const response = await fetch(primUrl(path), { headers: authHeaders() });
   if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
   return response.json();
 }

@@ -1,6 +1,7 @@
 // Entry point: wires the 3D view, the prim tree, the inspector and the live stream together,
 // and exposes `window.twin` for end-to-end tests and debugging.
 import './style.css';
+import { authHeaders, withToken } from './auth.js';
 import { Inspector } from './inspector.js';
 import { Stream } from './stream.js';
 import { PrimTree } from './tree.js';
@@ -93,7 +94,7 @@ function setStatus(status) {
 
 async function loadTree() {
   try {
-    const response = await fetch('api/scene');
+    const response = await fetch('api/scene', { headers: authHeaders() });
     if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
     const root = await response.json();
     const walk = (prim) => {
@@ -147,7 +148,7 @@ async function start() {
   // Connect only once the GLB's nodes exist: deltas carry only what changed, so transforms
   // that arrived earlier would be lost for prims that then stand still.
   const protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  new Stream(`${protocol}//${location.host}/ws`, { onMessage: applyFrame, onStatus: setStatus }).connect();
+  new Stream(withToken(`${protocol}//${location.host}/ws`), { onMessage: applyFrame, onStatus: setStatus }).connect();
   await treeLoaded;
 }
 

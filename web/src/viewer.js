@@ -1,4 +1,5 @@
 // The 3D view: the factory GLB, live transforms, part instances, picking and highlight.
+import { authHeaders } from './auth.js';
 import * as THREE from 'three';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
@@ -79,7 +80,7 @@ export class Viewer {
 
   /** Load the GLB, index its nodes by prim path, and frame it. */
   async load(url) {
-    const gltf = await new GLTFLoader().loadAsync(url);
+    const gltf = await new GLTFLoader().setRequestHeader(authHeaders()).loadAsync(url);
     gltf.scene.traverse((object) => {
       const path = object.userData.name;
       if (typeof path === 'string' && path.startsWith('/')) this.objects.set(path, object);
