@@ -12,16 +12,19 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
 from asyncua.crypto.cert_gen import generate_private_key, generate_self_signed_app_certificate
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from twin.errors import BindingError
+from twin.errors import BindingError, TwinError
 
 from .bindings import ServerConfig
 
@@ -30,30 +33,41 @@ CERTIFICATE = "twin-client-cert.der"
 PRIVATE_KEY = "twin-client-key.pem"
 _POLICIES = {"Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256}
 _MODES = {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}
+T = TypeVar("T")
+
+
+class ServerSecurityError(TwinError):
+    """The server cannot be trusted or offers no channel with the security the binding file asks for."""
 
 
 def default_certificate_folder() -> Path:
+    """Per-user, like other tools' PKI folders, so every binding file of that user shares one identity."""
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "twin" / "pki"
 
 
-def ensure_client_certificate(folder: Path | None = None, application_uri: str = APPLICATION_URI,
+def ensure_client_certificate(folder: Path, application_uri: str = APPLICATION_URI,
                               hostname: str | None = None) -> tuple[Path, Path]:
-    """The twin's certificate (DER) and private key (PEM, mode 0600), made once and reused after."""
-    folder = Path(folder or default_certificate_folder())
-    folder.mkdir(parents=True, exist_ok=True)
+    """The certificate (DER) and private key (PEM, mode 0600) in `folder`, made once and reused after.
+
+    Reusing matters: PLC administrators trust one certificate, and a new one each start would be
+    refused. The subjectAltName carries the application URI (servers match it against the session's)
+    and `hostname`, by default this machine's name, which asyncua checks, plus localhost.
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     certificate, key = folder / CERTIFICATE, folder / PRIVATE_KEY
     if certificate.is_file() and key.is_file():
         return certificate, key
-    private_key = generate_private_key()
-    hostname = hostname or socket.gethostname()
+    private_key = generate_private_key()  # RSA 2048, what Basic256Sha256 expects
+    hostnames = dict.fromkeys([hostname or socket.gethostname(), "localhost"])
     cert = generate_self_signed_app_certificate(
-        private_key, "Factory twin", {"organizationName": "Factory twin"}, [
-            x509.UniformResourceIdentifier(application_uri), x509.DNSName(hostname), x509.DNSName("localhost")],
+        private_key, "Factory twin", {"organizationName": "Factory twin"},
+        [x509.UniformResourceIdentifier(application_uri), *map(x509.DNSName, hostnames)],
         extended=[ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH], days=5 * 365,
     )
     descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # a key file left by an earlier attempt keeps its mode otherwise
         handle.write(private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     certificate.write_bytes(cert.public_bytes(serialization.Encoding.DER))
@@ -61,20 +75,59 @@ def ensure_client_certificate(folder: Path | None = None, application_uri: str =
 
 
 def thumbprint(certificate: Path | bytes) -> str:
-    """SHA-1 thumbprint of a DER certificate, as OPC-UA tools display it."""
-    der = certificate if isinstance(certificate, bytes) else _der(Path(certificate))
+    """SHA-1 of the DER certificate, in capitals: how OPC-UA servers list the certificates they trust."""
+    der = certificate if isinstance(certificate, bytes) else _der(x509_file(certificate))
     return hashlib.sha1(der).hexdigest().upper()
 
 
-def _der(path: Path) -> bytes:
+def x509_file(path: Path) -> x509.Certificate:
+    """A certificate file, DER or PEM whatever its name says."""
     data = path.read_bytes()
-    if data.startswith(b"-----BEGIN"):
-        return x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
-    return data
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+def _private_key_file(path: Path) -> rsa.RSAPrivateKey:
+    """An unencrypted RSA key, PEM or DER whatever its name says (asyncua goes by the file's suffix)."""
+    data = path.read_bytes()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        key = serialization.load_pem_private_key(data, password=None)
+    else:
+        key = serialization.load_der_private_key(data, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"Basic256Sha256 needs an RSA key, this is {type(key).__name__}")
+    return key
+
+
+def _der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def _application_uri(certificate: x509.Certificate) -> str | None:
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
+
+
+def _first_certificate(der: bytes) -> bytes:
+    """The leading certificate of what an endpoint sends, which may be the certificate and its chain."""
+    return _der(x509.load_der_x509_certificate(der[:int.from_bytes(der[2:4], "big") + 4]))
 
 
 async def configure_client(client: Client, server: ServerConfig, binding_path: Path) -> None:
-    """Apply the binding file's security and identity to a client, before it connects."""
+    """Apply the binding file's identity and security to a client, before `client.connect()`.
+
+    Local mistakes (a missing password variable, unreadable certificate files) raise BindingError
+    with the file and the server's line before any network traffic. With a security policy the
+    server's endpoints are read (as asyncua's own set_security does) to pick its certificate; when
+    trusted_server_certificates is given and that certificate is not among them, ServerSecurityError.
+    The chosen certificate is pinned: asyncua then verifies that the server signs the secure channel
+    and the session with its key, so an impostor presenting a copy of it cannot connect.
+    """
     def fail(message: str) -> BindingError:
         return BindingError(binding_path, f"server {server.name!r}: {message}", line=server.line)
 
@@ -83,42 +136,59 @@ async def configure_client(client: Client, server: ServerConfig, binding_path: P
         if password is None:
             raise fail(f"environment variable {server.password_env} (password_env) is not set")
         client.set_user(server.username)
-        client.set_password(password)
+        client.set_password(password)  # with policy None asyncua warns if it must send it in clear text
     security = server.security
     if security.policy == "None":
         return
-    for label, path in (("certificate", security.certificate), ("private_key", security.private_key)):
-        if path is None or not path.is_file():
-            raise fail(f"security {label} {path} is missing (twin opcua certs creates one)")
-    certificate = x509.load_der_x509_certificate(_der(security.certificate))
-    uris = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-        .get_values_for_type(x509.UniformResourceIdentifier)
-    client.application_uri = uris[0] if uris else APPLICATION_URI
-    server_certificate = None
-    if security.trusted_server_certificates:
-        endpoints = await client.connect_and_get_server_endpoints()
-        offered = {bytes(endpoint.ServerCertificate) for endpoint in endpoints if endpoint.ServerCertificate}
-        trusted = {_der(path) for path in security.trusted_server_certificates if path.is_file()}
-        matching = offered & trusted
-        if not matching:
-            raise fail(f"the server at {server.endpoint} presents a certificate "
-                       f"({', '.join(thumbprint(c) for c in offered) or 'none'}) that is not among "
-                       "trusted_server_certificates; refusing to connect")
-        server_certificate = matching.pop()
-    await client.set_security(_POLICIES[security.policy], str(security.certificate), str(security.private_key),
-                              server_certificate=server_certificate, mode=_MODES[security.mode])
+
+    def read(label: str, path: Path | None, load: Callable[[Path], T]) -> T:
+        if path is None:
+            raise fail(f"security {label} is not given (twin opcua certs creates one)")
+        try:
+            return load(path)
+        except OSError as error:
+            raise fail(f"security {label} {path}: {error.strerror or error}") from None
+        except (ValueError, TypeError) as error:  # TypeError: the key is encrypted
+            raise fail(f"security {label} {path} cannot be read: {error}") from None
+
+    certificate = read("certificate", security.certificate, x509_file)
+    private_key = read("private_key", security.private_key, _private_key_file)
+    if private_key.public_key().public_numbers() != certificate.public_key().public_numbers():
+        raise fail(f"security private_key {security.private_key} does not belong to {security.certificate}")
+    application_uri = _application_uri(certificate)
+    if application_uri is None:
+        raise fail(f"security certificate {security.certificate} has no application URI in its subjectAltName")
+    trusted = {_der(read("trusted_server_certificates", path, x509_file))
+               for path in security.trusted_server_certificates}
+    client.application_uri = application_uri  # servers refuse a session whose URI differs from the certificate's
+
+    policy, mode = _POLICIES[security.policy], _MODES[security.mode]
+    endpoints = await client.connect_and_get_server_endpoints()
+    matching = [e for e in endpoints if e.SecurityPolicyUri == policy.URI and e.SecurityMode == mode]
+    if not matching or not matching[0].ServerCertificate:  # a secure endpoint needs the server's certificate
+        offered = ", ".join(sorted({f"{e.SecurityPolicyUri.rpartition('#')[2]} {e.SecurityMode.name}"
+                                    for e in endpoints}))
+        raise ServerSecurityError(f"{server.endpoint} offers no {security.policy} {security.mode} endpoint "
+                                  f"with a certificate (it offers: {offered or 'nothing'})")
+    server_certificate = _first_certificate(matching[0].ServerCertificate)
+    if trusted and server_certificate not in trusted:
+        names = ", ".join(str(path) for path in security.trusted_server_certificates)
+        raise ServerSecurityError(f"{server.endpoint} presents certificate {thumbprint(server_certificate)}, "
+                                  f"which is not among trusted_server_certificates ({names}); refusing to connect")
+    await client.set_security(policy, _der(certificate),
+                              private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()),
+                              server_certificate=server_certificate, mode=mode)
 
 
 def certs_command(folder: Path | None = None) -> int:
     """`twin opcua certs`: make the certificate if needed and show what a PLC administrator must trust."""
-    certificate, key = ensure_client_certificate(folder)
-    cert = x509.load_der_x509_certificate(certificate.read_bytes())
-    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    certificate, key = ensure_client_certificate(folder or default_certificate_folder())
+    cert = x509_file(certificate)
     print(f"certificate: {certificate}")
     print(f"private key: {key}")
-    print(f"application URI: {', '.join(names.get_values_for_type(x509.UniformResourceIdentifier))}")
+    print(f"application URI: {_application_uri(cert)}")
     print(f"thumbprint (SHA-1): {thumbprint(certificate)}")
     print(f"valid until: {cert.not_valid_after_utc:%Y-%m-%d}")
     print("Trust this certificate on the OPC-UA server, then point the binding file's security section at it.")
     return 0
-
