@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pxr import Sdf, Vt
 
-from twin.sample_factory import layout
+from twin.sample_factory import layout, line_model
 from twin.scenes import (
     add_conveyor,
     add_machine,
@@ -48,12 +49,35 @@ def build_sample_factory(out_dir: Path) -> Path:
     for spec in layout.ROBOTS:
         robot = add_robot(stage, spec.path, rtb_urdf(spec.urdf), spec.base)
         set_attributes(robot, {"twin:title": spec.title})
+    _process(stage)
     for spec in layout.SENSORS:
         add_sensor(stage, spec.path, spec.offset, sensor_type=spec.sensor_type, signal=spec.attr,
                    unit=spec.unit)
     stage.GetRootLayer().Save()
     export_glb(stage, out_dir / "factory.glb")
     return out_dir / "factory.usda"
+
+
+def _process(stage) -> None:
+    """What the line simulation reads (docs/line-model.md): routing and the process parameters."""
+    flow = [f"{layout.LINE}/{name}" for name in layout.FLOW]
+    for here, there in zip(flow, flow[1:], strict=False):
+        stage.GetPrimAtPath(here).CreateRelationship("twin:next", custom=False).SetTargets([there])
+    set_attributes(stage.GetPrimAtPath(f"{layout.LINE}/Source"), {
+        "twin:interarrival": layout.SOURCE_INTERARRIVAL, "twin:arrivalDistribution": "exponential"})
+    for spec in layout.CONVEYORS:
+        set_attributes(stage.GetPrimAtPath(spec.path), {"twin:partPitch": line_model.GAP})
+    for spec in layout.STATIONS:
+        set_attributes(stage.GetPrimAtPath(spec.path), {
+            "twin:cycleDistribution": "normal", "twin:cycleSpread": spec.cycle_spread,
+            "twin:mtbf": spec.mtbf, "twin:mttr": spec.mttr})
+    for spec in layout.ROBOTS:
+        robot = stage.GetPrimAtPath(spec.path)
+        set_attributes(robot, {"twin:route": list(line_model.ROBOT_ROUTE), "twin:gripTime": line_model.GRIP_SECONDS,
+                               "twin:jointSpeed": line_model.ROBOT_SPEED,
+                               "twin:jointAcceleration": line_model.ROBOT_ACCELERATION})
+        for name, joints in spec.poses.items():
+            robot.CreateAttribute(f"twin:pose:{name}", Sdf.ValueTypeNames.DoubleArray).Set(Vt.DoubleArray(joints))
 
 
 def _floor(stage) -> None:

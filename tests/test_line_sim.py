@@ -1,0 +1,157 @@
+"""The line simulation: exact on a deterministic line, in agreement with a SimPy reference on the
+sample line, deterministic per seed, and clear about bad models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pxr import Sdf, Usd
+
+from tests.line_reference import simulate_sample_line
+from twin.errors import LayoutError
+from twin.line.kpis import interval
+from twin.line.model import read_line
+from twin.line.simulation import LineSimulation, Variant
+from twin.line.whatif import SweepParameter, run_whatif
+from twin.scenes.layout import new_layout, open_layout
+
+
+def author_line(path: Path, elements: list[tuple[str, str, dict, list[str]]]) -> Path:
+    """A layout holding only a line: (name, kind, twin: attributes, names of the next elements)."""
+    stage = new_layout(path)
+    for name, kind, attributes, _ in elements:
+        prim = stage.DefinePrim(f"/Factory/{name}", "Xform")
+        prim.CreateAttribute("twin:kind", Sdf.ValueTypeNames.String).Set(kind)
+        for attribute, value in attributes.items():
+            type_name = Sdf.ValueTypeNames.String if isinstance(value, str) else Sdf.ValueTypeNames.Double
+            prim.CreateAttribute(f"twin:{attribute}", type_name).Set(value)
+    for name, _, _, targets in elements:
+        if targets:
+            stage.GetPrimAtPath(f"/Factory/{name}").CreateRelationship("twin:next").SetTargets(
+                [f"/Factory/{target}" for target in targets])
+    stage.GetRootLayer().Save()
+    return path
+
+
+def deterministic_line(path: Path) -> Path:
+    constant = {"cycleDistribution": "constant"}
+    return author_line(path, [
+        ("Source", "source", {"interarrival": 1.0, "arrivalDistribution": "constant"}, ["Belt"]),
+        ("Belt", "conveyor", {"length": 3.0, "speed": 0.5, "capacity": 8}, ["Cut"]),
+        ("Cut", "station", {"cycleTime": 4.0, **constant}, ["Buffer"]),
+        ("Buffer", "buffer", {"capacity": 3}, ["Weld"]),
+        ("Weld", "station", {"cycleTime": 6.0, **constant}, ["Belt2"]),
+        ("Belt2", "conveyor", {"length": 2.0, "speed": 0.4, "capacity": 5}, ["Pack"]),
+        ("Pack", "station", {"cycleTime": 5.0, **constant}, ["Sink"]),
+        ("Sink", "sink", {}, []),
+    ])
+
+
+def test_deterministic_line_runs_at_its_slowest_cycle(tmp_path):
+    model = read_line(open_layout(deterministic_line(tmp_path / "line.usda")))
+    result = run_whatif(model, replications=1, hours=8.0, warmup_hours=0.5)
+    throughput = result.points[0]["kpis"]["throughput_per_hour"]["mean"]
+    assert throughput == pytest.approx(3600.0 / 6.0, rel=1e-3)
+    kpis = result.points[0]["kpis"]
+    assert kpis["bottleneck"]["prim"] == "/Factory/Weld"
+    assert kpis["stations"]["/Factory/Weld"]["utilisation"]["mean"] == pytest.approx(1.0, abs=1e-3)
+    assert kpis["stations"]["/Factory/Cut"]["blocked_share"]["mean"] == pytest.approx(2 / 6, abs=2e-3)
+    assert kpis["stations"]["/Factory/Pack"]["utilisation"]["mean"] == pytest.approx(5 / 6, abs=2e-3)
+
+
+def test_warp_simulation_agrees_with_simpy(sample_layout):
+    """30 replications of 8 h with failures and random cycles: every KPI's 95 % intervals overlap."""
+    model = read_line(open_layout(sample_layout))
+    replications, hours = 30, 8.0
+    result = run_whatif(model, replications=replications, hours=hours, seed=7)
+    reference = [simulate_sample_line(model, hours, seed) for seed in range(replications)]
+    compared = {"throughput_per_hour": result.kpis["throughput_per_hour"], "wip": result.kpis["wip"]}
+    for e, element in enumerate(model.elements):
+        if element.kind_name in ("station", "robot"):
+            compared[element.path] = result.kpis["utilisation"][:, e]
+    for name, warp_samples in compared.items():
+        ours, theirs = interval(warp_samples), interval([run[name] for run in reference])
+        assert ours.low <= theirs.high and theirs.low <= ours.high, (name, ours, theirs)
+        # Also not trivially wide: the intervals are narrow next to the value.
+        assert (ours.high - ours.low) < 0.1 * abs(ours.mean), (name, ours)
+    throughput = result.kpis["throughput_per_hour"]
+    assert throughput.std() > 0  # replications really differ
+
+
+def test_same_seed_same_result_other_seed_differs(sample_layout):
+    model = read_line(open_layout(sample_layout))
+    runs = [LineSimulation(model, [Variant((), r) for r in range(4)], seed=seed) for seed in (3, 3, 4)]
+    for simulation in runs:
+        simulation.run(3600.0)
+    a, b, c = (simulation.totals_numpy() for simulation in runs)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    assert not np.array_equal(a["state_time"], c["state_time"])
+
+
+def test_running_in_slices_equals_one_run(sample_layout):
+    model = read_line(open_layout(sample_layout))
+    whole, sliced = (LineSimulation(model, [Variant((), 0)], seed=2) for _ in range(2))
+    whole.run(7200.0)
+    for until in (100.0, 2000.0, 2000.0, 7200.0):
+        sliced.run(until)
+    for name, values in whole.totals_numpy().items():
+        np.testing.assert_allclose(values, sliced.totals_numpy()[name], rtol=1e-12)
+
+
+def test_sweep_shares_random_streams_and_moves_the_bottleneck(sample_layout):
+    model = read_line(open_layout(sample_layout))
+    robot = "/Factory/Line/Robot1"
+    result = run_whatif(model, sweep=[SweepParameter(robot, "twin:placeTime", [2.0, 4.6, 8.0])],
+                        replications=8, hours=4.0)
+    means = [point["kpis"]["throughput_per_hour"]["mean"] for point in result.points]
+    assert means[0] > means[1] > means[2]  # a slower robot move slows the cell it feeds
+    assert result.points[2]["kpis"]["bottleneck"]["prim"] == robot
+    assert result.points[1]["values"] == {f"{robot}.twin:placeTime": 4.6}
+
+
+def _edit(path: Path, edit) -> Path:
+    stage = Usd.Stage.Open(str(path))
+    edit(stage)
+    stage.GetRootLayer().Save()
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.GetPrimAtPath("/Factory/Weld").GetRelationship("twin:next").ClearTargets(True),
+     "/Factory/Weld: this station has no way out"),
+    (lambda s: s.GetPrimAtPath("/Factory/Cut").GetAttribute("twin:cycleTime").Set(-2.0),
+     "/Factory/Cut: twin:cycleTime = -2 must be > 0"),
+    (lambda s: s.GetPrimAtPath("/Factory/Belt").GetAttribute("twin:speed").Set(0.0),
+     "/Factory/Belt: twin:speed = 0 must be > 0"),
+    (lambda s: s.GetPrimAtPath("/Factory/Pack").GetRelationship("twin:next").SetTargets(
+        ["/Factory/Sink", "/Factory/Belt2"]),
+     "routing loops through /Factory/Belt2, /Factory/Pack with no buffer"),
+    (lambda s: s.GetPrimAtPath("/Factory/Cut").GetAttribute("twin:kind").Set("oven"),
+     "/Factory/Cut: twin:kind = 'oven' cannot be part of a line"),
+    (lambda s: s.GetPrimAtPath("/Factory/Cut").GetAttribute("twin:cycleTime").Clear(),
+     "/Factory/Cut: twin:cycleTime is required for a station"),
+    (lambda s: s.GetPrimAtPath("/Factory/Belt").GetRelationship("twin:next").SetTargets(["/Factory/Nowhere"]),
+     "/Factory/Belt: twin:next targets /Factory/Nowhere, which does not exist"),
+])
+def test_bad_models_name_the_prim(tmp_path, edit, message):
+    path = _edit(deterministic_line(tmp_path / "line.usda"), edit)
+    with pytest.raises(LayoutError) as error:
+        read_line(open_layout(path))
+    assert message in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_loop_through_a_buffer_is_allowed(tmp_path):
+    path = _edit(deterministic_line(tmp_path / "line.usda"),
+                 lambda s: s.GetPrimAtPath("/Factory/Weld").GetRelationship("twin:next").SetTargets(
+                     ["/Factory/Belt2", "/Factory/Buffer"]))
+    assert len(read_line(open_layout(path))) == 8
+
+
+def test_sweep_values_are_checked(tmp_path):
+    model = read_line(open_layout(deterministic_line(tmp_path / "line.usda")))
+    with pytest.raises(LayoutError, match="/Factory/Cut: twin:scrapRate must be below 1"):
+        run_whatif(model, sweep=[SweepParameter("/Factory/Cut", "twin:scrapRate", [0.5, 1.0])], replications=2)
