@@ -58,6 +58,8 @@ class Conveyor:
         return bool(self.parts) and self.parts[-1] >= self.spec.length - HALF - 1e-9
 
     def has_room_at_start(self) -> bool:
+        if len(self.parts) >= self.spec.capacity:
+            return False
         return not self.parts or self.parts[0] >= HALF + GAP
 
     def take_from_end(self) -> None:

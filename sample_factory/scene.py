@@ -66,7 +66,8 @@ def _process(stage) -> None:
     set_attributes(stage.GetPrimAtPath(f"{layout.LINE}/Source"), {
         "twin:interarrival": layout.SOURCE_INTERARRIVAL, "twin:arrivalDistribution": "exponential"})
     for spec in layout.CONVEYORS:
-        set_attributes(stage.GetPrimAtPath(spec.path), {"twin:partPitch": line_model.GAP})
+        set_attributes(stage.GetPrimAtPath(spec.path), {"twin:partPitch": line_model.GAP,
+                                                        "twin:partLength": layout.PART_SIZE})
     for spec in layout.STATIONS:
         set_attributes(stage.GetPrimAtPath(spec.path), {
             "twin:cycleDistribution": "normal", "twin:cycleSpread": spec.cycle_spread,

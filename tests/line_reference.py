@@ -51,10 +51,10 @@ class Line:
 
 
 class Belt:
-    def __init__(self, line: Line, length: float, speed: float, pitch: float, capacity: int):
+    def __init__(self, line: Line, travel: float, speed: float, pitch: float, capacity: int):
         self.line = line
-        self.transit, self.headway = length / speed, pitch / speed
-        self.capacity = min(capacity, int(length / pitch + 1e-9))
+        self.transit, self.headway = travel / speed, pitch / speed
+        self.capacity = min(capacity, int(travel / pitch + 1e-9) + 1)
         self.parts: deque[float] = deque()  # entry times
         self.reserved = 0
         self.last_entry = self.last_leave = -1e30
@@ -197,8 +197,9 @@ def simulate_sample_line(model: LineModel, hours: float, seed: int) -> dict[str,
     def p(name: str, attribute: str) -> float:
         return model.elements[model.index[f"/Factory/Line/{name}"]].parameters[attribute]
 
-    belts = {name: Belt(line, p(name, "twin:length"), p(name, "twin:speed"), p(name, "twin:partPitch"),
-                        int(p(name, "twin:capacity"))) for name in ("Conveyor1", "Conveyor2", "Conveyor3", "Conveyor4")}
+    belts = {name: Belt(line, p(name, "twin:length") - p(name, "twin:partLength"), p(name, "twin:speed"),
+                        p(name, "twin:partPitch"), int(p(name, "twin:capacity")))
+             for name in ("Conveyor1", "Conveyor2", "Conveyor3", "Conveyor4")}
 
     def station_args(name: str):
         return (line, random.Random(rng.random()), p(name, "twin:cycleTime"), p(name, "twin:cycleSpread"),

@@ -10,12 +10,18 @@ import pytest
 from pxr import Sdf, Usd
 
 from tests.line_reference import simulate_sample_line
+from twin.cache import RuntimeCache
+from twin.connectors.bindings import load_bindings
 from twin.errors import LayoutError
 from twin.line.kpis import interval
+from twin.line.live import LiveStart
 from twin.line.model import read_line
 from twin.line.simulation import LineSimulation, Variant
 from twin.line.whatif import SweepParameter, run_whatif
+from twin.sample_factory.line_model import LineModel as PlantModel
 from twin.scenes.layout import new_layout, open_layout
+
+SAMPLE_BINDINGS = Path(__file__).parents[1] / "sample_factory" / "bindings.yaml"
 
 
 def author_line(path: Path, elements: list[tuple[str, str, dict, list[str]]]) -> Path:
@@ -155,3 +161,63 @@ def test_sweep_values_are_checked(tmp_path):
     model = read_line(open_layout(deterministic_line(tmp_path / "line.usda")))
     with pytest.raises(LayoutError, match="/Factory/Cut: twin:scrapRate must be below 1"):
         run_whatif(model, sweep=[SweepParameter("/Factory/Cut", "twin:scrapRate", [0.5, 1.0])], replications=2)
+
+
+def _plant_into_cache(plant, bindings) -> RuntimeCache:
+    """What the connector would hold after the PLC's latest publish: each bound value, quality good."""
+    cache = RuntimeCache()
+    values = plant.values()
+    for binding in bindings.bindings:
+        name = binding.node.rpartition("s=")[2]
+        row = cache.add_signal(binding.prim, binding.attr, width=binding.width, kind=binding.kind
+                               if binding.kind in ("float", "int", "bool", "text") else "float")
+        value = values[name]
+        cache.write_signal(row, value if isinstance(value, str) else np.asarray(value, np.float64))
+    return cache
+
+
+def test_fork_from_live_predicts_the_plants_next_hour(sample_layout):
+    """Take the sample PLC's plant mid-shift, fork the simulation from its signals, and check that the
+    plant's real output over the next hour lies inside the spread the forked replications predict."""
+    model = read_line(open_layout(sample_layout))
+    bindings = load_bindings(SAMPLE_BINDINGS)
+    hits = 0
+    for seed in range(4):
+        plant = PlantModel(seed=seed, dt=0.05)
+        plant.warm_up(1800.0)
+        plant.conveyors["Conveyor1"].set_speed(0.5)  # an operator sped a belt up: the fork must use it
+        for _ in range(200):
+            plant.step()
+        start = LiveStart.from_cache(model, _plant_into_cache(plant, bindings))
+        in_line = sum(len(c.parts) for c in plant.conveyors.values()) + sum(
+            s.has_part for s in plant.stations.values()) + sum(r.holding for r in plant.robots.values())
+        simulation = LineSimulation(model, [Variant(start.changes, r) for r in range(40)], seed=seed)
+        start.apply(simulation)
+        assert simulation.read_state()["wip"][0] == in_line
+        assert ("/Factory/Line/Conveyor1", "twin:speed", pytest.approx(0.5, abs=0.01)) in start.changes
+        result = run_whatif(model, replications=40, hours=1.0, start=start, seed=seed)
+        predicted = result.kpis["parts_out"]
+        before = plant.parts_in
+        for _ in range(int(3600 / plant.dt)):
+            plant.step()
+        actual = plant.parts_in - before
+        low, high = np.percentile(predicted, [2.5, 97.5])
+        hits += low - 3 <= actual <= high + 3
+        output = result.points[0]["kpis"]["output_at_end"]["mean"]
+        assert output == pytest.approx(start.sink_count + predicted.mean())
+    assert hits >= 3  # a 95 % prediction band may miss once in four
+
+
+def test_fork_from_live_starts_with_the_parts_in_the_line(sample_layout):
+    """Parts already on belts come out sooner than from an empty line; bad signals are ignored and said so."""
+    model = read_line(open_layout(sample_layout))
+    plant = PlantModel(seed=3, dt=0.05)
+    plant.warm_up(1800.0)
+    cache = _plant_into_cache(plant, load_bindings(SAMPLE_BINDINGS))
+    cache.mark_status([cache.signal_row("/Factory/Line/Conveyor3", "twin:partPositions")], 0x80000000)
+    start = LiveStart.from_cache(model, cache)
+    assert any("Conveyor3.twin:partPositions is bad" in note for note in start.assumptions)
+    forked = run_whatif(model, replications=10, hours=0.1, start=start)
+    empty = run_whatif(model, replications=10, hours=0.1)
+    assert forked.points[0]["kpis"]["parts_out"]["mean"] > empty.points[0]["kpis"]["parts_out"]["mean"] + 5
+    assert forked.live["sink_count"] == plant.parts_in

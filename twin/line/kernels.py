@@ -9,7 +9,7 @@ thousands of independent variants a launch runs side by side.
 Semantics (docs/line-model.md, and the SimPy reference in tests/test_line_sim.py):
 - an element holds parts first in, first out; a part leaves when it is ready and a downstream
   element has room; `twin:next` order decides (first free, or round robin);
-- an accumulating belt delivers a part `length/speed` after it entered, never sooner than
+- an accumulating belt delivers a part `(length - partLength)/speed` after it entered, never sooner than
   `pitch/speed` after the part ahead left, and accepts a part `pitch/speed` after the previous one;
 - a station fails only while working (time to failure counts working time), scraps a finished
   part with `scrapRate`, and holds a finished part (blocked) until it can leave;
@@ -45,6 +45,7 @@ P_SETUP_EVERY = wp.constant(12)
 P_PICK = wp.constant(13)
 P_PLACE = wp.constant(14)
 P_RETURN = wp.constant(15)
+P_PART_LENGTH = wp.constant(16)
 
 K_SOURCE = wp.constant(SOURCE)
 K_CONVEYOR = wp.constant(CONVEYOR)
@@ -206,7 +207,7 @@ def time_to_failure(m: LineArrays, s: LineState, v: int, e: int) -> wp.float64:
 @wp.func
 def transit(m: LineArrays, v: int, e: int) -> wp.float64:
     if m.kind[e] == K_CONVEYOR:
-        return m.parameters[v, e, P_LENGTH] / m.parameters[v, e, P_SPEED]
+        return (m.parameters[v, e, P_LENGTH] - m.parameters[v, e, P_PART_LENGTH]) / m.parameters[v, e, P_SPEED]
     return F64(0.0)
 
 

@@ -56,6 +56,7 @@ def variant_kpis(model: LineModel, parameters: np.ndarray, totals: dict[str, np.
     with np.errstate(invalid="ignore", divide="ignore"):
         kpis: dict[str, np.ndarray] = {
             "throughput_per_hour": out / hours,
+            "parts_out": out,
             "wip": totals["wip_time"] / window,
             "lead_time_s": np.where(out > 0, totals["lead_time"] / out, np.nan),
         }
@@ -91,7 +92,7 @@ def variant_kpis(model: LineModel, parameters: np.ndarray, totals: dict[str, np.
     return kpis
 
 
-LINE_KPIS = ("throughput_per_hour", "wip", "lead_time_s", "line_oee", "line_availability", "line_performance",
+LINE_KPIS = ("throughput_per_hour", "parts_out", "wip", "lead_time_s", "line_oee", "line_availability", "line_performance",
              "line_quality")
 MACHINE_KPIS = ("utilisation", *(f"{state}_share" for state in STATES), "availability", "performance",
                 "quality", "oee")

@@ -26,7 +26,7 @@ DISTRIBUTIONS = ("constant", "normal", "exponential", "lognormal")
 PARAMETERS = (
     "twin:interarrival", "twin:arrivalSpread", "twin:capacity", "twin:length", "twin:speed", "twin:partPitch",
     "twin:cycleTime", "twin:cycleSpread", "twin:mtbf", "twin:mttr", "twin:scrapRate", "twin:setupTime",
-    "twin:setupEvery", "twin:pickTime", "twin:placeTime", "twin:returnTime",
+    "twin:setupEvery", "twin:pickTime", "twin:placeTime", "twin:returnTime", "twin:partLength",
 )
 COLUMN = {name: index for index, name in enumerate(PARAMETERS)}
 DEFAULT_PITCH = 0.3  # metres between part centres on an accumulating belt
@@ -36,7 +36,8 @@ _SPECS: dict[int, dict[str, tuple[float | None, float, bool]]] = {
     # name: (default, bound, strict): value > bound when strict, else value >= bound
     SOURCE: {"twin:interarrival": (None, 0.0, True), "twin:arrivalSpread": (0.0, 0.0, False)},
     CONVEYOR: {"twin:length": (None, 0.0, True), "twin:speed": (None, 0.0, True),
-               "twin:capacity": (None, 1.0, False), "twin:partPitch": (DEFAULT_PITCH, 0.0, True)},
+               "twin:capacity": (None, 1.0, False), "twin:partPitch": (DEFAULT_PITCH, 0.0, True),
+               "twin:partLength": (0.0, 0.0, False)},
     BUFFER: {"twin:capacity": (None, 1.0, False)},
     STATION: {"twin:cycleTime": (None, 0.0, True), "twin:cycleSpread": (0.0, 0.0, False),
               "twin:mtbf": (0.0, 0.0, False), "twin:mttr": (0.0, 0.0, False),
@@ -118,13 +119,14 @@ class LineModel:
                 raise self.error(element.path, "twin:scrapRate must be below 1 (every part would be scrapped)")
             if element.kind == STATION and table[row, COLUMN["twin:mtbf"]] > 0 >= table[row, COLUMN["twin:mttr"]]:
                 raise self.error(element.path, "twin:mttr must be > 0 when twin:mtbf is set")
-            if element.kind == CONVEYOR and _capacity(CONVEYOR, table[row]) < 1:
-                raise self.error(element.path, "twin:length is shorter than one twin:partPitch")
+            if element.kind == CONVEYOR and table[row, COLUMN["twin:partLength"]] >= table[row, COLUMN["twin:length"]]:
+                raise self.error(element.path, "twin:partLength must be shorter than twin:length")
 
 
 def _capacity(kind: int, row: np.ndarray) -> float:
     if kind == CONVEYOR:
-        fits = math.floor(row[COLUMN["twin:length"]] / row[COLUMN["twin:partPitch"]] + 1e-9)
+        travel = row[COLUMN["twin:length"]] - row[COLUMN["twin:partLength"]]
+        fits = math.floor(travel / row[COLUMN["twin:partPitch"]] + 1e-9) + 1
         return min(row[COLUMN["twin:capacity"]], fits)
     if kind == BUFFER:
         return row[COLUMN["twin:capacity"]]

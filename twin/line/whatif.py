@@ -53,6 +53,7 @@ class WhatIfResult:
     seed: int
     device: str
     start: str  # "empty" or "live"
+    live: dict | None  # with a live start: when, parts out so far, and what was assumed
     variants: list[Variant] = field(repr=False)
     kpis: dict[str, np.ndarray] = field(repr=False)  # per variant
 
@@ -64,11 +65,16 @@ class WhatIfResult:
             "sweep": [{"prim": p.prim, "attr": p.attribute, "values": list(p.values)} for p in self.sweep],
             "points": self.points, "hours": self.hours, "warmup_hours": self.warmup_hours,
             "replications": self.replications, "seed": self.seed, "device": self.device, "start": self.start,
+            "live": self.live,
         }
 
 
-def sweep_variants(model: LineModel, sweep: Sequence[SweepParameter], replications: int) -> tuple[list, list]:
-    """(points as lists of (prim, attr, value), variants): the cartesian product, replications innermost."""
+def sweep_variants(model: LineModel, sweep: Sequence[SweepParameter], replications: int,
+                   base: tuple = ()) -> tuple[list, list]:
+    """(points as lists of (prim, attr, value), variants): the cartesian product, replications innermost.
+
+    `base` changes (a live start's belt speeds) apply first; a swept parameter overrides them.
+    """
     for parameter in sweep:
         if parameter.prim not in model.index:
             raise TwinError(f"sweep: {parameter.prim} is not an element of the line")
@@ -83,7 +89,7 @@ def sweep_variants(model: LineModel, sweep: Sequence[SweepParameter], replicatio
               for combination in itertools.product(*(p.values for p in sweep))]
     if len(points) * replications > MAX_VARIANTS:
         raise TwinError(f"{len(points)} points x {replications} replications exceeds {MAX_VARIANTS} variants")
-    variants = [Variant(point, r) for point in points for r in range(replications)]
+    variants = [Variant(tuple(base) + point, r) for point in points for r in range(replications)]
     return points, variants
 
 
@@ -100,7 +106,7 @@ def run_whatif(model: LineModel, *, sweep: Sequence[SweepParameter] = (), replic
     if not (0 <= warmup_hours < hours):
         raise TwinError(f"warmup_hours must be in [0, hours), got {warmup_hours}")
     sweep = list(sweep)
-    points, variants = sweep_variants(model, sweep, replications)
+    points, variants = sweep_variants(model, sweep, replications, start.changes if start else ())
     simulation = LineSimulation(model, variants, seed=seed, device=device)
     if start is not None:
         start.apply(simulation)
@@ -115,5 +121,13 @@ def run_whatif(model: LineModel, *, sweep: Sequence[SweepParameter] = (), replic
         members = np.arange(index * replications, (index + 1) * replications)
         summaries.append({"values": {f"{prim}.{attr}": value for prim, attr, value in point},
                           "kpis": summarize(model, kpis, members)})
+    live = None
+    if start is not None:
+        live = {"taken_at": start.taken_at, "sink_count": start.sink_count, "assumptions": start.assumptions}
+        if start.sink_count is not None:  # the shift's output so far plus what the rest of it adds
+            for summary in summaries:
+                parts = summary["kpis"]["parts_out"]
+                summary["kpis"]["output_at_end"] = {key: None if value is None else value + start.sink_count
+                                                    for key, value in parts.items()}
     return WhatIfResult(sweep, summaries, hours, warmup_hours, replications, seed, simulation.device,
-                        "empty" if start is None else "live", variants, kpis)
+                        "empty" if start is None else "live", live, variants, kpis)
