@@ -92,8 +92,8 @@ def variant_kpis(model: LineModel, parameters: np.ndarray, totals: dict[str, np.
     return kpis
 
 
-LINE_KPIS = ("throughput_per_hour", "parts_out", "wip", "lead_time_s", "line_oee", "line_availability", "line_performance",
-             "line_quality")
+LINE_KPIS = ("throughput_per_hour", "parts_out", "wip", "lead_time_s", "line_oee", "line_availability",
+             "line_performance", "line_quality")
 MACHINE_KPIS = ("utilisation", *(f"{state}_share" for state in STATES), "availability", "performance",
                 "quality", "oee")
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from twin.cache import RuntimeCache, quality_name
 
-from .model import CONVEYOR, COLUMN, ROBOT, SINK, STATION, LineModel
+from .model import COLUMN, CONVEYOR, ROBOT, SINK, STATION, LineModel
 from .simulation import LineSimulation
 
 STATION_STATES = {0: "idle", 1: "working", 2: "blocked", 3: "starved", 4: "down"}  # the PLC's codes
