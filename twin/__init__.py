@@ -27,17 +27,29 @@ _EXPORTS = {
     "UrdfError": "twin.errors",
     "BindingError": "twin.errors",
     "KinematicsError": "twin.errors",
+    "read_line": "twin.line.model",
+    "LineModel": "twin.line.model",
+    "run_whatif": "twin.line.whatif",
+    "SweepParameter": "twin.line.whatif",
+    "LiveStart": "twin.line.live",
+    "WhatIfClient": "twin.line.client",
+    "WhatIfError": "twin.line.client",
 }
 
 __all__ = [
-    "BindingError", "Chain", "KinematicsBatch", "KinematicsError", "LayoutError", "RuntimeCache", "Twin",
-    "TwinError", "TwinStage", "UrdfError", "load_urdf",
+    "BindingError", "Chain", "KinematicsBatch", "KinematicsError", "LayoutError", "LineModel", "LiveStart",
+    "RuntimeCache", "SweepParameter", "Twin", "TwinError", "TwinStage", "UrdfError", "WhatIfClient", "WhatIfError",
+    "load_urdf", "read_line", "run_whatif",
 ]
 
 if TYPE_CHECKING:
     from twin.cache import RuntimeCache
     from twin.errors import BindingError, KinematicsError, LayoutError, TwinError, UrdfError
     from twin.kinematics import Chain, KinematicsBatch
+    from twin.line.client import WhatIfClient, WhatIfError
+    from twin.line.live import LiveStart
+    from twin.line.model import LineModel, read_line
+    from twin.line.whatif import SweepParameter, run_whatif
     from twin.runtime import Twin
     from twin.stage import TwinStage
     from twin.urdf import load_urdf

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from twin.auth import Access, AuthError
 from twin.runtime import Twin
+from twin.server_whatif import whatif_router
 from twin.stream import build_frame, signal_json
 
 
@@ -176,6 +177,8 @@ def create_app(
         """Every write attempt: who, when, which node, old and new value, the server's answer."""
         access.require(authorization, "operator")
         return [dataclasses.asdict(record) for record in (writer.audit if writer else [])]
+
+    app.include_router(whatif_router(twin, access))
 
     @app.get("/api/health")
     async def health() -> dict:

@@ -1,0 +1,121 @@
+"""What-if jobs for the server: queued, run one at a time on a worker thread, results kept in memory.
+
+A study can take seconds to minutes; the REST API starts one, reports its progress, and serves its
+results. Running one job at a time bounds the CPU a server spends on studies (Warp's CPU launches
+already use every core), and a bounded queue and history bound its memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from twin.errors import TwinError
+
+from .live import LiveStart
+from .model import LineModel
+from .simulation import Variant, variant_parameters
+from .whatif import SweepParameter, WhatIfResult, run_whatif, sweep_variants
+
+log = logging.getLogger("twin.whatif")
+MAX_QUEUED = 4
+KEEP = 20  # finished jobs kept for their results
+
+
+@dataclass
+class WhatIfRequest:
+    sweep: list[SweepParameter] = field(default_factory=list)
+    replications: int = 30
+    hours: float = 8.0
+    warmup_hours: float = 0.0
+    seed: int = 1
+    start: str = "empty"  # or "live"
+
+
+@dataclass
+class Job:
+    id: str
+    request: WhatIfRequest
+    user: str
+    status: str = "queued"  # running, done, failed
+    progress: float = 0.0
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    result: WhatIfResult | None = None
+    live_start: LiveStart | None = None
+
+    def as_dict(self, with_result: bool = True) -> dict:
+        out = {"id": self.id, "status": self.status, "progress": round(self.progress, 4), "error": self.error,
+               "created": self.created, "finished": self.finished, "user": self.user,
+               "request": {"sweep": [{"prim": p.prim, "attr": p.attribute, "values": list(p.values)}
+                                     for p in self.request.sweep],
+                           "replications": self.request.replications, "hours": self.request.hours,
+                           "warmup_hours": self.request.warmup_hours, "seed": self.request.seed,
+                           "start": self.request.start}}
+        if with_result and self.result is not None:
+            out["result"] = self.result.as_dict()
+        return out
+
+
+class WhatIfJobs:
+    def __init__(self, model: LineModel, live_start=None, device: str | None = None):
+        """`live_start()` returns a LiveStart of the plant now (the server reads its runtime cache)."""
+        self.model = model
+        self.live_start = live_start
+        self.device = device
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="twin-whatif")
+        self._ids = itertools.count(1)
+
+    def submit(self, request: WhatIfRequest, user: str) -> Job:
+        points, _ = sweep_variants(self.model, request.sweep, request.replications)
+        variant_parameters(self.model, [Variant(point, 0) for point in points])  # refuse bad values now, not later
+        if request.start not in ("empty", "live"):
+            raise TwinError(f"start must be 'empty' or 'live', got {request.start!r}")
+        if request.start == "live" and self.live_start is None:
+            raise TwinError("this server has no live signals to start from")
+        with self.lock:
+            waiting = sum(job.status in ("queued", "running") for job in self.jobs.values())
+            if waiting >= MAX_QUEUED:
+                raise TwinError(f"{waiting} what-if jobs are already waiting or running; try again later")
+            job = Job(f"w{next(self._ids)}", request, user)
+            if request.start == "live":
+                job.live_start = self.live_start()  # the plant as it is now, not when the job gets its turn
+            self.jobs[job.id] = job
+            while len(self.jobs) > KEEP + MAX_QUEUED:
+                self.jobs.popitem(last=False)
+        self.pool.submit(self._run, job)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise KeyError(f"no what-if job {job_id!r}") from None
+
+    def _run(self, job: Job) -> None:
+        job.status = "running"
+        request = job.request
+
+        def progress(share: float) -> None:
+            job.progress = share
+
+        try:
+            job.result = run_whatif(self.model, sweep=request.sweep, replications=request.replications,
+                                    hours=request.hours, warmup_hours=request.warmup_hours, seed=request.seed,
+                                    device=self.device, start=job.live_start, progress=progress)
+            job.status = "done"
+        except Exception as error:  # reported through the API; the server keeps running
+            log.exception("what-if job %s failed", job.id)
+            job.status, job.error = "failed", f"{type(error).__name__}: {error}"
+        job.finished = time.time()
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
