@@ -6,6 +6,7 @@ import { Inspector } from './inspector.js';
 import { Stream } from './stream.js';
 import { PrimTree } from './tree.js';
 import { Viewer } from './viewer.js';
+import { WhatIfPanel } from './whatif.js';
 
 /** Clicking any part of these selects the whole object (a robot, not one of its links). */
 const SELECTABLE_KINDS = new Set(['robot', 'conveyor', 'station', 'sensor', 'source', 'sink']);
@@ -30,6 +31,15 @@ const tree = new PrimTree($('tree'), $('tree-search'), {
   },
 });
 const inspector = new Inspector($('inspector-body'), signals, { onSelect: select });
+let playingBack = false; // a what-if playback owns the parts while it runs
+const whatif = new WhatIfPanel($('whatif'), $('whatif-toggle'), viewer, {
+  onPlayback: (active) => {
+    playingBack = active;
+    $('mode').hidden = !active;
+    if (!active) viewer.setParts(lastParts?.count ?? 0, lastParts?.matrices ?? []); // live parts again
+  },
+});
+let lastParts = null;
 
 const twin = {
   ready: false, // true once the GLB is loaded and the first snapshot applied
@@ -38,6 +48,7 @@ const twin = {
   signals,
   worldMatrix: (path) => viewer.worldMatrix(path),
   select,
+  whatif: whatif.state,
 };
 window.twin = twin;
 
@@ -80,7 +91,8 @@ function applyFrame(message) {
   }
   const parts = instances?.parts;
   if (parts) {
-    viewer.setParts(parts.count, parts.matrices);
+    lastParts = parts;
+    if (!playingBack) viewer.setParts(parts.count, parts.matrices);
     partsElement.textContent = String(parts.count);
   }
   twin.frames += 1;

@@ -16,6 +16,8 @@ function setRowMajor(matrix, m) {
 }
 
 export class Viewer {
+  #point = [0, 0, 0];
+
   /** `onPick(object)` gets the clicked Object3D, or null for a click on empty space. */
   constructor(canvas, { onPick }) {
     this.canvas = canvas;
@@ -62,6 +64,8 @@ export class Viewer {
     this.controls.addEventListener('change', () => this.requestRender());
 
     this.parts = this.#createParts(PART_CAPACITY);
+    this.lamps = new Map(); // prim path -> state lamp mesh
+    this.lampGeometry = new THREE.SphereGeometry(0.14, 16, 12);
     this.selection = null;
     this.selectionBox = new THREE.Box3();
     this.selectionHelper = new THREE.Box3Helper(this.selectionBox, HIGHLIGHT);
@@ -125,6 +129,64 @@ export class Viewer {
     }
     this.parts.count = count;
     this.parts.instanceMatrix.needsUpdate = true;
+    this.needsRender = true;
+  }
+
+  /**
+   * Parts given by position only (a what-if playback): `fill(i, out)` writes part i's x, y, z (USD
+   * frame) into `out`. Writes the instance buffer in place, like `setParts`.
+   */
+  setPartPositions(count, fill) {
+    if (count > this.parts.instanceMatrix.count) {
+      let capacity = this.parts.instanceMatrix.count;
+      while (capacity < count) capacity *= 2;
+      this.root.remove(this.parts);
+      this.parts.dispose();
+      this.parts = this.#createParts(capacity);
+    }
+    const array = this.parts.instanceMatrix.array;
+    const point = this.#point;
+    for (let i = 0; i < count; i++) {
+      fill(i, point);
+      const o = 16 * i;
+      array.fill(0, o, o + 16);
+      array[o] = array[o + 5] = array[o + 10] = array[o + 15] = 1;
+      array[o + 12] = point[0];
+      array[o + 13] = point[1];
+      array[o + 14] = point[2];
+    }
+    this.parts.count = count;
+    this.parts.instanceMatrix.needsUpdate = true;
+    this.needsRender = true;
+  }
+
+  /** A state lamp above each of `paths` (what-if playback colours machines by state); [] removes them. */
+  setStateLamps(paths) {
+    for (const lamp of this.lamps.values()) {
+      this.scene.remove(lamp);
+      lamp.material.dispose();
+    }
+    this.lamps.clear();
+    this.#updateWorld();
+    for (const path of paths) {
+      const object = this.objects.get(path);
+      if (!object) continue;
+      const box = new THREE.Box3().setFromObject(object);
+      const lamp = new THREE.Mesh(this.lampGeometry, new THREE.MeshBasicMaterial({ color: 0x8590a2 }));
+      lamp.position.set((box.min.x + box.max.x) / 2, box.max.y + 0.35, (box.min.z + box.max.z) / 2);
+      lamp.name = `state-lamp ${path}`;
+      lamp.visible = false;
+      this.lamps.set(path, lamp);
+      this.scene.add(lamp);
+    }
+    this.requestRender();
+  }
+
+  setStateLamp(path, color) {
+    const lamp = this.lamps.get(path);
+    if (!lamp) return;
+    lamp.visible = color !== null;
+    if (color !== null) lamp.material.color.set(color);
     this.needsRender = true;
   }
 

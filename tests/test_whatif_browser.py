@@ -1,0 +1,73 @@
+"""The what-if panel in a real browser (Debian chromium): define a sweep, see the throughput plot with
+its confidence band, play one variant with parts moving, and return to live."""
+
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, free_port
+from twin.runtime import Twin
+from twin.server import WEB_DIST, create_app
+
+
+@pytest.fixture(scope="module")
+def server(sample_layout):
+    if not (WEB_DIST / "index.html").is_file():
+        pytest.fail(f"the viewer is not built ({WEB_DIST}); scripts/setup.sh builds it")
+    port = free_port()
+    app = create_app(Twin(sample_layout), glb_path=sample_layout.with_suffix(".glb"), tick_hz=10)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_sweep_plot_and_playback(server, artifacts):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 850})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server)
+        page.wait_for_function("window.twin && window.twin.ready", timeout=60_000)
+        page.click("#whatif-toggle")
+        page.wait_for_selector("#whatif select[name=element] option", state="attached")
+        page.select_option("#whatif select[name=element]", "/Factory/Line/Machining")
+        page.select_option("#whatif select[name=parameter]", "twin:cycleTime")
+        for name, value in (("from", "6"), ("to", "18"), ("steps", "4"), ("replications", "5"), ("hours", "2")):
+            page.fill(f"#whatif input[name={name}]", value)
+        page.click("#whatif button[name=run]")
+        page.wait_for_selector("#whatif .whatif-chart circle.point", timeout=120_000)
+        assert page.locator("#whatif .whatif-chart circle.point").count() == 4
+        assert page.locator("#whatif .whatif-chart polygon.band").count() == 1  # the 95 % band
+        rows = page.locator("#whatif .whatif-table tbody tr")
+        assert rows.count() == 4
+        throughputs = [float(rows.nth(i).locator("td").nth(1).inner_text()) for i in range(4)]
+        assert throughputs[0] > throughputs[-1]  # a slower machine, fewer parts
+        assert rows.nth(3).locator("td").nth(4).inner_text() == "Machining"  # at 18 s it is the bottleneck
+        page.screenshot(path=str(artifacts / "whatif-sweep.png"))
+
+        page.click("#whatif [data-play='3']")
+        page.wait_for_function("window.twin.whatif.playback && window.twin.whatif.playback.parts > 0",
+                               timeout=60_000)
+        assert page.is_visible("#mode")
+        first = page.evaluate("window.twin.whatif.playback.time")
+        page.wait_for_timeout(1500)
+        assert page.evaluate("window.twin.whatif.playback.time") > first + 5  # 10x by default
+        lamps = page.evaluate("window.twin.whatif.playback.data.states.length")
+        assert lamps == 5  # three stations and two robots
+        page.screenshot(path=str(artifacts / "whatif-playback.png"))
+        page.click("#whatif [data-live]")
+        assert page.evaluate("window.twin.whatif.playback") is None
+        assert not page.is_visible("#mode")
+        assert not errors, errors
+        browser.close()
