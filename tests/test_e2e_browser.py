@@ -172,6 +172,21 @@ def test_snapshot_command_saves_the_live_state_as_usd(demo, tmp_path):
     assert stage.GetPrimAtPath("/Factory/Line/Machining").GetAttribute("twin:partsDone").Get() >= 0
 
 
+def test_whatif_forks_from_the_live_plant(demo):
+    """A what-if from the live state of the running demo: the PLC's signals are all good, so nothing
+    is assumed away, and the predicted end-of-shift output starts from the sink's count now."""
+    from twin import WhatIfClient
+
+    client = WhatIfClient(demo["url"])
+    job = client.wait(client.start(replications=8, hours=0.5, start="live")["id"], timeout=120)
+    live = job["result"]["live"]
+    assert live["assumptions"] == [], live["assumptions"]
+    assert live["sink_count"] > 0  # the demo's PLC warms up with parts already delivered
+    kpis = job["result"]["points"][0]["kpis"]
+    assert kpis["output_at_end"]["mean"] == pytest.approx(live["sink_count"] + kpis["parts_out"]["mean"])
+    assert kpis["throughput_per_hour"]["mean"] > 100
+
+
 def test_sigterm_stops_the_demo_and_its_plc(sample_layout):
     process = subprocess.Popen(
         [sys.executable, "-m", "twin.cli", "demo", "--port", str(free_port()), "--workdir", str(sample_layout.parent)],
