@@ -90,6 +90,31 @@ def demo(tmp_path_factory, sample_layout):
     assert process.returncode == 0, log.read_text()
 
 
+def test_whatif_forks_from_the_live_plant(demo):
+    """A what-if from the live state of the running demo: the PLC's signals are all good, so nothing
+    is assumed away, and the predicted end-of-shift output starts from the sink's count now."""
+    from twin import WhatIfClient
+
+    # Runs before the viewer test, which kills the PLC to show stale values. The demo answers before its
+    # connector has every first value: wait for all signals to be good, as a plant engineer would.
+    deadline = time.monotonic() + 60
+    while True:
+        with urllib.request.urlopen(f"{demo['url']}/api/signals", timeout=5) as response:
+            waiting = [key for key, signal in json.load(response).items() if signal["q"] != "good"]
+        if not waiting:
+            break
+        assert time.monotonic() < deadline, f"signals still not good after 60 s: {waiting[:5]}"
+        time.sleep(0.5)
+    client = WhatIfClient(demo["url"])
+    job = client.wait(client.start(replications=8, hours=0.5, start="live")["id"], timeout=120)
+    live = job["result"]["live"]
+    assert live["assumptions"] == [], live["assumptions"]
+    assert live["sink_count"] > 0  # the demo's PLC warms up with parts already delivered
+    kpis = job["result"]["points"][0]["kpis"]
+    assert kpis["output_at_end"]["mean"] == pytest.approx(live["sink_count"] + kpis["parts_out"]["mean"])
+    assert kpis["throughput_per_hour"]["mean"] > 100
+
+
 def test_viewer_shows_the_live_factory(demo, artifacts):
     from playwright.sync_api import sync_playwright
 
@@ -170,21 +195,6 @@ def test_snapshot_command_saves_the_live_state_as_usd(demo, tmp_path):
     stage = Usd.Stage.Open(str(out))  # the snapshot sublayers the authored layout
     assert stage.GetPrimAtPath("/Factory/Line/Robot2").GetAttribute("twin:kind").Get() == "robot"
     assert stage.GetPrimAtPath("/Factory/Line/Machining").GetAttribute("twin:partsDone").Get() >= 0
-
-
-def test_whatif_forks_from_the_live_plant(demo):
-    """A what-if from the live state of the running demo: the PLC's signals are all good, so nothing
-    is assumed away, and the predicted end-of-shift output starts from the sink's count now."""
-    from twin import WhatIfClient
-
-    client = WhatIfClient(demo["url"])
-    job = client.wait(client.start(replications=8, hours=0.5, start="live")["id"], timeout=120)
-    live = job["result"]["live"]
-    assert live["assumptions"] == [], live["assumptions"]
-    assert live["sink_count"] > 0  # the demo's PLC warms up with parts already delivered
-    kpis = job["result"]["points"][0]["kpis"]
-    assert kpis["output_at_end"]["mean"] == pytest.approx(live["sink_count"] + kpis["parts_out"]["mean"])
-    assert kpis["throughput_per_hour"]["mean"] > 100
 
 
 def test_sigterm_stops_the_demo_and_its_plc(sample_layout):
