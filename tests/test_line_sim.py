@@ -221,3 +221,61 @@ def test_fork_from_live_starts_with_the_parts_in_the_line(sample_layout):
     empty = run_whatif(model, replications=10, hours=0.1)
     assert forked.points[0]["kpis"]["parts_out"]["mean"] > empty.points[0]["kpis"]["parts_out"]["mean"] + 5
     assert forked.live["sink_count"] == plant.parts_in
+
+
+@pytest.mark.parametrize("routing", ["first_free", "round_robin"])
+def test_branch_to_parallel_stations_and_merge(tmp_path, routing):
+    """Two 10 s machines in parallel behind one belt, merging into a buffer: 720 parts/h, shared as the rule says."""
+    constant = {"cycleDistribution": "constant", "cycleTime": 10.0}
+    path = author_line(tmp_path / "line.usda", [
+        ("Source", "source", {"interarrival": 1.0, "arrivalDistribution": "constant"}, ["Belt"]),
+        ("Belt", "conveyor", {"length": 2.0, "speed": 1.0, "capacity": 6, "routing": routing}, ["Left", "Right"]),
+        ("Left", "station", constant, ["Merge"]),
+        ("Right", "station", constant, ["Merge"]),
+        ("Merge", "buffer", {"capacity": 4}, ["Sink"]),
+        ("Sink", "sink", {}, []),
+    ])
+    model = read_line(open_layout(path))
+    result = run_whatif(model, replications=1, hours=4.0, warmup_hours=0.5)
+    kpis = result.points[0]["kpis"]
+    assert kpis["throughput_per_hour"]["mean"] == pytest.approx(720.0, rel=2e-3)
+    left, right = (kpis["stations"][f"/Factory/{side}"]["utilisation"]["mean"] for side in ("Left", "Right"))
+    assert left == pytest.approx(1.0, abs=2e-3) and right == pytest.approx(1.0, abs=2e-3)  # both always busy
+
+
+def test_round_robin_shares_and_first_free_prefers(tmp_path):
+    """With spare capacity, first_free loads the first station; round_robin alternates."""
+    shares = {}
+    for routing in ("first_free", "round_robin"):
+        constant = {"cycleDistribution": "constant", "cycleTime": 4.0}
+        path = author_line(tmp_path / f"{routing}.usda", [
+            ("Source", "source", {"interarrival": 10.0, "arrivalDistribution": "constant", "routing": routing},
+             ["Left", "Right"]),
+            ("Left", "station", constant, ["Sink"]),
+            ("Right", "station", constant, ["Sink"]),
+            ("Sink", "sink", {}, []),
+        ])
+        kpis = run_whatif(read_line(open_layout(path)), replications=1, hours=2.0).points[0]["kpis"]
+        shares[routing] = [kpis["stations"][f"/Factory/{s}"]["utilisation"]["mean"] for s in ("Left", "Right")]
+    assert shares["first_free"][0] == pytest.approx(0.4, abs=0.01) and shares["first_free"][1] == 0.0
+    assert shares["round_robin"] == pytest.approx([0.2, 0.2], abs=0.01)
+
+
+def test_scrap_and_setup(tmp_path):
+    """Scrap lowers good output and quality; a 5 s setup every 10 parts of 5 s stretches the cycle to 5.5 s."""
+    path = author_line(tmp_path / "line.usda", [
+        ("Source", "source", {"interarrival": 1.0, "arrivalDistribution": "constant"}, ["Press"]),
+        ("Press", "station", {"cycleTime": 5.0, "cycleDistribution": "constant", "setupTime": 5.0,
+                              "setupEvery": 10.0}, ["Check"]),
+        ("Check", "station", {"cycleTime": 1.0, "cycleDistribution": "constant", "scrapRate": 0.1}, ["Sink"]),
+        ("Sink", "sink", {}, []),
+    ])
+    result = run_whatif(read_line(open_layout(path)), replications=20, hours=4.0, warmup_hours=0.5)
+    kpis = result.points[0]["kpis"]
+    press = kpis["stations"]["/Factory/Press"]
+    assert press["setup_share"]["mean"] == pytest.approx(0.5 / 5.5, abs=2e-3)
+    assert press["availability"]["mean"] == pytest.approx(5.0 / 5.5, abs=2e-3)
+    check = kpis["stations"]["/Factory/Check"]
+    assert check["quality"]["low"] <= 0.9 <= check["quality"]["high"]
+    assert kpis["throughput_per_hour"]["low"] <= 3600 / 5.5 * 0.9 <= kpis["throughput_per_hour"]["high"]
+    assert kpis["line_quality"]["mean"] == pytest.approx(0.9, abs=0.01)
