@@ -27,7 +27,8 @@ Method
   the best of up to three blocks counts (fewer once a measurement passes 3 s, e.g. IK at 10,000).
   `newton_build_s` is the one-off replicate + finalize time of Newton's B-copy model, for information.
 
-Run: `python bench/kinematics.py`. The last line is the JSON summary (see ../shared/README.md).
+Run: `pip install -e '.[test,bench]'` once (Newton is a benchmark-only peer), then
+`python bench/kinematics.py`. The last line is the JSON summary (see ../shared/README.md).
 """
 
 from __future__ import annotations
@@ -38,11 +39,15 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
-import newton
-import newton.ik as nik
 import numpy as np
 import pinocchio as pin
 import warp as wp
+
+try:
+    import newton
+    import newton.ik as nik
+except ModuleNotFoundError:
+    raise SystemExit("bench/kinematics.py needs Newton, its peer: pip install -e '.[test,bench]'") from None
 
 from twin.kinematics import Chain, KinematicsBatch, default_device, matrix_to_pose
 from twin.urdf import rtb_urdf
