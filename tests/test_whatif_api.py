@@ -140,3 +140,20 @@ def test_python_client_against_a_running_server(sample_layout):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_stopping_the_server_stops_a_running_study(sample_layout):
+    """A long study must not keep a stopping server (Ctrl-C on the demo) waiting for it."""
+    client = TestClient(create_app(Twin(sample_layout), tick_hz=5))
+    with client:
+        job = client.post("/api/whatif", json={"replications": 2000, "hours": 300}).json()
+        deadline = time.monotonic() + 30
+        while client.get(f"/api/whatif/{job['id']}").json()["progress"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # wait until it is really running
+        running = client.get(f"/api/whatif/{job['id']}").json()
+        assert running["status"] == "running" and 0 < running["progress"] < 0.5
+        too_big = client.post("/api/whatif", json={"replications": 10_000, "sweep": [
+            {"prim": MACHINING, "attr": "twin:cycleTime", "values": [5, 6, 7]}]})
+        assert too_big.status_code == 422 and "20,000 variants" in too_big.text
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 15

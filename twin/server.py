@@ -133,6 +133,7 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await asyncio.to_thread(stop_whatif)
             for stop in on_shutdown:
                 with contextlib.suppress(Exception):
                     await stop()
@@ -178,7 +179,8 @@ def create_app(
         access.require(authorization, "operator")
         return [dataclasses.asdict(record) for record in (writer.audit if writer else [])]
 
-    app.include_router(whatif_router(twin, access))
+    whatif_routes, stop_whatif = whatif_router(twin, access)
+    app.include_router(whatif_routes)
 
     @app.get("/api/health")
     async def health() -> dict:

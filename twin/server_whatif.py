@@ -8,6 +8,7 @@ twin/line/whatif.py.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query
@@ -41,9 +42,14 @@ class WhatIfBody(BaseModel):
     start: Literal["empty", "live"] = "empty"
 
 
-def whatif_router(twin: Twin, access: Access) -> APIRouter:
+def whatif_router(twin: Twin, access: Access) -> tuple[APIRouter, Callable[[], None]]:
+    """The routes, and a function that stops the study running (call it when the server stops)."""
     router = APIRouter(prefix="/api")
     holder: dict[str, object] = {}
+
+    def shutdown() -> None:
+        if "jobs" in holder:
+            holder["jobs"].shutdown()
 
     def jobs() -> WhatIfJobs:
         """The line is read from the layout on first use; a layout without one answers 409."""
@@ -111,4 +117,4 @@ def whatif_router(twin: Twin, access: Access) -> APIRouter:
         return {"job": job_id, "point": point, "replication": replication, "values": result.points[point]["values"],
                 **frames}
 
-    return router
+    return router, shutdown

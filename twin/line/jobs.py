@@ -25,6 +25,11 @@ from .whatif import SweepParameter, WhatIfResult, run_whatif, sweep_variants
 log = logging.getLogger("twin.whatif")
 MAX_QUEUED = 4
 KEEP = 20  # finished jobs kept for their results
+MAX_JOB_VARIANTS = 20_000  # about 35 MB of simulation state for the sample line
+
+
+class Cancelled(Exception):
+    """The server is stopping: a running study ends at its next slice of simulated time."""
 
 
 @dataclass
@@ -73,9 +78,13 @@ class WhatIfJobs:
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="twin-whatif")
         self._ids = itertools.count(1)
+        self.stopping = threading.Event()
 
     def submit(self, request: WhatIfRequest, user: str) -> Job:
         points, _ = sweep_variants(self.model, request.sweep, request.replications)
+        if len(points) * request.replications > MAX_JOB_VARIANTS:
+            raise TwinError(f"{len(points)} points x {request.replications} replications is more than the "
+                            f"{MAX_JOB_VARIANTS:,} variants a server study may run; run it in-process with run_whatif")
         variant_parameters(self.model, [Variant(point, 0) for point in points])  # refuse bad values now, not later
         if request.start not in ("empty", "live"):
             raise TwinError(f"start must be 'empty' or 'live', got {request.start!r}")
@@ -106,16 +115,23 @@ class WhatIfJobs:
 
         def progress(share: float) -> None:
             job.progress = share
+            if self.stopping.is_set():
+                raise Cancelled("the server stopped")
 
         try:
             job.result = run_whatif(self.model, sweep=request.sweep, replications=request.replications,
                                     hours=request.hours, warmup_hours=request.warmup_hours, seed=request.seed,
                                     device=self.device, start=job.live_start, progress=progress)
+            job.result.kpis = {}  # per-variant arrays: the summaries keep what the API serves
             job.status = "done"
+        except Cancelled as error:
+            job.status, job.error = "failed", str(error)
         except Exception as error:  # reported through the API; the server keeps running
             log.exception("what-if job %s failed", job.id)
             job.status, job.error = "failed", f"{type(error).__name__}: {error}"
         job.finished = time.time()
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Cancel queued studies and stop a running one at its next slice, so the server exits promptly."""
+        self.stopping.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)

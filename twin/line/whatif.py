@@ -25,6 +25,7 @@ from .simulation import LineSimulation, Variant
 
 MAX_VARIANTS = 200_000
 MAX_HOURS = 24.0 * 31
+SLICE_VARIANT_HOURS = 500.0
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,12 @@ def sweep_variants(model: LineModel, sweep: Sequence[SweepParameter], replicatio
 
 def run_whatif(model: LineModel, *, sweep: Sequence[SweepParameter] = (), replications: int = 30,
                hours: float = 8.0, warmup_hours: float = 0.0, seed: int = 1, device: str | None = None,
-               start=None, progress: Callable[[float], None] | None = None, steps: int = 16) -> WhatIfResult:
+               start=None, progress: Callable[[float], None] | None = None, steps: int | None = None) -> WhatIfResult:
     """Simulate every point of `sweep` `replications` times for `hours`, from an empty line or `start`.
 
     `start` is a `LiveStart` (twin.line.live): the plant as its signals show it now. `progress` gets
-    the completed fraction after each of `steps` slices of simulated time.
+    the completed fraction after each of `steps` slices of simulated time; by default a slice is about
+    500 variant-hours (well under a second on a 2-core CPU), so progress moves and a caller can stop.
     """
     if not (0 < hours <= MAX_HOURS) or not math.isfinite(hours):
         raise TwinError(f"hours must be in (0, {MAX_HOURS:g}], got {hours}")
@@ -111,6 +113,8 @@ def run_whatif(model: LineModel, *, sweep: Sequence[SweepParameter] = (), replic
     if start is not None:
         start.apply(simulation)
     horizon, warmup = hours * 3600.0, warmup_hours * 3600.0
+    if steps is None:
+        steps = int(min(10_000, max(16, math.ceil(len(variants) * hours / SLICE_VARIANT_HOURS))))
     for step in range(1, steps + 1):
         simulation.run(horizon * step / steps, warmup=warmup)
         if progress is not None:
