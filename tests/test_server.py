@@ -45,7 +45,8 @@ def test_unknown_prim_is_a_clear_404(client):
 
 def test_stream_sends_snapshot_then_deltas_of_moving_links(client, twin):
     row = twin.cache.signal_row(ROBOT, "twin:jointPositions")
-    with client.websocket_connect("/ws") as ws:
+    with client.websocket_connect("/ws?format=json") as ws:  # binary frames: tests/test_stream_protocol.py
+        assert ws.receive_json()["type"] == "hello"
         snapshot = ws.receive_json()
         assert snapshot["type"] == "snapshot"
         link_paths = [path for path in snapshot["transforms"] if path.startswith(ROBOT + "/")]
@@ -62,7 +63,8 @@ def test_stream_sends_snapshot_then_deltas_of_moving_links(client, twin):
 
 
 def test_bad_messages_get_an_error_and_the_stream_goes_on(client):
-    with client.websocket_connect("/ws") as ws:
+    with client.websocket_connect("/ws?format=json") as ws:
+        assert ws.receive_json()["type"] == "hello"
         assert ws.receive_json()["type"] == "snapshot"
         ws.send_text("{not json")
         for _ in range(50):
@@ -96,7 +98,7 @@ def test_websocket_needs_a_token_off_loopback_and_refuses_other_sites(twin):
             ws.receive_json()
         assert refused.value.code == 1008
         with client.websocket_connect(f"/ws?token={token}") as ws:
-            assert ws.receive_json()["type"] == "snapshot"
+            assert ws.receive_json()["type"] == "hello"
         with pytest.raises(WebSocketDisconnect), client.websocket_connect(
                 f"/ws?token={token}", headers={"origin": "https://elsewhere.example"}) as ws:
             ws.receive_json()
@@ -105,7 +107,8 @@ def test_websocket_needs_a_token_off_loopback_and_refuses_other_sites(twin):
 def test_infinity_binary_frames_and_the_client_count(client, twin):
     row = twin.cache.add_signal("/Factory/Line/Conveyor1", "twin:overflow")
     twin.cache.write_signal(row, float("inf"))
-    with client.websocket_connect("/ws") as ws:
+    with client.websocket_connect("/ws?format=json") as ws:
+        assert ws.receive_json()["type"] == "hello"
         snapshot = ws.receive_json()  # strict JSON: infinity arrives as null
         assert snapshot["signals"]["/Factory/Line/Conveyor1.twin:overflow"]["v"] is None
         ws.send_bytes(b"\x00\x01")

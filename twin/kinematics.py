@@ -39,25 +39,38 @@ def default_device() -> str:
 
 # --------------------------------------------------------------------------- math helpers
 def matrix_to_pose(matrix: np.ndarray) -> np.ndarray:
-    """4x4 rigid transforms (..., 4, 4) -> Warp pose layout (..., 7): position, quaternion x y z w."""
+    """4x4 rigid transforms (..., 4, 4) -> Warp pose layout (..., 7): position, quaternion x y z w.
+
+    Shepperd's method, vectorised: each rotation takes the branch with the largest pivot, so it is
+    robust for every rotation (the stream converts thousands of transforms per frame with it).
+    """
     matrix = np.asarray(matrix, np.float64)
-    rotation = matrix[..., :3, :3]
-    flat = rotation.reshape(-1, 3, 3)
-    quats = np.empty((flat.shape[0], 4))
-    for i, r in enumerate(flat):  # Shepperd's method, robust for every rotation
-        trace = r[0, 0] + r[1, 1] + r[2, 2]
-        if trace > 0:
-            s = 2.0 * math.sqrt(trace + 1.0)
-            quats[i] = [(r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, 0.25 * s]
-        elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
-            s = 2.0 * math.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2])
-            quats[i] = [0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s, (r[2, 1] - r[1, 2]) / s]
-        elif r[1, 1] > r[2, 2]:
-            s = 2.0 * math.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2])
-            quats[i] = [(r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s, (r[0, 2] - r[2, 0]) / s]
-        else:
-            s = 2.0 * math.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1])
-            quats[i] = [(r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s, (r[1, 0] - r[0, 1]) / s]
+    r = matrix[..., :3, :3].reshape(-1, 3, 3)
+    r00, r11, r22 = r[:, 0, 0], r[:, 1, 1], r[:, 2, 2]
+    trace = r00 + r11 + r22
+    first = trace > 0
+    second = ~first & (r00 > r11) & (r00 > r22)
+    third = ~first & ~second & (r11 > r22)
+    fourth = ~(first | second | third)
+    quats = np.empty((r.shape[0], 4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        branches = (
+            (first, 2.0 * np.sqrt(np.maximum(trace + 1.0, 0.0)),
+             lambda s: ((r[:, 2, 1] - r[:, 1, 2]) / s, (r[:, 0, 2] - r[:, 2, 0]) / s,
+                        (r[:, 1, 0] - r[:, 0, 1]) / s, 0.25 * s)),
+            (second, 2.0 * np.sqrt(np.maximum(1.0 + r00 - r11 - r22, 0.0)),
+             lambda s: (0.25 * s, (r[:, 0, 1] + r[:, 1, 0]) / s, (r[:, 0, 2] + r[:, 2, 0]) / s,
+                        (r[:, 2, 1] - r[:, 1, 2]) / s)),
+            (third, 2.0 * np.sqrt(np.maximum(1.0 + r11 - r00 - r22, 0.0)),
+             lambda s: ((r[:, 0, 1] + r[:, 1, 0]) / s, 0.25 * s, (r[:, 1, 2] + r[:, 2, 1]) / s,
+                        (r[:, 0, 2] - r[:, 2, 0]) / s)),
+            (fourth, 2.0 * np.sqrt(np.maximum(1.0 + r22 - r00 - r11, 0.0)),
+             lambda s: ((r[:, 0, 2] + r[:, 2, 0]) / s, (r[:, 1, 2] + r[:, 2, 1]) / s, 0.25 * s,
+                        (r[:, 1, 0] - r[:, 0, 1]) / s)),
+        )
+        for mask, pivot, components in branches:
+            if mask.any():
+                quats[mask] = np.stack(components(pivot), axis=1)[mask]
     quats /= np.linalg.norm(quats, axis=1, keepdims=True)
     return np.concatenate([matrix[..., :3, 3].reshape(-1, 3), quats], axis=1).reshape(*matrix.shape[:-2], 7)
 

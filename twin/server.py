@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from fastapi import FastAPI, Header, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Header, HTTPException, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pxr import Gf, Sdf, Usd, Vt
@@ -28,7 +27,8 @@ from pydantic import BaseModel
 from twin.auth import Access, AuthError
 from twin.runtime import Twin
 from twin.server_whatif import whatif_router
-from twin.stream import build_frame, signal_json
+from twin.stream import signal_json
+from twin.stream_hub import StreamHub, StreamLimits
 
 
 class SignalWriter(Protocol):
@@ -95,12 +95,13 @@ def create_app(
     on_shutdown: Sequence[Callable] = (),
     writer: SignalWriter | None = None,
     access: Access | None = None,
+    stream_limits: StreamLimits | None = None,
 ) -> FastAPI:
     """The twin's web app. `on_startup`/`on_shutdown` are async callables (connectors);
     `writer` takes operators' writes to the plant; `access` decides who may do what."""
     access = access or Access()
     static_dir = static_dir or WEB_DIST
-    state = {"started": time.time(), "frames": 0, "clients": 0, "tick_seconds": 0.0, "first_frame": None}
+    state = {"started": time.time(), "frames": 0, "tick_seconds": 0.0}
     tick = asyncio.Condition()
 
     async def tick_loop() -> None:
@@ -139,6 +140,8 @@ def create_app(
                     await stop()
 
     app = FastAPI(title="Factory twin", version="0.1.0", lifespan=lifespan)
+    hub = StreamHub(twin.cache, tick, stream_limits)
+    app.state.hub = hub
     app.state.twin = twin
     app.state.stats = state
 
@@ -192,7 +195,10 @@ def create_app(
             "tick_hz": tick_hz,
             "ticks": state["frames"],
             "tick_ms": round(state["tick_seconds"] * 1000, 3),
-            "clients": state["clients"],
+            "clients": hub.stats.clients,
+            "stream": {"frames_sent": hub.stats.frames_sent, "bytes_sent": hub.stats.bytes_sent,
+                       "encodes": hub.stats.encodes, "encode_ms_total": round(hub.stats.encode_seconds * 1000, 1),
+                       "dropped_stalled": hub.stats.dropped_stalled},
             "signals": len(twin.cache.signals),
             "transforms": len(twin.cache.transform_prims),
             "live_layer_flushes": twin.live_writer.flushes,
@@ -259,46 +265,7 @@ def create_app(
             await websocket.close(code=1008)  # another site's page must not read the plant through a browser
             return
         await websocket.accept()
-        state["clients"] += 1
-        version: int | None = None  # None: the client needs a snapshot
-        seq = 0
-        resync = asyncio.Event()
-
-        async def receive() -> None:
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                try:
-                    request = json.loads(message.get("text") or "")
-                except json.JSONDecodeError:
-                    await websocket.send_text(json.dumps({"type": "error", "error": "message is not JSON"}))
-                    continue
-                if isinstance(request, dict) and request.get("type") == "resync":
-                    resync.set()
-
-        receiver = asyncio.create_task(receive())
-        try:
-            while not receiver.done():
-                if resync.is_set():
-                    resync.clear()
-                    version = None
-                frame, new_version = build_frame(twin.cache, version, seq)
-                if frame is not None:
-                    await websocket.send_text(json.dumps(frame, separators=(",", ":"), allow_nan=False))
-                    if state["first_frame"] is None:
-                        state["first_frame"] = time.time()
-                    seq += 1
-                version = new_version
-                async with tick:
-                    await tick.wait()
-        except (WebSocketDisconnect, RuntimeError):
-            pass  # the client went away while we were sending
-        finally:
-            state["clients"] -= 1
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await receiver  # collect its end, so no exception is left unretrieved
+        await hub.serve(websocket)
 
     if (static_dir / "index.html").is_file():
         app.mount("/", StaticFiles(directory=static_dir, html=True), name="viewer")

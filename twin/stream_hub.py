@@ -1,0 +1,248 @@
+"""The live stream's server side: one session per websocket client, frames shared between clients.
+
+Each tick the server wakes every session. A session asks the hub for the frame from the cache
+version it last sent to now, for its scope; the hub encodes each distinct (base, scope) once per
+cache version, so a hundred clients in step cost one encoding. Backpressure is latest-value-wins:
+a session has at most one frame in flight, and while a slow client's send is pending the cache
+keeps changing; its next frame then covers everything since the version it has, whatever was
+skipped in between. A client that has not taken a frame for `stall_s` is dropped with close code
+4001, so a stalled client costs neither the others' latency nor the server's memory.
+Protocol: docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+
+from fastapi import WebSocket
+
+from twin.cache import RuntimeCache
+from twin.protocol import PROTOCOL, Scope, encode_frame, schema_id, schema_message
+from twin.stream import build_frame
+
+CLOSE_STALLED = 4001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+
+@dataclass
+class StreamLimits:
+    heartbeat_s: float = 5.0  # a quiet stream still says it is alive this often
+    stall_s: float = 10.0  # a client that takes no frame for this long is dropped
+    max_message_bytes: int = 64 * 1024  # control messages from a client
+    messages_per_s: float = 20.0  # sustained control-message rate per client (bursts of twice that)
+    abuse_limit: int = 200  # messages over the rate before the client is dropped
+
+
+@dataclass
+class HubStats:
+    clients: int = 0
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    encodes: int = 0
+    encode_seconds: float = 0.0
+    dropped_stalled: int = 0
+    first_frame: float | None = None
+    sessions: dict[int, dict] = field(default_factory=dict)
+
+
+class StreamHub:
+    def __init__(self, cache: RuntimeCache, tick: asyncio.Condition, limits: StreamLimits | None = None):
+        self.cache = cache
+        self.tick = tick
+        self.limits = limits or StreamLimits()
+        self.stats = HubStats()
+        self._frames: dict[tuple, tuple[bytes | None, int]] = {}
+        self._frames_version: tuple[int, int] = (-1, -1)
+
+    def frame(self, base: int | None, scope: Scope) -> tuple[bytes | None, int]:
+        """The binary frame from `base` to the current version for `scope`, encoded once per version."""
+        version = (self.cache.version, schema_id(self.cache))  # adding rows changes the schema, not the version
+        if version != self._frames_version:
+            self._frames.clear()
+            self._frames_version = version
+        key = (base, scope)
+        if key not in self._frames:
+            started = time.perf_counter()
+            self._frames[key] = encode_frame(self.cache, base, scope)
+            self.stats.encodes += 1
+            self.stats.encode_seconds += time.perf_counter() - started
+        return self._frames[key]
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Run one accepted client's session until it leaves, stalls or breaks the rules."""
+        session = _Session(self, websocket, websocket.query_params.get("format", "binary"))
+        self.stats.clients += 1
+        try:
+            await session.run()
+        finally:
+            self.stats.clients -= 1
+
+
+class _Session:
+    def __init__(self, hub: StreamHub, websocket: WebSocket, format_: str):
+        self.hub, self.websocket = hub, websocket
+        self.json = format_ == "json"
+        self.version: int | None = None  # None: the client needs a snapshot
+        self.schema: int | None = None
+        self.scope = Scope()
+        self.seq = 0  # JSON frames only: the binary ones carry their base and version
+        self.wake = asyncio.Event()
+        self.closing: tuple[int, str] | None = None
+        self.tokens = hub.limits.messages_per_s * 2
+        self.refilled = time.monotonic()
+        self.excess = 0
+
+    async def send_json(self, message: dict) -> None:
+        await self._send(json.dumps(message, separators=(",", ":"), allow_nan=False))
+
+    async def _send(self, data: bytes | str) -> None:
+        hub = self.hub
+        sender = self.websocket.send_bytes(data) if isinstance(data, bytes) else self.websocket.send_text(data)
+        try:
+            await asyncio.wait_for(sender, hub.limits.stall_s)
+        except TimeoutError:
+            hub.stats.dropped_stalled += 1
+            raise _Stalled from None
+        hub.stats.frames_sent += 1
+        hub.stats.bytes_sent += len(data)
+
+    async def run(self) -> None:
+        limits = self.hub.limits
+        receiver = asyncio.create_task(self._receive())
+        try:
+            await self.send_json({"type": "hello", "protocol": PROTOCOL, "format": "json" if self.json else "binary",
+                                  "heartbeat_s": limits.heartbeat_s, "stall_s": limits.stall_s,
+                                  "max_message_bytes": limits.max_message_bytes,
+                                  "messages_per_s": limits.messages_per_s})
+            last_sent = time.monotonic()
+            while not receiver.done() and self.closing is None:
+                if await self._send_update():
+                    last_sent = time.monotonic()
+                elif time.monotonic() - last_sent >= limits.heartbeat_s:
+                    await self.send_json({"type": "heartbeat", "version": self.version, "time": time.time()})
+                    last_sent = time.monotonic()
+                await self._wait_for_tick(limits.heartbeat_s)
+            if self.closing is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.websocket.close(code=self.closing[0], reason=self.closing[1]), 2.0)
+        except _Stalled:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.websocket.close(code=CLOSE_STALLED, reason="stalled: frames not read"),
+                                       1.0)
+        except Exception:  # the client went away mid-send (WebSocketDisconnect, RuntimeError...)
+            pass
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await receiver
+
+    async def _wait_for_tick(self, timeout: float) -> None:
+        """Until the next simulation tick, a control message that needs an answer, or the heartbeat."""
+        tick = asyncio.ensure_future(self._tick())
+        wake = asyncio.ensure_future(self.wake.wait())
+        done, pending = await asyncio.wait({tick, wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        self.wake.clear()
+
+    async def _tick(self) -> None:
+        async with self.hub.tick:
+            await self.hub.tick.wait()
+
+    async def _send_update(self) -> bool:
+        cache = self.hub.cache
+        current_schema = schema_id(cache)
+        if current_schema != self.schema:
+            self.version = None  # rows were added: new names, then a snapshot
+        if self.json:
+            frame, version = build_frame(cache, self.version, self.seq)
+            if frame is None:
+                self.version = version
+                return False
+            await self.send_json(frame)
+            self.seq += 1
+        else:
+            if self.version is None:
+                await self.send_json(schema_message(cache, current_schema))
+            data, version = self.hub.frame(self.version, self.scope)
+            if data is None:
+                self.version = version
+                return False
+            await self._send(data)
+        self.schema = current_schema
+        self.version = version
+        if self.hub.stats.first_frame is None:
+            self.hub.stats.first_frame = time.time()
+        return True
+
+    # ----------------------------------------------------------------- control messages
+    async def _receive(self) -> None:
+        limits = self.hub.limits
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                await self._error("binary messages are not accepted; send JSON text")
+                continue
+            text = message.get("text") or ""
+            if len(text.encode()) > limits.max_message_bytes:
+                self.closing = (CLOSE_TOO_BIG, f"message over {limits.max_message_bytes} bytes")
+                self.wake.set()
+                return
+            if not self._allow():
+                if self.excess > limits.abuse_limit:
+                    self.closing = (CLOSE_POLICY, "too many messages")
+                    self.wake.set()
+                    return
+                await self._error(f"too many messages: at most {limits.messages_per_s:g} per second")
+                continue
+            try:
+                request = json.loads(text)
+            except json.JSONDecodeError as error:
+                await self._error(f"message is not JSON: {error.msg} at character {error.pos}")
+                continue
+            await self._handle(request)
+
+    def _allow(self) -> bool:
+        rate = self.hub.limits.messages_per_s
+        now = time.monotonic()
+        self.tokens = min(2 * rate, self.tokens + (now - self.refilled) * rate)
+        self.refilled = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        self.excess += 1
+        return False
+
+    async def _handle(self, request) -> None:
+        kind = request.get("type") if isinstance(request, dict) else None
+        if kind == "resync":
+            self.version = None
+            self.wake.set()
+        elif kind == "subscribe":
+            try:
+                self.scope = Scope.parse(request, self.hub.cache)
+            except ValueError as error:
+                await self._error(f"subscribe: {error}")
+                return
+            self.version = None  # a snapshot of the new scope
+            await self.send_json({"type": "subscribed", "subtrees": list(self.scope.subtrees),
+                                  "signals": list(self.scope.signals), "instances": self.scope.instances})
+            self.wake.set()
+        elif kind == "ping":
+            await self.send_json({"type": "pong", "id": request.get("id"), "time": time.time()})
+        else:
+            await self._error(f"unknown message type {kind!r}: use subscribe, resync or ping")
+
+    async def _error(self, text: str) -> None:
+        await self.send_json({"type": "error", "error": text})
+
+
+class _Stalled(Exception):
+    pass
