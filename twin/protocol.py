@@ -33,7 +33,7 @@ from twin.kinematics import matrix_to_pose
 MAGIC = b"TWIN"
 PROTOCOL = 1
 SNAPSHOT = 1
-HEADER = struct.Struct("<4sHHIQQdIIII")  # 48 bytes
+HEADER = struct.Struct("<4sHHIQQdIIII")  # 52 bytes
 QUATERNION_SCALE = 32767.0
 QUALITIES = ("good", "uncertain", "bad", "stale")
 

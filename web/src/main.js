@@ -3,6 +3,7 @@
 import './style.css';
 import { authHeaders, withToken } from './auth.js';
 import { Inspector } from './inspector.js';
+import { QUALITIES } from './protocol.js';
 import { Stream } from './stream.js';
 import { PrimTree } from './tree.js';
 import { Viewer } from './viewer.js';
@@ -36,7 +37,7 @@ const whatif = new WhatIfPanel($('whatif'), $('whatif-toggle'), viewer, {
   onPlayback: (active) => {
     playingBack = active;
     $('mode').hidden = !active;
-    if (!active) viewer.setParts(lastParts?.count ?? 0, lastParts?.matrices ?? []); // live parts again
+    if (!active) viewer.setPartPoses(lastParts?.count ?? 0, lastParts?.positions, lastParts?.quaternions);
   },
 });
 let lastParts = null;
@@ -73,30 +74,41 @@ function pickTarget(object) {
   return clicked;
 }
 
-function applyFrame(message) {
-  if (message.type === 'error') {
-    console.warn('stream error:', message.error);
-    return;
+/** A binary stream frame (web/src/protocol.js): poses, signal values with quality, part instances. */
+function applyFrame(frame, schema) {
+  const { transforms, signals: changed, instances, text } = frame;
+  for (let i = 0; i < transforms.rows.length; i++) {
+    viewer.applyPose(schema.transforms[transforms.rows[i]], transforms.positions, transforms.quaternions, i);
   }
-  if (message.type !== 'snapshot' && message.type !== 'delta') return;
-  const { transforms, signals: changed, instances } = message;
-  if (transforms) {
-    for (const path in transforms) viewer.applyTransform(path, transforms[path]);
+  let offset = 0;
+  for (let i = 0; i < changed.rows.length; i++) {
+    const row = changed.rows[i];
+    const info = schema.signals[row];
+    const width = info.width;
+    let value;
+    if (info.kind === 'text') value = text[row] ?? null;
+    else if (width === 1) value = Number.isNaN(changed.values[offset]) ? null : changed.values[offset];
+    else value = Array.from(changed.values.subarray(offset, offset + width), (x) => (Number.isNaN(x) ? null : x));
+    offset += width;
+    const age = changed.age[i];
+    const signal = { v: value, q: QUALITIES[changed.quality[i]], s: changed.status[i],
+      t: Number.isNaN(age) ? null : frame.time - age, u: info.unit, k: info.kind };
+    if (info.kind !== 'text' && text[row] !== undefined) signal.l = text[row];
+    signals.set(info.key, signal);
+    inspector.update(info.key, signal);
   }
-  if (changed) {
-    for (const key in changed) {
-      signals.set(key, changed[key]);
-      inspector.update(key, changed[key]);
+  for (const set of instances) {
+    if (schema.instances[set.set] !== 'parts') continue;
+    lastParts = set;
+    if (!playingBack) {
+      const started = performance.now();
+      viewer.setPartPoses(set.count, set.positions, set.quaternions);
+      twin.partsApplyMs = performance.now() - started;
     }
-  }
-  const parts = instances?.parts;
-  if (parts) {
-    lastParts = parts;
-    if (!playingBack) viewer.setParts(parts.count, parts.matrices);
-    partsElement.textContent = String(parts.count);
+    partsElement.textContent = String(set.count);
   }
   twin.frames += 1;
-  if (message.type === 'snapshot' && glbLoaded) twin.ready = true;
+  if (frame.snapshot && glbLoaded) twin.ready = true;
 }
 
 function setStatus(status) {
@@ -160,7 +172,10 @@ async function start() {
   // Connect only once the GLB's nodes exist: deltas carry only what changed, so transforms
   // that arrived earlier would be lost for prims that then stand still.
   const protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  new Stream(withToken(`${protocol}//${location.host}/ws`), { onMessage: applyFrame, onStatus: setStatus }).connect();
+  twin.stream = new Stream(withToken(`${protocol}//${location.host}/ws`), {
+    onFrame: applyFrame, onSchema: () => {}, onStatus: setStatus,
+  });
+  twin.stream.connect();
   await treeLoaded;
 }
 

@@ -1,45 +1,114 @@
-// The live stream: a websocket that reconnects with exponential backoff.
-// The server sends a full snapshot on every (re)connect, so nothing needs replaying.
+// The live stream (docs/protocol.md): JSON control messages and binary frames over one websocket.
+// Reconnects with exponential backoff; a frame that does not follow the version the page holds
+// (a gap) triggers a resync; a stream silent for three heartbeats counts as stale and reconnects.
+import { decodeFrame } from './protocol.js';
 
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 8000;
+const STALE_HEARTBEATS = 3;
 
 export class Stream {
   /**
-   * `onMessage(message)` gets each parsed JSON message;
-   * `onStatus(status)` gets "connecting" (first attempt), "live" or "reconnecting".
+   * `onFrame(frame, schema)` gets each decoded binary frame that applies; `onSchema(schema)` the row
+   * names before a snapshot; `onStatus(status)` "connecting", "live", "reconnecting" or "stale".
    */
-  constructor(url, { onMessage, onStatus }) {
+  constructor(url, { onFrame, onSchema, onStatus, onControl = () => {} }) {
     this.url = url;
-    this.onMessage = onMessage;
+    this.onFrame = onFrame;
+    this.onSchema = onSchema;
     this.onStatus = onStatus;
+    this.onControl = onControl;
     this.backoff = BACKOFF_MIN_MS;
     this.everConnected = false;
+    this.schema = null;
+    this.version = null;
+    this.heartbeatMs = 5000;
+    this.lastMessage = 0;
+    this.stats = { frames: 0, gaps: 0, resyncs: 0, bytes: 0, decodeMs: 0 };
+    setInterval(() => this.#watch(), 1000);
   }
 
   connect() {
     this.onStatus(this.everConnected ? 'reconnecting' : 'connecting');
+    this.version = null;
     const socket = new WebSocket(this.url);
+    socket.binaryType = 'arraybuffer';
+    this.socket = socket;
     socket.addEventListener('open', () => {
       this.everConnected = true;
       this.backoff = BACKOFF_MIN_MS;
+      this.lastMessage = performance.now();
       this.onStatus('live');
     });
     socket.addEventListener('message', (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch {
-        console.warn('stream: a message that is not JSON was ignored');
-        return;
-      }
-      this.onMessage(message);
+      this.lastMessage = performance.now();
+      if (typeof event.data === 'string') this.#control(event.data);
+      else this.#frame(event.data);
     });
     // 'close' follows 'error' too, so reconnecting is handled once, here.
     socket.addEventListener('close', () => {
+      if (this.socket !== socket) return;
       this.onStatus(this.everConnected ? 'reconnecting' : 'connecting');
       setTimeout(() => this.connect(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
     });
+  }
+
+  send(message) {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+
+  resync() {
+    this.stats.resyncs += 1;
+    this.version = null;
+    this.send({ type: 'resync' });
+  }
+
+  #control(text) {
+    let message;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      console.warn('stream: a control message that is not JSON was ignored');
+      return;
+    }
+    if (message.type === 'hello') this.heartbeatMs = message.heartbeat_s * 1000;
+    else if (message.type === 'schema') {
+      this.schema = { ...message, widths: Int32Array.from(message.signals, (s) => s.width) };
+      this.onSchema(this.schema);
+    } else if (message.type === 'error') console.warn('stream error:', message.error);
+    this.onControl(message);
+  }
+
+  #frame(buffer) {
+    if (!this.schema) return;
+    const started = performance.now();
+    let frame;
+    try {
+      frame = decodeFrame(buffer, this.schema.widths);
+    } catch (error) {
+      console.warn('stream: a malformed frame was ignored:', error.message);
+      this.resync();
+      return;
+    }
+    this.stats.decodeMs = performance.now() - started;
+    this.stats.bytes += buffer.byteLength;
+    if (frame.schema !== this.schema.schema || (!frame.snapshot && frame.base !== this.version)) {
+      // A frame went missing (or the page fell out of step): ask for a fresh snapshot.
+      this.stats.gaps += 1;
+      if (this.version !== null) this.resync();
+      return;
+    }
+    this.version = frame.version;
+    this.stats.frames += 1;
+    this.onFrame(frame, this.schema);
+  }
+
+  #watch() {
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return;
+    if (performance.now() - this.lastMessage > STALE_HEARTBEATS * this.heartbeatMs) {
+      this.onStatus('stale');
+      this.socket.close(); // the close handler reconnects
+    }
   }
 }

@@ -10,9 +10,37 @@ const PART_CAPACITY = 256;
 const CLICK_TOLERANCE_PX = 5; // a pointer that moved further was orbiting, not clicking
 const HIGHLIGHT = new THREE.Color(0x3d8bfd);
 
-/** Copy 16 row-major numbers into a Matrix4 (Matrix4.set takes row-major arguments). */
-function setRowMajor(matrix, m) {
-  matrix.set(m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], m[11], m[12], m[13], m[14], m[15]);
+/**
+ * Write a rigid transform (position i of `positions`, int16 quaternion i of `quaternions`) as a
+ * column-major 4x4 matrix into `out` at `o`: no objects, no allocation.
+ */
+function writePose(out, o, positions, quaternions, i) {
+  let x = quaternions[4 * i];
+  let y = quaternions[4 * i + 1];
+  let z = quaternions[4 * i + 2];
+  let w = quaternions[4 * i + 3];
+  const norm = Math.hypot(x, y, z, w) || 1;
+  x /= norm;
+  y /= norm;
+  z /= norm;
+  w /= norm;
+  const xx = x * x, yy = y * y, zz = z * z, xy = x * y, xz = x * z, yz = y * z, wx = w * x, wy = w * y, wz = w * z;
+  out[o] = 1 - 2 * (yy + zz);
+  out[o + 1] = 2 * (xy + wz);
+  out[o + 2] = 2 * (xz - wy);
+  out[o + 3] = 0;
+  out[o + 4] = 2 * (xy - wz);
+  out[o + 5] = 1 - 2 * (xx + zz);
+  out[o + 6] = 2 * (yz + wx);
+  out[o + 7] = 0;
+  out[o + 8] = 2 * (xz + wy);
+  out[o + 9] = 2 * (yz - wx);
+  out[o + 10] = 1 - 2 * (xx + yy);
+  out[o + 11] = 0;
+  out[o + 12] = positions[3 * i];
+  out[o + 13] = positions[3 * i + 1];
+  out[o + 14] = positions[3 * i + 2];
+  out[o + 15] = 1;
 }
 
 export class Viewer {
@@ -100,36 +128,33 @@ export class Viewer {
     this.frameAll();
   }
 
-  /** A stream transform: row-major local matrix of the prim relative to its parent. */
-  applyTransform(path, m) {
+  /** A stream pose (position float32 x3, quaternion int16 x4) of a prim, relative to its parent. */
+  applyPose(path, positions, quaternions, i) {
     const object = this.objects.get(path);
     if (!object) return;
-    setRowMajor(object.matrix, m);
+    writePose(object.matrix.elements, 0, positions, quaternions, i);
     object.matrixAutoUpdate = false;
     object.matrixWorldNeedsUpdate = true;
     this.needsRender = true;
   }
 
-  /** The `parts` instance set: `count` row-major world matrices in the USD (Z-up) frame. */
-  setParts(count, matrices) {
-    if (count > this.parts.instanceMatrix.count) {
-      let capacity = this.parts.instanceMatrix.count;
-      while (capacity < count) capacity *= 2;
-      this.root.remove(this.parts);
-      this.parts.dispose();
-      this.parts = this.#createParts(capacity);
-    }
-    // Transpose straight into the instance buffer: no Matrix4 per instance, no allocation.
+  /** The `parts` instance set: `count` world poses in the USD (Z-up) frame, written in place. */
+  setPartPoses(count, positions, quaternions) {
+    this.#ensurePartCapacity(count);
     const array = this.parts.instanceMatrix.array;
-    for (let i = 0; i < count; i++) {
-      const o = 16 * i;
-      for (let row = 0; row < 4; row++) {
-        for (let col = 0; col < 4; col++) array[o + 4 * col + row] = matrices[o + 4 * row + col];
-      }
-    }
+    for (let i = 0; i < count; i++) writePose(array, 16 * i, positions, quaternions, i);
     this.parts.count = count;
     this.parts.instanceMatrix.needsUpdate = true;
     this.needsRender = true;
+  }
+
+  #ensurePartCapacity(count) {
+    if (count <= this.parts.instanceMatrix.count) return;
+    let capacity = this.parts.instanceMatrix.count;
+    while (capacity < count) capacity *= 2;
+    this.root.remove(this.parts);
+    this.parts.dispose();
+    this.parts = this.#createParts(capacity);
   }
 
   /**
@@ -137,13 +162,7 @@ export class Viewer {
    * frame) into `out`. Writes the instance buffer in place, like `setParts`.
    */
   setPartPositions(count, fill) {
-    if (count > this.parts.instanceMatrix.count) {
-      let capacity = this.parts.instanceMatrix.count;
-      while (capacity < count) capacity *= 2;
-      this.root.remove(this.parts);
-      this.parts.dispose();
-      this.parts = this.#createParts(capacity);
-    }
+    this.#ensurePartCapacity(count);
     const array = this.parts.instanceMatrix.array;
     const point = this.#point;
     for (let i = 0; i < count; i++) {
