@@ -75,3 +75,21 @@ def test_text_signals_and_bad_paths():
         cache.add_signal("R", "twin:phase")
     with pytest.raises(KeyError, match="no signal /R.twin:nothing"):
         cache.signal_row("/R", "twin:nothing")
+
+
+def test_write_scalars_updates_many_rows_with_one_version():
+    from twin.cache import RuntimeCache
+
+    cache = RuntimeCache()
+    rows = [cache.add_signal(f"/F/S{i}", "twin:v") for i in range(5)]
+    wide = cache.add_signal("/F/W", "twin:w", width=3)
+    before = cache.version
+    cache.write_scalars(rows[1:4], [1.0, 2.0, 3.0], source_time=12.5)
+    assert cache.version == before + 1
+    assert [cache.signal_value(r) for r in rows[1:4]] == [1.0, 2.0, 3.0]
+    assert list(cache.changed_signals(before)) == rows[1:4]
+    assert cache.source_time[rows[2]] == 12.5 and cache.status[rows[2]] == 0
+    import pytest
+
+    with pytest.raises(ValueError, match="width 1"):
+        cache.write_scalars([wide], [1.0])

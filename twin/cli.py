@@ -93,7 +93,10 @@ async def serve(
     )
     if operator_token:
         print(f"twin: operator token (for POST /api/write): {access.issue('demo-operator', 'operator')}", flush=True)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets-sansio")
+    # No permessage-deflate: frames are mostly float arrays that barely compress, and compressing the
+    # same frame once per client would cost more CPU than the whole rest of the stream.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets-sansio",
+                            ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     print(f"twin: serving {layout.name} at http://{host}:{port}", flush=True)
     await server.serve()

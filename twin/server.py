@@ -102,7 +102,6 @@ def create_app(
     access = access or Access()
     static_dir = static_dir or WEB_DIST
     state = {"started": time.time(), "frames": 0, "tick_seconds": 0.0}
-    tick = asyncio.Condition()
 
     async def tick_loop() -> None:
         period = 1.0 / tick_hz
@@ -115,8 +114,7 @@ def create_app(
                 log.exception("simulation step failed")
             state["tick_seconds"] = time.perf_counter() - started
             state["frames"] += 1
-            async with tick:
-                tick.notify_all()
+            hub.notify()
             next_time += period
             delay = next_time - time.monotonic()
             if delay < -period:  # fell behind: don't try to catch up with a burst
@@ -140,7 +138,7 @@ def create_app(
                     await stop()
 
     app = FastAPI(title="Factory twin", version="0.1.0", lifespan=lifespan)
-    hub = StreamHub(twin.cache, tick, stream_limits)
+    hub = StreamHub(twin.cache, stream_limits)
     app.state.hub = hub
     app.state.twin = twin
     app.state.stats = state

@@ -51,13 +51,18 @@ class HubStats:
 
 
 class StreamHub:
-    def __init__(self, cache: RuntimeCache, tick: asyncio.Condition, limits: StreamLimits | None = None):
+    def __init__(self, cache: RuntimeCache, limits: StreamLimits | None = None):
         self.cache = cache
-        self.tick = tick
+        self.sessions: set[_Session] = set()
         self.limits = limits or StreamLimits()
         self.stats = HubStats()
         self._frames: dict[tuple, tuple[bytes | None, int]] = {}
         self._frames_version: tuple[int, int] = (-1, -1)
+
+    def notify(self) -> None:
+        """A simulation tick happened: wake every session (an Event each, no task per client and tick)."""
+        for session in self.sessions:
+            session.wake.set()
 
     def frame(self, base: int | None, scope: Scope) -> tuple[bytes | None, int]:
         """The binary frame from `base` to the current version for `scope`, encoded once per version."""
@@ -77,9 +82,11 @@ class StreamHub:
         """Run one accepted client's session until it leaves, stalls or breaks the rules."""
         session = _Session(self, websocket, websocket.query_params.get("format", "binary"))
         self.stats.clients += 1
+        self.sessions.add(session)
         try:
             await session.run()
         finally:
+            self.sessions.discard(session)
             self.stats.clients -= 1
 
 
@@ -104,7 +111,8 @@ class _Session:
         hub = self.hub
         sender = self.websocket.send_bytes(data) if isinstance(data, bytes) else self.websocket.send_text(data)
         try:
-            await asyncio.wait_for(sender, hub.limits.stall_s)
+            async with asyncio.timeout(hub.limits.stall_s):  # a timer on this task, not a task per send
+                await sender
         except TimeoutError:
             hub.stats.dropped_stalled += 1
             raise _Stalled from None
@@ -126,7 +134,7 @@ class _Session:
                 elif time.monotonic() - last_sent >= limits.heartbeat_s:
                     await self.send_json({"type": "heartbeat", "version": self.version, "time": time.time()})
                     last_sent = time.monotonic()
-                await self._wait_for_tick(limits.heartbeat_s)
+                await self._wait(limits.heartbeat_s)
             if self.closing is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.websocket.close(code=self.closing[0], reason=self.closing[1]), 2.0)
@@ -141,18 +149,13 @@ class _Session:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
 
-    async def _wait_for_tick(self, timeout: float) -> None:
+    async def _wait(self, timeout: float) -> None:
         """Until the next simulation tick, a control message that needs an answer, or the heartbeat."""
-        tick = asyncio.ensure_future(self._tick())
-        wake = asyncio.ensure_future(self.wake.wait())
-        done, pending = await asyncio.wait({tick, wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
+        if not self.wake.is_set():
+            timer = asyncio.get_running_loop().call_later(timeout, self.wake.set)
+            await self.wake.wait()
+            timer.cancel()
         self.wake.clear()
-
-    async def _tick(self) -> None:
-        async with self.hub.tick:
-            await self.hub.tick.wait()
 
     async def _send_update(self) -> bool:
         cache = self.hub.cache
