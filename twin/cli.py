@@ -87,7 +87,7 @@ async def serve(
         connector = OpcUaConnector(binding_file, twin.cache, audit_path=layout.parent / "audit.jsonl")
     app = create_app(
         twin, glb_path=glb, tick_hz=tick_hz, writer=connector, access=access,
-        health_extras=(lambda: {"connectors": connector.health()}) if connector else None,
+        connector_health=connector.health if connector else None,
         on_startup=[connector.start] if connector else [],
         on_shutdown=[connector.stop] if connector else [],
     )

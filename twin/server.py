@@ -22,7 +22,7 @@ from fastapi import FastAPI, Header, HTTPException, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pxr import Gf, Sdf, Usd, Vt
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from twin.auth import Access, AuthError
 from twin.runtime import Twin
@@ -39,6 +39,11 @@ class SignalWriter(Protocol):
     async def write(self, prim: str, attr: str, value: Any, *, user: str) -> Any: ...
 
     audit: Any
+
+
+class SimulationControl(BaseModel):
+    running: bool | None = None
+    tick_hz: float | None = Field(None, ge=1.0, le=120.0)
 
 
 class WriteRequest(BaseModel):
@@ -90,26 +95,28 @@ def create_app(
     glb_path: Path | None = None,
     static_dir: Path | None = None,
     tick_hz: float = 30.0,
-    health_extras: Callable[[], dict] | None = None,
+    connector_health: Callable[[], dict] | None = None,
     on_startup: Sequence[Callable] = (),
     on_shutdown: Sequence[Callable] = (),
     writer: SignalWriter | None = None,
     access: Access | None = None,
     stream_limits: StreamLimits | None = None,
 ) -> FastAPI:
-    """The twin's web app. `on_startup`/`on_shutdown` are async callables (connectors);
+    """The twin's web app. `connector_health()` describes the OPC-UA sessions and their bindings;
+    `on_startup`/`on_shutdown` are async callables (connectors);
     `writer` takes operators' writes to the plant; `access` decides who may do what."""
     access = access or Access()
     static_dir = static_dir or WEB_DIST
-    state = {"started": time.time(), "frames": 0, "tick_seconds": 0.0}
+    state = {"started": time.time(), "frames": 0, "tick_seconds": 0.0, "running": True, "tick_hz": tick_hz}
 
     async def tick_loop() -> None:
-        period = 1.0 / tick_hz
         next_time = time.monotonic()
         while True:
+            period = 1.0 / state["tick_hz"]
             started = time.perf_counter()
             try:
-                twin.step()
+                if state["running"]:
+                    twin.step()
             except Exception:  # keep serving; the error is in the log with its traceback
                 log.exception("simulation step failed")
             state["tick_seconds"] = time.perf_counter() - started
@@ -183,6 +190,33 @@ def create_app(
     whatif_routes, stop_whatif = whatif_router(twin, access)
     app.include_router(whatif_routes)
 
+    @app.get("/api/connectors")
+    async def connectors() -> dict:
+        """Each OPC-UA server: endpoint, connected, last error, its bindings and which of them fail."""
+        return connector_health() if connector_health else {}
+
+    @app.get("/api/simulation")
+    async def simulation() -> dict:
+        return _simulation_state()
+
+    @app.post("/api/simulation")
+    async def control_simulation(request: SimulationControl,
+                                 authorization: str | None = Header(default=None)) -> dict:
+        """Pause or resume the live simulation step, or change its rate (operator role). The stream
+        keeps going while paused: signals still arrive, poses and parts stand still."""
+        principal = access.require(authorization, "operator")
+        if request.running is not None:
+            state["running"] = request.running
+        if request.tick_hz is not None:
+            state["tick_hz"] = request.tick_hz
+        log.info("simulation %s at %g Hz by %s", "running" if state["running"] else "paused", state["tick_hz"],
+                 principal.user)
+        return _simulation_state()
+
+    def _simulation_state() -> dict:
+        return {"running": state["running"], "tick_hz": state["tick_hz"], "ticks": state["frames"],
+                "steps": twin.steps, "step_ms": round(twin.step_seconds * 1000, 3), "device": twin.device}
+
     @app.get("/api/health")
     async def health() -> dict:
         body = {
@@ -190,7 +224,8 @@ def create_app(
             "uptime_s": round(time.time() - state["started"], 3),
             "layout": str(twin.stage.path),
             "device": twin.device,
-            "tick_hz": tick_hz,
+            "tick_hz": state["tick_hz"],
+            "running": state["running"],
             "ticks": state["frames"],
             "tick_ms": round(state["tick_seconds"] * 1000, 3),
             "clients": hub.stats.clients,
@@ -201,8 +236,8 @@ def create_app(
             "transforms": len(twin.cache.transform_prims),
             "live_layer_flushes": twin.live_writer.flushes,
         }
-        if health_extras:
-            body.update(health_extras())
+        if connector_health:
+            body["connectors"] = connector_health()
         return body
 
     @app.get("/api/scene")
