@@ -2,7 +2,8 @@
 
 `Twin.step()` is the simulation stage of the data flow: connectors have written
 signals into the cache; the step turns joint signals into link transforms and line
-signals into part poses (Warp), then lets the live layer catch up at its bounded rate.
+signals into part poses (Warp) and line signals into live KPIs, then lets the live layer catch up
+at its bounded rate.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from twin.cache import RuntimeCache
 from twin.kinematics import default_device
+from twin.live_kpis import LiveKpis
 from twin.parts import PartTracker
 from twin.robots import SceneRobots
 from twin.stage import LiveLayerWriter, TwinStage
@@ -24,6 +26,7 @@ class Twin:
         self.cache = RuntimeCache()
         self.robots = SceneRobots(self.stage, self.cache, device=self.device)
         self.parts = PartTracker(self.stage, self.cache, self.robots, device=self.device)
+        self.kpis = LiveKpis(self.stage, self.cache)
         self.live_writer = LiveLayerWriter(self.stage, self.cache, max_rate_hz=flush_hz)
         self.steps = 0
         self.step_seconds = 0.0  # time spent in the last step
@@ -32,6 +35,7 @@ class Twin:
         started = time.perf_counter()
         self.robots.update()
         self.parts.update()
+        self.kpis.update()
         self.live_writer.maybe_flush()
         self.steps += 1
         self.step_seconds = time.perf_counter() - started
