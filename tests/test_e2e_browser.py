@@ -165,6 +165,16 @@ def test_viewer_shows_the_live_factory(demo, artifacts):
         figures["demo_cpu_cores"] = round((sum(cpu_seconds(pid) for pid in pids) - cpu_before) / wall, 3)
         page.screenshot(path=str(artifacts / "viewer.png"))
 
+        # the plant at a glance: KPIs, a coloured lamp per machine, sparklines of recent values
+        for kpi in ("kpi-throughput", "kpi-wip", "kpi-oee"):
+            assert page.text_content(f"#{kpi}") not in ("", "—"), kpi
+        lamps = page.evaluate("window.twin.lamps()")
+        machines = {lamp["path"]: lamp for lamp in lamps}
+        assert {"/Factory/Line/Machining", "/Factory/Line/Robot1", "/Factory/Line/Conveyor1"} <= set(machines)
+        assert all(lamp["visible"] and lamp["badge"] is None for lamp in lamps), lamps
+        assert page.evaluate(f"window.twin.history.series({COUNTER!r})[0].length") >= 2
+        assert page.locator(f'[data-signal-key="{COUNTER}"] canvas.sparkline').count() == 1
+
         # the PLC goes away: the page shows its values as stale, not as live
         badge = page.locator(f'[data-signal-key="{COUNTER}"] .badge')
         assert badge.text_content() == "good"
@@ -173,6 +183,11 @@ def test_viewer_shows_the_live_factory(demo, artifacts):
         page.wait_for_function(
             f"document.querySelector('[data-signal-key=\"{COUNTER}\"] .badge').textContent === 'stale'",
             timeout=15_000)
+        page.wait_for_function("window.twin.lamps().some((lamp) => lamp.badge === 'stale')", timeout=10_000)
+        page.wait_for_function(
+            "window.twin.alarms().some((alarm) => alarm.text.includes('is not connected'))", timeout=15_000)
+        assert int(page.text_content("#alarms .number")) >= 2
+        page.click("#alarms")
         page.screenshot(path=str(artifacts / "viewer-stale.png"))
         browser.close()
     (artifacts / "e2e_figures.json").write_text(json.dumps(figures, indent=2))

@@ -2,6 +2,7 @@
 // live signals and those of its descendants (stream), updated in place as frames arrive.
 import { authHeaders } from './auth.js';
 import { formatTime, formatValue, primUrl, splitSignalKey } from './format.js';
+import { drawSparkline } from './history.js';
 
 const QUALITIES = ['good', 'uncertain', 'stale', 'bad'];
 
@@ -19,10 +20,15 @@ async function fetchPrim(path) {
 }
 
 export class Inspector {
-  /** `signals` is the live key -> {v, q, s, t} map; `onSelect(path)` selects another prim. */
-  constructor(container, signals, { onSelect }) {
+  /**
+   * `signals` is the live key -> {v, q, s, t} map, `history` the recent values behind the sparklines;
+   * `onSelect(path)` selects another prim.
+   */
+  constructor(container, signals, { onSelect, history }) {
     this.container = container;
     this.signals = signals;
+    this.history = history;
+    setInterval(() => this.#drawSparklines(), 1000); // once a second, not once a frame
     this.onSelect = onSelect;
     this.path = null;
     this.rows = new Map(); // signal key -> its row's live cells
@@ -189,10 +195,17 @@ export class Inspector {
       unit: element('td', 'unit', this.units.get(key) ?? ''),
       badge: element('span', 'badge'),
       quality: null,
+      spark: element('canvas', 'sparkline'),
+      key,
     };
+    row.spark.width = 56;
+    row.spark.height = 18;
+    row.spark.title = 'the last five minutes';
+    const sparkCell = element('td', 'spark');
+    sparkCell.append(row.spark);
     const badgeCell = element('td', 'quality');
     badgeCell.append(row.badge);
-    tr.append(element('td', 'attr', attr), row.value, row.unit, badgeCell);
+    tr.append(element('td', 'attr', attr), row.value, row.unit, sparkCell, badgeCell);
     const signal = this.#signal(key);
     if (signal) this.#fillRow(row, signal);
     else row.value.textContent = '—';
@@ -211,6 +224,11 @@ export class Inspector {
       row.badge.className = `badge ${quality}`;
       row.badge.textContent = quality;
     }
+  }
+
+  #drawSparklines() {
+    if (!this.history) return;
+    for (const row of this.rows.values()) drawSparkline(row.spark, this.history.series(row.key));
   }
 
   #renderAttributes(attributes) {

@@ -2,7 +2,9 @@
 // and exposes `window.twin` for end-to-end tests and debugging.
 import './style.css';
 import { authHeaders, withToken } from './auth.js';
+import { SignalHistory } from './history.js';
 import { Inspector } from './inspector.js';
+import { PlantStatus } from './plant_status.js';
 import { QUALITIES } from './protocol.js';
 import { Stream } from './stream.js';
 import { PrimTree } from './tree.js';
@@ -31,12 +33,15 @@ const tree = new PrimTree($('tree'), $('tree-search'), {
     viewer.focusSelection();
   },
 });
-const inspector = new Inspector($('inspector-body'), signals, { onSelect: select });
+const history = new SignalHistory();
+const inspector = new Inspector($('inspector-body'), signals, { onSelect: select, history });
+const plant = new PlantStatus(viewer, { alarmButton: $('alarms'), alarmPanel: $('alarm-panel'), onSelect: select });
 let playingBack = false; // a what-if playback owns the parts while it runs
 const whatif = new WhatIfPanel($('whatif'), $('whatif-toggle'), viewer, {
   onPlayback: (active) => {
     playingBack = active;
     $('mode').hidden = !active;
+    viewer.showLampLayer('live', !active);
     if (!active) viewer.setPartPoses(lastParts?.count ?? 0, lastParts?.positions, lastParts?.quaternions);
   },
 });
@@ -50,6 +55,9 @@ const twin = {
   worldMatrix: (path) => viewer.worldMatrix(path),
   select,
   whatif: whatif.state,
+  history,
+  lamps: (layer = 'live') => viewer.lampStates(layer),
+  alarms: () => [...plant.alarms.values()],
 };
 window.twin = twin;
 
@@ -96,6 +104,8 @@ function applyFrame(frame, schema) {
     if (info.kind !== 'text' && text[row] !== undefined) signal.l = text[row];
     signals.set(info.key, signal);
     inspector.update(info.key, signal);
+    plant.update(info.key, signal);
+    if (typeof value === 'number') history.record(info.key, frame.time, value);
   }
   for (const set of instances) {
     if (schema.instances[set.set] !== 'parts') continue;
@@ -164,6 +174,9 @@ async function start() {
   try {
     await viewer.load('scene.glb');
     glbLoaded = true;
+    await treeLoaded;
+    plant.setKinds(kinds); // lamps need both the GLB's objects and the scene's kinds
+    for (const [key, signal] of signals) plant.update(key, signal);
     overlay.hidden = true;
   } catch (error) {
     overlay.textContent = `Could not load the 3D scene: ${error.message}`;

@@ -92,7 +92,9 @@ export class Viewer {
     this.controls.addEventListener('change', () => this.requestRender());
 
     this.parts = this.#createParts(PART_CAPACITY);
-    this.lamps = new Map(); // prim path -> state lamp mesh
+    this.lampLayers = new Map(); // layer name -> (prim path -> state lamp mesh)
+    this.hiddenLayers = new Set();
+    this.badgeMaterials = new Map();
     this.lampGeometry = new THREE.SphereGeometry(0.14, 16, 12);
     this.selection = null;
     this.selectionBox = new THREE.Box3();
@@ -179,13 +181,18 @@ export class Viewer {
     this.needsRender = true;
   }
 
-  /** A state lamp above each of `paths` (what-if playback colours machines by state); [] removes them. */
-  setStateLamps(paths) {
-    for (const lamp of this.lamps.values()) {
+  /**
+   * A state lamp above each of `paths`, in a named layer ('live' machine states, 'playback' of a
+   * what-if); [] removes the layer's lamps.
+   */
+  setStateLamps(layer, paths) {
+    const lamps = this.lampLayers.get(layer) ?? new Map();
+    for (const lamp of lamps.values()) {
       this.scene.remove(lamp);
       lamp.material.dispose();
     }
-    this.lamps.clear();
+    lamps.clear();
+    this.lampLayers.set(layer, lamps);
     this.#updateWorld();
     for (const path of paths) {
       const object = this.objects.get(path);
@@ -195,18 +202,70 @@ export class Viewer {
       lamp.position.set((box.min.x + box.max.x) / 2, box.max.y + 0.35, (box.min.z + box.max.z) / 2);
       lamp.name = `state-lamp ${path}`;
       lamp.visible = false;
-      this.lamps.set(path, lamp);
+      lamp.userData = { color: null, badge: null };
+      lamps.set(path, lamp);
       this.scene.add(lamp);
     }
     this.requestRender();
   }
 
-  setStateLamp(path, color) {
-    const lamp = this.lamps.get(path);
-    if (!lamp) return;
-    lamp.visible = color !== null;
+  /** Colour one lamp (null hides it); `badge` ('stale', 'bad', ...) floats above it when given. */
+  setStateLamp(layer, path, color, badge = null) {
+    const lamp = this.lampLayers.get(layer)?.get(path);
+    if (!lamp || (lamp.userData.color === color && lamp.userData.badge === badge)) return;
+    lamp.userData.color = color;
+    lamp.userData.badge = badge;
+    lamp.visible = color !== null && !this.hiddenLayers.has(layer);
     if (color !== null) lamp.material.color.set(color);
+    const old = lamp.getObjectByName('badge');
+    if (old) lamp.remove(old);
+    if (badge) lamp.add(this.#badge(badge));
     this.needsRender = true;
+  }
+
+  /** [{path, color, badge, visible}] of a lamp layer, for tests and debugging. */
+  lampStates(layer) {
+    return [...(this.lampLayers.get(layer)?.entries() ?? [])].map(([path, lamp]) => ({
+      path, color: lamp.userData.color, badge: lamp.userData.badge, visible: lamp.visible,
+    }));
+  }
+
+  showLampLayer(layer, visible) {
+    if (visible) this.hiddenLayers.delete(layer);
+    else this.hiddenLayers.add(layer);
+    for (const lamp of this.lampLayers.get(layer)?.values() ?? []) {
+      lamp.visible = visible && lamp.userData.color !== null;
+    }
+    this.requestRender();
+  }
+
+  /** A text sprite ("stale", "bad"), one shared texture per word. */
+  #badge(text) {
+    let material = this.badgeMaterials.get(text);
+    if (!material) {
+      const canvas = document.createElement('canvas');
+      canvas.width = 128;
+      canvas.height = 40;
+      const context = canvas.getContext('2d');
+      context.fillStyle = '#2a2f38';
+      context.fillRect(0, 0, 128, 40);
+      context.strokeStyle = '#f0a030';
+      context.lineWidth = 4;
+      context.strokeRect(2, 2, 124, 36);
+      context.fillStyle = '#f0a030';
+      context.font = 'bold 24px system-ui, sans-serif';
+      context.textAlign = 'center';
+      context.textBaseline = 'middle';
+      context.fillText(text.toUpperCase(), 64, 21);
+      material = new THREE.SpriteMaterial({ map: new THREE.CanvasTexture(canvas), depthTest: false });
+      this.badgeMaterials.set(text, material);
+    }
+    const sprite = new THREE.Sprite(material);
+    sprite.name = 'badge';
+    sprite.scale.set(0.64, 0.2, 1);
+    sprite.position.set(0, 0.32, 0);
+    sprite.renderOrder = 10;
+    return sprite;
   }
 
   /** Highlight the object of a prim path (null clears). */

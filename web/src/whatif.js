@@ -1,11 +1,9 @@
 // What-if panel: define a sweep of one line parameter, run it on the server, plot throughput against
 // the swept value with its 95 % confidence band, and play one variant back in the 3D view.
 import { authHeaders } from './auth.js';
+import { STATE_COLORS } from './plant_status.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
-const STATE_COLORS = {
-  working: '#2fbf71', idle: '#8590a2', starved: '#f0a030', blocked: '#3d8bfd', down: '#e5484d', setup: '#b57bff',
-};
 /** What a plant engineer may sweep, per element kind (attribute -> label). */
 const SWEEPABLE = {
   source: { 'twin:interarrival': 'Mean time between arrivals (s)' },
@@ -257,7 +255,7 @@ export class WhatIfPanel {
       this.player.hidden = false;
       this.player.querySelector('.whatif-playing').textContent =
         `Playing ${Object.entries(data.values).map(([k, v]) => `${k.split('/').pop()} = ${v}`).join(', ')}`;
-      this.viewer.setStateLamps(data.states.map((s) => s.prim));
+      this.viewer.setStateLamps('playback', data.states.map((s) => s.prim));
       this.onPlayback(true);
       this.#say('');
       this.#tick();
@@ -273,7 +271,7 @@ export class WhatIfPanel {
     cancelAnimationFrame(playback.frame);
     this.state.playback = null;
     this.player.hidden = true;
-    this.viewer.setStateLamps([]);
+    this.viewer.setStateLamps('playback', []);
     if (resumeLive) this.onPlayback(false);
   }
 
@@ -314,7 +312,7 @@ export class WhatIfPanel {
         if (time > t) break;
         current = state;
       }
-      this.viewer.setStateLamp(prim, STATE_COLORS[current] ?? null);
+      this.viewer.setStateLamp('playback', prim, STATE_COLORS[current] ?? null);
     }
   }
 }

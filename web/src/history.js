@@ -1,0 +1,83 @@
+// Recent history of every numeric signal, for the inspector's sparklines: a small ring per signal,
+// one sample per bucket (the latest value in it), so memory stays bounded whatever the frame rate.
+
+const BUCKET_S = 2;
+const SAMPLES = 150; // five minutes
+
+export class SignalHistory {
+  constructor() {
+    this.rings = new Map(); // key -> {times: Float64Array, values: Float32Array, head, count}
+  }
+
+  record(key, time, value) {
+    if (typeof value !== 'number' || typeof time !== 'number') return;
+    let ring = this.rings.get(key);
+    if (!ring) {
+      ring = { times: new Float64Array(SAMPLES), values: new Float32Array(SAMPLES), head: 0, count: 0 };
+      this.rings.set(key, ring);
+    }
+    const last = (ring.head + SAMPLES - 1) % SAMPLES;
+    if (ring.count && Math.floor(ring.times[last] / BUCKET_S) === Math.floor(time / BUCKET_S)) {
+      ring.values[last] = value; // same bucket: keep the latest
+      ring.times[last] = time;
+      return;
+    }
+    ring.times[ring.head] = time;
+    ring.values[ring.head] = value;
+    ring.head = (ring.head + 1) % SAMPLES;
+    ring.count = Math.min(ring.count + 1, SAMPLES);
+  }
+
+  /** [times, values] oldest first, or null when there is nothing yet. */
+  series(key) {
+    const ring = this.rings.get(key);
+    if (!ring || ring.count === 0) return null;
+    const times = new Float64Array(ring.count);
+    const values = new Float32Array(ring.count);
+    const start = (ring.head + SAMPLES - ring.count) % SAMPLES;
+    for (let i = 0; i < ring.count; i++) {
+      times[i] = ring.times[(start + i) % SAMPLES];
+      values[i] = ring.values[(start + i) % SAMPLES];
+    }
+    return [times, values];
+  }
+}
+
+/** Draw a series into a small canvas: the line, and its last point. */
+export function drawSparkline(canvas, series) {
+  const context = canvas.getContext('2d');
+  const { width, height } = canvas;
+  context.clearRect(0, 0, width, height);
+  if (!series || series[0].length < 2) return;
+  const [times, values] = series;
+  let low = Infinity;
+  let high = -Infinity;
+  for (const v of values) {
+    if (Number.isFinite(v)) {
+      low = Math.min(low, v);
+      high = Math.max(high, v);
+    }
+  }
+  if (!Number.isFinite(low)) return;
+  if (high - low < 1e-9) {
+    high += 0.5;
+    low -= 0.5;
+  }
+  const t0 = times[0];
+  const span = Math.max(times[times.length - 1] - t0, 1e-9);
+  const x = (t) => 1 + ((t - t0) / span) * (width - 4);
+  const y = (v) => height - 2 - ((v - low) / (high - low)) * (height - 4);
+  context.strokeStyle = '#3d8bfd';
+  context.lineWidth = 1.25;
+  context.beginPath();
+  let started = false;
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i])) continue;
+    if (started) context.lineTo(x(times[i]), y(values[i]));
+    else context.moveTo(x(times[i]), y(values[i]));
+    started = true;
+  }
+  context.stroke();
+  context.fillStyle = '#d7dce4';
+  context.fillRect(x(times[times.length - 1]) - 1.5, y(values[values.length - 1]) - 1.5, 3, 3);
+}
