@@ -56,6 +56,9 @@ const twin = {
   select,
   whatif: whatif.state,
   history,
+  partsApplyHistory: [], // main-thread ms to apply each frame's parts (decode excluded), the last 600
+  renderedFrames: () => viewer.renderedFrames,
+  quality: () => viewer.quality,
   lamps: (layer = 'live') => viewer.lampStates(layer),
   alarms: () => [...plant.alarms.values()],
 };
@@ -114,6 +117,8 @@ function applyFrame(frame, schema) {
       const started = performance.now();
       viewer.setPartPoses(set.count, set.positions, set.quaternions);
       twin.partsApplyMs = performance.now() - started;
+      twin.partsApplyHistory.push(twin.partsApplyMs);
+      if (twin.partsApplyHistory.length > 600) twin.partsApplyHistory.shift();
     }
     partsElement.textContent = String(set.count);
   }

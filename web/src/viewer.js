@@ -7,7 +7,8 @@ import { RoomEnvironment } from 'three/addons/environments/RoomEnvironment.js';
 
 const PART_SIZE = 0.2; // the backend's parts are 0.2 m cubes with their origin at the centre
 const PART_CAPACITY = 256;
-const CLICK_TOLERANCE_PX = 5; // a pointer that moved further was orbiting, not clicking
+const CLICK_TOLERANCE_PX = 5;
+const SLOW_FRAME_MS = 66; // under 15 rendered frames per second // a pointer that moved further was orbiting, not clicking
 const HIGHLIGHT = new THREE.Color(0x3d8bfd);
 
 /**
@@ -53,6 +54,11 @@ export class Viewer {
     /** prim path -> Object3D, for every GLB node (nodes are named by their prim path). */
     this.objects = new Map();
     this.needsRender = true;
+    this.renderedFrames = 0; // frames actually drawn (rendering happens only when something changed)
+    this.quality = 2; // 2: shadows, full resolution; 1: no shadows; 0: no shadows, lower resolution
+    this.frameInterval = 16;
+    this.framesAtQuality = 0;
+    this.lastRender = 0;
 
     const renderer = new THREE.WebGLRenderer({ canvas, antialias: true });
     renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
@@ -313,11 +319,38 @@ export class Viewer {
     this.controls.update(); // applies damping; fires 'change' while the view still moves
     if (!this.needsRender) return;
     this.needsRender = false;
+    this.renderedFrames += 1;
     if (this.selection) {
       this.#updateWorld();
       this.selectionBox.setFromObject(this.selection); // robots move: follow the selection
     }
     this.renderer.render(this.scene, this.camera);
+    this.#adaptQuality();
+  }
+
+  /**
+   * Keep the view fluid on slow graphics (software WebGL, old laptops): when rendered frames stay
+   * further apart than SLOW_FRAME_MS, drop shadows first, then render at a lower resolution.
+   */
+  #adaptQuality() {
+    const now = performance.now();
+    const interval = now - this.lastRender;
+    this.lastRender = now;
+    if (interval > 1000 || this.quality === 0) return; // idle gaps say nothing about speed
+    this.frameInterval = 0.9 * this.frameInterval + 0.1 * interval;
+    if (++this.framesAtQuality < 10 || this.frameInterval < SLOW_FRAME_MS) return;
+    this.quality -= 1;
+    this.framesAtQuality = 0;
+    if (this.quality === 1) {
+      this.renderer.shadowMap.enabled = false;
+      this.scene.traverse((object) => {
+        if (object.material) object.material.needsUpdate = true;
+      });
+    } else {
+      this.renderer.setPixelRatio(0.6);
+      this.#resize();
+    }
+    console.info(`viewer: frames ${this.frameInterval.toFixed(0)} ms apart, quality lowered to ${this.quality}`);
   }
 
   /**
