@@ -2,8 +2,8 @@
 
 The server is the twin's own (`create_app`, uvicorn, binary protocol) in its own process, with a twin
 whose every transform and signal changes on every 30 Hz tick (the worst case: nothing coalesces). The
-clients run in a second process on the same machine: websocket connections on loopback that read every
-frame, decode its header and signal ages, and count frames, bytes and latency (a signal's source time
+clients run in a second process on the same machine: lean websocket readers on loopback (frame
+boundaries, each frame's header and first signal age) that count frames, bytes and latency (a signal's source time
 to the frame's arrival). Server CPU is read from /proc. The peer is the same frame encoded as plain
 JSON (`/ws?format=json`, twin/stream.py), measured on the same cache in the same run: bytes and encode
 time. Last line: one JSON object (../shared/README.md).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -76,39 +77,93 @@ def serve(port: int) -> None:
                                       ws_per_message_deflate=False)).run()  # as `twin serve` runs it
 
 
+class _RawClient(asyncio.Protocol):
+    """A lean websocket reader (RFC 6455, server frames are unmasked): it only finds message boundaries
+    and reads each frame's header and first signal age, so the measuring side costs little CPU and the
+    server, not the harness, is what gets measured."""
+
+    def __init__(self, on_message):
+        self.on_message = on_message
+        self.buffer = bytearray()
+        self.handshaken = False
+        self.message = bytearray()
+        self.opened = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.handshaken:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in self.buffer[:end]:
+                raise RuntimeError(bytes(self.buffer[:end]).decode(errors="replace"))
+            del self.buffer[:end + 4]
+            self.handshaken = True
+            self.opened.set_result(None)
+        while len(self.buffer) >= 2:
+            fin, opcode, length = self.buffer[0] & 0x80, self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
+            start = 2
+            if length == 126:
+                if len(self.buffer) < 4:
+                    return
+                length, start = int.from_bytes(self.buffer[2:4], "big"), 4
+            elif length == 127:
+                if len(self.buffer) < 10:
+                    return
+                length, start = int.from_bytes(self.buffer[2:10], "big"), 10
+            if len(self.buffer) < start + length:
+                return
+            self.message += self.buffer[start:start + length]
+            del self.buffer[:start + length]
+            if fin:
+                if opcode in (0x2, 0x0):
+                    self.on_message(bytes(self.message))
+                self.message.clear()
+
+
 async def client_run(url: str, clients: int, seconds: float, warmup: float) -> dict:
     """`clients` connections reading every frame; frames, bytes and latencies inside the window."""
-    from websockets.asyncio.client import connect
-
     from twin.protocol import HEADER
 
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
     started = time.time()
     window = (started + warmup, started + warmup + seconds)
     counts = [0] * clients
     sizes: list[int] = []
     latencies: list[float] = []
 
-    async def one(index: int) -> None:
-        async with connect(url, max_size=1 << 24, max_queue=4) as ws:
-            while time.time() < window[1]:
-                message = await ws.recv()
-                now = time.time()
-                if isinstance(message, str) or now < window[0]:
-                    continue
-                counts[index] += 1
-                header = HEADER.unpack_from(message)
-                n_t, n_s = header[7], header[8]
-                offset = HEADER.size
-                for size in (4 * n_t, 12 * n_t, 8 * n_t, 9 * n_s):  # rows, positions, quaternions; signal heads
-                    offset += size
-                    offset += (-offset) % 8
-                if n_s:
-                    age = float(np.frombuffer(message, np.float32, 1, offset)[0])
-                    latencies.append(now - header[6] + age)
-                if index == 0:
-                    sizes.append(len(message))
+    def handler(index: int):
+        def on_message(message: bytes) -> None:
+            now = time.time()
+            if not window[0] <= now <= window[1] or message[:4] != b"TWIN":
+                return
+            counts[index] += 1
+            header = HEADER.unpack_from(message)
+            n_t, n_s = header[7], header[8]
+            offset = HEADER.size
+            for size in (4 * n_t, 12 * n_t, 8 * n_t, 9 * n_s):  # rows, positions, quaternions; signal heads
+                offset += size
+                offset += (-offset) % 8
+            if n_s:
+                age = float(np.frombuffer(message, np.float32, 1, offset)[0])
+                latencies.append(now - header[6] + age)
+            if index == 0:
+                sizes.append(len(message))
+        return on_message
 
-    await asyncio.gather(*(one(i) for i in range(clients)))
+    loop = asyncio.get_running_loop()
+    transports = []
+    for index in range(clients):
+        transport, protocol = await loop.create_connection(lambda i=index: _RawClient(handler(i)), host, int(port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write((f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                         "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        await protocol.opened
+        transports.append(transport)
+    await asyncio.sleep(max(0.0, window[1] - time.time()))
+    for transport in transports:
+        transport.close()
     return {"frames": counts, "sizes": sizes, "latencies": latencies}
 
 
