@@ -1,4 +1,5 @@
-"""The viewer survives a server restart: it shows the lost link, reconnects by itself and resyncs."""
+"""The viewer survives a hung server and a restart: it shows the link as stale or lost, reconnects by
+itself and resyncs."""
 
 import signal
 import subprocess
@@ -38,6 +39,14 @@ def test_viewer_reconnects_and_resyncs_after_a_server_restart(sample_layout, art
             page.wait_for_function("window.twin && window.twin.ready", timeout=60_000)
             assert page.text_content("#status") == "live"
             resyncs_before = page.evaluate("window.twin.stream.stats.frames")
+
+            # A server that hangs (no frames, no heartbeats, socket still open) shows as stale.
+            server.send_signal(signal.SIGSTOP)
+            try:
+                page.wait_for_function("window.twin.statusHistory.includes('stale')", timeout=30_000)
+            finally:
+                server.send_signal(signal.SIGCONT)
+            page.wait_for_function("document.getElementById('status').textContent === 'live'", timeout=30_000)
 
             server.send_signal(signal.SIGINT)
             server.wait(20)

@@ -56,6 +56,7 @@ const twin = {
   select,
   whatif: whatif.state,
   history,
+  statusHistory: [], // connection states in order: connecting, live, stale, reconnecting...
   partsApplyHistory: [], // main-thread ms to apply each frame's parts (decode excluded), the last 600
   renderedFrames: () => viewer.renderedFrames,
   quality: () => viewer.quality,
@@ -127,6 +128,7 @@ function applyFrame(frame, schema) {
 }
 
 function setStatus(status) {
+  if (twin.statusHistory.at(-1) !== status) twin.statusHistory.push(status);
   statusElement.textContent = status;
   statusElement.className = `status ${status}`;
 }
