@@ -279,3 +279,45 @@ def test_scrap_and_setup(tmp_path):
     assert check["quality"]["low"] <= 0.9 <= check["quality"]["high"]
     assert kpis["throughput_per_hour"]["low"] <= 3600 / 5.5 * 0.9 <= kpis["throughput_per_hour"]["high"]
     assert kpis["line_quality"]["mean"] == pytest.approx(0.9, abs=0.01)
+
+
+def test_a_robot_picking_from_a_source_releases_parts(tmp_path):
+    """A robot unloading a source directly: parts count as released, WIP never goes negative."""
+    path = author_line(tmp_path / "line.usda", [
+        ("Source", "source", {"interarrival": 20.0, "arrivalDistribution": "constant"}, ["Robot"]),
+        ("Robot", "robot", {"pickTime": 2.0, "placeTime": 3.0, "returnTime": 1.0}, ["Press"]),
+        ("Press", "station", {"cycleTime": 5.0, "cycleDistribution": "constant"}, ["Sink"]),
+        ("Sink", "sink", {}, []),
+    ])
+    model = read_line(open_layout(path))
+    simulation = LineSimulation(model, [Variant((), 0)])
+    simulation.run(3600.0)
+    totals = simulation.totals_numpy()
+    # The next arrival is timed from when the robot takes the part (2 s after it arrived): every 22 s.
+    assert totals["released"][0] == 163 and totals["out"][0] >= 162
+    assert 0.3 < totals["wip_time"][0] / 3600.0 < 0.6  # 3 s carried + 5 s pressed of every 22 s
+
+
+def test_robot_to_robot_and_oversized_capacities_are_refused(tmp_path):
+    path = author_line(tmp_path / "line.usda", [
+        ("Source", "source", {"interarrival": 5.0}, ["A"]),
+        ("A", "robot", {"pickTime": 1.0, "placeTime": 1.0}, ["B"]),
+        ("B", "robot", {"pickTime": 1.0, "placeTime": 1.0}, ["Sink"]),
+        ("Sink", "sink", {}, []),
+    ])
+    with pytest.raises(LayoutError, match="/Factory/A: a robot cannot hand over to the robot /Factory/B"):
+        read_line(open_layout(path))
+    model = read_line(open_layout(deterministic_line(tmp_path / "ok.usda")))
+    with pytest.raises(LayoutError, match="/Factory/Buffer: holds 1e\\+06 parts; at most 10,000"):
+        run_whatif(model, sweep=[SweepParameter("/Factory/Buffer", "twin:capacity", [1e6])], replications=1)
+
+
+def test_fork_never_overfills_a_place(sample_layout):
+    """Signals read a moment apart may show Robot1 holding a part while Assembly has one too: the fork
+    must not put two parts in the station (which would deadlock it), and it says what it left out."""
+    model = read_line(open_layout(sample_layout))
+    assembly, robot = model.index["/Factory/Line/Assembly"], model.index["/Factory/Line/Robot1"]
+    start = LiveStart(taken_at=0.0, stations={assembly: (1, 0.5)}, holding=[robot])
+    result = run_whatif(model, replications=4, hours=1.0, start=start)
+    assert result.points[0]["kpis"]["throughput_per_hour"]["mean"] > 150
+    assert any("Robot1 holds a part, but no place after it has room" in note for note in result.live["assumptions"])

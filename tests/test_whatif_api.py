@@ -157,3 +157,10 @@ def test_stopping_the_server_stops_a_running_study(sample_layout):
         assert too_big.status_code == 422 and "20,000 variants" in too_big.text
         stopping = time.monotonic()
     assert time.monotonic() - stopping < 15
+
+
+def test_bad_horizons_are_refused_before_running(client):
+    for body, needle in (({"hours": 10_000}, "hours"), ({"hours": 1, "warmup_hours": 2}, "warmup_hours"),
+                         ({"hours": 1, "warmup_hours": 0.5, "start": "live"}, "no warm-up")):
+        response = client.post("/api/whatif", json=body)
+        assert response.status_code == 422 and needle in response.text, (body, response.text)

@@ -21,10 +21,11 @@ from twin.line.jobs import WhatIfJobs, WhatIfRequest
 from twin.line.live import LiveStart
 from twin.line.model import KINDS, PARAMETERS, LineModel, read_line
 from twin.line.playback import PlaybackGeometry, playback_frames, record_variant
-from twin.line.whatif import SweepParameter
+from twin.line.whatif import MAX_HOURS, SweepParameter
 from twin.runtime import Twin
 
 MAX_PLAYBACK_SECONDS = 3600.0
+MAX_PLAYBACK_FRAMES = 3000
 
 
 class SweepBody(BaseModel):
@@ -36,7 +37,7 @@ class SweepBody(BaseModel):
 class WhatIfBody(BaseModel):
     sweep: list[SweepBody] = Field(default_factory=list, max_length=4)
     replications: int = Field(30, ge=1, le=10_000)
-    hours: float = Field(8.0, gt=0)
+    hours: float = Field(8.0, gt=0, le=MAX_HOURS)
     warmup_hours: float = Field(0.0, ge=0)
     seed: int = Field(1, ge=0, le=2**31 - 1)
     start: Literal["empty", "live"] = "empty"
@@ -46,6 +47,7 @@ def whatif_router(twin: Twin, access: Access) -> tuple[APIRouter, Callable[[], N
     """The routes, and a function that stops the study running (call it when the server stops)."""
     router = APIRouter(prefix="/api")
     holder: dict[str, object] = {}
+    playback_lock = asyncio.Lock()
 
     def shutdown() -> None:
         if "jobs" in holder:
@@ -97,6 +99,9 @@ def whatif_router(twin: Twin, access: Access) -> tuple[APIRouter, Callable[[], N
                        seconds: float = Query(300.0, gt=0, le=MAX_PLAYBACK_SECONDS),
                        step: float = Query(0.5, ge=0.1, le=10.0)) -> dict:
         """One variant of a finished study, simulated again with its log: frames for the viewer."""
+        if seconds / step > MAX_PLAYBACK_FRAMES:
+            raise HTTPException(422, f"{seconds:g} s at a step of {step:g} s is more than {MAX_PLAYBACK_FRAMES} "
+                                     "frames; take a longer step")
         manager = jobs()
         try:
             found = manager.get(job_id)
@@ -110,10 +115,11 @@ def whatif_router(twin: Twin, access: Access) -> tuple[APIRouter, Callable[[], N
                                      f"{result.replications} replications; point {point}, replication "
                                      f"{replication} is not among them")
         variant = result.variants[result.variant_index(point, replication)]
-        simulation = await asyncio.to_thread(record_variant, manager.model, variant, seconds, seed=result.seed,
-                                             start=found.live_start, device=manager.device)
-        geometry = PlaybackGeometry(manager.model, twin.stage, simulation.parameters[0])
-        frames = await asyncio.to_thread(playback_frames, simulation, geometry, seconds, step)
+        async with playback_lock:  # one playback at a time: each is a simulation and many frames
+            simulation = await asyncio.to_thread(record_variant, manager.model, variant, seconds, seed=result.seed,
+                                                 start=found.live_start, device=manager.device)
+            geometry = PlaybackGeometry(manager.model, twin.stage, simulation.parameters[0])
+            frames = await asyncio.to_thread(playback_frames, simulation, geometry, seconds, step)
         return {"job": job_id, "point": point, "replication": replication, "values": result.points[point]["values"],
                 **frames}
 

@@ -20,12 +20,14 @@ from twin.errors import TwinError
 from .live import LiveStart
 from .model import LineModel
 from .simulation import Variant, variant_parameters
-from .whatif import SweepParameter, WhatIfResult, run_whatif, sweep_variants
+from .whatif import SweepParameter, WhatIfResult, check_horizon, run_whatif, sweep_variants
 
 log = logging.getLogger("twin.whatif")
 MAX_QUEUED = 4
 KEEP = 20  # finished jobs kept for their results
 MAX_JOB_VARIANTS = 20_000  # about 35 MB of simulation state for the sample line
+MAX_STATE_BYTES = 512 * 2**20
+STATE_BYTES_PER_SLOT = 20  # entry and release times (float64) and a part id per queue place
 
 
 class Cancelled(Exception):
@@ -81,11 +83,18 @@ class WhatIfJobs:
         self.stopping = threading.Event()
 
     def submit(self, request: WhatIfRequest, user: str) -> Job:
+        check_horizon(request.hours, request.warmup_hours, live=request.start == "live")
         points, _ = sweep_variants(self.model, request.sweep, request.replications)
-        if len(points) * request.replications > MAX_JOB_VARIANTS:
+        variants = len(points) * request.replications
+        if variants > MAX_JOB_VARIANTS:
             raise TwinError(f"{len(points)} points x {request.replications} replications is more than the "
                             f"{MAX_JOB_VARIANTS:,} variants a server study may run; run it in-process with run_whatif")
-        variant_parameters(self.model, [Variant(point, 0) for point in points])  # refuse bad values now, not later
+        tables = variant_parameters(self.model, [Variant(point, 0) for point in points])  # bad values: now
+        queue = max(self.model.capacity(e, table) for table in tables for e in range(len(self.model)))
+        state_bytes = variants * len(self.model) * max(1, queue) * STATE_BYTES_PER_SLOT
+        if state_bytes > MAX_STATE_BYTES:
+            raise TwinError(f"this study would hold {state_bytes / 2**20:,.0f} MiB of simulation state (capacities "
+                            f"up to {queue:,} parts); a server study may hold {MAX_STATE_BYTES / 2**20:,.0f} MiB")
         if request.start not in ("empty", "live"):
             raise TwinError(f"start must be 'empty' or 'live', got {request.start!r}")
         if request.start == "live" and self.live_start is None:

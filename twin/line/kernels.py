@@ -322,15 +322,22 @@ def push(m: LineArrays, s: LineState, totals: LineTotals, log: PlaybackLog, v: i
     target = choose_downstream(m, s, v, e, t)
     if target < 0:
         return 0
+    slot = take_front(m, s, totals, v, e, t, warmup)
+    accept(m, s, totals, log, v, target, t, warmup, s.queue_birth[v, e, slot], s.queue_part[v, e, slot])
+    return 1
+
+
+@wp.func
+def take_front(m: LineArrays, s: LineState, totals: LineTotals, v: int, e: int, t: wp.float64,
+               warmup: wp.float64) -> int:
+    """`pop_front` for a part leaving towards the line: one leaving a source is released into it now."""
     slot = pop_front(m, s, v, e, t)
-    birth = s.queue_birth[v, e, slot]
-    if kind == K_SOURCE:
-        birth = t
+    if m.kind[e] == K_SOURCE:
+        s.queue_birth[v, e, slot] = t
         s.wip[v] = s.wip[v] + 1
         if t >= warmup:
             totals.released[v] = totals.released[v] + 1
-    accept(m, s, totals, log, v, target, t, warmup, birth, s.queue_part[v, e, slot])
-    return 1
+    return slot
 
 
 @wp.func
@@ -414,7 +421,7 @@ def fire(m: LineArrays, s: LineState, totals: LineTotals, log: PlaybackLog, v: i
         phase = s.phase[v, e]
         if phase == APPROACH:  # gripped: the part leaves its upstream element
             source = s.robot_from[v, e]
-            slot = pop_front(m, s, v, source, t)
+            slot = take_front(m, s, totals, v, source, t, warmup)
             s.claimed[v, source] = 0
             own = s.head[v, e]
             s.queue_birth[v, e, own] = s.queue_birth[v, source, slot]

@@ -106,10 +106,13 @@ def summarize(model: LineModel, kpis: dict[str, np.ndarray], members: np.ndarray
         if element.kind in (STATION, ROBOT):
             machines[element.path] = {name: interval(kpis[name][members, e]).as_dict() for name in MACHINE_KPIS}
     summary["stations"] = machines
-    votes = np.bincount(kpis["bottleneck"][members], minlength=len(model))
-    winner = int(np.argmax(votes))
-    summary["bottleneck"] = {"prim": model.elements[winner].path, "share_of_replications":
-                             float(votes[winner] / max(1, len(members)))}
+    if machines:
+        votes = np.bincount(kpis["bottleneck"][members], minlength=len(model))
+        winner = int(np.argmax(votes))
+        summary["bottleneck"] = {"prim": model.elements[winner].path, "share_of_replications":
+                                 float(votes[winner] / max(1, len(members)))}
+    else:  # a line of belts and buffers only: no machine to blame
+        summary["bottleneck"] = {"prim": None, "share_of_replications": 0.0}
     summary["replications"] = int(len(members))
     return summary
 

@@ -84,12 +84,28 @@ class LiveStart:
         return start
 
     def apply(self, simulation: LineSimulation) -> None:
-        """Put the parts and machine states into every variant of a freshly reset simulation at time 0."""
+        """Put the parts and machine states into every variant of a freshly reset simulation at time 0.
+
+        Random draws (a down station's repair) come from (seed, replication, element), so the variants
+        of a sweep that share a replication share them too, and a playback repeats them.
+        """
         model, parameters = simulation.model, simulation.parameters
         state = simulation.read_state()
-        rng = np.random.default_rng(simulation.seed)
-        for v in range(len(simulation.variants)):
+        placed: list[tuple[int, int]] = []  # (element, part) of the first variant, for the playback log
+        skipped: set[str] = set()
+        for v, variant in enumerate(simulation.variants):
             part = 0
+
+            def put(e: int, slot: int, entry: float, v: int = v) -> int:
+                nonlocal part
+                state["queue_entry"][v, e, slot] = entry
+                state["queue_birth"][v, e, slot] = 0.0
+                state["queue_part"][v, e, slot] = part
+                if v == 0:
+                    placed.append((e, part))
+                part += 1
+                return part - 1
+
             for e, positions in self.belts.items():
                 speed = parameters[v, e, COLUMN["twin:speed"]]
                 part_length = parameters[v, e, COLUMN["twin:partLength"]]
@@ -97,10 +113,7 @@ class LiveStart:
                 kept = positions[: model.capacity(e, parameters[v])]
                 for slot, position in enumerate(kept):  # front (furthest along) first
                     # the PLC reports part centres; a part enters with its centre half a part in
-                    state["queue_entry"][v, e, slot] = -(position - part_length / 2) / speed
-                    state["queue_birth"][v, e, slot] = 0.0
-                    state["queue_part"][v, e, slot] = part
-                    part += 1
+                    put(e, slot, -(position - part_length / 2) / speed)
                 if kept:
                     state["count"][v, e] = len(kept)
                     state["head"][v, e] = 0
@@ -109,28 +122,45 @@ class LiveStart:
             for e, (code, progress) in self.stations.items():
                 state["count"][v, e] = 1
                 state["head"][v, e] = 0
-                state["queue_entry"][v, e, 0] = state["queue_birth"][v, e, 0] = 0.0
-                state["queue_part"][v, e, 0] = part
-                part += 1
+                put(e, 0, 0.0)
                 remaining = parameters[v, e, COLUMN["twin:cycleTime"]] * (1.0 - progress)
                 if STATION_STATES.get(code) == "blocked" or progress >= 1.0:
                     state["phase"][v, e], state["front_ready"][v, e] = 3, 0.0  # done, waiting to leave
                 elif STATION_STATES.get(code) == "down":
                     state["phase"][v, e], state["remaining"][v, e] = 2, remaining
-                    state["event_time"][v, e] = rng.exponential(parameters[v, e, COLUMN["twin:mttr"]])
+                    draw = np.random.default_rng([simulation.seed, variant.replication, e])
+                    state["event_time"][v, e] = draw.exponential(parameters[v, e, COLUMN["twin:mttr"]])
                 else:
                     state["phase"][v, e], state["remaining"][v, e] = 1, remaining
                     state["work_start"][v, e] = 0.0
                     state["event_time"][v, e] = min(remaining, state["to_failure"][v, e])
             for e in self.holding:
-                target = model.successors(e)[0]
+                target = next((t for t in model.successors(e) if _room(model, parameters[v], state, v, t)), None)
+                if target is None:  # signals read a moment apart may disagree: never overfill a place
+                    skipped.add(model.elements[e].path)
+                    continue
                 state["count"][v, e] = 1
-                state["queue_birth"][v, e, 0] = 0.0
-                state["queue_part"][v, e, 0] = part
-                part += 1
+                state["head"][v, e] = 0
+                put(e, 0, 0.0)
                 state["phase"][v, e], state["robot_to"][v, e] = 2, target  # carrying
                 state["reserved"][v, target] += 1
                 state["event_time"][v, e] = 0.5 * parameters[v, e, COLUMN["twin:placeTime"]]
             state["wip"][v] = part
             state["next_part"][v] = part
+        for path in sorted(skipped):
+            note = f"{path} holds a part, but no place after it has room: that part is left out"
+            if note not in self.assumptions:
+                self.assumptions.append(note)
         simulation.write_state(state)
+        simulation.log_initial_parts(placed)
+
+
+def _room(model: LineModel, parameters: np.ndarray, state: dict, v: int, e: int) -> bool:
+    """Whether element `e` of variant `v` can take one more part now (a robot placing into it)."""
+    held = state["count"][v, e] + state["reserved"][v, e]
+    kind = model.elements[e].kind
+    if kind == STATION:
+        return held == 0
+    if kind == SINK:
+        return True
+    return held < model.capacity(e, parameters)

@@ -30,6 +30,7 @@ PARAMETERS = (
 )
 COLUMN = {name: index for index, name in enumerate(PARAMETERS)}
 DEFAULT_PITCH = 0.3  # metres between part centres on an accumulating belt
+MAX_CAPACITY = 10_000  # parts one element may hold: every variant keeps a queue this long per element
 
 # What each kind reads, with defaults (None: required) and the lower bound a value must respect.
 _SPECS: dict[int, dict[str, tuple[float | None, float, bool]]] = {
@@ -121,6 +122,9 @@ class LineModel:
                 raise self.error(element.path, "twin:mttr must be > 0 when twin:mtbf is set")
             if element.kind == CONVEYOR and table[row, COLUMN["twin:partLength"]] >= table[row, COLUMN["twin:length"]]:
                 raise self.error(element.path, "twin:partLength must be shorter than twin:length")
+            if _capacity(element.kind, table[row]) > MAX_CAPACITY:
+                raise self.error(element.path, f"holds {_capacity(element.kind, table[row]):g} parts; "
+                                               f"at most {MAX_CAPACITY:,} per element can be simulated")
 
 
 def _capacity(kind: int, row: np.ndarray) -> float:
@@ -174,8 +178,12 @@ def read_line(stage: Usd.Stage) -> LineModel:
     model = LineModel(tuple(elements), source_file)
     for element in elements:
         for target in element.next:
-            if model.elements[model.index[target]].kind == SOURCE:
+            kind = model.elements[model.index[target]].kind
+            if kind == SOURCE:
                 raise fail(element.path, f"twin:next leads into the source {target}")
+            if kind == ROBOT and element.kind == ROBOT:
+                raise fail(element.path, f"a robot cannot hand over to the robot {target}; put a buffer or "
+                                         "station between them")
     _check_loops(model, fail)
     model.check_parameters(model.parameters())
     return model

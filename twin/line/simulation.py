@@ -139,6 +139,21 @@ class LineSimulation:
         count = min(int(self.log.count.numpy()[0]), len(self.log.time))
         return {name: getattr(self.log, name).numpy()[:count] for name in ("time", "element", "what", "value")}
 
+    def log_initial_parts(self, placed: list[tuple[int, int]]) -> None:
+        """Playback log records for parts put into the line before it ran (a live start): entered at 0."""
+        if self.log.variant < 0 or not placed:
+            return
+        count = min(len(placed), len(self.log.time))
+        arrays = {name: getattr(self.log, name).numpy() for name in ("time", "element", "what", "value")}
+        arrays["time"][:count] = self.start_time
+        arrays["element"][:count] = [e for e, _ in placed[:count]]
+        arrays["what"][:count] = kernels.LOG_ENTER
+        arrays["value"][:count] = [part for _, part in placed[:count]]
+        with wp.ScopedDevice(self.device):
+            for name, values in arrays.items():
+                setattr(self.log, name, wp.array(values, dtype=getattr(self.log, name).dtype))
+            self.log.count = wp.array([count], dtype=wp.int32)
+
     def read_state(self) -> dict[str, np.ndarray]:
         """The state arrays as numpy, to inspect or edit (`write_state` puts them back)."""
         return {name: getattr(self.state, name).numpy() for name in _STATE_FIELDS}

@@ -70,6 +70,15 @@ class WhatIfResult:
         }
 
 
+def check_horizon(hours: float, warmup_hours: float, *, live: bool) -> None:
+    if not math.isfinite(hours) or not 0 < hours <= MAX_HOURS:
+        raise TwinError(f"hours must be in (0, {MAX_HOURS:g}], got {hours}")
+    if not math.isfinite(warmup_hours) or not 0 <= warmup_hours < hours:
+        raise TwinError(f"warmup_hours must be in [0, hours), got {warmup_hours}")
+    if live and warmup_hours > 0:
+        raise TwinError("a study from the live state has no warm-up: it starts from the plant as it is now")
+
+
 def sweep_variants(model: LineModel, sweep: Sequence[SweepParameter], replications: int,
                    base: tuple = ()) -> tuple[list, list]:
     """(points as lists of (prim, attr, value), variants): the cartesian product, replications innermost.
@@ -103,10 +112,7 @@ def run_whatif(model: LineModel, *, sweep: Sequence[SweepParameter] = (), replic
     the completed fraction after each of `steps` slices of simulated time; by default a slice is about
     500 variant-hours (well under a second on a 2-core CPU), so progress moves and a caller can stop.
     """
-    if not (0 < hours <= MAX_HOURS) or not math.isfinite(hours):
-        raise TwinError(f"hours must be in (0, {MAX_HOURS:g}], got {hours}")
-    if not (0 <= warmup_hours < hours):
-        raise TwinError(f"warmup_hours must be in [0, hours), got {warmup_hours}")
+    check_horizon(hours, warmup_hours, live=start is not None)
     sweep = list(sweep)
     points, variants = sweep_variants(model, sweep, replications, start.changes if start else ())
     simulation = LineSimulation(model, variants, seed=seed, device=device)
