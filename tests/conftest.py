@@ -29,3 +29,5 @@ def sample_layout(tmp_path_factory) -> Path:
     from twin.sample_factory.scene import build_sample_factory
 
     return build_sample_factory(tmp_path_factory.mktemp("sample_factory"))
+
+LOOPBACK = "http://127.0.0.1"  # TestClient's base URL: a loopback twin answers only loopback host names

@@ -5,6 +5,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import LOOPBACK
 from twin.auth import Access, Principal
 from twin.runtime import Twin
 from twin.server import create_app
@@ -20,7 +21,7 @@ def client(sample_layout):
                       "n_bindings": 2, "n_errors": 1, "errors": ["binding 2: unknown node"], "updates": 0,
                       "connects": 0}}
     app = create_app(Twin(sample_layout), tick_hz=30, access=access, connector_health=lambda: health)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOOPBACK) as client:
         yield client
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import LOOPBACK
 from twin.runtime import Twin
 from twin.server import create_app
 
@@ -20,7 +21,7 @@ def twin(sample_layout):
 @pytest.fixture
 def client(twin, sample_layout):
     app = create_app(twin, glb_path=sample_layout.with_suffix(".glb"), tick_hz=50)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOOPBACK) as client:
         yield client
 
 
@@ -45,7 +46,8 @@ def test_unknown_prim_is_a_clear_404(client):
 
 def test_stream_sends_snapshot_then_deltas_of_moving_links(client, twin):
     row = twin.cache.signal_row(ROBOT, "twin:jointPositions")
-    with client.websocket_connect("/ws?format=json") as ws:  # binary frames: tests/test_stream_protocol.py
+    # binary frames: tests/test_stream_protocol.py
+    with client.websocket_connect("ws://127.0.0.1/ws?format=json") as ws:
         assert ws.receive_json()["type"] == "hello"
         snapshot = ws.receive_json()
         assert snapshot["type"] == "snapshot"
@@ -63,7 +65,7 @@ def test_stream_sends_snapshot_then_deltas_of_moving_links(client, twin):
 
 
 def test_bad_messages_get_an_error_and_the_stream_goes_on(client):
-    with client.websocket_connect("/ws?format=json") as ws:
+    with client.websocket_connect("ws://127.0.0.1/ws?format=json") as ws:
         assert ws.receive_json()["type"] == "hello"
         assert ws.receive_json()["type"] == "snapshot"
         ws.send_text("{not json")
@@ -93,11 +95,11 @@ def test_websocket_needs_a_token_off_loopback_and_refuses_other_sites(twin):
 
     token = "viewer-token-" + "x" * 10
     app = create_app(twin, tick_hz=50, access=Access({token: Principal("v", "viewer")}, loopback_only=False))
-    with TestClient(app) as client:
-        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/ws") as ws:
+    with TestClient(app, base_url=LOOPBACK) as client:
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("ws://127.0.0.1/ws") as ws:
             ws.receive_json()
         assert refused.value.code == 1008
-        with client.websocket_connect(f"/ws?token={token}") as ws:
+        with client.websocket_connect(f"ws://127.0.0.1/ws?token={token}") as ws:
             assert ws.receive_json()["type"] == "hello"
         with pytest.raises(WebSocketDisconnect), client.websocket_connect(
                 f"/ws?token={token}", headers={"origin": "https://elsewhere.example"}) as ws:
@@ -107,7 +109,7 @@ def test_websocket_needs_a_token_off_loopback_and_refuses_other_sites(twin):
 def test_infinity_binary_frames_and_the_client_count(client, twin):
     row = twin.cache.add_signal("/Factory/Line/Conveyor1", "twin:overflow")
     twin.cache.write_signal(row, float("inf"))
-    with client.websocket_connect("/ws?format=json") as ws:
+    with client.websocket_connect("ws://127.0.0.1/ws?format=json") as ws:
         assert ws.receive_json()["type"] == "hello"
         snapshot = ws.receive_json()  # strict JSON: infinity arrives as null
         assert snapshot["signals"]["/Factory/Line/Conveyor1.twin:overflow"]["v"] is None
@@ -122,3 +124,18 @@ def test_infinity_binary_frames_and_the_client_count(client, twin):
             break
         time.sleep(0.05)
     assert client.get("/api/health").json()["clients"] == 0
+
+
+def test_a_loopback_twin_refuses_other_host_names(twin):
+    """DNS rebinding: a page at attacker.example resolving to 127.0.0.1 must not read the plant."""
+    from starlette.websockets import WebSocketDisconnect
+
+    with TestClient(create_app(twin, tick_hz=5), base_url="http://attacker.example:8000") as client:
+        refused = client.get("/api/signals")
+        assert refused.status_code == 421 and "only on loopback" in refused.json()["detail"]
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(
+                "ws://attacker.example:8000/ws") as ws:
+            ws.receive_text()
+        assert closed.value.code == 1008 and "only on loopback" in closed.value.reason
+    with TestClient(create_app(twin, tick_hz=5), base_url="http://localhost:8000") as client:
+        assert client.get("/api/health").status_code == 200

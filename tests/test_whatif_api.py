@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import LOOPBACK
 from twin.auth import Access
 from twin.runtime import Twin
 from twin.server import create_app
@@ -16,7 +17,7 @@ MACHINING = "/Factory/Line/Machining"
 @pytest.fixture(scope="module")
 def client(sample_layout):
     twin = Twin(sample_layout)
-    with TestClient(create_app(twin, tick_hz=20)) as client:
+    with TestClient(create_app(twin, tick_hz=20), base_url=LOOPBACK) as client:
         yield client
 
 
@@ -102,7 +103,8 @@ def test_live_start_and_bad_requests(client):
 def test_whatif_needs_a_token_off_loopback(sample_layout):
     access = Access(loopback_only=False)
     token = access.issue("alice", "viewer")
-    with TestClient(create_app(Twin(sample_layout), tick_hz=5, access=access)) as client:
+    app = create_app(Twin(sample_layout), tick_hz=5, access=access)
+    with TestClient(app, base_url=LOOPBACK) as client:
         assert client.post("/api/whatif", json={"hours": 0.1, "replications": 1}).status_code == 401
         response = client.post("/api/whatif", json={"hours": 0.1, "replications": 1},
                                headers={"Authorization": f"Bearer {token}"})
@@ -144,7 +146,7 @@ def test_python_client_against_a_running_server(sample_layout):
 
 def test_stopping_the_server_stops_a_running_study(sample_layout):
     """A long study must not keep a stopping server (Ctrl-C on the demo) waiting for it."""
-    client = TestClient(create_app(Twin(sample_layout), tick_hz=5))
+    client = TestClient(create_app(Twin(sample_layout), tick_hz=5), base_url=LOOPBACK)
     with client:
         job = client.post("/api/whatif", json={"replications": 2000, "hours": 300}).json()
         deadline = time.monotonic() + 30

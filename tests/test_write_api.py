@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import free_port
+from tests.conftest import LOOPBACK, free_port
 from twin.auth import Access, Principal
 from twin.cli import wait_for_port
 from twin.connectors.bindings import load_bindings
@@ -42,7 +42,7 @@ def make_client(sample_layout, endpoint, *, loopback_only=True):
                     loopback_only=loopback_only)
     app = create_app(twin, writer=connector, access=access, on_startup=[connector.start],
                      on_shutdown=[connector.stop])
-    return TestClient(app)
+    return TestClient(app, base_url=LOOPBACK)
 
 
 def signal(client, key):

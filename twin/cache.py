@@ -62,6 +62,7 @@ class RuntimeCache:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.version = 0
+        self.schema = 0  # bumped whenever a row or instance set is added: stream clients need new names
         # signals
         self.signals: list[SignalInfo] = []
         self._signal_rows: dict[tuple[str, str], int] = {}
@@ -99,6 +100,7 @@ class RuntimeCache:
                     )
                 return existing
             row = len(self.signals)
+            self.schema += 1
             self.signals.append(SignalInfo(row, prim, attr, width, unit, kind))
             self._signal_rows[(prim, attr)] = row
             self.signal_offset = np.append(self.signal_offset, self.values.size)
@@ -128,6 +130,7 @@ class RuntimeCache:
             if prim in self._transform_rows:
                 return self._transform_rows[prim]
             row = len(self.transform_prims)
+            self.schema += 1
             self.transform_prims.append(prim)
             self._transform_rows[prim] = row
             matrix = np.eye(4) if initial is None else np.asarray(initial, np.float64).reshape(1, 4, 4)
@@ -144,6 +147,7 @@ class RuntimeCache:
     def add_instance_set(self, name: str, capacity: int) -> InstanceSet:
         with self.lock:
             if name not in self.instance_sets:
+                self.schema += 1
                 self.instance_sets[name] = InstanceSet(name, capacity)
             return self.instance_sets[name]
 

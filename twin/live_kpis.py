@@ -28,6 +28,7 @@ KPIS = ("twin:kpi:throughputPerHour", "twin:kpi:wip", "twin:kpi:oee", "twin:kpi:
 UNITS = {"twin:kpi:throughputPerHour": "parts/h", "twin:kpi:wip": "parts", "twin:kpi:oee": "",
          "twin:kpi:availability": ""}
 DOWN = 4  # the station state code for down (sample PLC and docs/bindings.md)
+BAD = 0x80000000  # OPC-UA Bad: a KPI computed from bad inputs
 
 
 class LiveKpis:
@@ -68,6 +69,8 @@ class LiveKpis:
         if not math.isfinite(parts_in):
             return  # no count yet: nothing to say
         up = float(np.mean(states != DOWN)) if len(states) and np.all(np.isfinite(states)) else math.nan
+        if self.samples and parts_in < self.samples[-1][1]:
+            self.samples.clear()  # the counter was reset (a new shift, a PLC restart): start the window again
         self.samples.append((now, parts_in, up))
         while self.samples and now - self.samples[0][0] > self.window_s:
             self.samples.popleft()
@@ -78,6 +81,6 @@ class LiveKpis:
             math.isfinite(s[2]) for s in self.samples) else math.nan
         oee = throughput * self.ideal_cycle / 3600.0 if self.ideal_cycle > 0 else math.nan
         wip = parts_out - parts_in if self.source_rows and math.isfinite(parts_out) else math.nan
-        status = GOOD if qualities <= {"good"} else UNCERTAIN_LAST_USABLE_VALUE
+        status = GOOD if qualities <= {"good"} else BAD if "bad" in qualities else UNCERTAIN_LAST_USABLE_VALUE
         for name, value in zip(KPIS, (throughput, wip, oee, availability), strict=True):
             cache.write_signal(self.rows[name], value, status=status, source_time=now)

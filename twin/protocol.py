@@ -6,16 +6,19 @@ any other base means it missed something and asks for a resync. Frames depend on
 scope) and the cache, never on the client, so the server encodes each one once per tick and sends
 the same bytes to every client in the same place.
 
-Layout, little-endian, every array aligned to its element size (8 bytes at each section start):
-    header   magic "TWIN", u16 protocol, u16 flags (1 = snapshot), u32 schema, u64 base, u64 version,
-             f64 server time, u32 n_transforms, u32 n_signals, u32 n_instance_sets, u32 text bytes
-    transforms  u32 index[n], pad, f32 position[n][3], pad, i16 quaternion[n][4] (x y z w, times 32767), pad
+Layout, little-endian. "pad" means zero bytes up to the next multiple of 8 counted from the frame's
+first byte, so every float64 array can be viewed in place.
+    header      (52 bytes) magic "TWIN", u16 protocol, u16 flags (1 = snapshot), u32 schema, u64 base,
+                u64 version, f64 server time, u32 n_transforms, u32 n_signals, u32 n_instance_sets,
+                u32 text bytes
+    transforms  u32 row[n], pad, f32 position[n][3], pad, i16 quaternion[n][4] (x y z w, times 32767), pad
                 (the prim's local transform; rigid, as USD xforms of links and parts are)
-    signals     u32 index[n], u32 status[n], u8 quality[n], pad, f32 age[n] (frame time minus source
-                time, seconds; NaN: none), pad, f64 values[sum of the signals' widths] (in index order)
+    signals     u32 row[n], u32 status[n], u8 quality[n], pad, f32 age[n] (frame time minus source
+                time, seconds; NaN: none), pad, f64 values (each signal's `width` slots in row order; text
+                signals have theirs too, NaN), pad
     instances   per set: u32 set index, u32 count, f32 position[count][3], pad, i16 quaternion[count][4], pad
                 (world poses)
-    text        UTF-8 JSON {signal index: text}: strings, and the names of enum codes
+    text        UTF-8 JSON {signal row: text}: strings, and the names of enum codes
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ SNAPSHOT = 1
 HEADER = struct.Struct("<4sHHIQQdIIII")  # 52 bytes
 QUATERNION_SCALE = 32767.0
 QUALITIES = ("good", "uncertain", "bad", "stale")
+MAX_SCOPE_ITEMS = 1_000
+_SCOPE_ROWS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # (scope, (cache, schema)) -> rows
 
 
 @dataclass(frozen=True)
@@ -63,22 +68,37 @@ class Scope:
         unknown = [s for s in signals if s not in known]
         if unknown:
             raise ValueError(f"unknown signals: {', '.join(unknown[:5])}")
-        if len(subtrees) + len(signals) > 10_000:
-            raise ValueError("a subscription may name at most 10,000 subtrees and signals")
+        if len(subtrees) + len(signals) > MAX_SCOPE_ITEMS:
+            raise ValueError(f"a subscription may name at most {MAX_SCOPE_ITEMS:,} subtrees and signals")
         return cls(tuple(p.rstrip("/") or "/" for p in subtrees), tuple(signals),
                    bool(request.get("instances", not subtrees and not signals)))
 
-    def _within(self, path: str) -> bool:
-        return any(path == root or path.startswith(root + "/") or root == "/" for root in self.subtrees)
+    def _within(self, path: str, roots: frozenset[str]) -> bool:
+        """Whether `path` or one of its ancestors is a root: one set lookup per path level."""
+        if "/" in roots:
+            return True
+        while path:
+            if path in roots:
+                return True
+            path = path.rpartition("/")[0]
+        return False
 
     def rows(self, cache: RuntimeCache) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(transform rows, signal rows) in scope; None means all."""
+        """(transform rows, signal rows) in scope; None means all. Cached until the cache's rows change."""
         if self.everything:
             return None, None
-        transforms = np.array([i for i, p in enumerate(cache.transform_prims) if self._within(p)], np.int64)
+        key = (id(cache), cache.schema)
+        cached = _SCOPE_ROWS.get((self, key))
+        if cached is not None:
+            return cached
+        roots = frozenset(self.subtrees)
+        transforms = np.array([i for i, p in enumerate(cache.transform_prims) if self._within(p, roots)], np.int64)
         wanted = set(self.signals)
         signals = np.array([i for i, info in enumerate(cache.signals)
-                            if info.key in wanted or self._within(info.prim)], np.int64)
+                            if info.key in wanted or self._within(info.prim, roots)], np.int64)
+        if len(_SCOPE_ROWS) > 256:
+            _SCOPE_ROWS.clear()
+        _SCOPE_ROWS[(self, key)] = (transforms, signals)
         return transforms, signals
 
 
@@ -95,7 +115,7 @@ def schema_message(cache: RuntimeCache, schema_id: int) -> dict:
 
 def schema_id(cache: RuntimeCache) -> int:
     """Changes whenever rows are added: clients then need a new schema and a snapshot."""
-    return (len(cache.signals) << 16) ^ (len(cache.transform_prims) << 4) ^ len(cache.instance_sets)
+    return cache.schema & 0xFFFFFFFF
 
 
 def _pad(parts: list[bytes], size: int, align: int = 8) -> int:
@@ -116,6 +136,7 @@ def encode_frame(cache: RuntimeCache, base: int | None, scope: Scope) -> tuple[b
     """The frame from cache version `base` (None: a snapshot) to now; None when nothing in scope changed."""
     with cache.lock:
         version = cache.version
+        schema = schema_id(cache)
         snapshot = base is None
         if not snapshot and base >= version:
             return None, version
@@ -151,7 +172,7 @@ def encode_frame(cache: RuntimeCache, base: int | None, scope: Scope) -> tuple[b
         instances = [(index, s.transforms[s.active]) for index, s in instance_sets]
     now = time.time()
     text_bytes = json.dumps(text, separators=(",", ":")).encode() if text else b""
-    header = HEADER.pack(MAGIC, PROTOCOL, SNAPSHOT if snapshot else 0, schema_id(cache), 0 if snapshot else base,
+    header = HEADER.pack(MAGIC, PROTOCOL, SNAPSHOT if snapshot else 0, schema, 0 if snapshot else base,
                          version, now, len(transform_rows), len(signal_rows), len(instances), len(text_bytes))
     parts = [header]
     size = len(header)
@@ -202,6 +223,13 @@ class Frame:
 
 def decode_frame(data: bytes, widths: list[int] | np.ndarray) -> Frame:
     """Decode a binary frame; `widths` are the signals' widths from the schema. ValueError if malformed."""
+    try:
+        return _decode(data, widths)
+    except (IndexError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"malformed frame: {error}") from None
+
+
+def _decode(data: bytes, widths: list[int] | np.ndarray) -> Frame:
     if len(data) < HEADER.size:
         raise ValueError(f"a frame has at least {HEADER.size} bytes, got {len(data)}")
     magic, protocol, flags, schema, base, version, when, n_t, n_s, n_i, n_text = HEADER.unpack_from(data)
@@ -286,6 +314,10 @@ class StreamState:
         if not frame.snapshot and frame.base != self.version:
             raise Gap(f"delta from version {frame.base}, but version {self.version} is held")
         self.version = frame.version
+        if frame.snapshot:  # complete for the client's scope: what is not in it is gone
+            self.transforms.clear()
+            self.signals.clear()
+            self.instances.clear()
         names = self.schema["transforms"]
         for row, pose in zip(frame.transform_rows, frame.poses, strict=True):
             self.transforms[names[row]] = pose

@@ -157,6 +157,9 @@ def create_app(
     @app.middleware("http")
     async def viewers_only(request, call_next):
         """Every API call needs at least the viewer role (anonymous counts as one only on loopback)."""
+        if access.loopback_only and not _loopback_host(request.headers.get("host")):
+            return JSONResponse({"detail": f"this twin answers only on loopback: use http://127.0.0.1 rather than "
+                                           f"{request.headers.get('host')!r}"}, status_code=421)
         if request.url.path.startswith("/api/") or request.url.path == "/scene.glb":
             try:
                 access.require(request.headers.get("authorization"), "viewer")
@@ -289,15 +292,20 @@ def create_app(
         token = websocket.query_params.get("token")
         authorization = websocket.headers.get("authorization") or (f"Bearer {token}" if token else None)
         origin = websocket.headers.get("origin")
+        host = websocket.headers.get("host")
+        refusal = None
         try:
             access.require(authorization, "viewer")
-        except AuthError:
-            await websocket.close(code=1008)  # policy violation: no or unknown token
+        except AuthError as error:
+            refusal = str(error)
+        if origin and origin.split("://", 1)[-1] != host:
+            refusal = "a page from another site may not read this twin"
+        if access.loopback_only and not _loopback_host(host):
+            refusal = "this twin answers only on loopback"  # a rebound DNS name must not reach the plant
+        await websocket.accept()  # then close with a code and reason the client can read (not a bare 403)
+        if refusal:
+            await websocket.close(code=1008, reason=refusal[:120])
             return
-        if origin and origin.split("://", 1)[-1] != websocket.headers.get("host"):
-            await websocket.close(code=1008)  # another site's page must not read the plant through a browser
-            return
-        await websocket.accept()
         await hub.serve(websocket)
 
     if (static_dir / "index.html").is_file():
@@ -309,6 +317,19 @@ def create_app(
                     f"in <code>web/</code> (looked in {static_dir}). The API is at <a href='/docs'>/docs</a>.</p>")
 
     return app
+
+
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def _loopback_host(host: str | None) -> bool:
+    """Whether a Host header names this machine's loopback (with or without a port)."""
+    if not host:
+        return False
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
+    if name.count(":") > 1 and not host.startswith("["):
+        name = host  # a bare IPv6 address without a port
+    return name in _LOOPBACK_NAMES
 
 
 def _finite(value: float):

@@ -97,6 +97,7 @@ class _Session:
         self.version: int | None = None  # None: the client needs a snapshot
         self.schema: int | None = None
         self.scope = Scope()
+        self.snapshot_requested = False  # set by resync and subscribe; read when the next frame is built
         self.seq = 0  # JSON frames only: the binary ones carry their base and version
         self.wake = asyncio.Event()
         self.closing: tuple[int, str] | None = None
@@ -116,7 +117,8 @@ class _Session:
         except TimeoutError:
             hub.stats.dropped_stalled += 1
             raise _Stalled from None
-        hub.stats.frames_sent += 1
+        if isinstance(data, bytes):
+            hub.stats.frames_sent += 1
         hub.stats.bytes_sent += len(data)
 
     async def run(self) -> None:
@@ -160,8 +162,11 @@ class _Session:
     async def _send_update(self) -> bool:
         cache = self.hub.cache
         current_schema = schema_id(cache)
-        if current_schema != self.schema:
-            self.version = None  # rows were added: new names, then a snapshot
+        if current_schema != self.schema or self.snapshot_requested:
+            # Rows were added (new names, then a snapshot), or the client asked for one. A request that
+            # arrives while this frame is being sent sets the flag again and is served by the next frame.
+            self.snapshot_requested = False
+            self.version = None
         if self.json:
             frame, version = build_frame(cache, self.version, self.seq)
             if frame is None:
@@ -226,15 +231,18 @@ class _Session:
     async def _handle(self, request) -> None:
         kind = request.get("type") if isinstance(request, dict) else None
         if kind == "resync":
-            self.version = None
+            self.snapshot_requested = True
             self.wake.set()
         elif kind == "subscribe":
+            if self.json:
+                await self._error("subscriptions need the binary format (connect without ?format=json)")
+                return
             try:
                 self.scope = Scope.parse(request, self.hub.cache)
             except ValueError as error:
                 await self._error(f"subscribe: {error}")
                 return
-            self.version = None  # a snapshot of the new scope
+            self.snapshot_requested = True  # a snapshot of the new scope
             await self.send_json({"type": "subscribed", "subtrees": list(self.scope.subtrees),
                                   "signals": list(self.scope.signals), "instances": self.scope.instances})
             self.wake.set()

@@ -5,6 +5,7 @@ const HEADER_BYTES = 52;
 const MAGIC = 0x4e495754; // "TWIN" read as a little-endian u32
 export const QUALITIES = ['good', 'uncertain', 'bad', 'stale'];
 const QUATERNION_SCALE = 32767;
+const PROTOCOL = 1;
 
 const align8 = (offset) => offset + ((8 - (offset % 8)) % 8);
 
@@ -15,6 +16,7 @@ const align8 = (offset) => offset + ((8 - (offset % 8)) % 8);
 export function decodeFrame(buffer, widths) {
   const view = new DataView(buffer);
   if (buffer.byteLength < HEADER_BYTES || view.getUint32(0, true) !== MAGIC) throw new Error('not a TWIN frame');
+  if (view.getUint16(4, true) !== PROTOCOL) throw new Error(`protocol ${view.getUint16(4, true)}, not ${PROTOCOL}`);
   const header = {
     protocol: view.getUint16(4, true),
     snapshot: (view.getUint16(6, true) & 1) === 1,
@@ -52,6 +54,9 @@ export function decodeFrame(buffer, widths) {
     const count = view.getUint32(offset + 4, true);
     offset += 8;
     instances.push({ set, count, ...poses(count) });
+  }
+  if (offset + textBytes !== buffer.byteLength) {
+    throw new Error(`frame of ${buffer.byteLength} bytes, contents end at ${offset + textBytes}`);
   }
   const text = textBytes ? JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, offset, textBytes))) : {};
   return { ...header, transforms, signals: { rows, status, quality, age, values }, instances, text };

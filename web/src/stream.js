@@ -6,6 +6,7 @@ import { decodeFrame } from './protocol.js';
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 8000;
 const STALE_HEARTBEATS = 3;
+const RESYNC_RETRY_MS = 3000;
 
 export class Stream {
   /**
@@ -22,6 +23,7 @@ export class Stream {
     this.everConnected = false;
     this.schema = null;
     this.version = null;
+    this.resyncAsked = 0;
     this.heartbeatMs = 5000;
     this.lastMessage = 0;
     this.stats = { frames: 0, gaps: 0, resyncs: 0, bytes: 0, decodeMs: 0 };
@@ -61,6 +63,7 @@ export class Stream {
   resync() {
     this.stats.resyncs += 1;
     this.version = null;
+    this.resyncAsked = performance.now();
     this.send({ type: 'resync' });
   }
 
@@ -96,7 +99,8 @@ export class Stream {
     if (frame.schema !== this.schema.schema || (!frame.snapshot && frame.base !== this.version)) {
       // A frame went missing (or the page fell out of step): ask for a fresh snapshot.
       this.stats.gaps += 1;
-      if (this.version !== null) this.resync();
+      // Ask once; ask again if the snapshot does not come (a request can cross a frame in flight).
+      if (this.version !== null || performance.now() - this.resyncAsked > RESYNC_RETRY_MS) this.resync();
       return;
     }
     this.version = frame.version;
@@ -108,7 +112,12 @@ export class Stream {
     if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return;
     if (performance.now() - this.lastMessage > STALE_HEARTBEATS * this.heartbeatMs) {
       this.onStatus('stale');
-      this.socket.close(); // the close handler reconnects
+      // A dead link may take minutes to report its close: drop it and reconnect now.
+      const socket = this.socket;
+      this.socket = null;
+      socket.close();
+      setTimeout(() => this.connect(), this.backoff);
+      this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
     }
   }
 }
