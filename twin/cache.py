@@ -63,6 +63,9 @@ class RuntimeCache:
         self.lock = threading.RLock()
         self.version = 0
         self.schema = 0  # bumped whenever a row or instance set is added: stream clients need new names
+        # Every signal update in arrival order, while a historian listens (twin/history.py); the cache
+        # itself keeps only the latest value, which is all the stream and the simulation need.
+        self.journal: list | None = None
         # signals
         self.signals: list[SignalInfo] = []
         self._signal_rows: dict[tuple[str, str], int] = {}
@@ -192,6 +195,17 @@ class RuntimeCache:
             self.server_time[row] = now if server_time is None else server_time
             self.received_time[row] = now
             self.signal_version[row] = version
+            if self.journal is not None:
+                self.journal.append((row, self._current(row), status, self.source_time[row],
+                                     self.server_time[row], now))
+
+    def _current(self, row: int):
+        """The row's value as the journal keeps it: a float, a tuple of floats, or a string (text kinds)."""
+        info = self.signals[row]
+        if info.kind == "text":
+            return self.text[row]
+        start = self.signal_offset[row]
+        return float(self.values[start]) if info.width == 1 else tuple(self.values[start:start + info.width])
 
     def write_scalars(self, rows, values, *, status: int = GOOD, source_time: float | None = None) -> None:
         """Store one update for many scalar (width 1, numeric) signals at once: one lock, one version.
@@ -212,6 +226,9 @@ class RuntimeCache:
             self.server_time[rows] = self.source_time[rows]
             self.received_time[rows] = now
             self.signal_version[rows] = self._next_version()
+            if self.journal is not None:  # one entry for the batch: the historian expands it
+                self.journal.append((rows.copy(), self.values[self.signal_offset[rows]].copy(), status,
+                                     self.source_time[rows].copy(), self.server_time[rows].copy(), now))
 
     def mark_status(self, rows, status: int) -> None:
         """Set the status of many signals at once (stale after a lost connection), keeping values."""
@@ -220,6 +237,10 @@ class RuntimeCache:
             if rows.size:
                 self.status[rows] = status
                 self.signal_version[rows] = self._next_version()
+                if self.journal is not None:  # a quality change is an update too (the value stays)
+                    now = time.time()
+                    for row in rows:
+                        self.journal.append((int(row), self._current(int(row)), status, now, now, now))
 
     def write_transforms(self, rows: np.ndarray, matrices: np.ndarray, *, only_changed: bool = True) -> None:
         """Store local 4x4 transforms; unchanged ones keep their version so deltas stay small."""

@@ -1,0 +1,111 @@
+"""The historian: every update kept (not just the latest), queries over known data, retention,
+CSV export, and durability when the process is killed."""
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
+from twin.errors import TwinError
+from twin.history import Historian, Retention
+
+
+@pytest.fixture
+def filled(tmp_path):
+    cache = RuntimeCache()
+    speed = cache.add_signal("/F/Belt", "twin:speed", unit="m/s")
+    joints = cache.add_signal("/F/Robot", "twin:q", width=3)
+    phase = cache.add_signal("/F/Robot", "twin:phase", kind="text")
+    historian = Historian(tmp_path / "history.db", cache)
+    for second in range(100):  # 100 s of 1 Hz data with known values
+        cache.write_signal(speed, second * 0.01, source_time=1000.0 + second)
+        cache.write_signal(joints, [second, -second, 0.5], source_time=1000.0 + second)
+        cache.write_signal(phase, "pick" if second % 2 else "place", source_time=1000.0 + second)
+    cache.mark_status([speed], UNCERTAIN_LAST_USABLE_VALUE)
+    assert historian.flush() == 301
+    yield historian, cache
+    historian.close()
+
+
+def test_every_update_is_kept_with_quality_and_times(filled):
+    historian, _ = filled
+    speed = historian.series("/F/Belt.twin:speed", 1000.0, 1099.0)
+    assert len(speed["times"]) == 100 and speed["times"][0] == 1000.0
+    np.testing.assert_allclose(speed["values"], np.arange(100) * 0.01)
+    joints = historian.series("/F/Robot.twin:q", 1010.0, 1012.0)
+    np.testing.assert_array_equal(joints["values"], [[10, -10, 0.5], [11, -11, 0.5], [12, -12, 0.5]])
+    assert historian.series("/F/Robot.twin:phase", 1003.0, 1004.0)["values"] == ["pick", "place"]
+    everything = historian.series("/F/Belt.twin:speed", 0, 1e12)
+    assert everything["status"][-1] == UNCERTAIN_LAST_USABLE_VALUE  # the stale mark is an update too
+    with pytest.raises(TwinError, match="no signal '/F/Nope.twin:x'"):
+        historian.series("/F/Nope.twin:x", 0, 1)
+
+
+def test_state_at_an_instant_and_resampling(filled):
+    historian, _ = filled
+    state = historian.state_at(1042.5)
+    assert state["/F/Belt.twin:speed"] == {"v": 0.42, "s": 0, "q": "good", "t": 1042.0}
+    assert state["/F/Robot.twin:q"]["v"] == [42.0, -42.0, 0.5]
+    assert state["/F/Robot.twin:phase"]["v"] == "place"
+    assert historian.state_at(999.0) == {}  # before anything was recorded
+    last = historian.resample("/F/Belt.twin:speed", 1000.0, 1010.0, 5.0, how="last")
+    np.testing.assert_allclose(last["values"], [0.05, 0.10])
+    mean = historian.resample("/F/Belt.twin:speed", 1000.0, 1009.0, 5.0, how="mean")
+    np.testing.assert_allclose(mean["values"], [0.02, 0.07])
+
+
+def test_csv_export_and_retention(filled, tmp_path):
+    historian, _ = filled
+    path = tmp_path / "out.csv"
+    assert historian.export_csv(path, keys=["/F/Robot.twin:q"], start=1000.0, end=1001.0) == 2
+    rows = list(csv.reader(path.open()))
+    assert rows[0] == ["key", "time", "server_time", "status", "quality", "value"]
+    assert rows[2][0] == "/F/Robot.twin:q" and rows[2][5] == "1.0 -1.0 0.5"
+    historian.retention = Retention(raw_s=50.0, step_s=10.0)
+    historian.maintain(now=1100.0)  # samples before 1050 thinned to one per 10 s per signal
+    thinned = historian.series("/F/Belt.twin:speed", 1000.0, 1049.0)
+    np.testing.assert_array_equal(thinned["times"], [1009.0, 1019.0, 1029.0, 1039.0, 1049.0])
+    assert len(historian.series("/F/Belt.twin:speed", 1050.0, 1099.0)["times"]) == 50  # raw kept
+    historian.retention = Retention(keep_s=30.0)
+    historian.maintain(now=1100.0)
+    assert historian.series("/F/Belt.twin:speed", 0.0, 1e12)["times"][0] == 1070.0
+
+
+WRITER = """
+import sys, time
+from twin.cache import RuntimeCache
+from twin.history import Historian
+cache = RuntimeCache()
+row = cache.add_signal("/F/Counter", "twin:count")
+Historian(sys.argv[1], cache, flush_s=0.25).start()
+i = 0
+while True:
+    i += 1
+    cache.write_signal(row, float(i), source_time=time.time())
+    if i == 1:
+        print("writing", flush=True)
+    time.sleep(0.001)
+"""
+
+
+def test_sigkill_loses_at_most_the_last_second(tmp_path):
+    path = tmp_path / "killed.db"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    time.sleep(3.0)
+    killed_at = time.time()
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(10)
+    with sqlite3.connect(path) as db:
+        count, last, first_value, last_value = db.execute(
+            "SELECT count(*), max(time), min(value), max(value) FROM samples").fetchone()
+    assert killed_at - last < 1.0, f"the last stored update is {killed_at - last:.2f} s older than the kill"
+    assert first_value == 1.0 and last_value == count  # nothing before it is missing
+    assert count > 1000
