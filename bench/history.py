@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,13 +32,7 @@ INSTANTS = 20
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    return cpu()
 
 
 def twin_run(folder: Path, signals: int, seconds: int, instants: np.ndarray) -> dict:

@@ -34,7 +34,6 @@ Run: `pip install -e '.[test,bench]'` once (Newton is a benchmark-only peer), th
 from __future__ import annotations
 
 import json
-import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from collections.abc import Callable
 import numpy as np
 import pinocchio as pin
 import warp as wp
+from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 try:
     import newton
@@ -301,14 +301,8 @@ def bench_robot(name: str, relative: str, device: str) -> list[dict]:
 
 # --------------------------------------------------------------------------- report
 def machine(device: str) -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     accelerator = "warp device cpu" if device == "cpu" else f"warp device {device} ({wp.get_device(device).name})"
-    return f"{cpu}, {os.cpu_count()} cores, {accelerator}"
+    return f"{cpu()}, {accelerator}"
 
 
 COLUMNS = (

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import warp as wp
+from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the SimPy reference lives in tests/
 
@@ -33,14 +33,8 @@ PEER_MAX = 10
 
 
 def machine(device: str) -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     accelerator = "warp device cpu" if device == "cpu" else f"warp device {device} ({wp.get_device(device).name})"
-    return f"{cpu}, {os.cpu_count()} cores, {accelerator}"
+    return f"{cpu()}, {accelerator}"
 
 
 def warp_rate(model, replications: int, device: str) -> tuple[float, float]:

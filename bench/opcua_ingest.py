@@ -72,6 +72,7 @@ import numpy as np
 from asyncua import Client, Server, ua
 from asyncua.common.subscription import Subscription
 from asyncua.server import monitored_item_service
+from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache
 from twin.connectors.bindings import load_bindings
@@ -406,13 +407,7 @@ def peer_connect(server: BenchServer, signals: int, requested: dict):
 
 # --------------------------------------------------------------------------- report
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    return cpu()
 
 
 COLUMNS = (

@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 TRANSFORMS = 10_000
 SIGNALS = 5_000
@@ -209,13 +210,7 @@ def peer_encoding() -> tuple[float, float, float, float]:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    return cpu()
 
 
 def main() -> None:

@@ -1,0 +1,16 @@
+"""What every benchmark states about the machine it ran on (../shared/README.md asks for it)."""
+
+from __future__ import annotations
+
+import os
+
+
+def cpu() -> str:
+    """The CPU model and core count, e.g. 'AMD EPYC, 2 cores'."""
+    name = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            name = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
