@@ -167,7 +167,7 @@ export class Viewer {
 
   /**
    * Parts given by position only (a what-if playback): `fill(i, out)` writes part i's x, y, z (USD
-   * frame) into `out`. Writes the instance buffer in place, like `setParts`.
+   * frame) into `out`. Writes the instance buffer in place, like `setPartPoses`.
    */
   setPartPositions(count, fill) {
     this.#ensurePartCapacity(count);
