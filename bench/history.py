@@ -3,10 +3,11 @@
 Work: 10,000 scalar signals updated at 1 Hz for one simulated hour (36 million updates), written in batches
 of one second, then the state of all 10,000 signals at 20 random instants of that hour. The twin's path
 is the real one: `RuntimeCache.write_scalars` journals the updates and `Historian.flush` writes them to
-SQLite (WAL). The peer is DuckDB with the same table, filled by its own fastest bulk path (a DataFrame
-per batch), and the same state query. Last line: one JSON object (../shared/README.md).
+DuckDB (keyframes every 60 simulated seconds). The peer is the alternative the issue names, SQLite in WAL
+mode with one row per update and an index on (signal, time), filled with `executemany` per batch, and its
+state query is one index seek per signal. Last line: one JSON object (../shared/README.md).
 
-    pip install -e '.[test,bench]'; python bench/history.py [--signals 10000] [--seconds 300]
+    python bench/history.py [--signals 10000] [--seconds 3600] [--peer-seconds 300]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def twin_run(folder: Path, signals: int, seconds: int, instants: np.ndarray) -> 
     cache = RuntimeCache()
     rows = np.array([cache.add_signal(f"/Factory/Cell{i // 100}/Sensor{i % 100}", "twin:value")
                      for i in range(signals)])
-    historian = Historian(folder / "twin.db", cache)
+    historian = Historian(folder / "twin.duckdb", cache)
     rng = np.random.default_rng(0)
     write_s = flush_s = 0.0
     for second in range(seconds):
@@ -61,48 +62,50 @@ def twin_run(folder: Path, signals: int, seconds: int, instants: np.ndarray) -> 
     historian.close()
     return {"inserts_per_s": inserted / (write_s + flush_s), "state_at_ms": 1000 * float(np.median(timings)),
             "state_at_ms_max": 1000 * max(timings), "inserted": inserted, "journal_s": write_s,
-            "db_mb": (folder / "twin.db").stat().st_size / 2**20, "check": check}
+            "db_mb": (folder / "twin.duckdb").stat().st_size / 2**20, "check": check}
 
 
-def duckdb_run(folder: Path, signals: int, seconds: int, instants: np.ndarray) -> dict:
-    import duckdb
-    import pandas as pd
+def sqlite_run(folder: Path, signals: int, seconds: int, instants: np.ndarray) -> dict:
+    """The alternative the issue names: SQLite in WAL mode, one row per update, index (signal, time)."""
+    import sqlite3
 
-    db = duckdb.connect(str(folder / "peer.duckdb"))
-    db.execute("CREATE TABLE samples (signal INTEGER, time DOUBLE, server_time DOUBLE, received DOUBLE, "
-               "status UINTEGER, value DOUBLE)")
+    db = sqlite3.connect(folder / "peer.sqlite", isolation_level=None)
+    db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; CREATE TABLE samples (signal INTEGER, "
+                     "time REAL, server_time REAL, received REAL, status INTEGER, value REAL); "
+                     "CREATE INDEX by_signal_time ON samples (signal, time);")
     rng = np.random.default_rng(0)
-    ids = np.arange(signals, dtype=np.int32)
+    ids = list(range(signals))
     insert_s = 0.0
     for second in range(seconds):
         values = rng.random(signals)
         started = time.perf_counter()
-        now = np.full(signals, START + second)
-        frame = pd.DataFrame({"signal": ids, "time": now, "server_time": now, "received": now,
-                              "status": np.zeros(signals, np.uint32), "value": values})
-        db.register("batch", frame)
-        db.execute("INSERT INTO samples SELECT * FROM batch")
-        db.unregister("batch")
+        now = START + second
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, 0, ?)",
+                       zip(ids, [now] * signals, [now] * signals, [now] * signals, values.tolist(), strict=True))
+        db.execute("COMMIT")
         insert_s += time.perf_counter() - started
     timings = []
     for instant in instants:
         started = time.perf_counter()
-        state = db.execute("SELECT signal, arg_max(value, time), max(time) FROM samples WHERE time <= ? "
-                           "GROUP BY signal", [float(instant)]).fetchall()
+        state = db.execute("SELECT s.signal, s.value FROM (SELECT DISTINCT signal FROM samples) g JOIN samples s ON "
+                           "s.rowid = (SELECT rowid FROM samples WHERE signal = g.signal AND time <= ? "
+                           "ORDER BY time DESC LIMIT 1)", (float(instant),)).fetchall()
         timings.append(time.perf_counter() - started)
         assert len(state) == signals
     db.close()
     return {"inserts_per_s": signals * seconds / insert_s, "state_at_ms": 1000 * float(np.median(timings)),
             "state_at_ms_max": 1000 * max(timings),
-            "db_mb": (folder / "peer.duckdb").stat().st_size / 2**20}
+            "db_mb": sum(p.stat().st_size for p in folder.glob("peer.sqlite*")) / 2**20}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--signals", type=int, default=10_000)
-    # The issue asks for one hour (3,600 s); with the current SQLite store that takes about 25 minutes,
-    # so the default is five simulated minutes until the store changes (docs/history.md).
-    parser.add_argument("--seconds", type=int, default=300)
+    parser.add_argument("--seconds", type=int, default=3600)
+    # SQLite's insert rate falls as its index grows: a full hour would take it about 25 minutes, so the
+    # peer runs the first five minutes (its rate there is an upper bound of its rate over the hour).
+    parser.add_argument("--peer-seconds", type=int, default=300)
     args = parser.parse_args()
     instants = START + np.random.default_rng(1).uniform(0, args.seconds, INSTANTS)
     print(f"machine: {machine()}; {args.signals:,} signals at 1 Hz for {args.seconds:,} s "
@@ -110,17 +113,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("TWIN_BENCH_DIR")) as folder:
         started = time.perf_counter()
         twin = twin_run(Path(folder), args.signals, args.seconds, instants)
-        print(f"twin (SQLite WAL): {twin['inserts_per_s']:,.0f} updates/s sustained, state at an instant "
+        print(f"twin (DuckDB): {twin['inserts_per_s']:,.0f} updates/s sustained, state at an instant "
               f"{twin['state_at_ms']:.1f} ms (max {twin['state_at_ms_max']:.1f}), {twin['db_mb']:,.0f} MiB, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
         started = time.perf_counter()
-        peer = duckdb_run(Path(folder), args.signals, args.seconds, instants)
-        print(f"peer (DuckDB): {peer['inserts_per_s']:,.0f} updates/s, state at an instant "
+        peer_instants = START + np.random.default_rng(1).uniform(0, args.peer_seconds, INSTANTS)
+        peer = sqlite_run(Path(folder), args.signals, args.peer_seconds, peer_instants)
+        print(f"peer (SQLite WAL, {args.peer_seconds} s): {peer['inserts_per_s']:,.0f} updates/s, state at an instant "
               f"{peer['state_at_ms']:.1f} ms (max {peer['state_at_ms_max']:.1f}), {peer['db_mb']:,.0f} MiB, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
     row = {"signals": args.signals, "updates": args.signals * args.seconds,
            "inserts_per_s": round(twin["inserts_per_s"]), "state_at_ms": round(twin["state_at_ms"], 1),
            "state_at_ms_max": round(twin["state_at_ms_max"], 1), "db_mib": round(twin["db_mb"]),
+           "peer_updates": args.signals * args.peer_seconds,
            "peer_inserts_per_s": round(peer["inserts_per_s"]), "peer_state_at_ms": round(peer["state_at_ms"], 1),
            "peer_db_mib": round(peer["db_mb"]),
            "ratio_inserts_to_peer": round(twin["inserts_per_s"] / peer["inserts_per_s"], 2),

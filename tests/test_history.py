@@ -1,14 +1,14 @@
-"""The historian: every update kept (not just the latest), queries over known data, retention,
-CSV export, and durability when the process is killed."""
+"""The historian: every update kept (not just the latest), queries over known data and across keyframes,
+retention, CSV export, and durability when the process is killed."""
 
 import csv
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
+import duckdb
 import numpy as np
 import pytest
 
@@ -46,6 +46,24 @@ def test_every_update_is_kept_with_quality_and_times(filled):
     assert everything["status"][-1] == UNCERTAIN_LAST_USABLE_VALUE  # the stale mark is an update too
     with pytest.raises(TwinError, match="no signal '/F/Nope.twin:x'"):
         historian.series("/F/Nope.twin:x", 0, 1)
+
+
+def test_state_at_uses_keyframes_and_late_updates(tmp_path):
+    """Keyframes bound the read; a late update (source time before the keyframe, received after) counts."""
+    cache = RuntimeCache()
+    rows = [cache.add_signal(f"/F/S{i}", "twin:v") for i in range(3)]
+    historian = Historian(tmp_path / "k.db", cache, keyframe_s=10.0)
+    for second in range(60):
+        cache.write_scalars(rows, [second, 2 * second, 3 * second], source_time=2000.0 + second)
+        historian.flush()  # a keyframe every 10 s of source time
+    cache.write_signal(rows[0], -1.0, source_time=2025.5)  # late: arrives after the 2050 keyframe
+    historian.flush()
+    assert historian._query("SELECT count(DISTINCT time) FROM keyframes")[0][0] == 6  # 2000, 2010 ... 2050
+    state = historian.state_at(2055.0)
+    assert [state[f"/F/S{i}.twin:v"]["v"] for i in range(3)] == [55.0, 110.0, 165.0]
+    assert historian.state_at(2025.7)["/F/S0.twin:v"] == {"v": -1.0, "s": 0, "q": "good", "t": 2025.5}
+    assert historian.state_at(2025.2)["/F/S1.twin:v"]["v"] == 50.0
+    historian.close()
 
 
 def test_state_at_an_instant_and_resampling(filled):
@@ -103,7 +121,7 @@ def test_sigkill_loses_at_most_the_last_second(tmp_path):
     killed_at = time.time()
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait(10)
-    with sqlite3.connect(path) as db:
+    with duckdb.connect(str(path)) as db:  # replays the write-ahead log the killed process left
         count, last, first_value, last_value = db.execute(
             "SELECT count(*), max(time), min(value), max(value) FROM samples").fetchone()
     assert killed_at - last < 1.0, f"the last stored update is {killed_at - last:.2f} s older than the kill"

@@ -1,36 +1,39 @@
-"""The historian: every signal update, kept in an embedded SQLite database (WAL), written off the hot path.
+"""The historian: every signal update, kept in an embedded DuckDB database, written off the hot path.
 
 The runtime cache keeps only the latest value of each signal. While a historian is attached, the cache
 also appends every update to a journal (one list append under the lock it already holds); a writer
-thread swaps the journal out every `flush_s` and inserts it in one transaction. WAL mode makes each
-commit durable against the process being killed (the OS has the pages), so a SIGKILL loses at most the
-last `flush_s` of updates. Why SQLite and not DuckDB, measured: docs/history.md and bench/history.py.
+thread swaps the journal out every `flush_s` and inserts it as columns in one transaction. Each commit
+is in DuckDB's write-ahead log, so killing the process loses at most the last `flush_s` of updates.
+Every `keyframe_s` the writer also stores the whole state, so "the state at an instant" reads one
+keyframe and at most `keyframe_s` of updates, however long the history. Why DuckDB and not SQLite,
+measured: docs/history.md and bench/history.py.
 
-Queries: a signal's raw values over a range, resampled values, the whole twin's state at an instant
-(one index seek per signal), and CSV export.
+Queries: a signal's raw values over a range, resampled values, the whole twin's state at an instant,
+and CSV export.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 
-from twin.cache import RuntimeCache, quality_name
+from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache, quality_name
 from twin.errors import TwinError
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS signals (id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, width INTEGER NOT NULL,
-                                    unit TEXT NOT NULL, kind TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS samples (signal INTEGER NOT NULL, time REAL NOT NULL, server_time REAL,
-                                    received REAL NOT NULL, status INTEGER NOT NULL, value REAL, data BLOB);
-CREATE INDEX IF NOT EXISTS samples_by_signal_time ON samples (signal, time);
+CREATE TABLE IF NOT EXISTS signals (id INTEGER PRIMARY KEY, key VARCHAR UNIQUE NOT NULL, width INTEGER NOT NULL,
+                                    unit VARCHAR NOT NULL, kind VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (signal INTEGER NOT NULL, time DOUBLE NOT NULL, server_time DOUBLE,
+                                    received DOUBLE NOT NULL, status UBIGINT NOT NULL, value DOUBLE, data BLOB);
+CREATE TABLE IF NOT EXISTS keyframes (time DOUBLE NOT NULL, wall DOUBLE NOT NULL, signal INTEGER NOT NULL,
+                                      sample_time DOUBLE NOT NULL, status UBIGINT NOT NULL, value DOUBLE, data BLOB);
 """
 
 
@@ -45,16 +48,18 @@ class Retention:
 
 class Historian:
     def __init__(self, path: str | Path, cache: RuntimeCache, *, flush_s: float = 0.25,
-                 retention: Retention | None = None):
+                 keyframe_s: float = 60.0, retention: Retention | None = None):
         self.path = Path(path)
         self.cache = cache
         self.flush_s = flush_s
+        self.keyframe_s = keyframe_s
+        self.last_keyframe = -math.inf  # the source-time horizon of the last keyframe
         self.retention = retention or Retention()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
+        self._db = duckdb.connect(str(self.path))
+        self._db.execute(SCHEMA)
         self._db_lock = threading.Lock()
-        self._ids: dict[int, int] = {}  # cache row -> signals.id
+        self._ids = np.zeros(0, np.int32)  # cache row -> signals.id (0: not registered yet)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.inserted = 0
@@ -85,40 +90,104 @@ class Historian:
                 self.maintain()
 
     def flush(self) -> int:
-        """Insert every update journaled since the last flush, in one transaction; returns how many."""
+        """Insert every update journaled since the last flush, in one transaction; returns how many.
+
+        A keyframe is taken when the newest source time has moved `keyframe_s` past the last keyframe's.
+        """
         cache = self.cache
         with cache.lock:
             batch = cache.journal or []
             if cache.journal is not None:
                 cache.journal = []
-        if not batch:
-            return 0
-        rows: list[tuple] = []
-        for entry in batch:
-            row, value, status, source_time, server_time, received = entry
+            known = np.isfinite(cache.source_time)
+            horizon = float(cache.source_time[known].max()) if known.any() else -math.inf
+            keyframe = self._take_keyframe(horizon) if horizon - self.last_keyframe >= self.keyframe_s else None
+        columns: dict[str, list] = {name: [] for name in ("signal", "time", "server_time", "received", "status",
+                                                         "value")}
+        blobs: list[tuple] = []  # arrays and text: few, inserted row by row
+        for row, value, status, source_time, server_time, received in batch:
             if isinstance(row, np.ndarray):  # a batch from write_scalars
-                ids = [self._signal_id(int(r)) for r in row]
-                rows.extend(zip(ids, source_time.tolist(), server_time.tolist(), [received] * len(ids),
-                                [int(status)] * len(ids), value.tolist(), [None] * len(ids), strict=True))
+                count = len(row)
+                columns["signal"].append(self._signal_ids(row))
+                columns["time"].append(np.asarray(source_time, np.float64))
+                columns["server_time"].append(np.asarray(server_time, np.float64))
+                columns["received"].append(np.full(count, received))
+                columns["status"].append(np.full(count, int(status), np.uint64))
+                columns["value"].append(np.asarray(value, np.float64))
                 continue
             scalar, data = _encode(value)
-            rows.append((self._signal_id(row), float(source_time), float(server_time), float(received),
-                         int(status), scalar, data))
+            record = (int(self._signal_ids(np.array([row]))[0]), float(source_time), float(server_time),
+                      float(received), int(status))
+            if data is None:
+                for name, item in zip(columns, (*record, math.nan if scalar is None else scalar), strict=True):
+                    columns[name].append(np.array([item]))
+            else:
+                blobs.append((*record, None, data))
+        inserted = 0
         with self._db_lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("BEGIN TRANSACTION")
+            if columns["signal"]:
+                journal = {name: np.concatenate(parts) for name, parts in columns.items()}  # DuckDB scans it
+                self._db.execute("INSERT INTO samples SELECT signal, time, server_time, received, status, value, "
+                                 "NULL FROM journal")
+                inserted += len(journal["signal"])
+            if blobs:
+                self._db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", blobs)
+                inserted += len(blobs)
+            if keyframe:
+                numbers, blob_rows = keyframe
+                self._db.execute("INSERT INTO keyframes SELECT time, wall, signal, sample_time, status, value, NULL "
+                                 "FROM numbers")
+                if blob_rows:
+                    self._db.executemany("INSERT INTO keyframes VALUES (?, ?, ?, ?, ?, ?, ?)", blob_rows)
             self._db.execute("COMMIT")
-        self.inserted += len(rows)
-        return len(rows)
+        self.inserted += inserted
+        return inserted
+
+    def _take_keyframe(self, horizon: float) -> tuple[dict, list[tuple]]:
+        """The whole state from the cache, called under its lock right after the journal swap, so it holds
+        exactly the updates written so far: numeric signals as columns, arrays and text as rows."""
+        self.last_keyframe = horizon
+        cache = self.cache
+        wall = time.time()
+        known = np.flatnonzero((cache.status != BAD_WAITING_FOR_INITIAL_DATA) & np.isfinite(cache.source_time))
+        scalar = np.array([r for r in known if cache.signal_width[r] == 1 and cache.signals[r].kind != "text"],
+                          np.int64)
+        numbers = {"time": np.full(len(scalar), horizon), "wall": np.full(len(scalar), wall),
+                   "signal": self._signal_ids(scalar), "sample_time": cache.source_time[scalar].copy(),
+                   "status": cache.status[scalar].astype(np.uint64),
+                   "value": cache.values[cache.signal_offset[scalar]].copy()}
+        blob_rows = []
+        for r in sorted(set(known.tolist()) - set(scalar.tolist())):
+            scalar_value, data = _encode(cache._current(r))
+            blob_rows.append((horizon, wall, int(self._signal_ids(np.array([r]))[0]), float(cache.source_time[r]),
+                              int(cache.status[r]), scalar_value, data))
+        return numbers, blob_rows
+
+    def _signal_ids(self, rows: np.ndarray) -> np.ndarray:
+        """signals.id of cache rows, registering the ones not seen yet (vectorised: a flush has thousands)."""
+        rows = np.asarray(rows, np.int64)
+        if len(rows) and rows.max() >= len(self._ids):
+            self._ids = np.concatenate([self._ids, np.zeros(rows.max() + 1 - len(self._ids), np.int32)])
+        ids = self._ids[rows]
+        for row in np.unique(rows[ids == 0]):
+            self._ids[row] = self._signal_id(int(row))
+        return self._ids[rows]
 
     def _signal_id(self, row: int) -> int:
-        found = self._ids.get(row)
-        if found is None:
+        found = int(self._ids[row]) if row < len(self._ids) else 0
+        if not found:
             info = self.cache.signals[row]
             with self._db_lock:
-                self._db.execute("INSERT OR IGNORE INTO signals (key, width, unit, kind) VALUES (?, ?, ?, ?)",
-                                 (info.key, info.width, info.unit, info.kind))
-                found = self._db.execute("SELECT id FROM signals WHERE key = ?", (info.key,)).fetchone()[0]
+                existing = self._db.execute("SELECT id FROM signals WHERE key = ?", (info.key,)).fetchone()
+                if existing is None:
+                    found = self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM signals").fetchone()[0]
+                    self._db.execute("INSERT INTO signals VALUES (?, ?, ?, ?, ?)",
+                                     (found, info.key, info.width, info.unit, info.kind))
+                else:
+                    found = existing[0]
+            if row >= len(self._ids):
+                self._ids = np.concatenate([self._ids, np.zeros(row + 1 - len(self._ids), np.int32)])
             self._ids[row] = found
         return found
 
@@ -131,10 +200,11 @@ class Historian:
             if retention.raw_s is not None:
                 cutoff = now - retention.raw_s
                 self._db.execute(
-                    "DELETE FROM samples WHERE time < ? AND rowid NOT IN (SELECT max(rowid) FROM samples "
-                    "WHERE time < ? GROUP BY signal, CAST(time / ? AS INTEGER))", (cutoff, cutoff, retention.step_s))
+                    "DELETE FROM samples WHERE time < ? AND rowid NOT IN (SELECT arg_max(rowid, time) FROM samples "
+                    "WHERE time < ? GROUP BY signal, floor(time / ?))", (cutoff, cutoff, retention.step_s))
             if retention.keep_s is not None:
                 self._db.execute("DELETE FROM samples WHERE time < ?", (now - retention.keep_s,))
+                self._db.execute("DELETE FROM keyframes WHERE time < ?", (now - retention.keep_s,))
 
     # ------------------------------------------------------------------ reading
     def _query(self, sql: str, parameters: tuple = ()) -> list[tuple]:
@@ -186,12 +256,27 @@ class Historian:
         return {"key": key, "times": edges[:-1] if len(edges) > 1 else edges, "values": means}
 
     def state_at(self, instant: float, keys: list[str] | None = None) -> dict[str, dict]:
-        """Every signal's value as it was at `instant`: {key: {"v", "s", "q", "t"}} (one index seek each)."""
-        where = "" if keys is None else f"WHERE g.key IN ({','.join('?' * len(keys))})"
+        """Every signal's value as it was at `instant`: {key: {"v", "s", "q", "t"}}.
+
+        The latest keyframe at or before the instant, overlaid with the updates after it (and those that
+        arrived after it, late, with an earlier source time): at most `keyframe_s` of history is read.
+        """
+        filter_keys = "" if keys is None else f"AND g.key IN ({','.join('?' * len(keys))})"
+        frame = self._query("SELECT time, any_value(wall) FROM keyframes WHERE time <= ? GROUP BY time "
+                            "ORDER BY time DESC LIMIT 1", (instant,))
+        kt, kw = frame[0] if frame else (-math.inf, -math.inf)
+        # Three ranges, each one a constant bound the store can skip row groups with: the keyframe, the
+        # updates since it, and the late ones (sent before it, received after it).
         rows = self._query(
-            "SELECT g.key, g.width, g.kind, s.time, s.status, s.value, s.data FROM signals g JOIN samples s ON "
-            "s.rowid = (SELECT rowid FROM samples WHERE signal = g.id AND time <= ? ORDER BY time DESC LIMIT 1) "
-            + where, (instant, *(keys or ())))
+            "WITH candidates AS ("
+            "  SELECT signal, sample_time AS time, status, value, data FROM keyframes WHERE time = ? "
+            "  UNION ALL SELECT signal, time, status, value, data FROM samples WHERE time > ? AND time <= ? "
+            "  UNION ALL SELECT signal, time, status, value, data FROM samples WHERE received > ? AND time <= ?), "
+            "latest AS (SELECT signal, max(time) AS time, arg_max(status, time) AS status, "
+            "  arg_max(value, time) AS value, arg_max(data, time) AS data FROM candidates GROUP BY signal) "
+            "SELECT g.key, g.width, g.kind, l.time, l.status, l.value, l.data FROM latest l "
+            f"JOIN signals g ON g.id = l.signal WHERE true {filter_keys}",
+            (kt, kt, instant, kw, min(instant, kt), *(keys or ())))
         state = {}
         for key, width, kind, when, status, value, data in rows:
             decoded = _decode_values([(when, status, value, data)], width, kind)
