@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -113,6 +114,19 @@ def test_whatif_forks_from_the_live_plant(demo):
     kpis = job["result"]["points"][0]["kpis"]
     assert kpis["output_at_end"]["mean"] == pytest.approx(live["sink_count"] + kpis["parts_out"]["mean"])
     assert kpis["throughput_per_hour"]["mean"] > 100
+
+
+def test_demo_keeps_history(demo):
+    """The demo's historian stores the PLC's updates as they come: the counter's past is queryable."""
+    time.sleep(2.0)
+    now = time.time()
+    query = f"key={urllib.parse.quote(COUNTER)}&start={now - 600}&end={now}"
+    with urllib.request.urlopen(f"{demo['url']}/api/history/signal?{query}", timeout=10) as response:
+        history = json.load(response)
+    assert len(history["times"]) >= 1 and history["values"] == sorted(history["values"])  # a counter never falls
+    with urllib.request.urlopen(f"{demo['url']}/api/history/state?at={now}", timeout=10) as response:
+        state = json.load(response)
+    assert state[COUNTER]["q"] == "good" and len(state) >= 40
 
 
 def test_viewer_shows_the_live_factory(demo, artifacts):

@@ -69,6 +69,7 @@ async def serve(
     tick_hz: float,
     tokens: Path | None = None,
     operator_token: bool = False,
+    history: Path | None = None,
 ) -> None:
     import uvicorn
 
@@ -86,11 +87,27 @@ async def serve(
         binding_file = load_bindings(bindings, endpoints)
         validate_against_stage(binding_file, twin.stage.stage)
         connector = OpcUaConnector(binding_file, twin.cache, audit_path=layout.parent / "audit.jsonl")
+    historian = None
+    if history is not None:
+        from twin.history import Historian, Retention
+
+        # Raw samples for a day, then one per 10 s per signal for a month.
+        historian = Historian(history, twin.cache, retention=Retention(raw_s=86_400.0, step_s=10.0,
+                                                                        keep_s=31 * 86_400.0))
+        print(f"twin: history in {history}", flush=True)
+
+    async def start_history() -> None:
+        historian.start()
+
+    async def stop_history() -> None:
+        await asyncio.to_thread(historian.stop)
+
     app = create_app(
         twin, glb_path=glb, tick_hz=tick_hz, writer=connector, access=access,
         connector_health=connector.health if connector else None,
-        on_startup=[connector.start] if connector else [],
-        on_shutdown=[connector.stop] if connector else [],
+        on_startup=([connector.start] if connector else []) + ([start_history] if historian else []),
+        on_shutdown=([connector.stop] if connector else []) + ([stop_history] if historian else []),
+        historian=historian,
     )
     if operator_token:
         print(f"twin: operator token (for POST /api/write): {access.issue('demo-operator', 'operator')}", flush=True)
@@ -123,7 +140,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"twin: simulated PLC at {endpoint} (pid {plc.pid})", flush=True)
         bindings = Path(sample_plc.__file__).with_name("bindings.yaml")
         asyncio.run(serve(layout, bindings, host=args.host, port=args.port, glb=layout.with_suffix(".glb"),
-                          endpoints={"plc": endpoint}, tick_hz=args.tick_hz, operator_token=True))
+                          endpoints={"plc": endpoint}, tick_hz=args.tick_hz, operator_token=True,
+                          history=workdir / f"history-{args.port}.duckdb"))  # one store per running demo
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
@@ -142,6 +160,7 @@ def run_serve(args: argparse.Namespace) -> int:
     glb = Path(args.glb) if args.glb else None
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(Path(args.layout), Path(args.bindings) if args.bindings else None,
+                          history=Path(args.history) if args.history else None,
                           host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz,
                           tokens=Path(args.tokens) if args.tokens else None))
     return 0
@@ -203,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--tick-hz", type=float, default=30.0)
     serve_cmd.add_argument("--tokens", help="JSON file of API tokens and roles (see twin/auth.py)")
+    serve_cmd.add_argument("--history", help="keep every signal update in this DuckDB file (docs/history.md)")
     serve_cmd.set_defaults(handler=run_serve)
 
     snapshot = commands.add_parser("snapshot", help="save the live state of a running twin as a USD layer")

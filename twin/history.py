@@ -56,7 +56,10 @@ class Historian:
         self.last_keyframe = -math.inf  # the source-time horizon of the last keyframe
         self.retention = retention or Retention()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = duckdb.connect(str(self.path))
+        try:
+            self._db = duckdb.connect(str(self.path))
+        except duckdb.Error as error:  # most often: another twin has it open
+            raise TwinError(f"{self.path}: cannot open the history store: {error}") from None
         self._db.execute(SCHEMA)
         self._db_lock = threading.Lock()
         self._ids = np.zeros(0, np.int32)  # cache row -> signals.id (0: not registered yet)

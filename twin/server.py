@@ -25,7 +25,9 @@ from pxr import Gf, Sdf, Usd, Vt
 from pydantic import BaseModel, Field
 
 from twin.auth import Access, AuthError
+from twin.history import Historian
 from twin.runtime import Twin
+from twin.server_history import history_router
 from twin.server_whatif import whatif_router
 from twin.stream import signal_json
 from twin.stream_hub import StreamHub, StreamLimits
@@ -101,6 +103,7 @@ def create_app(
     writer: SignalWriter | None = None,
     access: Access | None = None,
     stream_limits: StreamLimits | None = None,
+    historian: Historian | None = None,
 ) -> FastAPI:
     """The twin's web app. `connector_health()` describes the OPC-UA sessions and their bindings;
     `on_startup`/`on_shutdown` are async callables (connectors);
@@ -192,6 +195,7 @@ def create_app(
 
     whatif_routes, stop_whatif = whatif_router(twin, access)
     app.include_router(whatif_routes)
+    app.include_router(history_router(historian))
 
     @app.get("/api/connectors")
     async def connectors() -> dict:
