@@ -47,7 +47,7 @@ class Retention:
 
 
 class Historian:
-    def __init__(self, path: str | Path, cache: RuntimeCache, *, flush_s: float = 0.25,
+    def __init__(self, path: str | Path, cache: RuntimeCache, *, flush_s: float = 0.5,
                  keyframe_s: float = 60.0, retention: Retention | None = None):
         self.path = Path(path)
         self.cache = cache
