@@ -41,7 +41,7 @@ from collections.abc import Callable
 import numpy as np
 import pinocchio as pin
 import warp as wp
-from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
+from machine import warp_machine  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 try:
     import newton
@@ -300,11 +300,6 @@ def bench_robot(name: str, relative: str, device: str) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- report
-def machine(device: str) -> str:
-    accelerator = "warp device cpu" if device == "cpu" else f"warp device {device} ({wp.get_device(device).name})"
-    return f"{cpu()}, {accelerator}"
-
-
 COLUMNS = (
     ("robot", "robot", "{}"), ("batch", "batch", "{:,}"), ("fk_per_s", "FK/s", "{:,}"),
     ("peer_fk_per_s", "Pinocchio/s", "{:,}"), ("ratio_to_peer", "xPin", "{:.2f}"),
@@ -327,7 +322,7 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     started = time.perf_counter()
     device = default_device()
-    info = machine(device)
+    info = warp_machine(device)
     print(f"kinematics benchmark on {info}")
     print(f"Newton IK: LM, analytic Jacobian, {NEWTON_IK['sampler']} sampler, {NEWTON_IK['n_seeds']} seeds, "
           f"{NEWTON_IK['iterations']} iterations; success measured with our FK "

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import warp as wp
-from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
+from machine import warp_machine  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the SimPy reference lives in tests/
 
@@ -30,11 +30,6 @@ from twin.scenes.layout import open_layout  # noqa: E402
 
 HOURS = 8.0
 PEER_MAX = 10
-
-
-def machine(device: str) -> str:
-    accelerator = "warp device cpu" if device == "cpu" else f"warp device {device} ({wp.get_device(device).name})"
-    return f"{cpu()}, {accelerator}"
 
 
 def warp_rate(model, replications: int, device: str) -> tuple[float, float]:
@@ -61,7 +56,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,100,1000")
     args = parser.parse_args()
     wp.init()
-    info = machine(args.device)
+    info = warp_machine(args.device)
     with tempfile.TemporaryDirectory() as folder:
         model = read_line(open_layout(build_sample_factory(Path(folder))))
     print(f"machine: {info}; {HOURS:g} simulated hours per replication", flush=True)

@@ -14,3 +14,11 @@ def cpu() -> str:
     except (OSError, StopIteration):
         pass
     return f"{name}, {os.cpu_count()} cores"
+
+
+def warp_machine(device: str) -> str:
+    """`cpu()` and the Warp device the benchmark ran on (with the GPU's name when it is one)."""
+    import warp as wp
+
+    accelerator = "warp device cpu" if device == "cpu" else f"warp device {device} ({wp.get_device(device).name})"
+    return f"{cpu()}, {accelerator}"

@@ -276,10 +276,6 @@ def signal_values(frame: Frame, widths: np.ndarray) -> list[np.ndarray]:
     return np.split(frame.values, np.cumsum(counts)[:-1]) if len(counts) else []
 
 
-def quality_of(code: int) -> str:
-    return QUALITIES[code]
-
-
 class Gap(Exception):
     """A delta does not follow the version the client holds: it must ask for a resync."""
 

@@ -2,16 +2,9 @@
 // live signals and those of its descendants (stream), updated in place as frames arrive.
 import { authHeaders } from './auth.js';
 import { formatTime, formatValue, primUrl, splitSignalKey } from './format.js';
+import { element } from './dom.js';
 import { drawSparkline } from './history.js';
-
-const QUALITIES = ['good', 'uncertain', 'stale', 'bad'];
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
+import { QUALITIES } from './protocol.js';
 
 async function fetchPrim(path) {
   const response = await fetch(primUrl(path), { headers: authHeaders() });

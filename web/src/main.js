@@ -193,7 +193,7 @@ async function start() {
   // that arrived earlier would be lost for prims that then stand still.
   const protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
   twin.stream = new Stream(withToken(`${protocol}//${location.host}/ws`), {
-    onFrame: applyFrame, onSchema: () => {}, onStatus: setStatus,
+    onFrame: applyFrame, onStatus: setStatus,
   });
   twin.stream.connect();
   await treeLoaded;

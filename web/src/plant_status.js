@@ -1,6 +1,7 @@
 // What the plant is doing, at a glance: a state lamp over every machine (coloured by its state,
 // grey with a badge when its data is stale or bad), the KPI bar, and the list of active alarms.
 import { authHeaders } from './auth.js';
+import { element } from './dom.js';
 import { formatTime, splitSignalKey } from './format.js';
 
 export const STATE_COLORS = {
@@ -16,13 +17,6 @@ const KPIS = {
   'twin:kpi:oee': ['kpi-oee', (v) => `${(100 * v).toFixed(0)} %`],
   'twin:kpi:wip': ['kpi-wip', (v) => v.toFixed(0)],
 };
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 export class PlantStatus {
   constructor(viewer, { alarmButton, alarmPanel, onSelect }) {

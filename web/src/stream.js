@@ -10,15 +10,13 @@ const RESYNC_RETRY_MS = 3000;
 
 export class Stream {
   /**
-   * `onFrame(frame, schema)` gets each decoded binary frame that applies; `onSchema(schema)` the row
-   * names before a snapshot; `onStatus(status)` "connecting", "live", "reconnecting" or "stale".
+   * `onFrame(frame, schema)` gets each decoded binary frame that applies, with the row names it refers
+   * to; `onStatus(status)` "connecting", "live", "reconnecting" or "stale".
    */
-  constructor(url, { onFrame, onSchema, onStatus, onControl = () => {} }) {
+  constructor(url, { onFrame, onStatus }) {
     this.url = url;
     this.onFrame = onFrame;
-    this.onSchema = onSchema;
     this.onStatus = onStatus;
-    this.onControl = onControl;
     this.backoff = BACKOFF_MIN_MS;
     this.everConnected = false;
     this.schema = null;
@@ -78,9 +76,7 @@ export class Stream {
     if (message.type === 'hello') this.heartbeatMs = message.heartbeat_s * 1000;
     else if (message.type === 'schema') {
       this.schema = { ...message, widths: Int32Array.from(message.signals, (s) => s.width) };
-      this.onSchema(this.schema);
     } else if (message.type === 'error') console.warn('stream error:', message.error);
-    this.onControl(message);
   }
 
   #frame(buffer) {
