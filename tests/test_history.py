@@ -86,6 +86,8 @@ def test_csv_export_and_retention(filled, tmp_path):
     rows = list(csv.reader(path.open()))
     assert rows[0] == ["key", "time", "server_time", "status", "quality", "value"]
     assert rows[2][0] == "/F/Robot.twin:q" and rows[2][5] == "1.0 -1.0 0.5"
+    with pytest.raises(TwinError, match="no signal '/F/Nope.twin:x'"):
+        historian.export_csv(path, keys=["/F/Nope.twin:x"])
     historian.retention = Retention(raw_s=50.0, step_s=10.0)
     historian.maintain(now=1100.0)  # samples before 1050 thinned to one per 10 s per signal
     thinned = historian.series("/F/Belt.twin:speed", 1000.0, 1049.0)
@@ -94,6 +96,29 @@ def test_csv_export_and_retention(filled, tmp_path):
     historian.retention = Retention(keep_s=30.0)
     historian.maintain(now=1100.0)
     assert historian.series("/F/Belt.twin:speed", 0.0, 1e12)["times"][0] == 1070.0
+
+
+def test_parquet_export_read_back_by_pyarrow(filled, tmp_path):
+    """Read by an independent reader (Arrow): every column typed, arrays as lists, text as strings."""
+    import pyarrow.parquet as pq
+
+    historian, _ = filled
+    path = tmp_path / "out.parquet"
+    assert historian.export_parquet(path, start=1010.0, end=1011.0) == 6
+    table = pq.read_table(path).to_pylist()
+    assert [row["key"] for row in table] == ["/F/Belt.twin:speed"] * 2 + ["/F/Robot.twin:phase"] * 2 + \
+        ["/F/Robot.twin:q"] * 2
+    speed, _, phase, _, joints, _ = table
+    assert speed["time"] == 1010.0 and speed["value"] == pytest.approx(0.10) and speed["quality"] == "good"
+    assert speed["values"] is None and speed["text"] is None and speed["status"] == 0
+    assert phase["text"] == "place" and phase["value"] is None
+    assert joints["values"] == [10.0, -10.0, 0.5] and joints["value"] is None
+    assert historian.export_parquet(path, keys=["/F/Belt.twin:speed"]) == 101  # 100 values and the stale mark
+    assert pq.read_table(path).column("quality").to_pylist()[-1] == "stale"
+    odd = tmp_path / "it's here.parquet"  # a quote in the path must not break the statement
+    assert historian.export_parquet(odd, keys=["/F/Robot.twin:q"], start=1000.0, end=1000.0) == 1
+    with pytest.raises(TwinError, match="no signal"):
+        historian.export_parquet(path, keys=["/F/Nope.twin:x"])
 
 
 WRITER = """
