@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from twin.alarms import AlarmRule, AlarmRuleError, parse_rule
 from twin.errors import BindingError
 
 KINDS = ("float", "int", "bool", "text", "json")
@@ -26,7 +27,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the whee
 _SERVER_KEYS = {"endpoint", "security", "username", "password_env", "password", "publishing_ms"}
 _SECURITY_KEYS = {"policy", "mode", "certificate", "private_key", "trusted_server_certificates"}
 _BINDING_KEYS = {"server", "node", "browse_path", "prim", "attr", "unit", "kind", "width", "sampling_ms",
-                 "queue_size", "deadband", "scale", "offset", "enum", "direction", "limits"}
+                 "queue_size", "deadband", "scale", "offset", "enum", "direction", "limits", "alarms"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Binding:
     direction: str = "read"
     minimum: float | None = None  # write limits, in twin units
     maximum: float | None = None
+    alarms: tuple[AlarmRule, ...] = ()  # rules on this binding's signal (twin/alarms.py)
 
     @property
     def source(self) -> str:
@@ -302,7 +304,35 @@ def _binding(node: yaml.Node, data, path: Path, servers: dict[str, ServerConfig]
         fields.get("server"), node_id, prim, attr, "" if unit is None else str(unit), kind, width,
         fields.number("sampling_ms", 100.0, minimum=0.0), fields.line, browse_path, queue_size, deadband,
         scale, fields.number("offset", 0.0), dict(enum), direction, limits.get("min"), limits.get("max"),
+        _alarms(fields, f"{prim}.{attr}", kind, width, enum),
     )
+
+
+def _alarms(fields: _Fields, key: str, kind: str, width: int, enum: dict[int, str]) -> tuple[AlarmRule, ...]:
+    """The binding's `alarms:` list, each entry checked against the binding (numeric limits need a
+    numeric scalar, a state name needs the enum to have it)."""
+    if "alarms" not in fields.values:
+        return ()
+    node, data = fields.nodes["alarms"], fields.values["alarms"]
+    if not isinstance(node, yaml.SequenceNode) or not isinstance(data, list):
+        raise fields.error("alarms", "alarms must be a list of rules, e.g. [{high: 60, deadband: 2}]")
+    rules = []
+    for item, item_data in zip(node.value, data, strict=True):
+        entry = _Fields(item, item_data, fields.path, f"{fields.what} alarm")
+        try:
+            rule = parse_rule(entry.values, key, where=f"{fields.path}:{entry.line}")
+        except AlarmRuleError as error:
+            raise entry.error(error.field, str(error)) from None
+        if rule.kind in ("high", "low", "rate") and (kind not in ("float", "int") or width != 1):
+            raise entry.error(rule.kind, f"a {rule.kind} alarm needs a numeric scalar signal, not {kind} "
+                                         f"of width {width}")
+        if isinstance(rule.equals, str) and kind == "int" and rule.equals not in enum.values():
+            raise entry.error("equals", f"state {rule.equals!r} is not in this binding's enum "
+                                        f"({', '.join(enum.values()) or 'none'})")
+        if any(other.name == rule.name for other in rules):
+            raise entry.error("name", f"two alarms named {rule.name!r} on {key}: give each a name")
+        rules.append(rule)
+    return tuple(rules)
 
 
 def load_bindings(path: str | Path, endpoint_overrides: dict[str, str] | None = None) -> BindingFile:

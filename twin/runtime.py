@@ -2,8 +2,8 @@
 
 `Twin.step()` is the simulation stage of the data flow: connectors have written
 signals into the cache; the step turns joint signals into link transforms and line
-signals into part poses (Warp) and line signals into live KPIs, then lets the live layer catch up
-at its bounded rate.
+signals into part poses (Warp) and line signals into live KPIs, evaluates the alarm rules, then lets
+the live layer catch up at its bounded rate.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from twin.alarms import AlarmEngine, rules_from_stage
 from twin.cache import RuntimeCache
 from twin.kinematics import default_device
 from twin.live_kpis import LiveKpis
@@ -27,6 +28,7 @@ class Twin:
         self.robots = SceneRobots(self.stage, self.cache, device=self.device)
         self.parts = PartTracker(self.stage, self.cache, self.robots, device=self.device)
         self.kpis = LiveKpis(self.stage, self.cache)
+        self.alarms = AlarmEngine(self.cache, rules_from_stage(self.stage.stage, str(self.stage.path)))
         self.live_writer = LiveLayerWriter(self.stage, self.cache, max_rate_hz=flush_hz)
         self.steps = 0
         self.step_seconds = 0.0  # time spent in the last step
@@ -36,6 +38,7 @@ class Twin:
         self.robots.update()
         self.parts.update()
         self.kpis.update()
+        self.alarms.evaluate()
         self.live_writer.maybe_flush()
         self.steps += 1
         self.step_seconds = time.perf_counter() - started

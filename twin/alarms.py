@@ -1,0 +1,423 @@
+"""Alarms: rules on signals, evaluated every tick, with the lifecycle operators expect (ISA-18.2 in short).
+
+A rule watches one signal: a high or low limit with hysteresis (`deadband`), a rate of change over a
+window, a state that equals a value (an enum label, a number or a text), or stale data. Rules come from
+the layout (`twin:alarm:NAME:FIELD` attributes on a prim, docs/alarms.md) or from the binding file
+(`alarms:` under a binding); both use the same fields, parsed here.
+
+Lifecycle of an alarm: raised -> active (unacknowledged); an operator acknowledges it (who, when, a
+comment); when its condition goes away it is cleared. It leaves the list once it is both cleared and
+acknowledged; if the condition returns first, it is raised again. Every transition is an `AlarmEvent`
+with a sequence number: the historian stores them, the stream and the SDK read them with
+`events_since(seq)`, so no reader needs a callback into the core.
+
+Limits are evaluated on the latest value each tick, vectorised over all rules; data of bad quality
+neither raises nor clears a limit alarm (the stale rule is there for that).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
+from twin.errors import LayoutError, TwinError
+
+KINDS = ("high", "low", "rate", "equals", "stale")
+SEVERITIES = {"low": 250, "medium": 500, "high": 750, "critical": 1000}  # OPC-UA A&C severity scale
+FIELDS = {*KINDS, "deadband", "window_s", "severity", "message", "name"}
+EVENT_BUFFER = 10_000  # events kept in memory for readers that poll with events_since
+
+
+class AlarmRuleError(TwinError):
+    """A rule's fields are wrong; `field` names the offending one so callers can point at its line."""
+
+    def __init__(self, field_name: str | None, message: str):
+        self.field = field_name
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class AlarmRule:
+    key: str  # the signal, 'prim.attr'
+    name: str  # unique per signal
+    kind: str  # one of KINDS
+    limit: float = math.nan  # high/low: the limit; rate: units per second; stale: seconds (0: source lost)
+    equals: float | str | None = None
+    deadband: float = 0.0  # hysteresis: how far back past the limit the value must go to clear
+    window_s: float = 10.0  # rate: the change is measured over this window
+    severity: str = "medium"
+    message: str = ""
+    where: str = ""  # where it was defined, for errors and the UI: 'file:line' or 'prim'
+
+    @property
+    def id(self) -> str:
+        return f"{self.key}:{self.name}"
+
+    def describe(self, unit: str = "") -> str:
+        if self.message:
+            return self.message
+        unit = f" {unit}" if unit else ""
+        return {"high": f"{self.key} above {self.limit:g}{unit}", "low": f"{self.key} below {self.limit:g}{unit}",
+                "rate": f"{self.key} changes faster than {self.limit:g}{unit}/s",
+                "equals": f"{self.key} is {self.equals}",
+                "stale": f"{self.key}: no fresh data" + (f" for {self.limit:g} s" if self.limit else "")}[self.kind]
+
+
+def parse_rule(spec: Mapping[str, object], key: str, *, default_name: str | None = None,
+               where: str = "") -> AlarmRule:
+    """A rule from its fields: exactly one of high/low/rate/equals/stale, plus deadband, window_s,
+    severity, message, name. Raises AlarmRuleError naming the field."""
+    for name in spec:
+        if name not in FIELDS:
+            raise AlarmRuleError(name, f"unknown alarm field {name!r} (allowed: {', '.join(sorted(FIELDS))})")
+    kinds = [kind for kind in KINDS if kind in spec]
+    if len(kinds) != 1:
+        raise AlarmRuleError(kinds[1] if kinds else None,
+                             f"an alarm takes exactly one of {', '.join(KINDS)}; got {kinds or 'none'}")
+    kind = kinds[0]
+
+    def number(name: str, default: float, *, minimum: float = -math.inf, above: float | None = None) -> float:
+        value = spec.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise AlarmRuleError(name, f"alarm {name} must be a finite number, got {value!r}")
+        if value < minimum or (above is not None and value <= above):
+            bound = f"> {above:g}" if above is not None else f">= {minimum:g}"
+            raise AlarmRuleError(name, f"alarm {name} must be {bound}, got {value!r}")
+        return float(value)
+
+    limit, equals = math.nan, None
+    if kind in ("high", "low"):
+        limit = number(kind, math.nan)
+    elif kind == "rate":
+        limit = number("rate", math.nan, above=0.0)
+    elif kind == "stale":
+        limit = number("stale", math.nan, minimum=0.0)
+    else:
+        equals = spec["equals"]
+        if isinstance(equals, bool):
+            equals = float(equals)
+        if not isinstance(equals, int | float | str) or equals == "":
+            raise AlarmRuleError("equals", f"alarm equals must be a number or a state name, got {equals!r}")
+        equals = float(equals) if isinstance(equals, int | float) else equals
+    if "deadband" in spec and kind not in ("high", "low", "rate"):
+        raise AlarmRuleError("deadband", f"a deadband applies to high, low and rate alarms, not {kind}")
+    if "window_s" in spec and kind != "rate":
+        raise AlarmRuleError("window_s", "window_s applies to rate alarms only")
+    severity = spec.get("severity", "medium")
+    if severity not in SEVERITIES:
+        raise AlarmRuleError("severity", f"alarm severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
+    name = spec.get("name", default_name or kind)
+    if not isinstance(name, str) or not name or any(c in name for c in " :/."):
+        raise AlarmRuleError("name", f"alarm name must be a word without spaces, ':', '/' or '.', got {name!r}")
+    message = spec.get("message", "")
+    if not isinstance(message, str):
+        raise AlarmRuleError("message", f"alarm message must be text, got {message!r}")
+    return AlarmRule(key, name, kind, limit, equals, number("deadband", 0.0, minimum=0.0),
+                     number("window_s", 10.0, above=0.0), str(severity), message, where)
+
+
+ATTRIBUTE_PREFIX = "twin:alarm:"
+
+
+def rules_from_stage(stage, layout_path: str = "") -> list[AlarmRule]:
+    """Rules authored in the layout: `twin:alarm:NAME:FIELD` attributes on the prim that owns the signal,
+    e.g. `double twin:alarm:hot:high = 60`, `double twin:alarm:hot:deadband = 3`. `FIELD` `signal` names the
+    watched attribute; without it, a sensor's `twin:signal` is used."""
+    specs: dict[tuple[str, str], dict[str, object]] = {}
+    for prim in stage.Traverse():
+        for attribute in prim.GetAttributes():
+            name = attribute.GetName()
+            if not name.startswith(ATTRIBUTE_PREFIX):
+                continue
+            alarm_name, _, field_name = name[len(ATTRIBUTE_PREFIX):].partition(":")
+            if not field_name:
+                raise LayoutError(layout_path, f"{prim.GetPath()}: attribute {name} must be named "
+                                               f"twin:alarm:NAME:FIELD (e.g. twin:alarm:hot:high)")
+            value = attribute.Get()
+            specs.setdefault((str(prim.GetPath()), alarm_name), {})[field_name] = (
+                value.item() if hasattr(value, "item") else value)
+    rules = []
+    for (prim_path, alarm_name), spec in specs.items():
+        prim = stage.GetPrimAtPath(prim_path)
+        watched = spec.pop("signal", None)
+        if watched is None and prim.GetAttribute("twin:signal"):
+            watched = prim.GetAttribute("twin:signal").Get()
+        where = f"{layout_path}: {prim_path}"
+        if not isinstance(watched, str) or not watched:
+            raise LayoutError(layout_path, f"{prim_path}: alarm {alarm_name} needs twin:alarm:{alarm_name}:signal "
+                                           f"(the attribute it watches)")
+        try:
+            rules.append(parse_rule(spec, f"{prim_path}.{watched}", default_name=alarm_name, where=where))
+        except AlarmRuleError as error:
+            field_name = f"twin:alarm:{alarm_name}:{error.field}" if error.field else f"alarm {alarm_name}"
+            raise LayoutError(layout_path, f"{prim_path}: {field_name}: {error}") from None
+    return rules
+
+
+@dataclass
+class Alarm:
+    """One alarm of one rule; `state` is what operators see."""
+
+    id: int
+    rule: AlarmRule
+    message: str
+    raised: float  # when the condition began (source time of the value that raised it)
+    value: object  # the value that raised it
+    active: bool = True
+    acknowledged: bool = False
+    cleared: float | None = None
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+    comment: str = ""
+    raised_count: int = 1
+
+    @property
+    def state(self) -> str:
+        if self.active:
+            return "acknowledged" if self.acknowledged else "active"
+        return "cleared"  # and not yet acknowledged: still in the list
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "rule": self.rule.id, "key": self.rule.key, "kind": self.rule.kind,
+                "severity": self.rule.severity, "message": self.message, "state": self.state,
+                "raised": self.raised, "value": _json_value(self.value), "cleared": self.cleared,
+                "acknowledged_at": self.acknowledged_at, "acknowledged_by": self.acknowledged_by,
+                "comment": self.comment, "raised_count": self.raised_count}
+
+
+@dataclass(frozen=True)
+class AlarmEvent:
+    seq: int
+    time: float
+    alarm: int
+    rule: str
+    key: str
+    event: str  # "raised", "acknowledged", "cleared"
+    severity: str
+    message: str
+    value: object = None
+    user: str | None = None
+    comment: str = ""
+
+    def to_json(self) -> dict:
+        return {"seq": self.seq, "time": self.time, "alarm": self.alarm, "rule": self.rule, "key": self.key,
+                "event": self.event, "severity": self.severity, "message": self.message,
+                "value": _json_value(self.value), "user": self.user, "comment": self.comment}
+
+
+def _json_value(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class _RateHistory:
+    samples: collections.deque = field(default_factory=collections.deque)  # (source time, value)
+    last_time: float = math.nan
+
+
+class AlarmEngine:
+    """Evaluates the rules against the runtime cache and keeps the alarms and their events.
+
+    Rules may name signals that are registered later (connectors add theirs after the layout is read):
+    they are resolved when the cache's schema changes; `unresolved()` lists those still missing.
+    """
+
+    def __init__(self, cache: RuntimeCache, rules: Iterable[AlarmRule] = ()):
+        self.cache = cache
+        self.rules: list[AlarmRule] = []
+        self.alarms: dict[int, Alarm] = {}  # open alarms (active or not yet acknowledged), by id
+        self.version = 0  # bumped on every change of the open alarms
+        self.next_id = 1
+        self.lock = threading.Lock()
+        self._by_rule: dict[str, Alarm] = {}
+        self._events: collections.deque[AlarmEvent] = collections.deque(maxlen=EVENT_BUFFER)
+        self._seq = 0
+        self._schema = -1
+        self._rows = np.zeros(0, np.int64)  # per rule: cache row (-1: signal not registered yet)
+        self._rates: dict[int, _RateHistory] = {}
+        self.add_rules(rules)
+
+    def add_rules(self, rules: Iterable[AlarmRule]) -> None:
+        with self.lock:
+            known = {rule.id: rule for rule in self.rules}
+            for rule in rules:
+                if rule.id in known:
+                    raise TwinError(f"{rule.where}: alarm {rule.id} is already defined at {known[rule.id].where}")
+                known[rule.id] = rule
+                self.rules.append(rule)
+            self._schema = -1  # resolve again
+
+    def unresolved(self) -> list[AlarmRule]:
+        with self.lock:
+            self._resolve()
+            return [rule for rule, row in zip(self.rules, self._rows, strict=True) if row < 0]
+
+    def check(self) -> None:
+        """Raise if a rule names a signal nothing feeds, or a kind the signal cannot have (call once the
+        connectors have registered their signals)."""
+        missing = self.unresolved()
+        if missing:
+            raise TwinError("; ".join(f"{rule.where}: alarm {rule.name} watches {rule.key}, which no binding, "
+                                      f"robot or line element provides" for rule in missing))
+        for rule, row in zip(self.rules, self._rows, strict=True):
+            info = self.cache.signals[row]
+            if rule.kind in ("high", "low", "rate") and (info.width != 1 or info.kind == "text"):
+                raise TwinError(f"{rule.where}: alarm {rule.name} on {rule.key}: a {rule.kind} alarm needs a "
+                                f"numeric scalar signal, and this one is {info.kind} of width {info.width}")
+
+    def _resolve(self) -> None:
+        if self._schema == self.cache.schema and len(self._rows) == len(self.rules):
+            return
+        rows = []
+        for rule in self.rules:
+            prim, _, attr = rule.key.rpartition(".")
+            try:
+                rows.append(self.cache.signal_row(prim, attr))
+            except KeyError:
+                rows.append(-1)
+        self._rows = np.array(rows, np.int64)
+        self._schema = self.cache.schema
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, now: float | None = None) -> None:
+        """Raise and clear alarms from the cache's current values (called once per tick)."""
+        now = time.time() if now is None else now
+        with self.lock:
+            if not self.rules:
+                return
+            self._resolve()
+            cache = self.cache
+            with cache.lock:
+                valid = self._rows >= 0
+                rows = np.where(valid, self._rows, 0)
+                status = cache.status[rows]
+                values = cache.values[cache.signal_offset[rows]]
+                source_time = cache.source_time[rows].copy()
+                received = cache.received_time[rows].copy()
+                texts = [cache.text[row] for row in rows]
+            severity = (status.astype(np.int64) >> 30) & 0b11
+            usable = valid & (severity < 2) & (status != UNCERTAIN_LAST_USABLE_VALUE)
+            for index, rule in enumerate(self.rules):
+                if not valid[index]:
+                    continue
+                condition = self._condition(index, rule, bool(usable[index]), int(status[index]), values[index],
+                                            texts[index], source_time[index], received[index], now)
+                if condition is None:
+                    continue  # undecided (bad data for a limit): keep the state
+                active, value = condition
+                when = now if rule.kind == "stale" or not math.isfinite(source_time[index]) else source_time[index]
+                self._transition(rule, active, value, float(when))
+
+    def _condition(self, index: int, rule: AlarmRule, usable: bool, status: int, value: float, text, source_time,
+                   received, now: float) -> tuple[bool, object] | None:
+        open_alarm = self._by_rule.get(rule.id)
+        was_active = open_alarm is not None and open_alarm.active
+        if rule.kind == "stale":
+            lost = status == UNCERTAIN_LAST_USABLE_VALUE or (((status >> 30) & 0b11) >= 2
+                                                             and status != BAD_WAITING_FOR_INITIAL_DATA)
+            quiet = rule.limit > 0 and math.isfinite(received) and now - received > rule.limit
+            return lost or quiet, (None if math.isnan(received) else round(now - received, 3))
+        if not usable:
+            return None
+        if rule.kind == "equals":
+            current = text if isinstance(rule.equals, str) else float(value)
+            return current == rule.equals, current
+        if rule.kind == "high":
+            return bool(value > rule.limit or (was_active and value >= rule.limit - rule.deadband)), float(value)
+        if rule.kind == "low":
+            return bool(value < rule.limit or (was_active and value <= rule.limit + rule.deadband)), float(value)
+        rate = self._rate(index, rule, float(value), float(source_time), now)
+        if rate is None:
+            return None
+        return bool(abs(rate) > rule.limit or (was_active and abs(rate) >= rule.limit - rule.deadband)), rate
+
+    def _rate(self, index: int, rule: AlarmRule, value: float, source_time: float, now: float) -> float | None:
+        """Change per second over the last `window_s`: the value now against the value a window ago
+        (a signal that stopped changing has a rate of zero, even though no new samples arrive)."""
+        history = self._rates.setdefault(index, _RateHistory())
+        if source_time != history.last_time and math.isfinite(source_time):
+            history.samples.append((source_time, value))
+            history.last_time = source_time
+        samples = history.samples
+        start = max(now, source_time) - rule.window_s
+        while len(samples) > 1 and samples[1][0] <= start:
+            samples.popleft()  # keep the last sample at or before the window's start
+        if not samples or samples[0][0] > start:
+            return None  # less than a window of history yet
+        return (value - samples[0][1]) / rule.window_s
+
+    def _transition(self, rule: AlarmRule, active: bool, value, when: float) -> None:
+        alarm = self._by_rule.get(rule.id)
+        if active and (alarm is None or not alarm.active):
+            if alarm is None:
+                info = self.cache.find_signal(rule.key)
+                alarm = Alarm(self.next_id, rule, rule.describe(info.unit), when, value)
+                self.next_id += 1
+                self.alarms[alarm.id] = alarm
+                self._by_rule[rule.id] = alarm
+            else:  # raised again before it was acknowledged
+                alarm.active, alarm.acknowledged, alarm.cleared = True, False, None
+                alarm.raised, alarm.value = when, value
+                alarm.raised_count += 1
+            self._event(alarm, "raised", when, value)
+        elif not active and alarm is not None and alarm.active:
+            alarm.active, alarm.cleared = False, when
+            self._event(alarm, "cleared", when, value)
+            if alarm.acknowledged:
+                self._close(alarm)
+
+    def _close(self, alarm: Alarm) -> None:
+        del self.alarms[alarm.id]
+        del self._by_rule[alarm.rule.id]
+
+    def _event(self, alarm: Alarm, event: str, when: float, value=None, user: str | None = None,
+               comment: str = "") -> None:
+        self._seq += 1
+        self.version += 1
+        self._events.append(AlarmEvent(self._seq, when, alarm.id, alarm.rule.id, alarm.rule.key, event,
+                                       alarm.rule.severity, alarm.message, value, user, comment))
+
+    # ---------------------------------------------------------------- operators and readers
+    def acknowledge(self, alarm_id: int, user: str, comment: str = "") -> Alarm:
+        """An operator has seen the alarm. Unknown or already acknowledged alarms are errors (KeyError /
+        ValueError with the reason), so a client learns that someone else was first."""
+        with self.lock:
+            alarm = self.alarms.get(alarm_id)
+            if alarm is None:
+                raise KeyError(f"no open alarm {alarm_id}: it was cleared and acknowledged, or never existed")
+            if alarm.acknowledged:
+                raise ValueError(f"alarm {alarm_id} was already acknowledged by {alarm.acknowledged_by} at "
+                                 f"{alarm.acknowledged_at}")
+            alarm.acknowledged, alarm.acknowledged_at = True, time.time()
+            alarm.acknowledged_by, alarm.comment = user, comment
+            self._event(alarm, "acknowledged", alarm.acknowledged_at, user=user, comment=comment)
+            if not alarm.active:
+                self._close(alarm)
+            return alarm
+
+    def open_alarms(self) -> list[dict]:
+        """Active or unacknowledged alarms, most severe and then newest first."""
+        with self.lock:
+            alarms = sorted(self.alarms.values(), key=lambda a: (-SEVERITIES[a.rule.severity], -a.raised))
+            return [alarm.to_json() for alarm in alarms]
+
+    def events_since(self, seq: int) -> list[AlarmEvent]:
+        """Events after sequence number `seq` still in memory (the last EVENT_BUFFER)."""
+        with self.lock:
+            if not self._events or self._events[-1].seq <= seq:
+                return []
+            first = self._events[0].seq
+            return list(self._events)[max(seq + 1 - first, 0):]
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
