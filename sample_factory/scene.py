@@ -53,6 +53,10 @@ def build_sample_factory(out_dir: Path) -> Path:
     for spec in layout.SENSORS:
         add_sensor(stage, spec.path, spec.offset, sensor_type=spec.sensor_type, signal=spec.attr,
                    unit=spec.unit)
+    # An alarm authored in the layout (docs/alarms.md); the binding file holds the others.
+    set_attributes(stage.GetPrimAtPath(f"{layout.LINE}/Machining/SpindleTemp"), {
+        "twin:alarm:hot:high": 60.0, "twin:alarm:hot:deadband": 3.0, "twin:alarm:hot:severity": "high",
+        "twin:alarm:hot:message": "Machining spindle above 60 degC"})
     stage.GetRootLayer().Save()
     export_glb(stage, out_dir / "factory.glb")
     return out_dir / "factory.usda"

@@ -1,5 +1,9 @@
+import contextlib
 import os
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +35,25 @@ def sample_layout(tmp_path_factory) -> Path:
     return build_sample_factory(tmp_path_factory.mktemp("sample_factory"))
 
 LOOPBACK = "http://127.0.0.1"  # TestClient's base URL: a loopback twin answers only loopback host names
+
+
+@contextlib.contextmanager
+def serve_app(app, port: int | None = None) -> Iterator[str]:
+    """Serve an app with uvicorn on loopback in a thread, as `twin serve` does; yields its http:// URL."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           ws="websockets-sansio", ws_per_message_deflate=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

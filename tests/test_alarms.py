@@ -3,6 +3,7 @@ raised -> acknowledged -> cleared (and the other order), with every transition a
 
 import math
 import textwrap
+import time
 
 import pytest
 from pxr import Usd
@@ -125,6 +126,34 @@ def test_state_equals_a_label_or_a_code_and_stale_data():
     engine.evaluate(now=cache.received_time[beat])
     assert ("stale", "active") in states(engine)
     assert cache.status[state] != BAD_WAITING_FOR_INITIAL_DATA
+
+
+def test_alarm_events_are_stored_by_the_historian_and_ids_continue(tmp_path):
+    from twin.history import Historian
+
+    cache, row, engine = engine_with({"high": 60.0, "message": "Oven hot"})
+    historian = Historian(tmp_path / "h.duckdb", cache)
+    historian.attach_alarms(engine)
+    t0 = time.time() - 100.0  # source times; the acknowledgement is stamped with the wall clock
+    cache.write_signal(row, 61.0, source_time=t0)
+    engine.evaluate(now=t0)
+    engine.acknowledge(engine.open_alarms()[0]["id"], "ann", "seen")
+    cache.write_signal(row, 50.0, source_time=time.time() + 1.0)
+    engine.evaluate()
+    historian.flush()
+    events = historian.alarm_events()
+    assert [(e["event"], e["alarm"], e["value"], e["user"]) for e in events] == [
+        ("raised", 1, 61.0, None), ("acknowledged", 1, None, "ann"), ("cleared", 1, 50.0, None)]
+    assert events[0]["message"] == "Oven hot" and events[1]["comment"] == "seen" and events[0]["time"] == t0
+    assert historian.alarm_events(start=t0 + 1.0) == events[1:]
+    historian.close()
+    reopened = Historian(tmp_path / "h.duckdb", cache)  # a restarted twin does not reuse alarm ids
+    fresh = AlarmEngine(cache, engine.rules)
+    reopened.attach_alarms(fresh)
+    cache.write_signal(row, 65.0, source_time=time.time() + 2.0)
+    fresh.evaluate()
+    assert fresh.open_alarms()[0]["id"] == 2
+    reopened.close()
 
 
 @pytest.mark.parametrize("spec, field, message", [

@@ -87,6 +87,8 @@ async def serve(
         binding_file = load_bindings(bindings, endpoints)
         validate_against_stage(binding_file, twin.stage.stage)
         connector = OpcUaConnector(binding_file, twin.cache, audit_path=layout.parent / "audit.jsonl")
+        twin.alarms.add_rules(rule for binding in binding_file.bindings for rule in binding.alarms)
+    twin.alarms.check()  # every rule's signal exists now that the connector has registered its own
     historian = None
     if history is not None:
         from twin.history import Historian, Retention

@@ -15,6 +15,7 @@ and export to CSV and Parquet.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import threading
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from twin.alarms import AlarmEngine
 from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
 from twin.errors import TwinError
 
@@ -32,6 +34,10 @@ CREATE TABLE IF NOT EXISTS signals (id INTEGER PRIMARY KEY, key VARCHAR UNIQUE N
                                     unit VARCHAR NOT NULL, kind VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (signal INTEGER NOT NULL, time DOUBLE NOT NULL, server_time DOUBLE,
                                     received DOUBLE NOT NULL, status UBIGINT NOT NULL, value DOUBLE, data BLOB);
+CREATE TABLE IF NOT EXISTS alarm_events (time DOUBLE NOT NULL, alarm BIGINT NOT NULL, rule VARCHAR NOT NULL,
+                                         key VARCHAR NOT NULL, event VARCHAR NOT NULL, severity VARCHAR NOT NULL,
+                                         message VARCHAR NOT NULL, value VARCHAR, "user" VARCHAR,
+                                         comment VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS keyframes (time DOUBLE NOT NULL, wall DOUBLE NOT NULL, signal INTEGER NOT NULL,
                                       sample_time DOUBLE NOT NULL, status UBIGINT NOT NULL, value DOUBLE, data BLOB);
 """
@@ -68,11 +74,21 @@ class Historian:
         self._thread: threading.Thread | None = None
         self.inserted = 0
         self.last_maintenance = 0.0
+        self._alarms: AlarmEngine | None = None
+        self._alarm_seq = 0
         with cache.lock:
             if cache.journal is None:
                 cache.journal = []
 
     # ------------------------------------------------------------------ writing
+    def attach_alarms(self, engine: AlarmEngine) -> None:
+        """Store the engine's alarm events with every flush; alarm ids continue after the stored ones."""
+        self._alarms = engine
+        self._alarm_seq = engine.last_seq
+        stored = self._query("SELECT coalesce(max(alarm), 0) FROM alarm_events")[0][0]
+        with engine.lock:
+            engine.next_id = max(engine.next_id, int(stored) + 1)
+
     def start(self) -> Historian:
         self._thread = threading.Thread(target=self._run, name="twin-historian", daemon=True)
         self._thread.start()
@@ -127,9 +143,16 @@ class Historian:
                     columns[name].append(np.array([item]))
             else:
                 blobs.append((*record, None, data))
+        events = self._alarms.events_since(self._alarm_seq) if self._alarms is not None else []
+        if events:
+            self._alarm_seq = events[-1].seq
         inserted = 0
         with self._db_lock:
             self._db.execute("BEGIN TRANSACTION")
+            if events:
+                self._db.executemany("INSERT INTO alarm_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                    (e.time, e.alarm, e.rule, e.key, e.event, e.severity, e.message,
+                     None if e.value is None else json.dumps(e.value), e.user, e.comment) for e in events])
             if columns["signal"]:
                 journal = {name: np.concatenate(parts) for name, parts in columns.items()}  # DuckDB scans it
                 self._db.execute("INSERT INTO samples SELECT signal, time, server_time, received, status, value, "
@@ -209,6 +232,7 @@ class Historian:
             if retention.keep_s is not None:
                 self._db.execute("DELETE FROM samples WHERE time < ?", (now - retention.keep_s,))
                 self._db.execute("DELETE FROM keyframes WHERE time < ?", (now - retention.keep_s,))
+                self._db.execute("DELETE FROM alarm_events WHERE time < ?", (now - retention.keep_s,))
 
     # ------------------------------------------------------------------ reading
     def _query(self, sql: str, parameters: tuple = ()) -> list[tuple]:
@@ -288,6 +312,18 @@ class Historian:
                           else (decoded[0] if kind == "text" else float(decoded[0])),
                           "s": int(status), "q": quality_name(status), "t": when}
         return state
+
+    def alarm_events(self, start: float = -math.inf, end: float = math.inf, key: str | None = None) -> list[dict]:
+        """Stored alarm transitions (raised, acknowledged, cleared) with start <= time <= end, oldest first."""
+        rows = self._query(
+            "SELECT time, alarm, rule, key, event, severity, message, value, \"user\", comment FROM alarm_events "
+            "WHERE time BETWEEN ? AND ? AND (? IS NULL OR key = ?) ORDER BY time, alarm",
+            (max(start, -1e300), min(end, 1e300), key, key))
+        names = ("time", "alarm", "rule", "key", "event", "severity", "message", "value", "user", "comment")
+        events = [dict(zip(names, row, strict=True)) for row in rows]
+        for event in events:
+            event["value"] = None if event["value"] is None else json.loads(event["value"])
+        return events
 
     def _export_keys(self, keys: list[str] | None) -> list[str]:
         if keys is None:

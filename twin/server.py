@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from twin.auth import Access, AuthError
 from twin.history import Historian
 from twin.runtime import Twin
+from twin.server_alarms import alarms_router
 from twin.server_history import history_router
 from twin.server_whatif import whatif_router
 from twin.stream import signal_json
@@ -148,7 +149,9 @@ def create_app(
                     await stop()
 
     app = FastAPI(title="Factory twin", version="0.1.0", lifespan=lifespan)
-    hub = StreamHub(twin.cache, stream_limits)
+    hub = StreamHub(twin.cache, stream_limits, alarms=twin.alarms)
+    if historian is not None:
+        historian.attach_alarms(twin.alarms)
     app.state.hub = hub
     app.state.twin = twin
     app.state.stats = state
@@ -196,6 +199,7 @@ def create_app(
     whatif_routes, stop_whatif = whatif_router(twin, access)
     app.include_router(whatif_routes)
     app.include_router(history_router(historian))
+    app.include_router(alarms_router(twin.alarms, access, historian))
 
     @app.get("/api/connectors")
     async def connectors() -> dict:

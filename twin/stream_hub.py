@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from fastapi import WebSocket
 
+from twin.alarms import AlarmEngine
 from twin.cache import RuntimeCache
 from twin.protocol import PROTOCOL, Scope, encode_frame, schema_id, schema_message
 from twin.stream import build_frame
@@ -51,8 +52,9 @@ class HubStats:
 
 
 class StreamHub:
-    def __init__(self, cache: RuntimeCache, limits: StreamLimits | None = None):
+    def __init__(self, cache: RuntimeCache, limits: StreamLimits | None = None, alarms: AlarmEngine | None = None):
         self.cache = cache
+        self.alarms = alarms
         self.sessions: set[_Session] = set()
         self.limits = limits or StreamLimits()
         self.stats = HubStats()
@@ -99,6 +101,8 @@ class _Session:
         self.scope = Scope()
         self.snapshot_requested = False  # set by resync and subscribe; read when the next frame is built
         self.seq = 0  # JSON frames only: the binary ones carry their base and version
+        self.alarms_version = -1  # of the alarm list last sent
+        self.alarm_seq = hub.alarms.last_seq if hub.alarms else 0  # events before the session are not replayed
         self.wake = asyncio.Event()
         self.closing: tuple[int, str] | None = None
         self.tokens = hub.limits.messages_per_s * 2
@@ -131,7 +135,10 @@ class _Session:
                                   "messages_per_s": limits.messages_per_s})
             last_sent = time.monotonic()
             while not receiver.done() and self.closing is None:
-                if await self._send_update():
+                sent = await self._send_update()
+                if self.version is not None:  # after the snapshot: a client learns the scene first
+                    sent = await self._send_alarms() or sent
+                if sent:
                     last_sent = time.monotonic()
                 elif time.monotonic() - last_sent >= limits.heartbeat_s:
                     await self.send_json({"type": "heartbeat", "version": self.version, "time": time.time()})
@@ -186,6 +193,20 @@ class _Session:
         self.version = version
         if self.hub.stats.first_frame is None:
             self.hub.stats.first_frame = time.time()
+        return True
+
+    async def _send_alarms(self) -> bool:
+        """The open alarms and the transitions since the last message, whenever they changed."""
+        alarms = self.hub.alarms
+        if alarms is None or alarms.version == self.alarms_version or (alarms.version == 0 and not alarms.rules):
+            return False
+        self.alarms_version = alarms.version
+        events = alarms.events_since(self.alarm_seq)
+        if events:
+            self.alarm_seq = events[-1].seq
+        events = events[-100:]  # a longer burst is summed up by the list itself
+        await self.send_json({"type": "alarms", "version": self.alarms_version, "alarms": alarms.open_alarms(),
+                              "events": [event.to_json() for event in events]})
         return True
 
     # ----------------------------------------------------------------- control messages

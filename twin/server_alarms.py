@@ -1,0 +1,70 @@
+"""REST API of alarms: the open ones, their rules, acknowledgement (operator), recent and stored events.
+
+The open alarms are also pushed on the websocket stream (an `alarms` message, docs/protocol.md), so
+the viewer and SDK subscribers do not poll; these routes are for scripts and for catching up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from fastapi import APIRouter, Header, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from twin.alarms import AlarmEngine
+from twin.auth import Access
+from twin.history import Historian
+
+
+class Acknowledgement(BaseModel):
+    comment: str = Field("", max_length=500)
+
+
+def _rule_json(rule) -> dict:
+    return {"id": rule.id, "key": rule.key, "name": rule.name, "kind": rule.kind,
+            "limit": None if math.isnan(rule.limit) else rule.limit, "equals": rule.equals,
+            "deadband": rule.deadband, "window_s": rule.window_s if rule.kind == "rate" else None,
+            "severity": rule.severity, "message": rule.message, "where": rule.where}
+
+
+def alarms_router(engine: AlarmEngine, access: Access, historian: Historian | None) -> APIRouter:
+    router = APIRouter(prefix="/api/alarms")
+
+    @router.get("")
+    async def open_alarms() -> dict:
+        """Alarms that are active or not yet acknowledged, most severe and newest first."""
+        return {"version": engine.version, "seq": engine.last_seq, "alarms": engine.open_alarms()}
+
+    @router.get("/rules")
+    async def rules() -> list[dict]:
+        """Every rule, where it was defined, and whether its signal exists."""
+        missing = {rule.id for rule in engine.unresolved()}
+        return [{**_rule_json(rule), "resolved": rule.id not in missing} for rule in engine.rules]
+
+    @router.post("/{alarm_id}/acknowledge")
+    async def acknowledge(alarm_id: int, body: Acknowledgement | None = None,
+                          authorization: str | None = Header(default=None)) -> dict:
+        """An operator has seen the alarm (recorded with who, when and the comment)."""
+        principal = access.require(authorization, "operator")
+        try:
+            return engine.acknowledge(alarm_id, principal.user, (body or Acknowledgement()).comment).to_json()
+        except KeyError as error:
+            raise HTTPException(404, error.args[0]) from None
+        except ValueError as error:
+            raise HTTPException(409, str(error)) from None
+
+    @router.get("/events")
+    async def events(since: int = Query(0, ge=0)) -> dict:
+        """Transitions after sequence number `since` still in memory (the last 10,000)."""
+        found = engine.events_since(since)
+        return {"seq": engine.last_seq, "events": [event.to_json() for event in found]}
+
+    @router.get("/history")
+    async def history(start: float = -math.inf, end: float = math.inf, key: str | None = None) -> list[dict]:
+        """Stored transitions over [start, end] (Unix seconds), optionally of one signal."""
+        if historian is None:
+            raise HTTPException(404, "this twin keeps no history: start it with --history FILE")
+        return await asyncio.to_thread(historian.alarm_events, start, end, key)
+
+    return router
