@@ -78,3 +78,6 @@ def test_alarm_lifecycle_over_the_stream_and_rest(served):
     stored = httpx.get(f"{url}/api/alarms/history", params={"key": f"{SENSOR}.twin:temperature"}).json()
     assert [(e["event"], e["user"]) for e in stored] == [("raised", None), ("acknowledged", "otto"),
                                                         ("cleared", None)]
+    then = httpx.get(f"{url}/api/alarms/at", params={"t": stored[1]["time"]}).json()["alarms"]
+    assert [(a["id"], a["state"], a["acknowledged_by"]) for a in then] == [(alarm["id"], "acknowledged", "otto")]
+    assert httpx.get(f"{url}/api/alarms/at", params={"t": "nan"}).status_code == 422

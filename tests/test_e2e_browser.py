@@ -199,7 +199,8 @@ def test_viewer_shows_the_live_factory(demo, artifacts):
             timeout=15_000)
         page.wait_for_function("window.twin.lamps().some((lamp) => lamp.badge === 'stale')", timeout=10_000)
         page.wait_for_function(
-            "window.twin.alarms().some((alarm) => alarm.text.includes('is not connected'))", timeout=15_000)
+            "window.twin.alarms().some((alarm) => (alarm.text ?? alarm.message).includes('is not connected'))",
+            timeout=15_000)
         assert int(page.text_content("#alarms .number")) >= 2
         page.click("#alarms")
         page.screenshot(path=str(artifacts / "viewer-stale.png"))

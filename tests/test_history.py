@@ -75,6 +75,8 @@ def test_state_at_an_instant_and_resampling(filled):
     assert historian.state_at(999.0) == {}  # before anything was recorded
     last = historian.resample("/F/Belt.twin:speed", 1000.0, 1010.0, 5.0, how="last")
     np.testing.assert_allclose(last["values"], [0.05, 0.10])
+    with pytest.raises(TwinError, match="resample needs a numeric scalar signal; /F/Robot.twin:q is float of width 3"):
+        historian.resample("/F/Robot.twin:q", 1000.0, 1010.0, 5.0)
     mean = historian.resample("/F/Belt.twin:speed", 1000.0, 1009.0, 5.0, how="mean")
     np.testing.assert_allclose(mean["values"], [0.02, 0.07])
 

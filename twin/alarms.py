@@ -199,6 +199,7 @@ class AlarmEvent:
     alarm: int
     rule: str
     key: str
+    kind: str  # the rule's kind: high, low, rate, equals, stale
     event: str  # "raised", "acknowledged", "cleared"
     severity: str
     message: str
@@ -208,7 +209,7 @@ class AlarmEvent:
 
     def to_json(self) -> dict:
         return {"seq": self.seq, "time": self.time, "alarm": self.alarm, "rule": self.rule, "key": self.key,
-                "event": self.event, "severity": self.severity, "message": self.message,
+                "kind": self.kind, "event": self.event, "severity": self.severity, "message": self.message,
                 "value": _json_value(self.value), "user": self.user, "comment": self.comment}
 
 
@@ -262,13 +263,13 @@ class AlarmEngine:
             return [rule for rule, row in zip(self.rules, self._rows, strict=True) if row < 0]
 
     def check(self) -> None:
-        """Raise if a rule names a signal nothing feeds, or a kind the signal cannot have (call once the
-        connectors have registered their signals)."""
-        missing = self.unresolved()
-        if missing:
-            raise TwinError("; ".join(f"{rule.where}: alarm {rule.name} watches {rule.key}, which no binding, "
-                                      f"robot or line element provides" for rule in missing))
+        """Raise if a rule cannot work on its signal (a limit on text or an array). Call once the connectors
+        have registered their signals; rules whose signal nothing provides are only listed by
+        `unresolved()`: a layout may carry rules for signals that this deployment does not bind."""
+        self.unresolved()
         for rule, row in zip(self.rules, self._rows, strict=True):
+            if row < 0:
+                continue
             info = self.cache.signals[row]
             if rule.kind in ("high", "low", "rate") and (info.width != 1 or info.kind == "text"):
                 raise TwinError(f"{rule.where}: alarm {rule.name} on {rule.key}: a {rule.kind} alarm needs a "
@@ -383,7 +384,8 @@ class AlarmEngine:
                comment: str = "") -> None:
         self._seq += 1
         self.version += 1
-        self._events.append(AlarmEvent(self._seq, when, alarm.id, alarm.rule.id, alarm.rule.key, event,
+        self._events.append(AlarmEvent(self._seq, when, alarm.id, alarm.rule.id, alarm.rule.key, alarm.rule.kind,
+                                       event,
                                        alarm.rule.severity, alarm.message, value, user, comment))
 
     # ---------------------------------------------------------------- operators and readers

@@ -88,7 +88,10 @@ async def serve(
         validate_against_stage(binding_file, twin.stage.stage)
         connector = OpcUaConnector(binding_file, twin.cache, audit_path=layout.parent / "audit.jsonl")
         twin.alarms.add_rules(rule for binding in binding_file.bindings for rule in binding.alarms)
-    twin.alarms.check()  # every rule's signal exists now that the connector has registered its own
+    twin.alarms.check()  # the connector has registered its signals: every rule can be matched to one
+    for rule in twin.alarms.unresolved():
+        log.warning("%s: alarm %s watches %s, which no binding, robot or line element provides: it cannot fire",
+                    rule.where, rule.name, rule.key)
     historian = None
     if history is not None:
         from twin.history import Historian, Retention

@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from twin.alarms import AlarmEngine
+from twin.alarms import SEVERITIES, AlarmEngine
 from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
 from twin.errors import TwinError
 
@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS signals (id INTEGER PRIMARY KEY, key VARCHAR UNIQUE N
 CREATE TABLE IF NOT EXISTS samples (signal INTEGER NOT NULL, time DOUBLE NOT NULL, server_time DOUBLE,
                                     received DOUBLE NOT NULL, status UBIGINT NOT NULL, value DOUBLE, data BLOB);
 CREATE TABLE IF NOT EXISTS alarm_events (time DOUBLE NOT NULL, alarm BIGINT NOT NULL, rule VARCHAR NOT NULL,
-                                         key VARCHAR NOT NULL, event VARCHAR NOT NULL, severity VARCHAR NOT NULL,
+                                         key VARCHAR NOT NULL, kind VARCHAR NOT NULL, event VARCHAR NOT NULL,
+                                         severity VARCHAR NOT NULL,
                                          message VARCHAR NOT NULL, value VARCHAR, "user" VARCHAR,
                                          comment VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS keyframes (time DOUBLE NOT NULL, wall DOUBLE NOT NULL, signal INTEGER NOT NULL,
@@ -150,8 +151,8 @@ class Historian:
         with self._db_lock:
             self._db.execute("BEGIN TRANSACTION")
             if events:
-                self._db.executemany("INSERT INTO alarm_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-                    (e.time, e.alarm, e.rule, e.key, e.event, e.severity, e.message,
+                self._db.executemany("INSERT INTO alarm_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                    (e.time, e.alarm, e.rule, e.key, e.kind, e.event, e.severity, e.message,
                      None if e.value is None else json.dumps(e.value), e.user, e.comment) for e in events])
             if columns["signal"]:
                 journal = {name: np.concatenate(parts) for name, parts in columns.items()}  # DuckDB scans it
@@ -239,6 +240,11 @@ class Historian:
         with self._db_lock:
             return self._db.execute(sql, parameters).fetchall()
 
+    def time_range(self) -> tuple[float | None, float | None]:
+        """Source times of the first and last stored samples (None, None while the history is empty)."""
+        first, last = self._query("SELECT min(time), max(time) FROM samples")[0]
+        return first, last
+
     def _signal(self, key: str) -> tuple[int, int, str]:
         found = self._query("SELECT id, width, kind FROM signals WHERE key = ?", (key,))
         if not found:
@@ -264,6 +270,10 @@ class Historian:
             raise TwinError(f"resample needs step > 0 and end >= start (got step {step}, {start}..{end})")
         if how not in ("last", "mean"):
             raise TwinError(f"resample how must be 'last' or 'mean', got {how!r}")
+        _, width, kind = self._signal(key)
+        if width != 1 or kind == "text":
+            raise TwinError(f"resample needs a numeric scalar signal; {key} is {kind} of width {width}: "
+                            f"read its raw samples")
         edges = np.arange(start, end + step * 0.5, step)
         if how == "last":
             before = self.state_at(start, keys=[key]).get(key)
@@ -316,14 +326,40 @@ class Historian:
     def alarm_events(self, start: float = -math.inf, end: float = math.inf, key: str | None = None) -> list[dict]:
         """Stored alarm transitions (raised, acknowledged, cleared) with start <= time <= end, oldest first."""
         rows = self._query(
-            "SELECT time, alarm, rule, key, event, severity, message, value, \"user\", comment FROM alarm_events "
-            "WHERE time BETWEEN ? AND ? AND (? IS NULL OR key = ?) ORDER BY time, alarm",
+            "SELECT time, alarm, rule, key, kind, event, severity, message, value, \"user\", comment "
+            "FROM alarm_events WHERE time BETWEEN ? AND ? AND (? IS NULL OR key = ?) ORDER BY time, rowid",
             (max(start, -1e300), min(end, 1e300), key, key))
-        names = ("time", "alarm", "rule", "key", "event", "severity", "message", "value", "user", "comment")
+        names = ("time", "alarm", "rule", "key", "kind", "event", "severity", "message", "value", "user", "comment")
         events = [dict(zip(names, row, strict=True)) for row in rows]
         for event in events:
             event["value"] = None if event["value"] is None else json.loads(event["value"])
         return events
+
+    def alarms_at(self, instant: float) -> list[dict]:
+        """The alarms that were open (active, or not yet acknowledged) at `instant`, as the alarm list showed
+        them then: the stored transitions up to the instant, replayed through the same lifecycle."""
+        alarms: dict[int, dict] = {}
+        for event in self.alarm_events(end=instant):
+            alarm = alarms.setdefault(event["alarm"], {
+                "id": event["alarm"], "rule": event["rule"], "key": event["key"], "kind": event["kind"],
+                "severity": event["severity"], "message": event["message"], "raised_count": 0, "comment": "",
+                "acknowledged_by": None, "acknowledged_at": None, "cleared": None, "active": False, "acked": False})
+            if event["event"] == "raised":
+                alarm.update(active=True, acked=False, raised=event["time"], value=event["value"], cleared=None)
+                alarm["raised_count"] += 1
+            elif event["event"] == "cleared":
+                alarm.update(active=False, cleared=event["time"])
+            else:
+                alarm.update(acked=True, acknowledged_by=event["user"], acknowledged_at=event["time"],
+                             comment=event["comment"])
+            if not alarm["active"] and alarm["acked"]:
+                del alarms[event["alarm"]]  # closed: the engine gives a later raise a new id
+        out = []
+        for alarm in alarms.values():
+            active, acked = alarm.pop("active"), alarm.pop("acked")
+            alarm["state"] = ("acknowledged" if acked else "active") if active else "cleared"
+            out.append(alarm)
+        return sorted(out, key=lambda a: (-SEVERITIES.get(a["severity"], 0), -a["raised"]))
 
     def _export_keys(self, keys: list[str] | None) -> list[str]:
         if keys is None:

@@ -35,7 +35,8 @@ from twin.kinematics import matrix_to_pose
 
 MAGIC = b"TWIN"
 PROTOCOL = 1
-SNAPSHOT = 1
+SNAPSHOT = 1  # header flag bits
+REPLAY = 2  # the frame shows a past instant (GET /api/replay/frame), not the live twin
 HEADER = struct.Struct("<4sHHIQQdIIII")  # 52 bytes
 QUATERNION_SCALE = 32767.0
 QUALITIES = ("good", "uncertain", "bad", "stale")
@@ -132,8 +133,12 @@ def _quality_codes(status: np.ndarray) -> np.ndarray:
     return codes
 
 
-def encode_frame(cache: RuntimeCache, base: int | None, scope: Scope) -> tuple[bytes | None, int]:
-    """The frame from cache version `base` (None: a snapshot) to now; None when nothing in scope changed."""
+def encode_frame(cache: RuntimeCache, base: int | None, scope: Scope, *,
+                 replay_of: float | None = None) -> tuple[bytes | None, int]:
+    """The frame from cache version `base` (None: a snapshot) to now; None when nothing in scope changed.
+
+    `replay_of` stamps a snapshot as the replay of a past instant: the REPLAY flag, the instant as the
+    frame's time, and ages counted from it (twin/replay.py)."""
     with cache.lock:
         version = cache.version
         schema = schema_id(cache)
@@ -170,9 +175,10 @@ def encode_frame(cache: RuntimeCache, base: int | None, scope: Scope) -> tuple[b
             if cache.text[row] is not None:
                 text[str(int(row))] = cache.text[row]
         instances = [(index, s.transforms[s.active]) for index, s in instance_sets]
-    now = time.time()
+    now = time.time() if replay_of is None else replay_of
+    flags = (SNAPSHOT if snapshot else 0) | (0 if replay_of is None else REPLAY)
     text_bytes = json.dumps(text, separators=(",", ":")).encode() if text else b""
-    header = HEADER.pack(MAGIC, PROTOCOL, SNAPSHOT if snapshot else 0, schema, 0 if snapshot else base,
+    header = HEADER.pack(MAGIC, PROTOCOL, flags, schema, 0 if snapshot else base,
                          version, now, len(transform_rows), len(signal_rows), len(instances), len(text_bytes))
     parts = [header]
     size = len(header)

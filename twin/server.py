@@ -11,24 +11,23 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 from fastapi import FastAPI, Header, HTTPException, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from pxr import Gf, Sdf, Usd, Vt
 from pydantic import BaseModel, Field
 
 from twin.auth import Access, AuthError
 from twin.history import Historian
 from twin.runtime import Twin
+from twin.scene_info import prim_details, scene_tree
 from twin.server_alarms import alarms_router
 from twin.server_history import history_router
+from twin.server_robots import robots_router
 from twin.server_whatif import whatif_router
 from twin.stream import signal_json
 from twin.stream_hub import StreamHub, StreamLimits
@@ -57,41 +56,6 @@ class WriteRequest(BaseModel):
 log = logging.getLogger("twin.server")
 
 WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
-_MAX_INLINE_ARRAY = 32  # larger attribute arrays (mesh points...) are summarised, not sent
-
-
-def _json_value(value):
-    """USD attribute values as JSON: numbers, strings, lists; large arrays summarised."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, Gf.Matrix4d | Gf.Matrix3d):
-        return np.array(value).tolist()
-    if isinstance(value, Gf.Quatf | Gf.Quatd | Gf.Quath):
-        return [value.GetReal(), *value.GetImaginary()]
-    if isinstance(value, Sdf.AssetPath):
-        return value.path
-    if hasattr(value, "__len__"):
-        if len(value) > _MAX_INLINE_ARRAY:
-            return f"<{len(value)} values>"
-        return [_json_value(v) for v in value]
-    if isinstance(value, Vt.Array | Sdf.Path):
-        return str(value)
-    return str(value)
-
-
-def prim_tree(prim: Usd.Prim) -> dict:
-    kind = prim.GetAttribute("twin:kind")
-    return {
-        "path": str(prim.GetPath()),
-        "name": prim.GetName(),
-        "type": str(prim.GetTypeName()),
-        "kind": kind.Get() if kind else None,
-        "children": [prim_tree(child) for child in prim.GetChildren()],
-    }
-
-
 def create_app(
     twin: Twin,
     *,
@@ -198,8 +162,9 @@ def create_app(
 
     whatif_routes, stop_whatif = whatif_router(twin, access)
     app.include_router(whatif_routes)
-    app.include_router(history_router(historian))
+    app.include_router(history_router(historian, twin))
     app.include_router(alarms_router(twin.alarms, access, historian))
+    app.include_router(robots_router(twin.robots))
 
     @app.get("/api/connectors")
     async def connectors() -> dict:
@@ -253,35 +218,27 @@ def create_app(
 
     @app.get("/api/scene")
     async def scene() -> dict:
-        return prim_tree(twin.stage.stage.GetPrimAtPath(twin.stage.root_path))
+        return scene_tree(twin)
 
     @app.get("/api/prims/{path:path}")
-    async def prim_details(path: str) -> dict:
-        prim_path = "/" + path.strip("/")
+    async def prim(path: str) -> dict:
         try:
-            prim = twin.stage.prim(prim_path)
+            return prim_details(twin, "/" + path.strip("/"))
         except KeyError as error:
             raise HTTPException(404, str(error.args[0])) from None
-        attributes = {}
-        for attribute in prim.GetAttributes():
-            attributes[attribute.GetName()] = _json_value(attribute.Get())
-        cache = twin.cache
-        signals = []
-        for info in cache.signals_of(prim_path):
-            frame = signal_json(cache, info.row)
-            signals.append({
-                "key": info.key, "attr": info.attr, "value": frame["v"], "quality": frame["q"],
-                "status": frame["s"], "unit": info.unit,
-                "source_time": frame["t"], "server_time": _finite(cache.server_time[info.row]),
-            })
-        kind = prim.GetAttribute("twin:kind")
-        return {"path": prim_path, "type": str(prim.GetTypeName()), "kind": kind.Get() if kind else None,
-                "attributes": attributes, "signals": signals}
 
     @app.get("/api/signals")
-    async def signals() -> dict:
+    async def signals(keys: str | None = None) -> dict:
+        """Every signal's latest value, or those of `keys` (comma-separated 'prim.attr')."""
         cache = twin.cache
-        return {info.key: {**signal_json(cache, info.row), "unit": info.unit} for info in cache.signals}
+        if keys is None:
+            chosen = cache.signals
+        else:
+            try:
+                chosen = [cache.find_signal(key) for key in keys.split(",")]
+            except KeyError as error:
+                raise HTTPException(404, error.args[0]) from None
+        return {info.key: {**signal_json(cache, info.row), "unit": info.unit} for info in chosen}
 
     @app.get("/api/snapshot.usda", response_class=PlainTextResponse)
     async def snapshot() -> str:
@@ -339,6 +296,3 @@ def _loopback_host(host: str | None) -> bool:
         name = host  # a bare IPv6 address without a port
     return name in _LOOPBACK_NAMES
 
-
-def _finite(value: float):
-    return None if math.isnan(value) else round(float(value), 3)

@@ -60,6 +60,15 @@ def alarms_router(engine: AlarmEngine, access: Access, historian: Historian | No
         found = engine.events_since(since)
         return {"seq": engine.last_seq, "events": [event.to_json() for event in found]}
 
+    @router.get("/at")
+    async def alarms_at(t: float) -> dict:
+        """The alarm list as it was at instant `t` (Unix seconds), rebuilt from the stored transitions."""
+        if historian is None:
+            raise HTTPException(404, "this twin keeps no history: start it with --history FILE")
+        if not math.isfinite(t):
+            raise HTTPException(422, f"t must be a finite time, got {t}")
+        return {"at": t, "alarms": await asyncio.to_thread(historian.alarms_at, t)}
+
     @router.get("/history")
     async def history(start: float = -math.inf, end: float = math.inf, key: str | None = None) -> list[dict]:
         """Stored transitions over [start, end] (Unix seconds), optionally of one signal."""

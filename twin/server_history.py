@@ -1,4 +1,5 @@
-"""REST API of the historian: a signal's past values, the twin's state at an instant, CSV export."""
+"""REST API of the historian: a signal's past values, the twin's state at an instant, CSV export, and replay
+frames (the whole twin as it was at an instant, in the live stream's binary format; twin/replay.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
 
 from twin.errors import TwinError
 from twin.history import Historian
+from twin.replay import Replay
+from twin.runtime import Twin
 
 
 def _json(values) -> list:
@@ -21,15 +24,37 @@ def _json(values) -> list:
     return [None if isinstance(v, float) and not math.isfinite(v) else v for v in array.tolist()]
 
 
-def history_router(historian: Historian | None) -> APIRouter:
-    router = APIRouter(prefix="/api/history")
+def history_router(historian: Historian | None, twin: Twin | None = None) -> APIRouter:
+    """Routes under /api/history, and /api/replay when the twin is given too."""
+    router = APIRouter(prefix="/api")
+    replay = Replay(twin, historian) if historian is not None and twin is not None else None
 
     def need() -> Historian:
         if historian is None:
             raise HTTPException(404, "this twin keeps no history: start it with --history FILE")
         return historian
 
-    @router.get("/signal")
+    @router.get("/history/range")
+    async def history_range() -> dict:
+        """Source times of the first and last stored samples (null while empty): the replay slider's extent."""
+        start, end = await asyncio.to_thread(need().time_range)
+        return {"start": start, "end": end}
+
+    @router.get("/replay/frame", response_class=Response,
+                responses={200: {"content": {"application/octet-stream": {}}}})
+    async def replay_frame(at: float) -> Response:
+        """Every row of the twin as it was at `at` (Unix seconds): a binary snapshot frame of the live stream's
+        format, flagged as a replay (docs/history.md). Signals with no value yet at `at` are waiting."""
+        need()
+        if replay is None:
+            raise HTTPException(404, "this twin serves no replay frames")
+        if not math.isfinite(at):
+            raise HTTPException(422, f"at must be a finite Unix time in seconds, got {at}")
+        replay.prepare()  # here, on the event loop: it reads the stage, which the live step writes on this thread
+        data = await asyncio.to_thread(replay.frame_at, at)
+        return Response(data, media_type="application/octet-stream", headers={"Cache-Control": "no-store"})
+
+    @router.get("/history/signal")
     async def signal(key: str, start: float, end: float, step: float | None = Query(None, gt=0),
                      how: str = Query("last", pattern="^(last|mean)$")) -> dict:
         """Raw samples of one signal over [start, end] (Unix seconds), or resampled every `step` seconds."""
@@ -46,22 +71,33 @@ def history_router(historian: Historian | None) -> APIRouter:
         except TwinError as error:
             raise HTTPException(404 if "no signal" in str(error) else 422, str(error)) from None
 
-    @router.get("/state")
+    @router.get("/history/state")
     async def state(at: float) -> dict:
         """Every signal's value, quality and source time as they were at `at` (Unix seconds)."""
         return await asyncio.to_thread(need().state_at, at)
 
-    @router.get("/export.csv")
-    async def export(keys: str | None = None, start: float = -math.inf, end: float = math.inf) -> FileResponse:
-        """Samples as CSV; `keys` is a comma-separated list of signals (default: all)."""
+    async def export(store_method: str, suffix: str, media_type: str, keys: str | None, start: float,
+                     end: float) -> FileResponse:
         store = need()
-        path = Path(tempfile.mkstemp(suffix=".csv")[1])
+        path = Path(tempfile.mkstemp(suffix=suffix)[1])
         try:
-            await asyncio.to_thread(store.export_csv, path, keys.split(",") if keys else None, start, end)
+            await asyncio.to_thread(getattr(store, store_method), path, keys.split(",") if keys else None, start,
+                                    end)
         except TwinError as error:
             path.unlink(missing_ok=True)
             raise HTTPException(404, str(error)) from None
-        return FileResponse(path, media_type="text/csv", filename="history.csv",
+        return FileResponse(path, media_type=media_type, filename=f"history{suffix}",
                             background=BackgroundTask(path.unlink, missing_ok=True))
+
+    @router.get("/history/export.csv")
+    async def export_csv(keys: str | None = None, start: float = -math.inf, end: float = math.inf) -> FileResponse:
+        """Samples as CSV; `keys` is a comma-separated list of signals (default: all)."""
+        return await export("export_csv", ".csv", "text/csv", keys, start, end)
+
+    @router.get("/history/export.parquet")
+    async def export_parquet(keys: str | None = None, start: float = -math.inf,
+                             end: float = math.inf) -> FileResponse:
+        """Samples as Parquet (zstd; arrays as lists of float64); `keys` as for CSV."""
+        return await export("export_parquet", ".parquet", "application/vnd.apache.parquet", keys, start, end)
 
     return router

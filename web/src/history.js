@@ -1,12 +1,25 @@
 // Recent history of every numeric signal, for the inspector's sparklines: a small ring per signal,
 // one sample per bucket (the latest value in it), so memory stays bounded whatever the frame rate.
+// During a replay the sparklines end at the replayed instant instead: the five minutes before it,
+// one value per bucket, from the historian (GET api/history/signal).
+import { authHeaders } from './auth.js';
 
 const BUCKET_S = 2;
 const SAMPLES = 150; // five minutes
 
 export class SignalHistory {
-  constructor() {
+  /** `plottable(key)`: whether a signal is a numeric scalar, the only kind with a sparkline. */
+  constructor({ plottable = () => true } = {}) {
+    this.plottable = plottable;
     this.rings = new Map(); // key -> {times: Float64Array, values: Float32Array, head, count}
+    this.end = null; // the replayed instant (Unix s), or null: live
+    this.recorded = new Map(); // key -> {end, series, loading}: the historian's values before `end`
+  }
+
+  /** Sparklines end at `instant` (a replay), or at the latest live value again (null). */
+  endAt(instant) {
+    if (instant === null) this.recorded.clear();
+    this.end = instant;
   }
 
   record(key, time, value) {
@@ -30,6 +43,7 @@ export class SignalHistory {
 
   /** [times, values] oldest first, or null when there is nothing yet. */
   series(key) {
+    if (this.end !== null) return this.#recordedSeries(key);
     const ring = this.rings.get(key);
     if (!ring || ring.count === 0) return null;
     const times = new Float64Array(ring.count);
@@ -40,6 +54,41 @@ export class SignalHistory {
       values[i] = ring.values[(start + i) % SAMPLES];
     }
     return [times, values];
+  }
+
+  /** The historian's series ending at the replayed instant; fetched on demand, one request per key at a time. */
+  #recordedSeries(key) {
+    const end = this.end;
+    let entry = this.recorded.get(key);
+    if (!entry) this.recorded.set(key, (entry = { end: null, series: null, loading: false, missing: false }));
+    const moved = entry.end === null || Math.abs(entry.end - end) >= BUCKET_S / 2;
+    if (moved && !entry.loading && !entry.missing && this.plottable(key)) this.#fetch(key, entry, end);
+    if (!entry.series) return null;
+    const [times, values] = entry.series;
+    let count = times.length; // nothing after the instant, should the fetched window end later
+    while (count > 0 && times[count - 1] > end) count -= 1;
+    return [times.subarray(0, count), values.subarray(0, count)];
+  }
+
+  async #fetch(key, entry, end) {
+    entry.loading = true;
+    const query = new URLSearchParams({ key, start: end - BUCKET_S * SAMPLES, end, step: BUCKET_S, how: 'last' });
+    try {
+      const response = await fetch(`api/history/signal?${query}`, { headers: authHeaders() });
+      if (this.recorded.get(key) !== entry) return; // back to live meanwhile
+      entry.end = end;
+      if (!response.ok) {
+        entry.missing = response.status === 404; // never recorded: ask again in the next replay
+        entry.series = null;
+        return;
+      }
+      const body = await response.json();
+      entry.series = [Float64Array.from(body.times), Float32Array.from(body.values, (v) => (v === null ? NaN : v))];
+    } catch {
+      // the server is away: the stream's indicator says so
+    } finally {
+      entry.loading = false;
+    }
   }
 }
 

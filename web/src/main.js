@@ -6,6 +6,7 @@ import { SignalHistory } from './history.js';
 import { Inspector } from './inspector.js';
 import { PlantStatus } from './plant_status.js';
 import { QUALITIES } from './protocol.js';
+import { Replay } from './replay.js';
 import { Stream } from './stream.js';
 import { PrimTree } from './tree.js';
 import { Viewer } from './viewer.js';
@@ -33,7 +34,12 @@ const tree = new PrimTree($('tree'), $('tree-search'), {
     viewer.focusSelection();
   },
 });
-const history = new SignalHistory();
+/** Sparklines for numeric scalars only (arrays and text have none). */
+const plottable = (key) => {
+  const signal = signals.get(key);
+  return signal !== undefined && signal.k !== 'text' && !Array.isArray(signal.v);
+};
+const history = new SignalHistory({ plottable });
 const inspector = new Inspector($('inspector-body'), signals, { onSelect: select, history });
 const plant = new PlantStatus(viewer, { alarmButton: $('alarms'), alarmPanel: $('alarm-panel'), onSelect: select });
 let playingBack = false; // a what-if playback owns the parts while it runs
@@ -46,10 +52,49 @@ const whatif = new WhatIfPanel($('whatif'), $('whatif-toggle'), viewer, {
   },
 });
 let lastParts = null;
+// Replay owns the page while active: live frames only feed the sparklines' rings, and the page resyncs
+// the stream (a fresh snapshot) when it goes live again.
+const replay = new Replay($('timebar'), $('replay-badge'), {
+  schema: () => twin.stream?.schema ?? null,
+  apply: (frame, schema) => {
+    history.endAt(frame.time);
+    applyFrame(frame, schema, true);
+    showAlarmsAt(frame.time);
+  },
+  onMode: (active) => {
+    $('viewport').classList.toggle('replaying', active);
+    if (!active) {
+      history.endAt(null);
+      twin.stream?.resync();
+      plant.setRuleAlarms(liveAlarms);
+    }
+  },
+});
+let liveAlarms = []; // the server's open alarms now (its stream's last `alarms` message)
+let alarmsAsked = null; // the replayed instant whose alarm list is being fetched
+
+/** During a replay, the alarm list as it was at the instant (one request at a time, latest wins). */
+async function showAlarmsAt(instant) {
+  if (alarmsAsked !== null) {
+    alarmsAsked = instant;
+    return;
+  }
+  alarmsAsked = instant;
+  while (alarmsAsked !== null) {
+    const asked = alarmsAsked;
+    try {
+      const response = await fetch(`api/alarms/at?t=${asked}`, { headers: authHeaders() });
+      if (response.ok && replay.state.active) plant.setRuleAlarms((await response.json()).alarms);
+    } catch {
+      // the stream's indicator says when the server is away
+    }
+    if (alarmsAsked === asked) alarmsAsked = null;
+  }
+}
 
 const twin = {
   ready: false, // true once the GLB is loaded and the first snapshot applied
-  frames: 0, // stream messages applied
+  frames: 0, // stream frames taken (applied, or during a replay recorded for the sparklines)
   objects: viewer.objects,
   signals,
   worldMatrix: (path) => viewer.worldMatrix(path),
@@ -61,7 +106,8 @@ const twin = {
   renderedFrames: () => viewer.renderedFrames,
   quality: () => viewer.quality,
   lamps: (layer = 'live') => viewer.lampStates(layer),
-  alarms: () => [...plant.alarms.values()],
+  alarms: () => [...plant.ruleAlarms, ...plant.alarms.values()],
+  replay: replay.state, // active, playing, speed, instant (Unix s) the page shows, start/end of the history
 };
 window.twin = twin;
 
@@ -86,12 +132,9 @@ function pickTarget(object) {
   return clicked;
 }
 
-/** A binary stream frame (web/src/protocol.js): poses, signal values with quality, part instances. */
-function applyFrame(frame, schema) {
-  const { transforms, signals: changed, instances, text } = frame;
-  for (let i = 0; i < transforms.rows.length; i++) {
-    viewer.applyPose(schema.transforms[transforms.rows[i]], transforms.positions, transforms.quaternions, i);
-  }
+/** Each signal of a frame as the page keeps it: `visit(key, {v, q, s, t, u, k, l?})`. */
+function forEachSignal(frame, schema, visit) {
+  const { signals: changed, text } = frame;
   let offset = 0;
   for (let i = 0; i < changed.rows.length; i++) {
     const row = changed.rows[i];
@@ -106,11 +149,31 @@ function applyFrame(frame, schema) {
     const signal = { v: value, q: QUALITIES[changed.quality[i]], s: changed.status[i],
       t: Number.isNaN(age) ? null : frame.time - age, u: info.unit, k: info.kind };
     if (info.kind !== 'text' && text[row] !== undefined) signal.l = text[row];
-    signals.set(info.key, signal);
-    inspector.update(info.key, signal);
-    plant.update(info.key, signal);
-    if (typeof value === 'number') history.record(info.key, frame.time, value);
+    visit(info.key, signal);
   }
+}
+
+/** A live frame during a replay: the page shows the past, the sparklines' rings keep recording. */
+function recordFrame(frame, schema) {
+  forEachSignal(frame, schema, (key, signal) => history.record(key, frame.time, signal.v));
+  twin.frames += 1;
+}
+
+/**
+ * A binary frame (web/src/protocol.js): poses, signal values with quality, part instances. Live frames
+ * come from the stream, replay frames (`replayed`, a past instant) from the time bar.
+ */
+function applyFrame(frame, schema, replayed = false) {
+  const { transforms, instances } = frame;
+  for (let i = 0; i < transforms.rows.length; i++) {
+    viewer.applyPose(schema.transforms[transforms.rows[i]], transforms.positions, transforms.quaternions, i);
+  }
+  forEachSignal(frame, schema, (key, signal) => {
+    signals.set(key, signal);
+    inspector.update(key, signal);
+    plant.update(key, signal);
+    if (!replayed) history.record(key, frame.time, signal.v);
+  });
   for (const set of instances) {
     if (schema.instances[set.set] !== 'parts') continue;
     lastParts = set;
@@ -123,7 +186,7 @@ function applyFrame(frame, schema) {
     }
     partsElement.textContent = String(set.count);
   }
-  twin.frames += 1;
+  if (!replayed) twin.frames += 1;
   if (frame.snapshot && glbLoaded) twin.ready = true;
 }
 
@@ -193,7 +256,12 @@ async function start() {
   // that arrived earlier would be lost for prims that then stand still.
   const protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
   twin.stream = new Stream(withToken(`${protocol}//${location.host}/ws`), {
-    onFrame: applyFrame, onStatus: setStatus,
+    onFrame: (frame, schema) => (replay.state.active ? recordFrame(frame, schema) : applyFrame(frame, schema)),
+    onStatus: setStatus,
+    onAlarms: (message) => {
+      liveAlarms = message.alarms;
+      if (!replay.state.active) plant.setRuleAlarms(liveAlarms);
+    },
   });
   twin.stream.connect();
   await treeLoaded;

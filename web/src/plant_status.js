@@ -1,5 +1,7 @@
 // What the plant is doing, at a glance: a state lamp over every machine (coloured by its state,
-// grey with a badge when its data is stale or bad), the KPI bar, and the list of active alarms.
+// grey with a badge when its data is stale or bad), the KPI bar, and the alarm list: the server's
+// rule alarms (twin/alarms.py, pushed on the stream, acknowledged here by operators) above the
+// page's own system alarms (untrusted data per machine, disconnected OPC-UA servers).
 import { authHeaders } from './auth.js';
 import { element } from './dom.js';
 import { formatTime, splitSignalKey } from './format.js';
@@ -12,6 +14,7 @@ const NO_DATA = '#5b6576';
 const STATION_CODES = { 0: 'idle', 1: 'working', 2: 'blocked', 3: 'starved', 4: 'down', 5: 'fault' };
 /** The signal that tells each kind of machine's state. */
 const STATE_SIGNAL = { station: 'twin:state', conveyor: 'twin:running', robot: 'twin:phase' };
+const SEVERITY_ORDER = { critical: 0, high: 1, medium: 2, low: 3 };
 const KPIS = {
   'twin:kpi:throughputPerHour': ['kpi-throughput', (v) => v.toFixed(0)],
   'twin:kpi:oee': ['kpi-oee', (v) => `${(100 * v).toFixed(0)} %`],
@@ -26,13 +29,20 @@ export class PlantStatus {
     this.onSelect = onSelect;
     this.machines = new Map(); // prim path -> kind, for machines with a state signal
     this.states = new Map(); // prim path -> {state, quality}
-    this.alarms = new Map(); // id -> {id, severity, prim, text, since}
+    this.alarms = new Map(); // system alarms: id -> {id, severity, prim, text, since}
+    this.ruleAlarms = []; // the server's open alarms (its `alarms` message), most severe first
+    this.ackError = '';
     this.connectorAlarms = new Set();
     this.untrusted = new Map(); // prim -> (attr -> quality) of its stale or bad signals
     alarmButton.addEventListener('click', () => {
       alarmPanel.hidden = !alarmPanel.hidden;
     });
     alarmPanel.addEventListener('click', (event) => {
+      const ack = event.target.closest('button[data-ack]');
+      if (ack) {
+        this.#acknowledge(Number(ack.dataset.ack));
+        return;
+      }
       const item = event.target.closest('[data-prim]');
       if (item) this.onSelect(item.dataset.prim);
     });
@@ -57,8 +67,6 @@ export class PlantStatus {
       const state = this.#stateOf(kind, signal);
       this.states.set(prim, { state, quality: signal.q });
       this.#paint(prim);
-      this.#setAlarm(`down:${prim}`, state === 'down' || state === 'fault', 'high', prim,
-        `${prim.split('/').pop()} is ${state}`);
     }
     // Data quality: one alarm per prim, naming how many of its signals are stale or bad.
     const untrusted = this.untrusted.get(prim) ?? new Map();
@@ -108,6 +116,29 @@ export class PlantStatus {
     this.#renderAlarms();
   }
 
+  /** The server's open alarms (from the stream, or as they were at a replayed instant). */
+  setRuleAlarms(alarms) {
+    this.ruleAlarms = [...alarms].sort((a, b) =>
+      (SEVERITY_ORDER[a.severity] ?? 9) - (SEVERITY_ORDER[b.severity] ?? 9) || b.raised - a.raised);
+    this.#renderAlarms();
+  }
+
+  async #acknowledge(id) {
+    const comment = window.prompt(`Acknowledge alarm ${id}. Comment (optional):`, '');
+    if (comment === null) return;
+    const response = await fetch(`api/alarms/${id}/acknowledge`, {
+      method: 'POST', headers: { ...authHeaders(), 'Content-Type': 'application/json' },
+      body: JSON.stringify({ comment }),
+    });
+    this.ackError = '';
+    if (!response.ok) {
+      const detail = (await response.json().catch(() => ({}))).detail ?? response.statusText;
+      this.ackError = response.status === 403
+        ? `${detail}. Open the page with ?token=<operator token> to acknowledge.` : String(detail);
+    }
+    this.#renderAlarms(); // the acknowledged list itself comes back on the stream
+  }
+
   async #pollConnectors() {
     try {
       const response = await fetch('api/connectors', { headers: authHeaders() });
@@ -128,19 +159,41 @@ export class PlantStatus {
   }
 
   #renderAlarms() {
-    const alarms = [...this.alarms.values()].sort((a, b) =>
+    const system = [...this.alarms.values()].sort((a, b) =>
       (a.severity === b.severity ? b.since - a.since : a.severity === 'high' ? -1 : 1));
-    this.alarmButton.querySelector('.number').textContent = String(alarms.length);
-    this.alarmButton.classList.toggle('active', alarms.some((a) => a.severity === 'high'));
-    this.alarmButton.classList.toggle('warning', alarms.length > 0);
+    const count = this.ruleAlarms.length + system.length;
+    this.alarmButton.querySelector('.number').textContent = String(count);
+    const urgent = this.ruleAlarms.some((a) => a.state === 'active' && SEVERITY_ORDER[a.severity] <= 1)
+      || system.some((a) => a.severity === 'high');
+    this.alarmButton.classList.toggle('active', urgent);
+    this.alarmButton.classList.toggle('warning', count > 0);
     const list = element('ul', 'alarm-list');
-    for (const alarm of alarms.slice(0, 200)) {
-      const item = element('li', `alarm ${alarm.severity}`);
+    for (const alarm of this.ruleAlarms.slice(0, 200)) {
+      const item = element('li', `alarm ${alarm.severity} ${alarm.state}`);
+      item.dataset.alarm = String(alarm.id);
+      item.dataset.prim = splitSignalKey(alarm.key)[0];
+      const text = element('span', 'alarm-text', alarm.message);
+      text.title = `${alarm.key}: ${alarm.state}${alarm.acknowledged_by ? ` by ${alarm.acknowledged_by}` : ''}` +
+        `${alarm.comment ? ` (${alarm.comment})` : ''}, raised ${alarm.raised_count}x, value ${alarm.value}`;
+      item.append(element('span', 'alarm-time', formatTime(alarm.raised)), text,
+        element('span', 'alarm-state', alarm.state));
+      if (alarm.state !== 'acknowledged') {
+        const button = element('button', 'alarm-ack', 'Ack');
+        button.type = 'button';
+        button.dataset.ack = String(alarm.id);
+        item.append(button);
+      }
+      list.append(item);
+    }
+    for (const alarm of system.slice(0, 200)) {
+      const item = element('li', `alarm ${alarm.severity} system`);
       if (alarm.prim) item.dataset.prim = alarm.prim;
       item.append(element('span', 'alarm-time', formatTime(alarm.since)), element('span', 'alarm-text', alarm.text));
       list.append(item);
     }
-    if (alarms.length === 0) list.append(element('li', 'muted', 'No active alarms.'));
-    this.alarmPanel.replaceChildren(element('div', 'panel-header', 'Active alarms'), list);
+    if (count === 0) list.append(element('li', 'muted', 'No active alarms.'));
+    const children = [element('div', 'panel-header', 'Alarms'), list];
+    if (this.ackError) children.push(element('div', 'alarm-error', this.ackError));
+    this.alarmPanel.replaceChildren(...children);
   }
 }

@@ -11,12 +11,14 @@ const RESYNC_RETRY_MS = 3000;
 export class Stream {
   /**
    * `onFrame(frame, schema)` gets each decoded binary frame that applies, with the row names it refers
-   * to; `onStatus(status)` "connecting", "live", "reconnecting" or "stale".
+   * to; `onStatus(status)` "connecting", "live", "reconnecting" or "stale"; `onAlarms(message)` the
+   * server's open alarms whenever they change.
    */
-  constructor(url, { onFrame, onStatus }) {
+  constructor(url, { onFrame, onStatus, onAlarms = () => {} }) {
     this.url = url;
     this.onFrame = onFrame;
     this.onStatus = onStatus;
+    this.onAlarms = onAlarms;
     this.backoff = BACKOFF_MIN_MS;
     this.everConnected = false;
     this.schema = null;
@@ -76,7 +78,8 @@ export class Stream {
     if (message.type === 'hello') this.heartbeatMs = message.heartbeat_s * 1000;
     else if (message.type === 'schema') {
       this.schema = { ...message, widths: Int32Array.from(message.signals, (s) => s.width) };
-    } else if (message.type === 'error') console.warn('stream error:', message.error);
+    } else if (message.type === 'alarms') this.onAlarms(message);
+    else if (message.type === 'error') console.warn('stream error:', message.error);
   }
 
   #frame(buffer) {

@@ -1,0 +1,221 @@
+"""Replay rebuilds a known past state exactly: the frame for an instant holds the values recorded at that
+instant, the link transforms are the forward kinematics of the recorded joints, and the whole frame is
+what the live twin showed then. Real USD (the sample factory), real DuckDB, real Warp."""
+
+import math
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import LOOPBACK
+from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, GOOD, UNCERTAIN_LAST_USABLE_VALUE
+from twin.history import Historian
+from twin.kinematics import Chain, matrix_to_pose
+from twin.protocol import REPLAY, Frame, Scope, decode_frame, encode_frame, schema_id, signal_values
+from twin.replay import Replay
+from twin.runtime import Twin
+from twin.server import create_app
+from twin.usd_robot import link_prim_paths
+
+T0 = 1_700_000_000.0
+ROBOT1, ROBOT2 = "/Factory/Line/Robot1", "/Factory/Line/Robot2"
+JOINTS = "twin:jointPositions"
+QA = np.array([0.3, -0.4, 0.5, -0.6, 0.7, -0.8])
+QB = np.array([-1.1, 0.2, 1.3, 0.4, -1.5, 0.6])
+QC = np.array([0.9, -0.9, 0.9, -0.9, 0.9, -0.9])
+BAD = 0x80000000
+EMPTY = [math.nan] * 6
+# (source time, [(prim, attr, value, status)]): what a PLC reported, in order
+UPDATES = [
+    (T0, [(ROBOT1, JOINTS, QA, GOOD), ("/Factory/Line/Sink", "twin:partsIn", 3.0, GOOD)]),
+    (T0 + 2, [(ROBOT2, JOINTS, QC, GOOD), ("/Factory/Line/Conveyor1", "twin:partPositions", [0.5, 1.5, *EMPTY], GOOD),
+              ("/Factory/Line/Machining", "twin:hasPart", 1.0, GOOD)]),
+    (T0 + 5, [("/Factory/Line/Sink", "twin:partsIn", 4.0, GOOD), (ROBOT1, "twin:holding", 1.0, GOOD),
+              ("/Factory/Line/Machining", "twin:state", 4.0, GOOD)]),
+    (T0 + 6, [(ROBOT2, JOINTS, None, BAD)]),  # the link fails: the value stays, the robot keeps its pose
+    (T0 + 8, [("/Factory/Line", "twin:kpi:wip", 2.0, UNCERTAIN_LAST_USABLE_VALUE)]),
+    (T0 + 10, [(ROBOT1, JOINTS, QB, GOOD), ("/Factory/Line/Conveyor1", "twin:partPositions",
+                                              [0.7, 1.7, 2.5, *EMPTY[:5]], GOOD)]),
+]
+
+
+def snapshot(twin: Twin) -> Frame:
+    data, _ = encode_frame(twin.cache, None, Scope())
+    return decode_frame(data, twin.cache.signal_width)
+
+
+def record(layout, path) -> tuple[Twin, Historian, dict]:
+    """Play UPDATES into a twin with a historian; returns what its live step showed after each instant."""
+    twin = Twin(layout)
+    historian = Historian(path, twin.cache)
+    twin.robots.update()
+    twin.parts.update()
+    shown = {T0 - 1: snapshot(twin)}  # before any data: every signal waiting, robots at their zero pose
+    for when, updates in UPDATES:
+        for prim, attr, value, status in updates:
+            twin.cache.write_signal(twin.cache.signal_row(prim, attr), value, status=status, source_time=when)
+        twin.robots.update()  # the live step's derivations (KPIs would write at wall time: they are not run)
+        twin.parts.update()
+        shown[when] = snapshot(twin)
+    historian.flush()
+    return twin, historian, shown
+
+
+def expected_at(instant: float) -> dict[str, tuple]:
+    """key -> (value, status, source time) as last reported at or before `instant`."""
+    state = {}
+    for when, updates in UPDATES:
+        if when > instant:
+            break
+        for prim, attr, value, status in updates:
+            key = f"{prim}.{attr}"
+            kept = state[key][0] if value is None else value  # a bad status without a value keeps the value
+            state[key] = (kept, status, when)
+    return state
+
+
+def decoded(frame: Frame, twin: Twin) -> dict[str, tuple]:
+    widths = twin.cache.signal_width
+    return {twin.cache.signals[row].key: (values, int(status), float(source_time))
+            for row, values, status, source_time in zip(frame.signal_rows, signal_values(frame, widths),
+                                                         frame.status, frame.source_time, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def recorded(sample_layout, tmp_path_factory):
+    twin, historian, shown = record(sample_layout, tmp_path_factory.mktemp("replay") / "h.duckdb")
+    replay = Replay(twin, historian)
+    replay.prepare()
+    yield twin, replay, shown
+    historian.close()
+
+
+def test_frames_hold_the_recorded_values_at_each_instant(recorded):
+    twin, replay, _ = recorded
+    for instant in (T0 - 1, T0, T0 + 1, T0 + 5, T0 + 6.5, T0 + 9.999, T0 + 10, T0 + 3600):
+        frame = decode_frame(replay.frame_at(instant), twin.cache.signal_width)
+        assert frame.snapshot and frame.time == instant and frame.schema == schema_id(twin.cache)
+        assert len(frame.signal_rows) == len(twin.cache.signals)  # every row, known or not
+        expected = expected_at(instant)
+        for key, (values, status, source_time) in decoded(frame, twin).items():
+            if key not in expected:
+                assert status == BAD_WAITING_FOR_INITIAL_DATA and np.all(np.isnan(values)), (instant, key)
+                assert math.isnan(source_time)
+                continue
+            value, want_status, when = expected[key]
+            np.testing.assert_array_equal(values, np.atleast_1d(np.asarray(value, np.float64)), err_msg=key)
+            assert status == want_status, (instant, key)
+            assert source_time == pytest.approx(when, abs=1e-3), (instant, key)  # ages are float32
+
+
+def test_frames_are_what_the_live_twin_showed(recorded):
+    """Poses, parts, values and qualities: the replay of an instant equals the live snapshot taken then."""
+    twin, replay, shown = recorded
+    instants = sorted(shown)
+    for index, when in enumerate(instants):
+        after = instants[index + 1] if index + 1 < len(instants) else when + 60
+        for instant in (when, (when + after) / 2):  # at an update and between two
+            live, past = shown[when], decode_frame(replay.frame_at(instant), twin.cache.signal_width)
+            np.testing.assert_array_equal(past.transform_rows, live.transform_rows)
+            np.testing.assert_array_equal(past.poses, live.poses, err_msg=f"poses at {instant - T0}")
+            np.testing.assert_array_equal(past.values, live.values)
+            np.testing.assert_array_equal(past.status, live.status)
+            np.testing.assert_array_equal(past.quality, live.quality)
+            assert past.instances.keys() == live.instances.keys()
+            for index_, poses in live.instances.items():
+                np.testing.assert_array_equal(past.instances[index_], poses, err_msg=f"parts at {instant - T0}")
+    # the instant before the first update shows robots at their zero pose and no part
+    assert len(decode_frame(replay.frame_at(T0 - 1), twin.cache.signal_width).instances[0]) == 0
+    assert len(decode_frame(replay.frame_at(T0 + 5), twin.cache.signal_width).instances[0]) == 4  # 2 + 1 + 1
+
+
+def test_links_are_the_forward_kinematics_of_the_recorded_joints(recorded):
+    twin, replay, _ = recorded
+    chain = Chain.from_usd(twin.stage.stage, ROBOT1)
+    links = link_prim_paths(twin.stage.stage, ROBOT1)
+    rows = [twin.cache.transform_row(links[name]) for name in chain.link_names]
+    for instant, q in ((T0 - 1, np.zeros(6)), (T0 + 4, QA), (T0 + 11, QB), (T0 + 0.5, QA)):
+        frame = decode_frame(replay.frame_at(instant), twin.cache.signal_width)
+        poses = frame.poses[np.searchsorted(frame.transform_rows, rows)]
+        expected = matrix_to_pose(chain.fk(q)[0])  # the chain's own FK kernel, not the scene's batch
+        np.testing.assert_allclose(poses[:, :3], expected[:, :3], atol=2e-6)
+        quaternions = np.where((np.sum(poses[:, 3:] * expected[:, 3:], axis=1) < 0)[:, None], -1, 1) * poses[:, 3:]
+        np.testing.assert_allclose(quaternions, expected[:, 3:], atol=3e-5)  # int16 steps of 1/32767
+    moved = decode_frame(replay.frame_at(T0 + 11), twin.cache.signal_width)
+    still = decode_frame(replay.frame_at(T0 + 9), twin.cache.signal_width)
+    assert not np.allclose(moved.poses, still.poses, atol=1e-3)  # the test can tell QA from QB
+
+
+def test_replay_leaves_the_live_twin_alone(recorded):
+    twin, replay, _ = recorded
+    cache = twin.cache
+    before = (cache.version, cache.schema, cache.transforms.copy(), cache.values.copy(),
+              twin.stage.live.ExportToString())
+    for instant in (T0 - 1, T0 + 3, T0 + 10):
+        replay.frame_at(instant)
+    after = (cache.version, cache.schema, cache.transforms, cache.values, twin.stage.live.ExportToString())
+    assert before[:2] == after[:2] and before[4] == after[4]
+    np.testing.assert_array_equal(before[2], after[2])
+    np.testing.assert_array_equal(before[3], after[3])
+
+
+def test_rows_added_later_are_replayed_with_the_new_schema(sample_layout, tmp_path):
+    twin, historian, _ = record(sample_layout, tmp_path / "h.duckdb")
+    replay = Replay(twin, historian)
+    replay.prepare()
+    old = decode_frame(replay.frame_at(T0 + 10), twin.cache.signal_width)
+    row = twin.cache.add_signal("/Factory/Line/Machining", "twin:recipe", kind="text")
+    twin.cache.write_signal(row, "recipe B", source_time=T0 + 12)
+    historian.flush()
+    replay.prepare()  # the live cache has a new row: the shadow is rebuilt with it
+    frame = decode_frame(replay.frame_at(T0 + 12), twin.cache.signal_width)
+    assert frame.schema == schema_id(twin.cache) != old.schema
+    assert len(frame.signal_rows) == len(old.signal_rows) + 1 and frame.text == {row: "recipe B"}
+    assert decode_frame(replay.frame_at(T0 + 11), twin.cache.signal_width).text == {}  # not yet written
+    historian.close()
+
+
+def test_frame_needs_prepare_and_a_finite_instant(recorded):
+    twin, replay, _ = recorded
+    with pytest.raises(ValueError, match="finite"):
+        replay.frame_at(math.nan)
+    with pytest.raises(RuntimeError, match="prepare"):
+        Replay(twin, replay.historian).frame_at(T0)
+
+
+def test_routes(sample_layout, tmp_path):
+    twin, historian, _ = record(sample_layout, tmp_path / "h.duckdb")
+    with TestClient(create_app(twin, tick_hz=5, historian=historian), base_url=LOOPBACK) as client:
+        assert client.get("/api/history/range").json() == {"start": T0, "end": T0 + 10}
+        response = client.get("/api/replay/frame", params={"at": T0 + 5.5})
+        assert response.status_code == 200 and response.headers["content-type"] == "application/octet-stream"
+        frame = decode_frame(response.content, twin.cache.signal_width)
+        assert frame.time == T0 + 5.5 and frame.snapshot
+        assert decoded(frame, twin)["/Factory/Line/Sink.twin:partsIn"][:2] == (4.0, GOOD)
+        flags = int.from_bytes(response.content[6:8], "little")
+        assert flags & REPLAY  # the viewer tells a replay from a live snapshot
+        early = decode_frame(client.get("/api/replay/frame", params={"at": T0 - 3600}).content,
+                             twin.cache.signal_width)  # before the first sample: not an error, all waiting
+        assert np.all(early.status == BAD_WAITING_FOR_INITIAL_DATA)
+        for bad in ("nan", "inf", "-inf"):
+            refused = client.get("/api/replay/frame", params={"at": bad})
+            assert refused.status_code == 422 and "finite" in refused.text, bad
+        assert client.get("/api/replay/frame", params={"at": "soon"}).status_code == 422
+        assert client.get("/api/replay/frame").status_code == 422
+    historian.close()
+
+
+def test_routes_without_history(sample_layout):
+    with TestClient(create_app(Twin(sample_layout), tick_hz=5), base_url=LOOPBACK) as client:
+        for path, params in (("/api/history/range", {}), ("/api/replay/frame", {"at": T0})):
+            response = client.get(path, params=params)
+            assert response.status_code == 404 and "--history" in response.text, path
+
+
+def test_empty_history_has_no_range(sample_layout, tmp_path):
+    twin = Twin(sample_layout)
+    historian = Historian(tmp_path / "h.duckdb", twin.cache)
+    with TestClient(create_app(twin, tick_hz=5, historian=historian), base_url=LOOPBACK) as client:
+        assert client.get("/api/history/range").json() == {"start": None, "end": None}
+    historian.close()

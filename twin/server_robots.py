@@ -1,0 +1,60 @@
+"""REST API of the scene's robots: describe them, and run their kinematics on the twin's device.
+
+Poses and targets are 4x4 world transforms (the factory's frame), so a script can ask "which joints put
+this gripper over that pallet" without knowing where the robot stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from twin.errors import KinematicsError
+from twin.robots import SceneRobots
+
+
+class ForwardBody(BaseModel):
+    robot: str
+    q: list[list[float]] | list[float]
+
+
+class InverseBody(BaseModel):
+    robot: str
+    targets: list[list[list[float]]] | list[list[float]]
+    link: str | None = None
+    seeds: int = Field(8, ge=1, le=64)
+
+
+def robots_router(robots: SceneRobots) -> APIRouter:
+    router = APIRouter(prefix="/api/robots")
+
+    def guarded(call, *args):
+        try:
+            return call(*args)
+        except KeyError as error:
+            raise HTTPException(404, error.args[0]) from None
+        except (KinematicsError, ValueError) as error:
+            raise HTTPException(422, str(error)) from None
+
+    @router.get("")
+    async def describe() -> list[dict]:
+        """Every robot: joints with limits (rad or m), links, world pose, current joint vector."""
+        return robots.describe()
+
+    @router.post("/fk")
+    async def forward(body: ForwardBody) -> dict:
+        """World transforms of every link, (B, n_links, 4, 4), for joint vectors (B, n) or (n,)."""
+        poses = await asyncio.to_thread(guarded, robots.forward_world, body.robot, body.q)
+        return {"links": list(robots.find(body.robot).chain.link_names), "poses": poses.tolist()}
+
+    @router.post("/ik")
+    async def inverse(body: InverseBody) -> dict:
+        """Joint vectors bringing `link` (default: the flange) to world targets, with success and residuals."""
+        result = await asyncio.to_thread(guarded, robots.inverse_world, body.robot, body.targets, body.link,
+                                         body.seeds)
+        return {"q": result.q.tolist(), "success": result.success.tolist(),
+                "position_error": result.position_error.tolist(), "rotation_error": result.rotation_error.tolist()}
+
+    return router
