@@ -1,11 +1,12 @@
 """Factory twin: a digital twin of a factory line on USD, OPC-UA and Warp.
 
-The public API is what this module exports; everything else may change.
+The public API is what this module exports; everything else may change. The SDK (docs/sdk.md):
 
-    from twin import Twin, Chain
-    twin = Twin("factory.usda")            # authored layout + live layer + runtime cache
-    chain = Chain.from_urdf("kr16_2.urdf")
-    poses = chain.fk(q)                   # (B, n_links, 4, 4), one Warp launch
+    import twin
+    with twin.connect("http://127.0.0.1:8000") as plant:      # or twin.open("factory.usda") in-process
+        print(plant.read("/Factory/Line/Sink.twin:partsIn").value)
+        for update in plant.subscribe(["/Factory/Line/Robot1.twin:jointPositions"]):
+            ...
 """
 
 from __future__ import annotations
@@ -15,7 +16,24 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
+_EXPORTS: dict[str, str | tuple[str, str]] = {
+    "connect": "twin.sdk.remote",
+    "connect_async": "twin.sdk.remote",
+    "open": ("twin.sdk.local", "open_twin"),
+    "TwinClient": "twin.sdk.remote",
+    "AsyncTwinClient": "twin.sdk.remote",
+    "LocalTwin": "twin.sdk.local",
+    "Sample": "twin.sdk.types",
+    "History": "twin.sdk.types",
+    "Update": "twin.sdk.types",
+    "Alarm": "twin.sdk.types",
+    "Robot": "twin.sdk.types",
+    "IkSolution": "twin.sdk.types",
+    "ApiError": "twin.sdk.types",
+    "NotFoundError": "twin.sdk.types",
+    "PermissionDeniedError": "twin.sdk.types",
+    "ConflictError": "twin.sdk.types",
+    "InvalidRequestError": "twin.sdk.types",
     "Twin": "twin.runtime",
     "TwinStage": "twin.stage",
     "RuntimeCache": "twin.cache",
@@ -37,9 +55,11 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "BindingError", "Chain", "KinematicsBatch", "KinematicsError", "LayoutError", "LineModel", "LiveStart",
-    "RuntimeCache", "SweepParameter", "Twin", "TwinError", "TwinStage", "UrdfError", "WhatIfClient", "WhatIfError",
-    "load_urdf", "read_line", "run_whatif",
+    "Alarm", "ApiError", "AsyncTwinClient", "BindingError", "Chain", "ConflictError", "History", "IkSolution",
+    "InvalidRequestError", "KinematicsBatch", "KinematicsError", "LayoutError", "LineModel", "LiveStart", "LocalTwin",
+    "NotFoundError", "PermissionDeniedError", "Robot", "RuntimeCache", "Sample", "SweepParameter", "Twin",
+    "TwinClient", "TwinError", "TwinStage", "Update", "UrdfError", "WhatIfClient", "WhatIfError", "connect",
+    "connect_async", "load_urdf", "open", "read_line", "run_whatif",
 ]
 
 if TYPE_CHECKING:
@@ -51,6 +71,22 @@ if TYPE_CHECKING:
     from twin.line.model import LineModel, read_line
     from twin.line.whatif import SweepParameter, run_whatif
     from twin.runtime import Twin
+    from twin.sdk.local import LocalTwin
+    from twin.sdk.local import open_twin as open
+    from twin.sdk.remote import AsyncTwinClient, TwinClient, connect, connect_async
+    from twin.sdk.types import (
+        Alarm,
+        ApiError,
+        ConflictError,
+        History,
+        IkSolution,
+        InvalidRequestError,
+        NotFoundError,
+        PermissionDeniedError,
+        Robot,
+        Sample,
+        Update,
+    )
     from twin.stage import TwinStage
     from twin.urdf import load_urdf
 
@@ -58,5 +94,6 @@ if TYPE_CHECKING:
 def __getattr__(name: str):
     """Import on first use: `import twin` stays fast, Warp and USD load only when needed."""
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        module, attribute = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name], name)
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'twin' has no attribute {name!r}")
