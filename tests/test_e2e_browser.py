@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from tests.conftest import CHROMIUM, CHROMIUM_ARGS, free_port
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
 
+ROOT = Path(__file__).resolve().parents[1]
 LINK = "/Factory/Line/Robot1/link_2"
 COUNTER = "/Factory/Line/Machining.twin:partsDone"
 COUNTER_NODE = "Line.Machining.PartsDone"
@@ -127,6 +129,35 @@ def test_demo_keeps_history(demo):
     with urllib.request.urlopen(f"{demo['url']}/api/history/state?at={now}", timeout=10) as response:
         state = json.load(response)
     assert state[COUNTER]["q"] == "good" and len(state) >= 40
+
+
+def test_sdk_docs_and_readme_run_against_the_demo(demo, sample_layout, monkeypatch, capsys):
+    """docs/sdk.md's examples, in order and in one namespace, with the operator token the demo printed."""
+    token = re.search(r"operator token \(for POST /api/write\): (\S+)", demo["log"].read_text()).group(1)
+    monkeypatch.setenv("TWIN_URL", demo["url"])
+    monkeypatch.setenv("TWIN_TOKEN", token)
+    monkeypatch.setenv("TWIN_LAYOUT", str(sample_layout))
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "sdk.md").read_text(), re.S)
+    assert len(blocks) >= 10
+    namespace: dict = {}
+    for number, block in enumerate(blocks, 1):
+        try:
+            exec(compile(block, f"docs/sdk.md block {number}", "exec"), namespace)
+        except Exception as error:
+            raise AssertionError(f"docs/sdk.md block {number} failed: {error!r}\n{block}") from error
+    printed = capsys.readouterr().out
+    assert "refused: BadOutOfRange" in printed and "GET /api/signals: 404 no signal" in printed
+    assert namespace["result"]["status"] == "Good"  # the speed setpoint reached the PLC
+
+    # The README's ten lines, with the names they leave to the reader: the token, a time range, a target.
+    readme = re.search(r"## The SDK in ten lines\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    code = readme.group(1).replace("http://127.0.0.1:8000", demo["url"])
+    assert len(code.strip().splitlines()) <= 12
+    now = time.time()
+    given = {"TOKEN": token, "t0": now - 60, "t1": now, "target": namespace["target"]}
+    exec(compile(code, "README.md", "exec"), given)
+    assert given["solution"].success.all() and len(given["study"]["result"]["points"]) == 2
+    assert list(given["temperature"].columns) == ["value", "status"]
 
 
 def test_viewer_shows_the_live_factory(demo, artifacts):

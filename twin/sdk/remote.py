@@ -59,9 +59,10 @@ class AsyncTwinClient:
         if response.is_success:
             return response.json() if response.headers.get("content-type", "").startswith("application/json") \
                 else response.content
-        try:
-            detail = response.json().get("detail", response.text)
-        except (ValueError, AttributeError):
+        try:  # FastAPI's {"detail": ...}, or a refused write's {"status": ..., "message": ...}
+            body = response.json()
+            detail = body.get("detail") or (f"{body['status']}: {body['message']}" if "message" in body else body)
+        except (ValueError, AttributeError, KeyError):
             detail = response.text or response.reason_phrase
         raise api_error(response.status_code, detail, request)
 
