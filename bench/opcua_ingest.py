@@ -237,9 +237,9 @@ def recording_subscriptions(requested: dict):
     """Note the subscription parameters the connector asks asyncua for, so that the peer asks the same."""
     create, subscribe = Client.create_subscription, Subscription.subscribe_data_change
 
-    async def create_subscription(client, period, handler, *args, **kwargs):
+    async def create_subscription(client, period, *args, **kwargs):
         requested["publishing_ms"] = period
-        return await create(client, period, handler, *args, **kwargs)
+        return await create(client, period, *args, **kwargs)
 
     async def subscribe_data_change(subscription, nodes, *args, **kwargs):
         requested.setdefault("monitored", []).append(dict(kwargs))

@@ -9,7 +9,7 @@ import pytest
 from pxr import Usd
 
 from twin.alarms import AlarmEngine, AlarmRuleError, parse_rule, rules_from_stage
-from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
+from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
 from twin.errors import BindingError, LayoutError, TwinError
 
 KEY = "/F/Oven.twin:temperature"
@@ -90,10 +90,12 @@ def test_rate_of_change_over_a_window_ignores_noise_and_sees_ramps():
     noise = [0.3, -0.3] * 20
     for t in range(40):  # +-0.3 of noise at 1 Hz: 0.6/s between samples, 0 over the window
         cache.write_signal(row, 30.0 + noise[t], source_time=float(t))
+        cache.received_time[row] = float(t)  # rates run on the twin's clock: received at t
         engine.evaluate(now=float(t))
     assert engine.open_alarms() == []
     for t in range(40, 60):  # a ramp of 1 degC/s
         cache.write_signal(row, 30.0 + (t - 39), source_time=float(t))
+        cache.received_time[row] = float(t)
         engine.evaluate(now=float(t))
     (alarm,) = engine.open_alarms()
     # at t=45: (36.0 - 29.7 at t=35) / 10 s = 0.63/s; at t=44 it was (35.0 - 30.3) / 10 = 0.47/s
@@ -125,7 +127,26 @@ def test_state_equals_a_label_or_a_code_and_stale_data():
     cache.mark_status([beat], UNCERTAIN_LAST_USABLE_VALUE)  # the connector lost the server
     engine.evaluate(now=cache.received_time[beat])
     assert ("stale", "active") in states(engine)
-    assert cache.status[state] != BAD_WAITING_FOR_INITIAL_DATA
+
+
+def test_rate_ignores_the_source_clock_and_stale_counts_a_silent_source():
+    """A PLC clock 30 s behind neither silences a rate rule nor trips it; a source that never reported
+    is stale once `stale` seconds have passed since the engine started."""
+    cache, row, engine = engine_with({"rate": 0.5, "window_s": 10.0})
+    start = time.time()
+    for t in range(30):  # a ramp of 1 unit/s, stamped by a clock 30 s behind
+        cache.write_signal(row, float(t), source_time=start + t - 30.0)
+        cache.received_time[row] = start + t  # received now: what the connector records
+        engine.evaluate(now=start + t)
+    (alarm,) = engine.open_alarms()
+    assert alarm["value"] == pytest.approx(1.0)
+    cache = RuntimeCache()
+    cache.add_signal("/F/Plc", "twin:heartbeat", kind="int")
+    engine = AlarmEngine(cache, [parse_rule({"stale": 5.0}, "/F/Plc.twin:heartbeat")])
+    engine.evaluate(now=engine.started + 4.0)
+    assert engine.open_alarms() == []
+    engine.evaluate(now=engine.started + 6.0)  # never reported, for longer than 5 s
+    assert states(engine) == [("stale", "active")]
 
 
 def test_alarm_events_are_stored_by_the_historian_and_ids_continue(tmp_path):
@@ -157,7 +178,14 @@ def test_alarm_events_are_stored_by_the_historian_and_ids_continue(tmp_path):
     cache.write_signal(row, 65.0, source_time=time.time() + 2.0)
     fresh.evaluate()
     assert fresh.open_alarms()[0]["id"] == 2
+    reopened.flush()
     reopened.close()
+    # a run that stopped with alarm 2 open: the next one closes it, so past lists do not keep it open forever
+    third = Historian(tmp_path / "h.duckdb", cache)
+    third.attach_alarms(AlarmEngine(cache, engine.rules))
+    assert [e["event"] for e in third.alarm_events() if e["alarm"] == 2] == ["raised", "closed"]
+    assert third.alarms_at(time.time() + 10.0) == []
+    third.close()
 
 
 @pytest.mark.parametrize("spec, field, message", [

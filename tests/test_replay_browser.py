@@ -5,6 +5,7 @@ values into the live cache at known source times."""
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ from twin.server import WEB_DIST, create_app
 from twin.stage import TwinStage
 from twin.usd_robot import link_prim_paths
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
 
 ROBOT = "/Factory/Line/Robot1"
 COUNTER = "/Factory/Line/Sink.twin:partsIn"

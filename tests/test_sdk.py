@@ -212,6 +212,16 @@ def test_async_client(remote):
     assert sample.quality == "good" and len(history) == 3 and SINK in update.signals
 
 
+def test_a_closed_client_says_so_and_big_rest_batches_are_refused(remote):
+    client = twin.connect(remote["url"])
+    client.close()
+    client.close()  # twice is harmless
+    with pytest.raises(twin.TwinError, match="is closed"):
+        client.read(SINK)
+    with pytest.raises(twin.InvalidRequestError, match="at most 2,000 joint vectors per request"):
+        remote["api"].fk(ROBOT, np.zeros((2_001, 6)))
+
+
 def test_unreachable_server_is_a_clear_error():
     from tests.conftest import free_port
 

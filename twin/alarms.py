@@ -11,13 +11,15 @@ acknowledged; if the condition returns first, it is raised again. Every transiti
 with a sequence number: the historian stores them, the stream and the SDK read them with
 `events_since(seq)`, so no reader needs a callback into the core.
 
-Limits are evaluated on the latest value each tick, vectorised over all rules; data of bad quality
-neither raises nor clears a limit alarm (the stale rule is there for that).
+Rules are evaluated on each signal's latest value every tick (the values are gathered from the cache
+in one vectorised read, then each rule decides); data of bad quality neither raises nor clears a limit
+alarm (the stale rule is there for that).
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import threading
 import time
@@ -237,6 +239,7 @@ class AlarmEngine:
         self.rules: list[AlarmRule] = []
         self.alarms: dict[int, Alarm] = {}  # open alarms (active or not yet acknowledged), by id
         self.version = 0  # bumped on every change of the open alarms
+        self.started = time.time()
         self.next_id = 1
         self.lock = threading.Lock()
         self._by_rule: dict[str, Alarm] = {}
@@ -311,22 +314,25 @@ class AlarmEngine:
                 if not valid[index]:
                     continue
                 condition = self._condition(index, rule, bool(usable[index]), int(status[index]), values[index],
-                                            texts[index], source_time[index], received[index], now)
+                                            texts[index], float(received[index]), now)
                 if condition is None:
                     continue  # undecided (bad data for a limit): keep the state
                 active, value = condition
                 when = now if rule.kind == "stale" or not math.isfinite(source_time[index]) else source_time[index]
                 self._transition(rule, active, value, float(when))
 
-    def _condition(self, index: int, rule: AlarmRule, usable: bool, status: int, value: float, text, source_time,
-                   received, now: float) -> tuple[bool, object] | None:
+    def _condition(self, index: int, rule: AlarmRule, usable: bool, status: int, value: float, text: str | None,
+                   received: float, now: float) -> tuple[bool, object] | None:
+        """(active, the value to report) for one rule, or None when the data cannot decide."""
         open_alarm = self._by_rule.get(rule.id)
         was_active = open_alarm is not None and open_alarm.active
         if rule.kind == "stale":
             lost = status == UNCERTAIN_LAST_USABLE_VALUE or (((status >> 30) & 0b11) >= 2
                                                              and status != BAD_WAITING_FOR_INITIAL_DATA)
-            quiet = rule.limit > 0 and math.isfinite(received) and now - received > rule.limit
-            return lost or quiet, (None if math.isnan(received) else round(now - received, 3))
+            # a source that never reported counts as quiet since the engine started watching
+            last = received if math.isfinite(received) else self.started
+            quiet = rule.limit > 0 and now - last > rule.limit
+            return lost or quiet, round(now - last, 3)
         if not usable:
             return None
         if rule.kind == "equals":
@@ -336,20 +342,23 @@ class AlarmEngine:
             return bool(value > rule.limit or (was_active and value >= rule.limit - rule.deadband)), float(value)
         if rule.kind == "low":
             return bool(value < rule.limit or (was_active and value <= rule.limit + rule.deadband)), float(value)
-        rate = self._rate(index, rule, float(value), float(source_time), now)
+        rate = self._rate(index, rule, float(value), float(received), now)
         if rate is None:
             return None
         return bool(abs(rate) > rule.limit or (was_active and abs(rate) >= rule.limit - rule.deadband)), rate
 
-    def _rate(self, index: int, rule: AlarmRule, value: float, source_time: float, now: float) -> float | None:
+    def _rate(self, index: int, rule: AlarmRule, value: float, received: float, now: float) -> float | None:
         """Change per second over the last `window_s`: the value now against the value a window ago
-        (a signal that stopped changing has a rate of zero, even though no new samples arrive)."""
+        (a signal that stopped changing has a rate of zero, even though no new samples arrive).
+
+        Samples are kept by the time the twin received them, the clock `now` is on: a PLC whose clock is
+        off by seconds must not silence (or trip) the rule."""
         history = self._rates.setdefault(index, _RateHistory())
-        if source_time != history.last_time and math.isfinite(source_time):
-            history.samples.append((source_time, value))
-            history.last_time = source_time
+        if received != history.last_time and math.isfinite(received):
+            history.samples.append((received, value))
+            history.last_time = received
         samples = history.samples
-        start = max(now, source_time) - rule.window_s
+        start = now - rule.window_s
         while len(samples) > 1 and samples[1][0] <= start:
             samples.popleft()  # keep the last sample at or before the window's start
         if not samples or samples[0][0] > start:
@@ -413,12 +422,18 @@ class AlarmEngine:
             return [alarm.to_json() for alarm in alarms]
 
     def events_since(self, seq: int) -> list[AlarmEvent]:
-        """Events after sequence number `seq` still in memory (the last EVENT_BUFFER)."""
+        """Events after sequence number `seq` still in memory (the last EVENT_BUFFER), read from the newest
+        end: sequence numbers are contiguous, so only the wanted events are copied."""
         with self.lock:
-            if not self._events or self._events[-1].seq <= seq:
+            wanted = min(self._seq - seq, len(self._events))
+            if wanted <= 0:
                 return []
-            first = self._events[0].seq
-            return list(self._events)[max(seq + 1 - first, 0):]
+            return list(itertools.islice(reversed(self._events), wanted))[::-1]
+
+    def reserve_ids(self, after: int) -> None:
+        """Give new alarms ids above `after` (the historian's stored ones), so ids stay unique across runs."""
+        with self.lock:
+            self.next_id = max(self.next_id, after + 1)
 
     @property
     def last_seq(self) -> int:

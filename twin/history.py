@@ -86,9 +86,15 @@ class Historian:
         """Store the engine's alarm events with every flush; alarm ids continue after the stored ones."""
         self._alarms = engine
         self._alarm_seq = engine.last_seq
-        stored = self._query("SELECT coalesce(max(alarm), 0) FROM alarm_events")[0][0]
-        with engine.lock:
-            engine.next_id = max(engine.next_id, int(stored) + 1)
+        engine.reserve_ids(int(self._query("SELECT coalesce(max(alarm), 0) FROM alarm_events")[0][0]))
+        left_open = self.alarms_at(math.inf)  # by a run that stopped: its engine starts afresh
+        if left_open:
+            now = time.time()
+            with self._db_lock:
+                self._db.executemany(
+                    "INSERT INTO alarm_events VALUES (?, ?, ?, ?, ?, 'closed', ?, ?, NULL, NULL, ?)", [
+                    (now, a["id"], a["rule"], a["key"], a["kind"], a["severity"], a["message"],
+                     "the twin restarted; its rules are evaluated afresh") for a in left_open])
 
     def start(self) -> Historian:
         self._thread = threading.Thread(target=self._run, name="twin-historian", daemon=True)
@@ -324,10 +330,12 @@ class Historian:
         return state
 
     def alarm_events(self, start: float = -math.inf, end: float = math.inf, key: str | None = None) -> list[dict]:
-        """Stored alarm transitions (raised, acknowledged, cleared) with start <= time <= end, oldest first."""
+        """Stored alarm transitions (raised, acknowledged, cleared; closed when a restart ended them) with
+        start <= time <= end, in the order they happened (raises and clears carry the source time of the
+        value, acknowledgements the twin's clock: the order of insertion, not of time, is the truth)."""
         rows = self._query(
             "SELECT time, alarm, rule, key, kind, event, severity, message, value, \"user\", comment "
-            "FROM alarm_events WHERE time BETWEEN ? AND ? AND (? IS NULL OR key = ?) ORDER BY time, rowid",
+            "FROM alarm_events WHERE time BETWEEN ? AND ? AND (? IS NULL OR key = ?) ORDER BY rowid",
             (max(start, -1e300), min(end, 1e300), key, key))
         names = ("time", "alarm", "rule", "key", "kind", "event", "severity", "message", "value", "user", "comment")
         events = [dict(zip(names, row, strict=True)) for row in rows]
@@ -340,6 +348,11 @@ class Historian:
         them then: the stored transitions up to the instant, replayed through the same lifecycle."""
         alarms: dict[int, dict] = {}
         for event in self.alarm_events(end=instant):
+            if event["alarm"] not in alarms and event["event"] != "raised":
+                continue  # its raise is older than the retention kept, or it was closed
+            if event["event"] == "closed":
+                del alarms[event["alarm"]]
+                continue
             alarm = alarms.setdefault(event["alarm"], {
                 "id": event["alarm"], "rule": event["rule"], "key": event["key"], "kind": event["kind"],
                 "severity": event["severity"], "message": event["message"], "raised_count": 0, "comment": "",
@@ -406,9 +419,13 @@ class Historian:
             "FROM samples s JOIN signals g ON g.id = s.signal "
             f"WHERE s.time BETWEEN ? AND ? AND g.key IN ({','.join('?' * len(names))}) ORDER BY g.key, s.time) "
             f"TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
-        with self._db_lock:
-            self._db.execute(sql, (max(start, -1e300), min(end, 1e300), *names))
-            return int(self._db.execute(f"SELECT count(*) FROM read_parquet('{target}')").fetchone()[0])
+        with self._db_lock:  # a cursor of its own: the long COPY must not hold up the flushes
+            cursor = self._db.cursor()
+        try:
+            cursor.execute(sql, (max(start, -1e300), min(end, 1e300), *names))
+            return int(cursor.execute(f"SELECT count(*) FROM read_parquet('{target}')").fetchone()[0])
+        finally:
+            cursor.close()
 
     def close(self) -> None:
         with self._db_lock:

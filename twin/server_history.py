@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -79,13 +80,18 @@ def history_router(historian: Historian | None, twin: Twin | None = None) -> API
     async def export(store_method: str, suffix: str, media_type: str, keys: str | None, start: float,
                      end: float) -> FileResponse:
         store = need()
-        path = Path(tempfile.mkstemp(suffix=suffix)[1])
+        descriptor, name = tempfile.mkstemp(suffix=suffix)
+        os.close(descriptor)
+        path = Path(name)
         try:
             await asyncio.to_thread(getattr(store, store_method), path, keys.split(",") if keys else None, start,
                                     end)
         except TwinError as error:
             path.unlink(missing_ok=True)
             raise HTTPException(404, str(error)) from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         return FileResponse(path, media_type=media_type, filename=f"history{suffix}",
                             background=BackgroundTask(path.unlink, missing_ok=True))
 

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field
 from twin.errors import KinematicsError
 from twin.robots import SceneRobots
 
+MAX_REST_FK = 2_000  # joint vectors per request: the answer is JSON, 2,000 x 9 links x 16 numbers is ~5 MB
+
 
 class ForwardBody(BaseModel):
     robot: str
@@ -46,6 +48,9 @@ def robots_router(robots: SceneRobots) -> APIRouter:
     @router.post("/fk")
     async def forward(body: ForwardBody) -> dict:
         """World transforms of every link, (B, n_links, 4, 4), for joint vectors (B, n) or (n,)."""
+        if body.q and isinstance(body.q[0], list) and len(body.q) > MAX_REST_FK:
+            raise HTTPException(422, f"at most {MAX_REST_FK:,} joint vectors per request, got {len(body.q):,}; "
+                                     f"larger batches belong in-process (twin.open or twin.Chain)")
         poses = await asyncio.to_thread(guarded, robots.forward_world, body.robot, body.q)
         return {"links": list(robots.find(body.robot).chain.link_names), "poses": poses.tolist()}
 

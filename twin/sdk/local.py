@@ -47,8 +47,12 @@ class LocalTwin:
 
     def __init__(self, layout: str | Path, *, history: str | Path | None = None, device: str | None = None):
         self.twin = Twin(layout, device=device)
+        self.twin.alarms.check()  # a limit on an array or a text is an error here too
         self.historian = None
-        self.user = getpass.getuser()
+        try:
+            self.user = getpass.getuser()
+        except (KeyError, OSError):  # a container without a user entry
+            self.user = "local"
         self._jobs = None
         if history is not None:
             from twin.history import Historian

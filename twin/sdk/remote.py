@@ -60,8 +60,9 @@ class AsyncTwinClient:
             return response.json() if response.headers.get("content-type", "").startswith("application/json") \
                 else response.content
         try:  # FastAPI's {"detail": ...}, or a refused write's {"status": ..., "message": ...}
-            body = response.json()
-            detail = body.get("detail") or (f"{body['status']}: {body['message']}" if "message" in body else body)
+            answer = response.json()
+            detail = answer.get("detail") or (f"{answer['status']}: {answer['message']}" if "message" in answer
+                                              else answer)
         except (ValueError, AttributeError, KeyError):
             detail = response.text or response.reason_phrase
         raise api_error(response.status_code, detail, request)
@@ -107,12 +108,14 @@ class AsyncTwinClient:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         state = StreamState()
         try:
-            socket = await websockets.connect(ws_url, additional_headers=headers, max_size=None, compression=None)
+            # max_queue=1: frames wait in the socket, not here, so the server's latest-wins applies to a slow reader
+            socket = await websockets.connect(ws_url, additional_headers=headers, max_size=None, compression=None,
+                                              max_queue=1)
         except (OSError, websockets.InvalidHandshake) as error:
             raise TwinError(f"cannot open the stream at {ws_url}: {error}") from None
         try:
-            scoped = bool(signals or subtrees)  # frames before the server confirms the scope are not ours
-            if scoped:
+            awaiting_scope = bool(signals or subtrees)  # frames before the server confirms the scope are not ours
+            if awaiting_scope:
                 await socket.send(json.dumps({"type": "subscribe", "signals": list(signals),
                                               "subtrees": list(subtrees)}))
             while True:
@@ -127,10 +130,10 @@ class AsyncTwinClient:
                     await socket.send(json.dumps({"type": "resync"}))
                     continue
                 if isinstance(decoded, Frame):
-                    if not scoped:
+                    if not awaiting_scope:
                         yield update_from_frame(decoded, state)
                 elif decoded.get("type") == "subscribed":
-                    scoped = False
+                    awaiting_scope = False
                 elif decoded.get("type") == "alarms" and decoded["events"]:
                     yield Update(state.version, time.time(), alarm_events=decoded["events"])
                 elif decoded.get("type") == "error":
@@ -225,6 +228,9 @@ class TwinClient:
         self.url = self._async.url
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed() or not self._loop.is_running():
+            coroutine.close()
+            raise TwinError(f"this client of {self.url if hasattr(self, 'url') else 'the twin'} is closed")
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def __enter__(self) -> TwinClient:
@@ -234,10 +240,15 @@ class TwinClient:
         self.close()
 
     def close(self) -> None:
-        if self._loop.is_running():
+        if not self._loop.is_running():
+            return
+        try:
             self._run(self._async.close())
+        finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+            if not self._loop.is_running():
+                self._loop.close()
 
     def health(self) -> dict:
         return self._run(self._async.health())

@@ -84,7 +84,7 @@ async function showAlarmsAt(instant) {
     const asked = alarmsAsked;
     try {
       const response = await fetch(`api/alarms/at?t=${asked}`, { headers: authHeaders() });
-      if (response.ok && replay.state.active) plant.setRuleAlarms((await response.json()).alarms);
+      if (response.ok && replay.state.active) plant.setRuleAlarms((await response.json()).alarms, { past: true });
     } catch {
       // the stream's indicator says when the server is away
     }

@@ -31,6 +31,7 @@ export class PlantStatus {
     this.states = new Map(); // prim path -> {state, quality}
     this.alarms = new Map(); // system alarms: id -> {id, severity, prim, text, since}
     this.ruleAlarms = []; // the server's open alarms (its `alarms` message), most severe first
+    this.past = false; // the list shows a replayed instant
     this.ackError = '';
     this.connectorAlarms = new Set();
     this.untrusted = new Map(); // prim -> (attr -> quality) of its stale or bad signals
@@ -116,8 +117,12 @@ export class PlantStatus {
     this.#renderAlarms();
   }
 
-  /** The server's open alarms (from the stream, or as they were at a replayed instant). */
-  setRuleAlarms(alarms) {
+  /**
+   * The server's open alarms: live from the stream, or (`past`) as they were at a replayed instant, which
+   * are shown without Ack buttons: an acknowledgement acts on the alarm now.
+   */
+  setRuleAlarms(alarms, { past = false } = {}) {
+    this.past = past;
     this.ruleAlarms = [...alarms].sort((a, b) =>
       (SEVERITY_ORDER[a.severity] ?? 9) - (SEVERITY_ORDER[b.severity] ?? 9) || b.raised - a.raised);
     this.#renderAlarms();
@@ -126,10 +131,17 @@ export class PlantStatus {
   async #acknowledge(id) {
     const comment = window.prompt(`Acknowledge alarm ${id}. Comment (optional):`, '');
     if (comment === null) return;
-    const response = await fetch(`api/alarms/${id}/acknowledge`, {
-      method: 'POST', headers: { ...authHeaders(), 'Content-Type': 'application/json' },
-      body: JSON.stringify({ comment }),
-    });
+    let response;
+    try {
+      response = await fetch(`api/alarms/${id}/acknowledge`, {
+        method: 'POST', headers: { ...authHeaders(), 'Content-Type': 'application/json' },
+        body: JSON.stringify({ comment }),
+      });
+    } catch (error) {
+      this.ackError = `the twin did not answer: ${error.message}`;
+      this.#renderAlarms();
+      return;
+    }
     this.ackError = '';
     if (!response.ok) {
       const detail = (await response.json().catch(() => ({}))).detail ?? response.statusText;
@@ -177,7 +189,7 @@ export class PlantStatus {
         `${alarm.comment ? ` (${alarm.comment})` : ''}, raised ${alarm.raised_count}x, value ${alarm.value}`;
       item.append(element('span', 'alarm-time', formatTime(alarm.raised)), text,
         element('span', 'alarm-state', alarm.state));
-      if (alarm.state !== 'acknowledged') {
+      if (alarm.state !== 'acknowledged' && !this.past) {
         const button = element('button', 'alarm-ack', 'Ack');
         button.type = 'button';
         button.dataset.ack = String(alarm.id);
