@@ -57,3 +57,23 @@ def serve_app(app, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextlib.contextmanager
+def viewer_page(url: str, *, width: int = 1400, height: int = 850, ready_s: float = 60.0):
+    """The viewer at `url` in headless Debian chromium, once its scene and first snapshot are in; fails the
+    test on any uncaught error in the page."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(url)
+        page.wait_for_function("window.twin && window.twin.ready", timeout=ready_s * 1000)
+        try:
+            yield page
+        finally:
+            browser.close()
+    assert not errors, errors

@@ -154,3 +154,11 @@ def test_sigkill_loses_at_most_the_last_second(tmp_path):
     assert killed_at - last < 1.0, f"the last stored update is {killed_at - last:.2f} s older than the kill"
     assert first_value == 1.0 and last_value == count  # nothing before it is missing
     assert count > 1000
+
+
+def test_retention_from_the_command_line(capsys):
+    from twin.cli import history_retention, main
+
+    assert history_retention(2.0, 60.0, 0.0) == Retention(raw_s=172_800.0, step_s=60.0, keep_s=None)
+    assert main(["serve", "nowhere.usda", "--history", "h.duckdb", "--history-keep-days", "0.5"]) == 2
+    assert "keep days 0.5 >= raw days" in capsys.readouterr().err

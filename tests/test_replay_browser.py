@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, serve_app
+from tests.conftest import CHROMIUM, serve_app, viewer_page
 from twin.auth import Access, Principal
 from twin.history import Historian
 from twin.kinematics import Chain
@@ -103,17 +103,9 @@ def assert_links(page, expected: dict[str, np.ndarray]) -> None:
 
 
 def test_replay_rewinds_plays_and_returns_to_live(served, link_world, artifacts):
-    from playwright.sync_api import sync_playwright
-
     url, twin = served
     cell = f'[data-signal-key="{COUNTER}"] .value'
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 850})
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(url)
-        page.wait_for_function("window.twin && window.twin.ready", timeout=60_000)
+    with viewer_page(url) as page:
         page.wait_for_selector("#timebar:not([hidden])", timeout=15_000)
         assert page.evaluate("window.twin.replay.start") == T1  # the first recorded sample
         page.evaluate("window.twin.select('/Factory/Line/Sink')")
@@ -184,8 +176,6 @@ def test_replay_rewinds_plays_and_returns_to_live(served, link_world, artifacts)
         assert_links(page, link_world(Q_LATER))
         assert page.text_content("#parts-count") == "1"
         page.screenshot(path=str(artifacts / "replay-live-again.png"))
-        browser.close()
-    assert not errors, errors
 
 
 def rule_alarms(page) -> list[dict]:
@@ -193,16 +183,8 @@ def rule_alarms(page) -> list[dict]:
 
 
 def test_alarm_list_replays_and_an_operator_acknowledges(served, artifacts):
-    from playwright.sync_api import sync_playwright
-
     url, twin = served
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 850})
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(f"{url}?token={OPERATOR}")
-        page.wait_for_function("window.twin && window.twin.ready", timeout=60_000)
+    with viewer_page(f"{url}?token={OPERATOR}") as page:
         # live: raised at t1, cleared at t2, nobody acknowledged it: still listed, as cleared
         page.wait_for_function("window.twin.alarms().some((alarm) => alarm.state === 'cleared')", timeout=15_000)
         (alarm,) = rule_alarms(page)
@@ -230,5 +212,3 @@ def test_alarm_list_replays_and_an_operator_acknowledges(served, artifacts):
         page.screenshot(path=str(artifacts / "alarms-acknowledged.png"))
         write(twin, *SPINDLE, 50.0)  # cleared and acknowledged: it leaves the list
         page.wait_for_function("window.twin.alarms().filter((alarm) => alarm.rule).length === 0", timeout=15_000)
-        browser.close()
-    assert not errors, errors

@@ -212,6 +212,24 @@ def test_async_client(remote):
     assert sample.quality == "good" and len(history) == 3 and SINK in update.signals
 
 
+def test_the_three_forms_share_one_api():
+    """Sync, async and in-process: every public method of the async client exists in the other two with the
+    same parameters and defaults (the in-process twin may add options of its own)."""
+    import inspect
+
+    names = [n for n, _ in inspect.getmembers(twin.AsyncTwinClient, inspect.isfunction) if not n.startswith("_")]
+    assert {"read", "subscribe", "write", "history", "state_at", "alarms", "acknowledge", "fk", "ik",
+            "whatif"} <= set(names)
+    for name in names:
+        expected = inspect.signature(getattr(twin.AsyncTwinClient, name)).parameters
+        for form in (twin.TwinClient, twin.LocalTwin):
+            found = inspect.signature(getattr(form, name)).parameters
+            for parameter in expected.values():
+                assert parameter.name in found, f"{form.__name__}.{name} lacks {parameter.name}"
+                assert found[parameter.name].default == parameter.default, f"{form.__name__}.{name}({parameter})"
+                assert found[parameter.name].kind == parameter.kind, f"{form.__name__}.{name}({parameter})"
+
+
 def test_a_closed_client_says_so_and_big_rest_batches_are_refused(remote):
     client = twin.connect(remote["url"])
     client.close()

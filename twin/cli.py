@@ -18,6 +18,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from twin.errors import TwinError
+
+if TYPE_CHECKING:
+    from twin.history import Retention
 
 log = logging.getLogger("twin")
 
@@ -70,6 +76,7 @@ async def serve(
     tokens: Path | None = None,
     operator_token: bool = False,
     history: Path | None = None,
+    retention: Retention | None = None,
 ) -> None:
     import uvicorn
 
@@ -94,11 +101,9 @@ async def serve(
                     rule.where, rule.name, rule.key)
     historian = None
     if history is not None:
-        from twin.history import Historian, Retention
+        from twin.history import Historian
 
-        # Raw samples for a day, then one per 10 s per signal for a month.
-        historian = Historian(history, twin.cache, retention=Retention(raw_s=86_400.0, step_s=10.0,
-                                                                        keep_s=31 * 86_400.0))
+        historian = Historian(history, twin.cache, retention=retention or history_retention())
         print(f"twin: history in {history}", flush=True)
 
     async def start_history() -> None:
@@ -124,6 +129,16 @@ async def serve(
     server = uvicorn.Server(config)
     print(f"twin: serving {layout.name} at http://{host}:{port}", flush=True)
     await server.serve()
+
+
+def history_retention(raw_days: float = 1.0, step_s: float = 10.0, keep_days: float = 31.0) -> Retention:
+    """Raw samples for `raw_days`, then one per `step_s` per signal until `keep_days` (0: keep forever)."""
+    from twin.history import Retention
+
+    if raw_days <= 0 or step_s <= 0 or keep_days < 0 or (keep_days and keep_days < raw_days):
+        raise TwinError(f"history retention: raw days {raw_days:g} and step {step_s:g} s must be > 0, keep days "
+                        f"{keep_days:g} >= raw days (or 0 for ever)")
+    return Retention(raw_s=raw_days * 86_400.0, step_s=step_s, keep_s=keep_days * 86_400.0 if keep_days else None)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -166,6 +181,8 @@ def run_serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(Path(args.layout), Path(args.bindings) if args.bindings else None,
                           history=Path(args.history) if args.history else None,
+                          retention=history_retention(args.history_raw_days, args.history_step_s,
+                                                      args.history_keep_days),
                           host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz,
                           tokens=Path(args.tokens) if args.tokens else None))
     return 0
@@ -228,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--tick-hz", type=float, default=30.0)
     serve_cmd.add_argument("--tokens", help="JSON file of API tokens and roles (see twin/auth.py)")
     serve_cmd.add_argument("--history", help="keep every signal update in this DuckDB file (docs/history.md)")
+    serve_cmd.add_argument("--history-raw-days", type=float, default=1.0, help="keep raw samples this long")
+    serve_cmd.add_argument("--history-step-s", type=float, default=10.0,
+                           help="after that, one sample per signal per this many seconds")
+    serve_cmd.add_argument("--history-keep-days", type=float, default=31.0, help="drop samples older (0: never)")
     serve_cmd.set_defaults(handler=run_serve)
 
     snapshot = commands.add_parser("snapshot", help="save the live state of a running twin as a USD layer")
@@ -254,7 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # the connector logs connection trouble itself
-    from twin.errors import TwinError
 
     try:
         return args.handler(args)
