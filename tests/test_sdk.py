@@ -131,6 +131,25 @@ def test_alarms_raised_listed_and_acknowledged_once(plant):
     assert [e["event"] for e in events] == ["raised", "acknowledged", "cleared"]
 
 
+def test_alarm_transitions_arrive_on_subscriptions(plant):
+    api, served = plant["api"], plant["twin"]
+    row = served.cache.signal_row(*SPINDLE.rsplit(".", 1))
+    updates = api.subscribe([SPINDLE], idle_timeout=10)
+    next(updates)  # the current state
+    served.cache.write_signal(row, 70.0)
+    if isinstance(api, twin.LocalTwin):
+        api.step()
+    events, deadline = [], time.monotonic() + 10
+    while not events and time.monotonic() < deadline:
+        events = next(updates).alarm_events
+    served.cache.write_signal(row, 40.0)  # cleared; acknowledged below, so the alarm closes
+    if isinstance(api, twin.LocalTwin):
+        api.step()
+    updates.close()
+    assert [(e["event"], e["key"], e["value"]) for e in events] == [("raised", SPINDLE, 70.0)]
+    api.acknowledge(events[0]["alarm"])
+
+
 def test_kinematics_in_the_world_frame(plant, sample_layout):
     api = plant["api"]
     (robot,) = [r for r in api.robots() if r.path == ROBOT]
