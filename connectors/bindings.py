@@ -326,9 +326,10 @@ def _alarms(fields: _Fields, key: str, kind: str, width: int, enum: dict[int, st
         if rule.kind in ("high", "low", "rate") and (kind not in ("float", "int") or width != 1):
             raise entry.error(rule.kind, f"a {rule.kind} alarm needs a numeric scalar signal, not {kind} "
                                          f"of width {width}")
-        if isinstance(rule.equals, str) and kind == "int" and rule.equals not in enum.values():
+        if isinstance(rule.equals, str) and kind != "text" and rule.equals not in enum.values():
             raise entry.error("equals", f"state {rule.equals!r} is not in this binding's enum "
-                                        f"({', '.join(enum.values()) or 'none'})")
+                                        f"({', '.join(enum.values()) or 'none: a name needs kind int with an enum, '}"
+                                        f"{'' if enum else 'or kind text'})")
         if any(other.name == rule.name for other in rules):
             raise entry.error("name", f"two alarms named {rule.name!r} on {key}: give each a name")
         rules.append(rule)

@@ -199,6 +199,7 @@ def test_alarm_events_are_stored_by_the_historian_and_ids_continue(tmp_path):
     ({"high": 1, "colour": "red"}, "colour", "unknown alarm field 'colour'"),
     ({"high": 1, "name": "too hot"}, "name", "without spaces"),
     ({"high": math.nan}, "high", "finite number"),
+    ({"rate": 0.5, "deadband": 0.5}, "deadband", "could never clear"),
 ])
 def test_bad_rules_name_the_field(spec, field, message):
     with pytest.raises(AlarmRuleError, match=message) as caught:
@@ -283,3 +284,7 @@ def test_rules_in_the_binding_file_are_checked_with_lines(tmp_path):
                     .replace("{equals: broken, name: broken}", "{low: 1}"))
     with pytest.raises(BindingError, match=r"b.yaml:11: .*a low alarm needs a numeric scalar signal, not text"):
         load_bindings(path)
+    path.write_text(text.replace("    enum: {0: idle, 4: down}\n", "").replace("{equals: broken, name: broken}",
+                                                                           "{equals: 4, name: four}"))
+    with pytest.raises(BindingError, match=r"b.yaml:10: .*state 'down' is not in this binding's enum \(none: a name"):
+        load_bindings(path)  # a state name on an int without an enum could never match

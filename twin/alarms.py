@@ -121,7 +121,11 @@ def parse_rule(spec: Mapping[str, object], key: str, *, default_name: str | None
     message = spec.get("message", "")
     if not isinstance(message, str):
         raise AlarmRuleError("message", f"alarm message must be text, got {message!r}")
-    return AlarmRule(key, name, kind, limit, equals, number("deadband", 0.0, minimum=0.0),
+    deadband = number("deadband", 0.0, minimum=0.0)
+    if kind == "rate" and deadband >= limit:
+        raise AlarmRuleError("deadband", f"a rate alarm's deadband ({deadband:g}) must be below its rate "
+                                         f"({limit:g}), or it could never clear")
+    return AlarmRule(key, name, kind, limit, equals, deadband,
                      number("window_s", 10.0, above=0.0), str(severity), message, where)
 
 
