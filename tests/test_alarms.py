@@ -211,6 +211,7 @@ def test_rules_on_missing_or_unsuitable_signals_are_reported():
     cache = RuntimeCache()
     cache.add_signal("/F/Robot", "twin:jointPositions", width=6)
     engine = AlarmEngine(cache, [parse_rule({"high": 1}, "/F/Nope.twin:x", where="b.yaml:7")])
+    AlarmEngine(RuntimeCache(), engine.rules).evaluate(now=1.0)  # an empty cache: nothing to watch, no error
     engine.check()  # a rule for a signal this deployment does not bind is listed, not fatal
     assert [rule.where for rule in engine.unresolved()] == ["b.yaml:7"]
     engine.evaluate(now=1.0)

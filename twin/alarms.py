@@ -303,9 +303,11 @@ class AlarmEngine:
             if not self.rules:
                 return
             self._resolve()
+            valid = self._rows >= 0
+            if not valid.any():
+                return  # no watched signal is registered (yet)
             cache = self.cache
             with cache.lock:
-                valid = self._rows >= 0
                 rows = np.where(valid, self._rows, 0)
                 status = cache.status[rows]
                 values = cache.values[cache.signal_offset[rows]]
