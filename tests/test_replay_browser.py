@@ -102,6 +102,21 @@ def assert_links(page, expected: dict[str, np.ndarray]) -> None:
         np.testing.assert_allclose(shown[path], matrix, atol=1e-4, err_msg=path)
 
 
+def show_instant(page, instant: float, links: dict[str, np.ndarray], *, counter: str, wip: str, parts: str,
+                 machining: str) -> None:
+    """Move the slider to `instant`, then check what the page shows: robot links, the sink's counter in the
+    inspector, WIP in the KPI bar, the parts count and the Machining lamp."""
+    page.fill("#timebar input[type=range]", str(instant))
+    page.wait_for_function(f"window.twin.replay.instant === {instant}", timeout=15_000)
+    assert page.evaluate("window.twin.replay.active")
+    assert_links(page, links)
+    assert page.text_content(f'[data-signal-key="{COUNTER}"] .value') == counter
+    assert page.text_content("#kpi-wip") == wip
+    assert page.text_content("#parts-count") == parts
+    lamps = {lamp["path"]: lamp["color"] for lamp in page.evaluate("window.twin.lamps()")}
+    assert lamps["/Factory/Line/Machining"] == machining
+
+
 def test_replay_rewinds_plays_and_returns_to_live(served, link_world, artifacts):
     url, twin = served
     cell = f'[data-signal-key="{COUNTER}"] .value'
@@ -114,15 +129,7 @@ def test_replay_rewinds_plays_and_returns_to_live(served, link_world, artifacts)
         assert not page.is_visible("#replay-badge")
 
         # t1 through the slider: the robot, the inspector, the lamps, the KPI bar and the parts as they were
-        page.fill("#timebar input[type=range]", str(T1))
-        page.wait_for_function(f"window.twin.replay.instant === {T1}", timeout=15_000)
-        assert page.evaluate("window.twin.replay.active")
-        assert_links(page, link_world(Q1))
-        assert page.text_content(cell) == "5"
-        assert page.text_content("#kpi-wip") == "3"
-        assert page.text_content("#parts-count") == "2"
-        lamps = {lamp["path"]: lamp["color"] for lamp in page.evaluate("window.twin.lamps()")}
-        assert lamps["/Factory/Line/Machining"] == DOWN
+        show_instant(page, T1, link_world(Q1), counter="5", wip="3", parts="2", machining=DOWN)
         clock = page.evaluate(f"new Date({T1} * 1000).toLocaleTimeString([], {{hour12: false}})")
         assert page.is_visible("#replay-badge") and clock in page.text_content("#replay-badge")
         assert clock in page.text_content("#timebar .replay-instant")
@@ -140,14 +147,7 @@ def test_replay_rewinds_plays_and_returns_to_live(served, link_world, artifacts)
         assert_links(page, link_world(Q1))
 
         # t2, a keystroke-free jump of the slider again
-        page.fill("#timebar input[type=range]", str(T2))
-        page.wait_for_function(f"window.twin.replay.instant === {T2}", timeout=15_000)
-        assert_links(page, link_world(Q2))
-        assert page.text_content(cell) == "9"
-        assert page.text_content("#kpi-wip") == "6"
-        assert page.text_content("#parts-count") == "3"
-        lamps = {lamp["path"]: lamp["color"] for lamp in page.evaluate("window.twin.lamps()")}
-        assert lamps["/Factory/Line/Machining"] == WORKING
+        show_instant(page, T2, link_world(Q2), counter="9", wip="6", parts="3", machining=WORKING)
 
         # play at 60x: about a minute of history per second of wall time
         page.select_option("#timebar [data-speed]", "60")

@@ -34,3 +34,10 @@ class BindingError(FileError):
 
 class KinematicsError(TwinError, ValueError):
     """Bad input to kinematics: wrong shapes, NaN, unknown link."""
+
+
+class UnknownSignalError(TwinError, KeyError):
+    """A signal key that the store or the twin does not know (a KeyError too, for callers that expect one)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return TwinError.__str__(self)

@@ -27,7 +27,7 @@ import numpy as np
 
 from twin.alarms import SEVERITIES, AlarmEngine
 from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
-from twin.errors import TwinError
+from twin.errors import TwinError, UnknownSignalError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS signals (id INTEGER PRIMARY KEY, key VARCHAR UNIQUE NOT NULL, width INTEGER NOT NULL,
@@ -254,7 +254,7 @@ class Historian:
     def _signal(self, key: str) -> tuple[int, int, str]:
         found = self._query("SELECT id, width, kind FROM signals WHERE key = ?", (key,))
         if not found:
-            raise TwinError(f"the historian has no signal {key!r}")
+            raise UnknownSignalError(f"the historian has no signal {key!r}")
         return found[0]
 
     def series(self, key: str, start: float, end: float) -> dict:

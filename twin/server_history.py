@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
 
-from twin.errors import TwinError
+from twin.errors import TwinError, UnknownSignalError
 from twin.history import Historian
 from twin.replay import Replay
 from twin.runtime import Twin
@@ -70,7 +70,7 @@ def history_router(historian: Historian | None, twin: Twin | None = None) -> API
             out = await asyncio.to_thread(store.resample, key, start, end, step, how)
             return {"key": key, "times": out["times"].tolist(), "values": _json(out["values"]), "how": how}
         except TwinError as error:
-            raise HTTPException(404 if "no signal" in str(error) else 422, str(error)) from None
+            raise HTTPException(404 if isinstance(error, UnknownSignalError) else 422, str(error)) from None
 
     @router.get("/history/state")
     async def state(at: float) -> dict:

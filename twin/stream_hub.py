@@ -60,6 +60,14 @@ class StreamHub:
         self.stats = HubStats()
         self._frames: dict[tuple, tuple[bytes | None, int]] = {}
         self._frames_version: tuple[int, int] = (-1, -1)
+        self._alarm_list: tuple[int, list[dict]] = (-1, [])
+
+    def alarm_list(self) -> tuple[int, list[dict]]:
+        """(version, the open alarms as JSON), built once per alarm version for every session."""
+        version = self.alarms.version
+        if self._alarm_list[0] != version:
+            self._alarm_list = (version, self.alarms.open_alarms())
+        return self._alarm_list
 
     def notify(self) -> None:
         """A simulation tick happened: wake every session (an Event each, no task per client and tick)."""
@@ -200,12 +208,12 @@ class _Session:
         alarms = self.hub.alarms
         if alarms is None or alarms.version == self.alarms_version or (alarms.version == 0 and not alarms.rules):
             return False
-        self.alarms_version = alarms.version
+        self.alarms_version, open_alarms = self.hub.alarm_list()
         events = alarms.events_since(self.alarm_seq)
         if events:
             self.alarm_seq = events[-1].seq
         events = events[-100:]  # a longer burst is summed up by the list itself
-        await self.send_json({"type": "alarms", "version": self.alarms_version, "alarms": alarms.open_alarms(),
+        await self.send_json({"type": "alarms", "version": self.alarms_version, "alarms": open_alarms,
                               "events": [event.to_json() for event in events]})
         return True
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from twin.cache import RuntimeCache
-from twin.errors import KinematicsError, TwinError
+from twin.errors import KinematicsError, TwinError, UnknownSignalError
 from twin.line.whatif import SweepParameter
 from twin.protocol import Frame, Scope, StreamState, encode_frame, schema_id, schema_message
 from twin.runtime import Twin
@@ -170,7 +170,7 @@ class LocalTwin:
                 return History(key, raw["times"], raw["values"], raw["status"])
             found = store.resample(key, start, end, step, how)
         except TwinError as error:
-            kind = NotFoundError if "no signal" in str(error) else InvalidRequestError
+            kind = NotFoundError if isinstance(error, UnknownSignalError) else InvalidRequestError
             raise kind(404 if kind is NotFoundError else 422, str(error), f"history {key}") from None
         return History(key, found["times"], found["values"])
 
