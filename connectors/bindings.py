@@ -24,7 +24,7 @@ SECURITY_MODES = ("None", "Sign", "SignAndEncrypt")
 _NODE_ID = re.compile(r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=[A-Za-z0-9+/=]+)$")
 _BROWSE_ELEMENT = re.compile(r"^(\d+|nsu=[^:]+):[^/]+$")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it: big files load 5x faster
-_SERVER_KEYS = {"endpoint", "security", "username", "password_env", "password", "publishing_ms"}
+_SERVER_KEYS = {"endpoint", "security", "username", "password_env", "password", "publishing_ms", "health_check_s"}
 _SECURITY_KEYS = {"policy", "mode", "certificate", "private_key", "trusted_server_certificates"}
 _BINDING_KEYS = {"server", "node", "browse_path", "prim", "attr", "unit", "kind", "width", "sampling_ms",
                  "queue_size", "deadband", "scale", "offset", "enum", "direction", "limits", "alarms"}
@@ -50,6 +50,9 @@ class ServerConfig:
     username: str | None = None
     password_env: str | None = None  # the environment variable that holds the password
     publishing_ms: float = 100.0
+    # how often a session checks its link (a read of the server's state) and how long the answer may take
+    # before the link counts as lost; a closed socket is noticed at once regardless
+    health_check_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,8 @@ def _server(name: str, node: yaml.Node, data, line: int, path: Path, overrides: 
     if password_env is not None and not (isinstance(password_env, str) and password_env.isidentifier()):
         raise fields.error("password_env", f"password_env must name an environment variable, got {password_env!r}")
     return ServerConfig(name, endpoint, line, _security(fields, path), username, password_env,
-                        fields.number("publishing_ms", 100.0, minimum=0.0))
+                        fields.number("publishing_ms", 100.0, minimum=0.0),
+                        fields.number("health_check_s", 5.0, minimum=0.5))
 
 
 def _binding(node: yaml.Node, data, path: Path, servers: dict[str, ServerConfig]) -> Binding:

@@ -27,12 +27,13 @@ import math
 import time
 import uuid
 from collections import deque
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from asyncua import Client, Node, ua
 
+from twin import heap
 from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
 
 from .bindings import Binding, BindingFile, ServerConfig
@@ -54,11 +55,14 @@ _INTEGER_RANGES = {
 }
 
 
+_UNIX_EPOCH = datetime(1970, 1, 1)  # naive, as asyncua decodes OPC-UA DateTimes (UTC)
+
+
 def _epoch(moment: datetime | None) -> float | None:
     if moment is None:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        return (moment - _UNIX_EPOCH).total_seconds()  # 5x cheaper than replace(tzinfo=UTC).timestamp()
     return moment.timestamp()
 
 
@@ -81,6 +85,9 @@ def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+_PLAIN_NUMBERS = (float, int)  # exact types: bool (a subclass of int) takes to_twin's path
 
 
 def to_twin(binding: Binding, value):
@@ -162,6 +169,8 @@ class _Session:
         self.nodes: dict[int, Node] = {}  # binding index -> resolved node
         self.variant_types: dict[int, ua.VariantType] = {}  # writable binding index -> the node's type
         self._by_node: dict[ua.NodeId, list[int]] = {}
+        # bindings a plain Python number can go to as is (the common case: no numpy on the hot path)
+        self._plain_number = [b.width == 1 and b.kind in ("float", "int") for b in bindings]
         self._lost = asyncio.Event()
 
     # asyncua calls this for every data change of the subscription
@@ -173,12 +182,16 @@ class _Session:
     def _store(self, index: int, value, data_value: ua.DataValue) -> None:
         binding, row = self.bindings[index], self.rows[index]
         status = data_value.StatusCode.value if data_value.StatusCode is not None else 0
-        try:
-            converted = to_twin(binding, value)
-        except ValueError as error:
-            self._binding_error(index, str(error), BAD_TYPE_MISMATCH)
-            return
-        self.binding_errors.pop(index, None)
+        if type(value) in _PLAIN_NUMBERS and self._plain_number[index]:
+            converted = value * binding.scale + binding.offset  # what to_twin does, without an array
+        else:
+            try:
+                converted = to_twin(binding, value)
+            except ValueError as error:
+                self._binding_error(index, str(error), BAD_TYPE_MISMATCH)
+                return
+        if self.binding_errors:
+            self.binding_errors.pop(index, None)
         server_time = _epoch(data_value.ServerTimestamp)
         if server_time is not None and server_time > time.time() + 86_400:
             # asyncua 2.1 misreads ServerTimestamp when a server also sends picoseconds (node-opcua does):
@@ -189,8 +202,9 @@ class _Session:
             self.impossible_server_time = True
             server_time = math.nan
         label = None
-        if binding.enum and converted is not None and np.isfinite(converted[0]):
-            label = binding.enum.get(int(converted[0]))
+        if binding.enum and converted is not None:
+            code = converted if isinstance(converted, float) else converted[0]
+            label = binding.enum.get(int(code)) if math.isfinite(code) else None
         self.cache.write_signal(row, converted, status=status, source_time=_epoch(data_value.SourceTimestamp),
                                 server_time=server_time, label=label)
         self.updates += 1
@@ -208,7 +222,9 @@ class _Session:
     async def run(self) -> None:
         backoff = self.min_backoff
         while True:
-            client = Client(self.config.endpoint, timeout=5, watchdog_intervall=1.0)
+            # asyncua reads the server's state every watchdog interval and gives the answer as long again;
+            # at 1 s a busy server (10,000 first values after subscribing) was taken for a dead one
+            client = Client(self.config.endpoint, timeout=5, watchdog_intervall=self.config.health_check_s)
             try:
                 self._lost.clear()
                 await self._configure(client)
@@ -223,6 +239,7 @@ class _Session:
                 self.connects += 1
                 self.last_error = None
                 await self._subscribe(client)
+                heap.settle()  # the subscription items live as long as the session: out of the GC's scans
                 backoff = self.min_backoff
                 log.info("connected to %s: %d bindings", self.config.endpoint, len(self.bindings))
                 await self._lost.wait()

@@ -53,6 +53,8 @@ def test_sample_bindings_load_and_match_the_sample_layout(sample_layout):
          .replace("/Factory/Line/Robot1", "/Factory/Line/Conveyor1"),
          9, "/Factory/Line/Conveyor1.twin:speed is already fed by ns=2;s=Line.Conveyor1.Speed (line 5)"),
         (lambda t: t.replace("width: 6", "width: six"), 13, "width must be a positive integer"),
+        (lambda t: t.replace("/factory/\n", "/factory/\n    health_check_s: 0.1\n"), 4,
+         "health_check_s must be >= 0.5, got 0.1"),
         (lambda t: t.replace("    attr: twin:speed\n", "    attr: twin:speed\n   kind: [float\n"), 9, "not valid YAML"),
     ],
 )
@@ -93,6 +95,7 @@ FULL = """servers:
     username: operator
     password_env: PLC_PASSWORD
     publishing_ms: 50
+    health_check_s: 8
 bindings:
   - server: plc
     browse_path: 2:Factory/2:Line/2:Conveyor1/2:Speed
@@ -121,6 +124,7 @@ def test_every_field_of_the_format_is_read(tmp_path):
     assert server.security.certificate == (tmp_path / "pki/twin-client-cert.der").resolve()
     assert server.security.trusted_server_certificates == ((tmp_path / "pki/plc.der").resolve(),)
     assert (server.username, server.password_env, server.publishing_ms) == ("operator", "PLC_PASSWORD", 50.0)
+    assert server.health_check_s == 8.0
     speed, state = bindings.bindings
     assert speed.browse_path == ("2:Factory", "2:Line", "2:Conveyor1", "2:Speed") and speed.node == ""
     assert (speed.scale, speed.deadband.kind, speed.deadband.value, speed.queue_size) == (0.001, "absolute", 0.5, 10)

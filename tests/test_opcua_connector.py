@@ -1,7 +1,9 @@
 """The OPC-UA connector against the sample PLC, a real asyncua server on loopback."""
 
 import asyncio
+import gc
 import time
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,7 @@ async def matches_direct_reads(endpoint: str, bindings, cache: RuntimeCache, tim
             if time.monotonic() > deadline:
                 pytest.fail(f"never caught {[bindings[i].node for i in unchecked]} at a server read's timestamp")
             direct = await client.read_attributes(nodes)
-            source = [dv.SourceTimestamp.timestamp() for dv in direct]
+            source = [dv.SourceTimestamp.replace(tzinfo=UTC).timestamp() for dv in direct]
             pending = set(unchecked)
             settle = time.monotonic() + 0.5
             while pending and time.monotonic() < settle:
@@ -76,6 +78,7 @@ def test_values_status_and_timestamps_reach_the_cache():
             cache = RuntimeCache()
             bindings = load_bindings(SAMPLE, {"plc": plc.endpoint})
             connector = OpcUaConnector(bindings, cache)
+            gc.unfreeze()
             await connector.start()
             try:
                 await wait_until(lambda: all(quality_name(s) == "good" for s in cache.status), 15,
@@ -88,8 +91,10 @@ def test_values_status_and_timestamps_reach_the_cache():
                 phase = cache.signal_value(cache.signal_row("/Factory/Line/Robot1", "twin:phase"))
                 assert phase in ("waiting", "grip", "release") or phase.startswith("to_")
                 assert connector.errors == [] and connector.health()["plc"]["connected"]
+                assert gc.get_freeze_count() > 0, "the subscribed session settles the heap (twin/heap.py)"
             finally:
                 await connector.stop()
+                gc.unfreeze()
 
     asyncio.run(scenario())
 

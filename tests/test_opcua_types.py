@@ -85,3 +85,27 @@ def test_every_built_in_scalar_type(tmp_path):
                 await connector.stop()
 
     asyncio.run(scenario())
+
+
+def test_plain_numbers_take_the_fast_path_to_the_same_value_as_to_twin(tmp_path):
+    """Python floats and ints skip numpy on the hot path; what lands in the cache must not change."""
+    from twin.connectors.opcua import to_twin
+
+    path = tmp_path / "bindings.yaml"
+    path.write_text("servers:\n  s:\n    endpoint: opc.tcp://127.0.0.1:4840/\nbindings:\n"
+                    "  - {server: s, node: ns=2;s=a, prim: /P, attr: twin:mm, scale: 0.001, offset: 2.5}\n"
+                    "  - {server: s, node: ns=2;s=b, prim: /P, attr: twin:state, kind: int, enum: {0: idle, 4: down}}\n"
+                    "  - {server: s, node: ns=2;s=c, prim: /P, attr: twin:flag, kind: bool}\n")
+    bindings = load_bindings(path)
+    cache = RuntimeCache()
+    (session,) = OpcUaConnector(bindings, cache).sessions.values()
+    stamp = datetime(2026, 11, 25, 6, 0, 1, 250_000)  # naive UTC, as asyncua decodes it
+    for index, value, label in ((0, 1234.5, None), (0, 7, None), (0, float("nan"), None), (1, 4, "down"),
+                                (1, 3, None), (2, True, None)):
+        session._store(index, value, ua.DataValue(ua.Variant(value), SourceTimestamp=stamp, ServerTimestamp=stamp))
+        row = session.rows[index]
+        expected = float(to_twin(bindings.bindings[index], value)[0])
+        cached = cache.signal_value(row)
+        assert cached == expected or (expected != expected and cached != cached), (index, value)
+        assert cache.text[row] == label and cache.source_time[row] == MOMENT.timestamp() + 1.25
+    assert session.updates == 6

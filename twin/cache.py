@@ -180,6 +180,9 @@ class RuntimeCache:
             if value is not None:
                 if isinstance(value, str):
                     self.text[row] = value
+                elif type(value) is float and info.width == 1:  # the common case, without an array
+                    self.values[self.signal_offset[row]] = value
+                    self.text[row] = label
                 else:
                     start = self.signal_offset[row]
                     array = np.asarray(value, dtype=np.float64).ravel()
