@@ -242,21 +242,24 @@ class CountingHandler:
 @contextlib.contextmanager
 def recording_subscriptions(requested: dict):
     """Note the subscription parameters the connector asks asyncua for, so that the peer asks the same."""
-    create, subscribe = Client.create_subscription, Subscription.subscribe_data_change
+    create, create_items = Client.create_subscription, Subscription.create_monitored_items
 
     async def create_subscription(client, period, *args, **kwargs):
         requested["publishing_ms"] = period
         return await create(client, period, *args, **kwargs)
 
-    async def subscribe_data_change(subscription, nodes, *args, **kwargs):
-        requested.setdefault("monitored", []).append(dict(kwargs))
-        return await subscribe(subscription, nodes, *args, **kwargs)
+    async def create_monitored_items(subscription, items):
+        items = list(items)
+        parameters = items[0].RequestedParameters
+        requested.setdefault("monitored", []).append(dict(sampling_interval=parameters.SamplingInterval,
+                                                          queuesize=parameters.QueueSize))
+        return await create_items(subscription, items)
 
-    Client.create_subscription, Subscription.subscribe_data_change = create_subscription, subscribe_data_change
+    Client.create_subscription, Subscription.create_monitored_items = create_subscription, create_monitored_items
     try:
         yield requested
     finally:
-        Client.create_subscription, Subscription.subscribe_data_change = create, subscribe
+        Client.create_subscription, Subscription.create_monitored_items = create, create_items
 
 
 def summarise(server: BenchServer, before, after, updates: int, cpu_s: float, recorder: Recorder,

@@ -168,16 +168,16 @@ class _Session:
         self.client: Client | None = None
         self.nodes: dict[int, Node] = {}  # binding index -> resolved node
         self.variant_types: dict[int, ua.VariantType] = {}  # writable binding index -> the node's type
-        self._by_node: dict[ua.NodeId, list[int]] = {}
+        self._by_handle: dict[int, list[int]] = {}  # monitored item's client handle -> binding indexes
         # bindings a plain Python number can go to as is (the common case: no numpy on the hot path)
         self._plain_number = [b.width == 1 and b.kind in ("float", "int") for b in bindings]
         self._lost = asyncio.Event()
 
     # asyncua calls this for every data change of the subscription
     def datachange_notification(self, node, value, data) -> None:
-        data_value = data.monitored_item.Value
-        for index in self._by_node.get(node.nodeid, ()):  # one node may feed several attributes
-            self._store(index, value, data_value)
+        item = data.monitored_item
+        for index in self._by_handle.get(item.ClientHandle, ()):  # one node may feed several attributes
+            self._store(index, value, item.Value)
 
     def _store(self, index: int, value, data_value: ua.DataValue) -> None:
         binding, row = self.bindings[index], self.rows[index]
@@ -316,40 +316,30 @@ class _Session:
                 except Exception as error:
                     self._binding_error(index, f"cannot read its data type: {error}", BAD_NODE_ID_UNKNOWN)
         readable = [i for i in self.nodes if self.bindings[i].readable]
-        self._by_node = {}
-        for i in readable:
-            self._by_node.setdefault(self.nodes[i].nodeid, []).append(i)
         if not readable:
             return
-        subscription = await client.create_subscription(self.config.publishing_ms, self)
-        groups: dict[tuple, list[int]] = {}
-        subscribed: set[ua.NodeId] = set()
+        # one monitored item per node and settings: bindings that share both share its changes, and a
+        # binding with its own sampling, queue or deadband on the same node gets an item of its own
+        shared: dict[tuple, list[int]] = {}
         for i in readable:
-            if self.nodes[i].nodeid in subscribed:
-                continue  # one monitored item per node; its changes fan out to every binding of the node
-            subscribed.add(self.nodes[i].nodeid)
             binding = self.bindings[i]
             deadband = (binding.deadband.kind, binding.deadband.value) if binding.deadband else None
-            groups.setdefault((binding.sampling_ms, binding.queue_size, deadband), []).append(i)
-        for (sampling, queue_size, deadband), indexes in groups.items():
-            nodes = [self.nodes[i] for i in indexes]
+            shared.setdefault((self.nodes[i].nodeid, binding.sampling_ms, binding.queue_size, deadband), []).append(i)
+        self._by_handle = {indexes[0] + 1: indexes for indexes in shared.values()}  # before any notification
+        groups: dict[tuple, list[int]] = {}
+        for (_, *settings), indexes in shared.items():
+            groups.setdefault(tuple(settings), []).append(indexes[0])
+        subscription = await client.create_subscription(self.config.publishing_ms, self)
+        for (sampling, queue_size, deadband), firsts in groups.items():
+            requests = [_item_request(i + 1, self.nodes[i], sampling, queue_size, deadband) for i in firsts]
             if deadband is None:
-                handles = await subscription.subscribe_data_change(nodes, sampling_interval=sampling,
-                                                                   queuesize=queue_size)
-            else:
-                handles = []
-                for node in nodes:
-                    try:
-                        handles.append(await subscription.deadband_monitor(
-                            node, deadband[1], 1 if deadband[0] == "absolute" else 2, queue_size))
-                    except ua.UaStatusCodeError as error:
-                        handles.append(ua.StatusCode(error.code))
-                    except Exception:  # a filter this server cannot take: only this binding fails
-                        handles.append(ua.StatusCode(ua.StatusCodes.BadMonitoredItemFilterUnsupported))
-            for index, handle in zip(indexes, handles, strict=True):
+                handles = await subscription.create_monitored_items(requests)
+            else:  # one request each: a filter this server cannot take fails only its own binding
+                handles = [await _create_item(subscription, request) for request in requests]
+            for first, handle in zip(firsts, handles, strict=True):
                 if isinstance(handle, ua.StatusCode):
-                    for shared in self._by_node[self.nodes[index].nodeid]:
-                        self._binding_error(shared, f"the server refused it: {handle.name}", handle.value)
+                    for index in self._by_handle[first + 1]:
+                        self._binding_error(index, f"the server refused it: {handle.name}", handle.value)
 
     async def write(self, index: int, value) -> WriteResult:
         binding = self.bindings[index]
@@ -374,6 +364,31 @@ class _Session:
         except Exception as error:  # a value asyncua cannot encode for this node: never a crash
             return WriteResult(False, "BadTypeMismatch", BAD_TYPE_MISMATCH, f"cannot encode the value: {error}")
         return WriteResult(True, "Good", 0)
+
+
+def _item_request(handle: int, node: Node, sampling_ms: float, queue_size: int,
+                  deadband: tuple[str, float] | None) -> ua.MonitoredItemCreateRequest:
+    """One monitored item as the binding asks for it, sampling interval included (also with a deadband)."""
+    parameters = ua.MonitoringParameters(ClientHandle=handle, SamplingInterval=sampling_ms, QueueSize=queue_size,
+                                         DiscardOldest=True)
+    if deadband is not None:
+        kind, amount = deadband
+        parameters.Filter = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValue,
+                                                DeadbandType=1 if kind == "absolute" else 2, DeadbandValue=amount)
+    return ua.MonitoredItemCreateRequest(
+        ItemToMonitor=ua.ReadValueId(NodeId=node.nodeid, AttributeId=ua.AttributeIds.Value),
+        MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=parameters)
+
+
+async def _create_item(subscription, request: ua.MonitoredItemCreateRequest) -> int | ua.StatusCode:
+    """Create one monitored item; a refusal (or a server that fails the call) is its status code."""
+    try:
+        (handle,) = await subscription.create_monitored_items([request])
+        return handle
+    except ua.UaStatusCodeError as error:
+        return ua.StatusCode(error.code)
+    except Exception:
+        return ua.StatusCode(ua.StatusCodes.BadMonitoredItemFilterUnsupported)
 
 
 class OutOfRange(ValueError):

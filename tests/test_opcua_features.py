@@ -116,6 +116,7 @@ bindings:
     prim: /Cell
     attr: twin:noisy
     deadband: {{absolute: 0.5}}
+    sampling_ms: 40
   - server: cell
     node: "nsu={uri};s=Cell.Step"
     prim: /Cell
@@ -219,20 +220,54 @@ def test_reads_writes_limits_types_and_audit(bindings_path, tmp_path):
 
 @pytest.mark.timeout(90)
 def test_deadband_filters_small_changes(bindings_path):
+    """Also: bindings of one node with the same settings share a monitored item; other settings get their own."""
+    same_node = f"""  - server: cell
+    node: "nsu={URI};s=Cell.Noisy"
+    prim: /Cell
+    attr: twin:noisyCopy
+    deadband: {{absolute: 0.5}}
+    sampling_ms: 40
+  - server: cell
+    node: "nsu={URI};s=Cell.Noisy"
+    prim: /Cell
+    attr: twin:noisyRaw
+"""
+
     async def scenario():
         server = TestServer(free_port())
         await server.start()
+        received = []  # the monitored items as the server received them
+        service = server.server.iserver.subscription_service
+        create = service.create_monitored_items
+
+        async def recording(params):
+            received.extend(params.ItemsToCreate)
+            return await create(params)
+
+        service.create_monitored_items = recording
         cache = RuntimeCache()
-        connector = OpcUaConnector(load_bindings(bindings_path(server.port)), cache)
+        connector = OpcUaConnector(load_bindings(bindings_path(server.port, same_node)), cache)
         await connector.start()
         try:
-            noisy = cache.signal_row("/Cell", "twin:noisy")
+            noisy, copy, raw = (cache.signal_row("/Cell", f"twin:{a}") for a in ("noisy", "noisyCopy", "noisyRaw"))
             counter = cache.signal_row("/Cell", "twin:counter")
-            await until(lambda: quality_name(cache.status[noisy]) == "good", 15, "first values")
-            noisy_version, counter_version = cache.signal_version[noisy], cache.signal_version[counter]
+            await until(lambda: all(quality_name(cache.status[row]) == "good" for row in (noisy, copy, raw)), 15,
+                        "first values")
+            noisy_items = [item.RequestedParameters for item in received
+                           if item.ItemToMonitor.NodeId.Identifier == "Cell.Noisy"]
+            assert len(noisy_items) == 2  # one with the deadband (noisy, noisyCopy), one without (noisyRaw)
+            (filtered,) = [item for item in noisy_items if hasattr(item.Filter, "DeadbandType")]
+            assert filtered.SamplingInterval == 40.0  # the deadband keeps the binding's sampling
+            assert (filtered.Filter.DeadbandType, filtered.Filter.DeadbandValue) == (1, 0.5)
+            requested = {item.ItemToMonitor.NodeId.Identifier: item.RequestedParameters for item in received}
+            assert (requested["Cell.Counter"].SamplingInterval, requested["Cell.Counter"].QueueSize) == (0.0, 100)
+            assert not hasattr(requested["Cell.Speed"].Filter, "DeadbandType")  # no deadband, no filter
+            versions = {row: cache.signal_version[row] for row in (noisy, copy, raw, counter)}
             await asyncio.sleep(1.0)  # the noisy value moves by 0.01..0.04 every 20 ms: inside the deadband
-            assert cache.signal_version[noisy] == noisy_version
-            assert cache.signal_version[counter] > counter_version
+            assert cache.signal_version[noisy] == versions[noisy] and cache.signal_version[copy] == versions[copy]
+            assert cache.signal_value(copy) == cache.signal_value(noisy)
+            assert cache.signal_version[raw] > versions[raw]  # same node, no deadband: every change
+            assert cache.signal_version[counter] > versions[counter]
         finally:
             await connector.stop()
             await server.stop()
