@@ -22,7 +22,8 @@ DIRECTIONS = ("read", "write", "both")
 SECURITY_POLICIES = ("None", "Basic256Sha256")
 SECURITY_MODES = ("None", "Sign", "SignAndEncrypt")
 _NODE_ID = re.compile(r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=[A-Za-z0-9+/=]+)$")
-_BROWSE_ELEMENT = re.compile(r"^(\d+|nsu=[^:]+):[^/]+$")
+_BROWSE_ELEMENT = re.compile(r"^(?:\d+:.+|nsu=.+:[^:]+)$")  # "2:Line", "nsu=http://plant.example/UA/:Line"
+_BROWSE_SPLIT = re.compile(r"/(?=\d+:|nsu=)")  # a "/" that starts the next qualified name, not one inside a URI
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it: big files load 5x faster
 _SERVER_KEYS = {"endpoint", "security", "username", "password_env", "password", "publishing_ms", "health_check_s"}
 _SECURITY_KEYS = {"policy", "mode", "certificate", "private_key", "trusted_server_certificates"}
@@ -160,6 +161,19 @@ class _Fields:
         return float(value)
 
 
+def qualified_name_parts(element: str) -> tuple[str, str]:
+    """A browse path element's namespace (an index, or "nsu=URI") and name.
+
+    An index ends at the first colon ("2:a:b" is name "a:b" in namespace 2); a URI, which has colons of its
+    own, at the last ("nsu=http://plant.example/UA/:Line").
+    """
+    if element.startswith("nsu="):
+        namespace, _, name = element.rpartition(":")
+    else:
+        namespace, _, name = element.partition(":")
+    return namespace, name
+
+
 def _read_yaml(path: Path) -> tuple[yaml.Node, object]:
     """The file composed (nodes carry lines) and loaded (plain values), each done once."""
     try:
@@ -244,9 +258,9 @@ def _binding(node: yaml.Node, data, path: Path, servers: dict[str, ServerConfig]
         raise fields.error("node", f"malformed NodeId {node_id!r} (expected e.g. 'ns=2;s=Line.Speed', "
                                    "'nsu=urn:...;s=...' or 'ns=0;i=2258')")
     browse_path: tuple[str, ...] = ()
-    if "browse_path" in fields.values:
+    if "browse_path" in fields.values:  # a list, or one string with "/" between the qualified names
         raw = fields.get("browse_path")
-        elements = raw.strip("/").split("/") if isinstance(raw, str) else raw
+        elements = _BROWSE_SPLIT.split(raw.strip("/")) if isinstance(raw, str) else raw
         if not isinstance(elements, list) or not elements or not all(
                 isinstance(e, str) and _BROWSE_ELEMENT.match(e) for e in elements):
             raise fields.error("browse_path", f"browse_path must be qualified names from Objects like "

@@ -9,6 +9,7 @@ without a match are drafted under /Unmapped with a comment, for the engineer to 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,11 @@ def format_tree(tree: list[BrowsedNode]) -> str:
     return "\n".join(lines)
 
 
+def _quoted(text: str) -> str:
+    """A YAML double-quoted scalar (JSON's string syntax is valid YAML): node ids may hold quotes, ': ' or ' #'."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def _attribute(name: str) -> str:
     """PLC variable names as twin attributes: 'SpindleTemperature' -> 'twin:spindleTemperature'."""
     cleaned = re.sub(r"[^0-9A-Za-z]", "", name) or "value"
@@ -115,7 +121,8 @@ def draft_bindings(tree: list[BrowsedNode], endpoint: str, prims_by_name: dict[s
     """A binding file for every variable, matched to prims by their parent object's name."""
     prims_by_name = prims_by_name or {}
     lines = [f"# Drafted by `twin opcua browse {endpoint}`: check every entry before use.", "servers:",
-             f"  {server}:", f"    endpoint: {endpoint}", "", "bindings:"]
+             f"  {server}:", f"    endpoint: {_quoted(endpoint)}", "", "bindings:"]
+    targets: set[tuple[str, str]] = set()
     for node in flatten(tree):
         if node.node_class != "Variable" or not node.access:
             continue
@@ -124,8 +131,14 @@ def draft_bindings(tree: list[BrowsedNode], endpoint: str, prims_by_name: dict[s
         if prim is None:
             lines.append(f"  # no prim named {owner!r} in the scene: map this one by hand")
             prim = "/Unmapped/" + (re.sub(r"[^0-9A-Za-z_]", "_", owner) or "Root")
-        lines += [f"  - server: {server}", f'    node: "{node.node_id}"', f"    prim: {prim}",
-                  f"    attr: {_attribute(node.name)}", f"    kind: {node.kind}"]
+        attr = _attribute(node.name)
+        for suffix in range(2, 10_000):  # names that differ only in punctuation would feed one target twice
+            if (prim, attr) not in targets:
+                break
+            attr = f"{_attribute(node.name)}{suffix}"
+        targets.add((prim, attr))
+        lines += [f"  - server: {server}", f"    node: {_quoted(node.node_id)}", f"    prim: {_quoted(prim)}",
+                  f"    attr: {_quoted(attr)}", f"    kind: {node.kind}"]
         if node.width > 1:
             lines.append(f"    width: {node.width}")
         if "w" in node.access:

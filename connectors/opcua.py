@@ -36,7 +36,7 @@ from asyncua import Client, Node, ua
 from twin import heap
 from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
 
-from .bindings import Binding, BindingFile, ServerConfig
+from .bindings import Binding, BindingFile, ServerConfig, qualified_name_parts
 from .security import configure_client
 
 log = logging.getLogger("twin.connectors.opcua")
@@ -285,7 +285,7 @@ class _Session:
             return client.get_node(node_id)
         names = []
         for element in binding.browse_path:
-            prefix, _, name = element.rpartition(":")
+            prefix, name = qualified_name_parts(element)
             if prefix.startswith("nsu="):
                 ns = namespace_index(prefix[4:])
                 if ns is None:

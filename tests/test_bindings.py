@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from twin.connectors.bindings import load_bindings, validate_against_stage
+from twin.connectors.bindings import load_bindings, qualified_name_parts, validate_against_stage
 from twin.errors import BindingError
 from twin.sample_factory import plc
 
@@ -155,3 +155,25 @@ def test_contradictions_and_unsafe_settings_are_refused(tmp_path, change, messag
     with pytest.raises(BindingError, match=message) as caught:
         load_bindings(path)
     assert caught.value.line is not None and str(caught.value).startswith(f"{path}:{caught.value.line}: ")
+
+
+def test_browse_paths_with_namespace_uris_keep_their_slashes_and_colons(tmp_path):
+    uri = "http://plant.example/UA/Line1/"
+    path = write(tmp_path, f"""servers:
+  plc:
+    endpoint: opc.tcp://127.0.0.1:4840/
+bindings:
+  - server: plc
+    browse_path: nsu={uri}:Line/2:Press:7/nsu={uri}:Speed
+    prim: /P
+    attr: twin:a
+  - server: plc
+    browse_path: ["nsu={uri}:Line", "2:A/B"]
+    prim: /P
+    attr: twin:b
+""")
+    first, second = load_bindings(path).bindings
+    assert first.browse_path == (f"nsu={uri}:Line", "2:Press:7", f"nsu={uri}:Speed")
+    assert second.browse_path == (f"nsu={uri}:Line", "2:A/B")  # the list form takes names with a slash
+    assert [qualified_name_parts(e) for e in first.browse_path] == [
+        (f"nsu={uri}", "Line"), ("2", "Press:7"), (f"nsu={uri}", "Speed")]

@@ -33,3 +33,21 @@ def test_browse_prints_the_tree_and_drafts_bindings_for_the_scene(sample_layout,
     assert joints.width == 6
     assert draft.find("/Factory/Line/Conveyor1", "twin:speedSetpoint").direction == "both"
     assert draft.find("/Factory/Line/Machining", "twin:state").kind == "int"
+
+
+def test_the_draft_loads_whatever_the_node_ids_and_names_hold(tmp_path):
+    """Node ids with quotes, ': ', ' #' or backslashes, and names that clean to the same attribute."""
+    from twin.connectors.browse import BrowsedNode, draft_bindings
+
+    odd_ids = ['nsu=http://plant.example/UA/;s=Press "7": speed # mm/s', "ns=3;s=C:\\line\\tag", "ns=3;s=Speed"]
+    variables = [BrowsedNode(node_id, f"3:{name}", name, "Variable", 1, "Double", "rw", kind="float",
+                             parents=("Press 7",))
+                 for node_id, name in zip(odd_ids, ["Speed", "Speed!", "speed"], strict=True)]
+    tree = [BrowsedNode("ns=3;s=Press", "3:Press 7", "Press 7", "Object", 0, children=variables)]
+    path = tmp_path / "draft.yaml"
+    path.write_text(draft_bindings(tree, "opc.tcp://127.0.0.1:4840/a #b/"))
+    draft = load_bindings(path)
+    assert draft.servers["plc"].endpoint == "opc.tcp://127.0.0.1:4840/a #b/"
+    assert [b.node for b in draft.bindings] == odd_ids
+    assert [b.attr for b in draft.bindings] == ["twin:speed", "twin:speed2", "twin:speed3"]
+    assert {b.prim for b in draft.bindings} == {"/Unmapped/Press_7"}

@@ -19,7 +19,7 @@ from twin.cache import RuntimeCache, quality_name
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
 
-URI = "urn:factory-twin:test-server"
+URI = "http://factory-twin.example/UA/test-server/"  # a URI with colons and slashes, as most PLCs use
 
 
 class TestServer:
