@@ -205,8 +205,11 @@ class _Session:
         if binding.enum and converted is not None:
             code = converted if isinstance(converted, float) else converted[0]
             label = binding.enum.get(int(code)) if math.isfinite(code) else None
-        self.cache.write_signal(row, converted, status=status, source_time=_epoch(data_value.SourceTimestamp),
-                                server_time=server_time, label=label)
+        source_time = _epoch(data_value.SourceTimestamp)
+        if source_time is None and server_time is not None and math.isfinite(server_time):
+            source_time = server_time  # no source time sent: the server's is closer to the truth than arrival
+        self.cache.write_signal(row, converted, status=status, source_time=source_time, server_time=server_time,
+                                label=label)
         self.updates += 1
 
     def status_change_notification(self, status) -> None:

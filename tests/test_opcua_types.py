@@ -109,3 +109,17 @@ def test_plain_numbers_take_the_fast_path_to_the_same_value_as_to_twin(tmp_path)
         assert cached == expected or (expected != expected and cached != cached), (index, value)
         assert cache.text[row] == label and cache.source_time[row] == MOMENT.timestamp() + 1.25
     assert session.updates == 6
+
+
+def test_a_value_without_source_timestamp_takes_the_server_timestamp(tmp_path):
+    path = tmp_path / "bindings.yaml"
+    path.write_text("servers:\n  s:\n    endpoint: opc.tcp://127.0.0.1:4840/\nbindings:\n"
+                    "  - {server: s, node: ns=2;s=a, prim: /P, attr: twin:a}\n")
+    cache = RuntimeCache()
+    (session,) = OpcUaConnector(load_bindings(path), cache).sessions.values()
+    server_stamp = datetime(2026, 11, 25, 6, 0, 2)  # naive UTC
+    session._store(0, 1.0, ua.DataValue(ua.Variant(1.0), ServerTimestamp=server_stamp))
+    assert cache.source_time[0] == cache.server_time[0] == MOMENT.timestamp() + 2.0
+    before = time.time()
+    session._store(0, 2.0, ua.DataValue(ua.Variant(2.0)))  # neither: the time of arrival
+    assert before <= cache.source_time[0] <= time.time()

@@ -105,3 +105,14 @@ def test_scaled_and_64_bit_integer_writes_are_exact():
     with pytest.raises(ValueError, match="text to a Double node"):
         from_twin(Binding("plc", "ns=2;s=Z", "/P", "twin:name", kind="text", direction="both"), "x",
                   ua.VariantType.Double)
+
+
+@pytest.mark.parametrize("entry", ["alice-operator-0123456789abcdef", "alice::0123456789abcdef", "alice:operator"])
+def test_a_malformed_twin_tokens_entry_is_named_without_echoing_it(monkeypatch, entry):
+    from twin.auth import Access
+    from twin.errors import TwinError
+
+    monkeypatch.setenv("TWIN_TOKENS", f"bob:viewer:fedcba9876543210fedcba,{entry}")
+    with pytest.raises(TwinError, match=r"TWIN_TOKENS entry 2: expected user:role:token") as caught:
+        Access.load()
+    assert "0123456789abcdef" not in str(caught.value)

@@ -49,8 +49,15 @@ class Access:
                     tokens[entry["token"]] = Principal(entry["user"], entry["role"])
             except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
                 raise TwinError(f"{path}: not a tokens file ({error})") from None
-        for item in filter(None, os.environ.get("TWIN_TOKENS", "").split(",")):
-            user, role, token = item.split(":", 2)
+        for position, item in enumerate(os.environ.get("TWIN_TOKENS", "").split(","), start=1):
+            if not item.strip():
+                continue
+            parts = item.strip().split(":", 2)
+            if len(parts) != 3 or not all(parts):
+                # the entry itself is not echoed: it may hold a token
+                raise TwinError(f"TWIN_TOKENS entry {position}: expected "
+                                f"user:role:token, none of them empty (found {len(parts)} field(s))")
+            user, role, token = parts
             tokens[token] = Principal(user, role)
         for token, principal in tokens.items():
             if principal.role not in ROLES or len(token) < 16:
