@@ -87,6 +87,7 @@ def _jsonable(value):
     return value
 
 
+_BAD = 0x80000000  # the severity bit of an OPC-UA status code
 _PLAIN_NUMBERS = (float, int)  # exact types: bool (a subclass of int) takes to_twin's path
 
 
@@ -256,8 +257,9 @@ class _Session:
                 log.warning("%s; retrying in %.1f s", self.last_error, backoff)
             finally:
                 was_connected, self.connected, self.client = self.connected, False, None
-                if was_connected:
-                    self.cache.mark_status(self.rows, UNCERTAIN_LAST_USABLE_VALUE)
+                if was_connected:  # stale: what had a usable value keeps it; what was bad (or never came) stays so
+                    usable = [row for row in self.rows if not int(self.cache.status[row]) & _BAD]
+                    self.cache.mark_status(usable, UNCERTAIN_LAST_USABLE_VALUE)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.disconnect(), 2.0)
             await asyncio.sleep(backoff)

@@ -122,6 +122,9 @@ def test_an_unknown_node_is_reported_and_the_rest_keep_streaming(tmp_path):
                 row = cache.signal_row("/Factory/Line/Conveyor1/MotorCurrent", "twin:current")  # noisy: always moving
                 seen = cache.signal_version[row]
                 await wait_until(lambda: cache.signal_version[row] > seen, 10, "other signals to keep streaming")
+                await plc.stop()  # the link drops: values turn stale, but a binding that never had one stays bad
+                await wait_until(lambda: quality_name(cache.status[row]) == "stale", 15, "stale values")
+                assert quality_name(cache.status[speed]) == "bad"
             finally:
                 await connector.stop()
 
