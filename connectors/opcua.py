@@ -161,6 +161,7 @@ class _Session:
         self.binding_file = binding_file
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.connected = False
+        self.subscribed = False  # connected, and every node resolved: writes can go out
         self.last_error: str | None = None
         self.updates = 0
         self.connects = 0
@@ -243,6 +244,7 @@ class _Session:
                 self.connects += 1
                 self.last_error = None
                 await self._subscribe(client)
+                self.subscribed = True
                 heap.settle()  # the subscription items live as long as the session: out of the GC's scans
                 backoff = self.min_backoff
                 log.info("connected to %s: %d bindings", self.config.endpoint, len(self.bindings))
@@ -257,6 +259,7 @@ class _Session:
                 log.warning("%s; retrying in %.1f s", self.last_error, backoff)
             finally:
                 was_connected, self.connected, self.client = self.connected, False, None
+                self.subscribed = False
                 if was_connected:  # stale: what had a usable value keeps it; what was bad (or never came) stays so
                     usable = [row for row in self.rows if not int(self.cache.status[row]) & _BAD]
                     self.cache.mark_status(usable, UNCERTAIN_LAST_USABLE_VALUE)
@@ -350,6 +353,9 @@ class _Session:
         binding = self.bindings[index]
         if self.client is None or not self.connected:
             return WriteResult(False, "BadNotConnected", BAD_NOT_CONNECTED, f"server {self.config.name} is offline")
+        if not self.subscribed:  # between connecting and resolving the nodes: not a refusal by the server
+            return WriteResult(False, "BadNotConnected", BAD_NOT_CONNECTED,
+                               f"server {self.config.name} is reconnecting; try again in a moment")
         node, variant_type = self.nodes.get(index), self.variant_types.get(index)
         if node is None or variant_type is None:
             return WriteResult(False, "BadNodeIdUnknown", BAD_NODE_ID_UNKNOWN, self.binding_errors.get(index, ""))

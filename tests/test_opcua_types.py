@@ -123,3 +123,14 @@ def test_a_value_without_source_timestamp_takes_the_server_timestamp(tmp_path):
     before = time.time()
     session._store(0, 2.0, ua.DataValue(ua.Variant(2.0)))  # neither: the time of arrival
     assert before <= cache.source_time[0] <= time.time()
+
+
+def test_a_write_while_the_session_resolves_its_nodes_is_not_connected_yet(tmp_path):
+    """Between connecting and resolving the nodes a write must not read as the server refusing the node."""
+    path = tmp_path / "bindings.yaml"
+    path.write_text("servers:\n  s:\n    endpoint: opc.tcp://127.0.0.1:4840/\nbindings:\n"
+                    "  - {server: s, node: ns=2;s=a, prim: /P, attr: twin:a, direction: both}\n")
+    (session,) = OpcUaConnector(load_bindings(path), RuntimeCache()).sessions.values()
+    session.client, session.connected = object(), True  # the state of run() while _subscribe() is under way
+    result = asyncio.run(session.write(0, 1.0))
+    assert (result.ok, result.status) == (False, "BadNotConnected") and "reconnecting" in result.message
