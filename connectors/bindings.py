@@ -21,8 +21,9 @@ KINDS = ("float", "int", "bool", "text", "json")
 DIRECTIONS = ("read", "write", "both")
 SECURITY_POLICIES = ("None", "Basic256Sha256")
 SECURITY_MODES = ("None", "Sign", "SignAndEncrypt")
+_NAMESPACE_INDEX = re.compile(r"(?:ns=(\d+);)?")
 _NODE_ID = re.compile(r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=[A-Za-z0-9+/=]+)$")
-_BROWSE_ELEMENT = re.compile(r"^(?:\d+:.+|nsu=.+:[^:]+)$")  # "2:Line", "nsu=http://plant.example/UA/:Line"
+_BROWSE_ELEMENT = re.compile(r"(?:\d{1,5}:.+|nsu=.+:[^:]+)", re.DOTALL)  # "2:Line", "nsu=http://x.example/UA/:Line"
 _BROWSE_SPLIT = re.compile(r"/(?=\d+:|nsu=)")  # a "/" that starts the next qualified name, not one inside a URI
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it: big files load 5x faster
 _SERVER_KEYS = {"endpoint", "security", "username", "password_env", "password", "publishing_ms", "health_check_s"}
@@ -254,17 +255,27 @@ def _binding(node: yaml.Node, data, path: Path, servers: dict[str, ServerConfig]
     if fields.get("server") not in servers:
         raise fields.error("server", f"unknown server {fields.get('server')!r}; servers: {sorted(servers)}")
     node_id = fields.get("node", "")
-    if "node" in fields.values and (not isinstance(node_id, str) or not _NODE_ID.match(node_id)):
+    if "node" in fields.values and (not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id)
+                                    or int(_NAMESPACE_INDEX.match(node_id).group(1) or 0) > 65535):
         raise fields.error("node", f"malformed NodeId {node_id!r} (expected e.g. 'ns=2;s=Line.Speed', "
                                    "'nsu=urn:...;s=...' or 'ns=0;i=2258')")
     browse_path: tuple[str, ...] = ()
     if "browse_path" in fields.values:  # a list, or one string with "/" between the qualified names
         raw = fields.get("browse_path")
         elements = _BROWSE_SPLIT.split(raw.strip("/")) if isinstance(raw, str) else raw
-        if not isinstance(elements, list) or not elements or not all(
-                isinstance(e, str) and _BROWSE_ELEMENT.match(e) for e in elements):
+
+        def valid(element) -> bool:
+            if not isinstance(element, str) or not _BROWSE_ELEMENT.fullmatch(element):
+                return False
+            namespace, name = qualified_name_parts(element)
+            if namespace.isdigit() and int(namespace) > 65535:
+                return False
+            return not isinstance(raw, str) or "/" not in name  # one string: "/" only inside a namespace URI
+
+        if not isinstance(elements, list) or not elements or not all(valid(e) for e in elements):
             raise fields.error("browse_path", f"browse_path must be qualified names from Objects like "
-                                              f"'2:Factory/2:Line/2:Speed', got {raw!r}")
+                                              f"'2:Factory/2:Line/2:Speed' (namespace index up to 65535, or "
+                                              f"nsu=URI; a name with '/' needs the list form), got {raw!r}")
         browse_path = tuple(elements)
     prim, attr = fields.get("prim"), fields.get("attr")
     if not isinstance(prim, str) or not prim.startswith("/"):

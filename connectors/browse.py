@@ -9,11 +9,12 @@ without a match are drafted under /Unmapped with a comment, for the engineer to 
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from asyncua import Client, Node, ua
 
 _KINDS = {
@@ -106,8 +107,9 @@ def format_tree(tree: list[BrowsedNode]) -> str:
 
 
 def _quoted(text: str) -> str:
-    """A YAML double-quoted scalar (JSON's string syntax is valid YAML): node ids may hold quotes, ': ' or ' #'."""
-    return json.dumps(text, ensure_ascii=False)
+    """A YAML double-quoted scalar on one line: node ids may hold quotes, ': ', ' #' or control characters."""
+    return yaml.dump(text, Dumper=yaml.SafeDumper, default_style='"', allow_unicode=True,
+                     width=math.inf).rstrip("\n")
 
 
 def _attribute(name: str) -> str:
@@ -120,8 +122,8 @@ def draft_bindings(tree: list[BrowsedNode], endpoint: str, prims_by_name: dict[s
                    server: str = "plc") -> str:
     """A binding file for every variable, matched to prims by their parent object's name."""
     prims_by_name = prims_by_name or {}
-    lines = [f"# Drafted by `twin opcua browse {endpoint}`: check every entry before use.", "servers:",
-             f"  {server}:", f"    endpoint: {_quoted(endpoint)}", "", "bindings:"]
+    lines = [f"# Drafted by `twin opcua browse {_quoted(endpoint)}`: check every entry before use.", "servers:",
+             f"  {_quoted(server)}:", f"    endpoint: {_quoted(endpoint)}", "", "bindings:"]
     targets: set[tuple[str, str]] = set()
     for node in flatten(tree):
         if node.node_class != "Variable" or not node.access:
@@ -137,7 +139,7 @@ def draft_bindings(tree: list[BrowsedNode], endpoint: str, prims_by_name: dict[s
                 break
             attr = f"{_attribute(node.name)}{suffix}"
         targets.add((prim, attr))
-        lines += [f"  - server: {server}", f"    node: {_quoted(node.node_id)}", f"    prim: {_quoted(prim)}",
+        lines += [f"  - server: {_quoted(server)}", f"    node: {_quoted(node.node_id)}", f"    prim: {_quoted(prim)}",
                   f"    attr: {_quoted(attr)}", f"    kind: {node.kind}"]
         if node.width > 1:
             lines.append(f"    width: {node.width}")

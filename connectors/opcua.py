@@ -7,8 +7,9 @@ and writes each data change (value scaled into twin units, status code, source a
 timestamps) into the cache. A binding the server refuses (unknown node, access denied) or
 whose values do not fit (an array of the wrong length, text for a number) is reported with
 the file and line and its signal marked bad; the other bindings keep streaming. When the
-connection is lost the session's signals turn uncertain (last usable value, stale) and it
-reconnects with capped exponential backoff, recreating its subscription.
+connection is lost the session's signals that had a usable value turn uncertain (last usable
+value, stale; bad ones stay bad) and it reconnects with capped exponential backoff, recreating
+its subscription.
 
 Writes go the other way for bindings with direction write or both: limits are checked in
 twin units, the value is converted to the node's data type, the server's answer is
@@ -55,14 +56,15 @@ _INTEGER_RANGES = {
 }
 
 
-_UNIX_EPOCH = datetime(1970, 1, 1)  # naive, as asyncua decodes OPC-UA DateTimes (UTC)
+_UNIX_EPOCH = datetime(1970, 1, 1)
 
 
 def _epoch(moment: datetime | None) -> float | None:
+    """Seconds since 1970 of an OPC-UA time: asyncua decodes them as aware UTC; one without a zone is UTC too."""
     if moment is None:
         return None
     if moment.tzinfo is None:
-        return (moment - _UNIX_EPOCH).total_seconds()  # 5x cheaper than replace(tzinfo=UTC).timestamp()
+        return (moment - _UNIX_EPOCH).total_seconds()  # not replace(tzinfo=UTC): that costs a new object
     return moment.timestamp()
 
 
@@ -177,6 +179,8 @@ class _Session:
 
     # asyncua calls this for every data change of the subscription
     def datachange_notification(self, node, value, data) -> None:
+        if not self.connected:
+            return  # queued before the link was lost, run after its signals were marked stale: not news
         item = data.monitored_item
         for index in self._by_handle.get(item.ClientHandle, ()):  # one node may feed several attributes
             self._store(index, value, item.Value)
@@ -205,7 +209,7 @@ class _Session:
             server_time = math.nan
         label = None
         if binding.enum and converted is not None:
-            code = converted if isinstance(converted, float) else converted[0]
+            code = converted if isinstance(converted, int | float) else converted[0]
             label = binding.enum.get(int(code)) if math.isfinite(code) else None
         source_time = _epoch(data_value.SourceTimestamp)
         if source_time is None and server_time is not None and math.isfinite(server_time):
@@ -229,7 +233,8 @@ class _Session:
         while True:
             # asyncua reads the server's state every watchdog interval and gives the answer as long again;
             # at 1 s a busy server (10,000 first values after subscribing) was taken for a dead one
-            client = Client(self.config.endpoint, timeout=5, watchdog_intervall=self.config.health_check_s)
+            client = Client(self.config.endpoint, timeout=max(5.0, self.config.health_check_s),
+                            watchdog_intervall=self.config.health_check_s)
             try:
                 self._lost.clear()
                 await self._configure(client)
@@ -245,7 +250,7 @@ class _Session:
                 self.last_error = None
                 await self._subscribe(client)
                 self.subscribed = True
-                heap.settle()  # the subscription items live as long as the session: out of the GC's scans
+                heap.settle_soon()  # the subscription items live as long as the session: out of the GC's scans
                 backoff = self.min_backoff
                 log.info("connected to %s: %d bindings", self.config.endpoint, len(self.bindings))
                 await self._lost.wait()
@@ -265,6 +270,8 @@ class _Session:
                     self.cache.mark_status(usable, UNCERTAIN_LAST_USABLE_VALUE)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.disconnect(), 2.0)
+                if was_connected:
+                    heap.settle_soon()  # the dropped session was frozen: free it (and its cycles) for good
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2.0, self.max_backoff)
 
@@ -353,11 +360,11 @@ class _Session:
         binding = self.bindings[index]
         if self.client is None or not self.connected:
             return WriteResult(False, "BadNotConnected", BAD_NOT_CONNECTED, f"server {self.config.name} is offline")
-        if not self.subscribed:  # between connecting and resolving the nodes: not a refusal by the server
-            return WriteResult(False, "BadNotConnected", BAD_NOT_CONNECTED,
-                               f"server {self.config.name} is reconnecting; try again in a moment")
         node, variant_type = self.nodes.get(index), self.variant_types.get(index)
         if node is None or variant_type is None:
+            if not self.subscribed:  # connected, its nodes still being resolved: not a refusal by the server
+                return WriteResult(False, "BadNotConnected", BAD_NOT_CONNECTED,
+                                   f"server {self.config.name} is reconnecting; try again in a moment")
             return WriteResult(False, "BadNodeIdUnknown", BAD_NODE_ID_UNKNOWN, self.binding_errors.get(index, ""))
         try:
             raw = from_twin(binding, value, variant_type)
@@ -398,7 +405,9 @@ async def _create_item(subscription, request: ua.MonitoredItemCreateRequest) -> 
         return handle
     except ua.UaStatusCodeError as error:
         return ua.StatusCode(error.code)
-    except Exception:
+    except (TimeoutError, ConnectionError, OSError):
+        raise  # the link, not the filter: the session reconnects
+    except Exception:  # a filter asyncua or the server cannot handle: only this binding fails
         return ua.StatusCode(ua.StatusCodes.BadMonitoredItemFilterUnsupported)
 
 
@@ -517,7 +526,8 @@ class OpcUaConnector:
     def health(self) -> dict:
         """Per server: reachable or not, why not, and which bindings fail, for /api/health and the log."""
         return {
-            name: {"endpoint": s.config.endpoint, "connected": s.connected, "last_error": s.last_error,
+            name: {"endpoint": s.config.endpoint, "connected": s.connected, "subscribed": s.subscribed,
+                   "last_error": s.last_error,
                    "n_bindings": len(s.bindings), "n_errors": len(s.binding_errors),
                    "errors": sorted(s.binding_errors.values()), "updates": s.updates, "connects": s.connects}
             for name, s in self.sessions.items()

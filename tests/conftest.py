@@ -21,6 +21,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def _ordinary_heap() -> Iterator[None]:
+    """Connectors freeze the long-lived heap (twin/heap.py); each test starts and ends with an ordinary one."""
+    import gc
+
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -177,3 +177,24 @@ bindings:
     assert second.browse_path == (f"nsu={uri}:Line", "2:A/B")  # the list form takes names with a slash
     assert [qualified_name_parts(e) for e in first.browse_path] == [
         (f"nsu={uri}", "Line"), ("2", "Press:7"), (f"nsu={uri}", "Speed")]
+
+
+@pytest.mark.parametrize("target", [
+    "browse_path: 2:Factory/Line/2:Speed",  # a forgotten namespace index
+    "browse_path: 2:Factory//2:Line",
+    "browse_path: 70000:Factory",  # namespace indexes are UInt16
+    'node: "ns=70000;s=Speed"',
+    'node: "ns=2;s=Speed\\n"',
+])
+def test_malformed_node_ids_and_browse_paths_are_refused_at_load(tmp_path, target):
+    path = write(tmp_path, f"""servers:
+  plc:
+    endpoint: opc.tcp://127.0.0.1:4840/
+bindings:
+  - server: plc
+    {target}
+    prim: /P
+    attr: twin:a
+""")
+    with pytest.raises(BindingError, match=r"(?s)bindings.yaml:\d+: .*(malformed NodeId|browse_path must be)"):
+        load_bindings(path)

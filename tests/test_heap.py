@@ -1,5 +1,6 @@
 """twin.heap.settle: long-lived objects leave the garbage collector's scans, and nothing is kept for good."""
 
+import asyncio
 import gc
 import weakref
 
@@ -32,3 +33,27 @@ def test_settle_freezes_what_lives_and_frees_what_became_garbage():
         assert kept_ref() is None
     finally:
         gc.unfreeze()
+
+
+def test_settle_soon_settles_at_most_once_per_interval_and_folds_requests(monkeypatch):
+    monkeypatch.setattr(heap, "MIN_INTERVAL_S", 0.3)
+    monkeypatch.setattr(heap, "_last_settle", float("-inf"))
+    monkeypatch.setattr(heap, "_deferred", None)
+
+    async def scenario():
+        dropped = Node()
+        dropped_ref = weakref.ref(dropped)
+        heap.settle_soon()  # the first: at once, and `dropped` (alive) is frozen
+        first = heap._last_settle
+        assert gc.get_freeze_count() > 0
+        heap.settle_soon()  # within the interval: scheduled...
+        heap.settle_soon()  # ...and folded into the scheduled one
+        assert heap._last_settle == first and heap._deferred is not None
+        del dropped
+        gc.collect()
+        assert dropped_ref() is not None  # frozen: only a settle frees it
+        await asyncio.sleep(0.6)
+        assert heap._last_settle > first and heap._deferred is None
+        assert dropped_ref() is None  # the deferred settle ran
+
+    asyncio.run(scenario())

@@ -39,7 +39,8 @@ def test_the_draft_loads_whatever_the_node_ids_and_names_hold(tmp_path):
     """Node ids with quotes, ': ', ' #' or backslashes, and names that clean to the same attribute."""
     from twin.connectors.browse import BrowsedNode, draft_bindings
 
-    odd_ids = ['nsu=http://plant.example/UA/;s=Press "7": speed # mm/s', "ns=3;s=C:\\line\\tag", "ns=3;s=Speed"]
+    odd_ids = ['nsu=http://plant.example/UA/;s=Press "7": speed # mm/s', "ns=3;s=C:\\line\\tag",
+               "ns=3;s=Speed\x7f\x85\u2028end"]
     variables = [BrowsedNode(node_id, f"3:{name}", name, "Variable", 1, "Double", "rw", kind="float",
                              parents=("Press 7",))
                  for node_id, name in zip(odd_ids, ["Speed", "Speed!", "speed"], strict=True)]

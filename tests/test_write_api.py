@@ -1,5 +1,6 @@
 """Operators write to the plant through the REST API: roles, limits, the PLC's answer, the audit."""
 
+import json
 import subprocess
 import sys
 import time
@@ -107,12 +108,29 @@ def test_scaled_and_64_bit_integer_writes_are_exact():
                   ua.VariantType.Double)
 
 
-@pytest.mark.parametrize("entry", ["alice-operator-0123456789abcdef", "alice::0123456789abcdef", "alice:operator"])
-def test_a_malformed_twin_tokens_entry_is_named_without_echoing_it(monkeypatch, entry):
+@pytest.mark.parametrize(("entry", "message"), [
+    ("alice-operator-0123456789abcdef", "expected user:role:token"),
+    ("alice::0123456789abcdef", "must all be non-empty"),
+    ("0123456789abcdef:alice:operator", "the role must be one of"),  # misordered: the token in the user field
+    ("alice:0123456789abcdef:short", "the role must be one of"),
+])
+def test_a_malformed_twin_tokens_entry_is_named_without_echoing_it(monkeypatch, entry, message):
     from twin.auth import Access
     from twin.errors import TwinError
 
     monkeypatch.setenv("TWIN_TOKENS", f"bob:viewer:fedcba9876543210fedcba,{entry}")
-    with pytest.raises(TwinError, match=r"TWIN_TOKENS entry 2: expected user:role:token") as caught:
+    with pytest.raises(TwinError, match=rf"TWIN_TOKENS entry 2: .*{message}") as caught:
         Access.load()
     assert "0123456789abcdef" not in str(caught.value)
+
+
+def test_a_tokens_file_entry_with_a_bad_role_is_named_by_position(tmp_path):
+    from twin.auth import Access
+    from twin.errors import TwinError
+
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": [{"user": "ann", "role": "operator", "token": "a" * 20},
+                                           {"user": "b" * 20, "role": "root", "token": "secret-token-123456"}]}))
+    with pytest.raises(TwinError, match=r"tokens.json: token entry 2: the role must be one of") as caught:
+        Access.load(path)
+    assert "secret-token" not in str(caught.value) and "b" * 20 not in str(caught.value)

@@ -42,27 +42,35 @@ class Access:
     @classmethod
     def load(cls, path: Path | None = None, *, loopback_only: bool = True) -> Access:
         tokens: dict[str, Principal] = {}
+
+        def add(where: str, user, role, token) -> None:
+            # errors name the entry by position, never by its fields: a misordered entry puts a token anywhere
+            if not all(isinstance(field, str) and field for field in (user, role, token)):
+                raise TwinError(f"{where}: user, role and token must all be non-empty text")
+            if role not in ROLES:
+                raise TwinError(f"{where}: the role must be one of {', '.join(ROLES)}")
+            if len(token) < 16:
+                raise TwinError(f"{where}: the token must be at least 16 characters")
+            tokens[token] = Principal(user, role)
+
         if path is not None:
             try:
                 entries = json.loads(Path(path).read_text())["tokens"]
-                for entry in entries:
-                    tokens[entry["token"]] = Principal(entry["user"], entry["role"])
+                if not isinstance(entries, list):
+                    raise TypeError("'tokens' is not a list")
             except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
                 raise TwinError(f"{path}: not a tokens file ({error})") from None
+            for position, entry in enumerate(entries, start=1):
+                fields = entry if isinstance(entry, dict) else {}
+                add(f"{path}: token entry {position}", fields.get("user"), fields.get("role"), fields.get("token"))
         for position, item in enumerate(os.environ.get("TWIN_TOKENS", "").split(","), start=1):
             if not item.strip():
                 continue
             parts = item.strip().split(":", 2)
-            if len(parts) != 3 or not all(parts):
-                # the entry itself is not echoed: it may hold a token
-                raise TwinError(f"TWIN_TOKENS entry {position}: expected "
-                                f"user:role:token, none of them empty (found {len(parts)} field(s))")
-            user, role, token = parts
-            tokens[token] = Principal(user, role)
-        for token, principal in tokens.items():
-            if principal.role not in ROLES or len(token) < 16:
-                raise TwinError(f"token of {principal.user!r}: role must be one of {ROLES} and the token "
-                                "at least 16 characters")
+            if len(parts) != 3:
+                raise TwinError(f"TWIN_TOKENS entry {position}: expected user:role:token "
+                                f"(found {len(parts)} field(s))")
+            add(f"TWIN_TOKENS entry {position}", *parts)
         return cls(tokens, loopback_only=loopback_only)
 
     def issue(self, user: str, role: str) -> str:
