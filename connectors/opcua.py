@@ -471,7 +471,8 @@ class OpcUaConnector:
         for name, config in binding_file.servers.items():
             bindings = [b for b in binding_file.bindings if b.server == name]
             rows = [cache.add_signal(b.prim, b.attr, width=b.width, unit=b.unit,
-                                     kind="text" if b.kind == "json" else b.kind) for b in bindings]
+                                     kind="text" if b.kind == "json" else b.kind, labels=b.enum or None)
+                    for b in bindings]
             session = _Session(config, bindings, rows, cache, binding_file, min_backoff, max_backoff)
             self.sessions[name] = session
             for index, binding in enumerate(bindings):

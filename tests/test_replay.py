@@ -219,3 +219,22 @@ def test_empty_history_has_no_range(sample_layout, tmp_path):
     with TestClient(create_app(twin, tick_hz=5, historian=historian), base_url=LOOPBACK) as client:
         assert client.get("/api/history/range").json() == {"start": None, "end": None}
     historian.close()
+
+
+def test_state_names_are_replayed_with_their_codes(sample_layout, tmp_path):
+    """The history keeps a state's code; the replay names it as the live twin did (a binding's enum map)."""
+    twin = Twin(sample_layout)
+    row = twin.cache.add_signal("/Factory/Line/Machining", "twin:state", labels={0: "idle", 4: "down"})
+    historian = Historian(tmp_path / "h.duckdb", twin.cache)
+    twin.cache.write_signal(row, 4.0, source_time=T0, label="down")  # as the connector writes it
+    twin.cache.write_signal(row, 0.0, source_time=T0 + 1, label="idle")
+    twin.cache.write_signal(row, 7.0, source_time=T0 + 2)  # a code without a name
+    historian.flush()
+    replay = Replay(twin, historian)
+    replay.prepare()
+    try:
+        names = [decode_frame(replay.frame_at(T0 + dt), twin.cache.signal_width).text.get(row)
+                 for dt in (0.5, 1.5, 2.5)]
+        assert names == ["down", "idle", None]
+    finally:
+        historian.close()

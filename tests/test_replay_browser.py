@@ -33,6 +33,7 @@ Q2 = np.array([-1.2, 0.3, 1.1, 0.7, -1.0, -0.4])
 Q_LIVE = np.array([0.0, -1.0, 0.5, 0.0, 0.5, 0.0])
 Q_LATER = np.array([1.5, -0.2, -0.3, 1.2, 0.4, 2.0])  # written live while the page replays
 DOWN, WORKING = "#e5484d", "#2fbf71"  # web/src/plant_status.js STATE_COLORS
+STATES = {0: "idle", 1: "working", 2: "blocked", 3: "starved", 4: "down"}
 NAN = math.nan
 # instant -> [(prim, attr, value)]
 HISTORY = {
@@ -57,6 +58,7 @@ def served(sample_layout, tmp_path_factory):
         pytest.fail(f"the viewer is not built ({WEB_DIST}); scripts/setup.sh builds it")
     twin = Twin(sample_layout)
     twin.cache.add_signal(*SPINDLE, unit="degC")  # what the PLC's binding registers
+    twin.cache.add_signal("/Factory/Line/Machining", "twin:state", labels=STATES)  # the binding's enum map
     historian = Historian(tmp_path_factory.mktemp("replay") / "history.duckdb", twin.cache)
     historian.attach_alarms(twin.alarms)
     for when, updates in HISTORY.items():
@@ -105,7 +107,7 @@ def assert_links(page, expected: dict[str, np.ndarray]) -> None:
 def show_instant(page, instant: float, links: dict[str, np.ndarray], *, counter: str, wip: str, parts: str,
                  machining: str) -> None:
     """Move the slider to `instant`, then check what the page shows: robot links, the sink's counter in the
-    inspector, WIP in the KPI bar, the parts count and the Machining lamp."""
+    inspector, WIP in the KPI bar, the parts count and the Machining lamp and state name."""
     page.fill("#timebar input[type=range]", str(instant))
     page.wait_for_function(f"window.twin.replay.instant === {instant}", timeout=15_000)
     assert page.evaluate("window.twin.replay.active")
@@ -115,6 +117,8 @@ def show_instant(page, instant: float, links: dict[str, np.ndarray], *, counter:
     assert page.text_content("#parts-count") == parts
     lamps = {lamp["path"]: lamp["color"] for lamp in page.evaluate("window.twin.lamps()")}
     assert lamps["/Factory/Line/Machining"] == machining
+    state = page.evaluate("window.twin.signals.get('/Factory/Line/Machining.twin:state').l")
+    assert state == {DOWN: "down", WORKING: "working"}[machining]  # the name, though the history keeps the code
 
 
 def test_replay_rewinds_plays_and_returns_to_live(served, link_world, artifacts):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class SignalInfo:
     width: int
     unit: str
     kind: str  # "float", "int", "bool" or "text"
+    labels: dict[int, str] | None = None  # state names of an int signal's codes (a binding's enum map)
 
     @property
     def key(self) -> str:
@@ -87,8 +88,12 @@ class RuntimeCache:
         self.instance_sets: dict[str, InstanceSet] = {}
 
     # ----------------------------------------------------------- registration
-    def add_signal(self, prim: str, attr: str, *, width: int = 1, unit: str = "", kind: str = "float") -> int:
-        """Register a signal (idempotent for the same prim, attribute and width); returns its row."""
+    def add_signal(self, prim: str, attr: str, *, width: int = 1, unit: str = "", kind: str = "float",
+                   labels: dict[int, str] | None = None) -> int:
+        """Register a signal (idempotent for the same prim, attribute and width); returns its row.
+
+        `labels` names an int signal's codes; given for a row that exists, it is attached to it.
+        """
         if not prim.startswith("/"):
             raise ValueError(f"signal prim path must be absolute, got {prim!r}")
         if kind not in ("float", "int", "bool", "text"):
@@ -101,10 +106,12 @@ class RuntimeCache:
                         f"signal {signal_key(prim, attr)} registered twice with widths "
                         f"{self.signals[existing].width} and {width}"
                     )
+                if labels:
+                    self.signals[existing] = replace(self.signals[existing], labels=dict(labels))
                 return existing
             row = len(self.signals)
             self.schema += 1
-            self.signals.append(SignalInfo(row, prim, attr, width, unit, kind))
+            self.signals.append(SignalInfo(row, prim, attr, width, unit, kind, dict(labels) if labels else None))
             self._signal_rows[(prim, attr)] = row
             self.signal_offset = np.append(self.signal_offset, self.values.size)
             self.signal_width = np.append(self.signal_width, width)

@@ -39,7 +39,8 @@ class _Shadow:
             instance_sets = [(name, s.capacity) for name, s in live.instance_sets.items()]
         cache = RuntimeCache()
         for info in signals:
-            cache.add_signal(info.prim, info.attr, width=info.width, unit=info.unit, kind=info.kind)
+            cache.add_signal(info.prim, info.attr, width=info.width, unit=info.unit, kind=info.kind,
+                             labels=info.labels)
         # Transforms that no derivation writes are not in the history: they keep the pose they had here.
         for prim, matrix in zip(transform_prims, transforms, strict=True):
             cache.add_transform(prim, matrix)
@@ -54,6 +55,7 @@ class _Shadow:
         cache.schema = self.schema  # same rows, same schema id: frames decode with the stream's schema
         self.cache = cache
         self.keys = [info.key for info in signals]
+        self.labels = [info.labels for info in signals]  # the history keeps codes: names are put back here
 
     def frame(self, instant: float, state: dict[str, dict]) -> bytes:
         """Fill the cache from `state` (Historian.state_at), derive poses, encode a replay snapshot."""
@@ -74,6 +76,9 @@ class _Shadow:
                 elif value is not None:
                     start = cache.signal_offset[row]
                     cache.values[start:start + cache.signal_width[row]] = value
+                    labels = self.labels[row]
+                    if labels and isinstance(value, float) and math.isfinite(value):
+                        cache.text[row] = labels.get(int(value))  # as the connector labels live values
                 cache.status[row] = entry["s"]
                 cache.source_time[row] = cache.server_time[row] = entry["t"]
         self._pose_robots()
