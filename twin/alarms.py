@@ -190,6 +190,24 @@ class Alarm:
             return "acknowledged" if self.acknowledged else "active"
         return "cleared"  # and not yet acknowledged: still in the list
 
+    # The lifecycle, shared by the engine (live) and by `alarms_from_events` (an instant of the history).
+    @property
+    def closed(self) -> bool:
+        """Cleared and acknowledged: off the list; its rule's next raise is a new alarm."""
+        return not self.active and self.acknowledged
+
+    def raised_again(self, when: float, value) -> None:
+        """Its condition came back before it was closed: active and unacknowledged again, counted."""
+        self.active, self.acknowledged, self.cleared = True, False, None
+        self.raised, self.value = when, value
+        self.raised_count += 1
+
+    def clear(self, when: float) -> None:
+        self.active, self.cleared = False, when
+
+    def acknowledge(self, when: float, user: str | None, comment: str) -> None:
+        self.acknowledged, self.acknowledged_at, self.acknowledged_by, self.comment = True, when, user, comment
+
     def to_json(self) -> dict:
         return {"id": self.id, "rule": self.rule.id, "key": self.rule.key, "kind": self.rule.kind,
                 "severity": self.rule.severity, "message": self.message, "state": self.state,
@@ -217,6 +235,39 @@ class AlarmEvent:
         return {"seq": self.seq, "time": self.time, "alarm": self.alarm, "rule": self.rule, "key": self.key,
                 "kind": self.kind, "event": self.event, "severity": self.severity, "message": self.message,
                 "value": _json_value(self.value), "user": self.user, "comment": self.comment}
+
+
+def _listed(alarms: Iterable[Alarm]) -> list[Alarm]:
+    """The alarm list's order: most severe first, then newest."""
+    return sorted(alarms, key=lambda a: (-SEVERITIES.get(a.rule.severity, 0), -a.raised))
+
+
+def alarms_from_events(events: Iterable[Mapping]) -> list[dict]:
+    """The alarm list after `events` (stored transitions, oldest first, as AlarmEvent.to_json gives them),
+    through the engine's own lifecycle: what the list showed at the last event's instant.
+
+    An alarm whose raise is not among the events (cut by retention) is left out; a "closed" event (written
+    when a twin restarts) removes its alarm.
+    """
+    alarms: dict[int, Alarm] = {}
+    for event in events:
+        alarm, kind = alarms.get(event["alarm"]), event["event"]
+        if kind == "raised" and alarm is None:
+            rule = AlarmRule(event["key"], event["rule"][len(event["key"]) + 1:], event["kind"],
+                             severity=event["severity"])
+            alarm = alarms[event["alarm"]] = Alarm(event["alarm"], rule, event["message"], event["time"],
+                                                   event["value"])
+        elif alarm is None:
+            continue
+        elif kind == "raised":
+            alarm.raised_again(event["time"], event["value"])
+        elif kind == "cleared":
+            alarm.clear(event["time"])
+        elif kind == "acknowledged":
+            alarm.acknowledge(event["time"], event["user"], event["comment"] or "")
+        if kind == "closed" or alarm.closed:
+            del alarms[event["alarm"]]
+    return [alarm.to_json() for alarm in _listed(alarms.values())]
 
 
 def _json_value(value):
@@ -381,14 +432,12 @@ class AlarmEngine:
                 self.alarms[alarm.id] = alarm
                 self._by_rule[rule.id] = alarm
             else:  # raised again before it was acknowledged
-                alarm.active, alarm.acknowledged, alarm.cleared = True, False, None
-                alarm.raised, alarm.value = when, value
-                alarm.raised_count += 1
+                alarm.raised_again(when, value)
             self._event(alarm, "raised", when, value)
         elif not active and alarm is not None and alarm.active:
-            alarm.active, alarm.cleared = False, when
+            alarm.clear(when)
             self._event(alarm, "cleared", when, value)
-            if alarm.acknowledged:
+            if alarm.closed:
                 self._close(alarm)
 
     def _close(self, alarm: Alarm) -> None:
@@ -414,18 +463,16 @@ class AlarmEngine:
             if alarm.acknowledged:
                 raise ValueError(f"alarm {alarm_id} was already acknowledged by {alarm.acknowledged_by} at "
                                  f"{alarm.acknowledged_at}")
-            alarm.acknowledged, alarm.acknowledged_at = True, time.time()
-            alarm.acknowledged_by, alarm.comment = user, comment
+            alarm.acknowledge(time.time(), user, comment)
             self._event(alarm, "acknowledged", alarm.acknowledged_at, user=user, comment=comment)
-            if not alarm.active:
+            if alarm.closed:
                 self._close(alarm)
             return alarm
 
     def open_alarms(self) -> list[dict]:
         """Active or unacknowledged alarms, most severe and then newest first."""
         with self.lock:
-            alarms = sorted(self.alarms.values(), key=lambda a: (-SEVERITIES[a.rule.severity], -a.raised))
-            return [alarm.to_json() for alarm in alarms]
+            return [alarm.to_json() for alarm in _listed(self.alarms.values())]
 
     def events_since(self, seq: int) -> list[AlarmEvent]:
         """Events after sequence number `seq` still in memory (the last EVENT_BUFFER), read from the newest

@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from twin.alarms import SEVERITIES, AlarmEngine
+from twin.alarms import AlarmEngine, alarms_from_events
 from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
 from twin.errors import TwinError, UnknownSignalError
 
@@ -345,34 +345,8 @@ class Historian:
 
     def alarms_at(self, instant: float) -> list[dict]:
         """The alarms that were open (active, or not yet acknowledged) at `instant`, as the alarm list showed
-        them then: the stored transitions up to the instant, replayed through the same lifecycle."""
-        alarms: dict[int, dict] = {}
-        for event in self.alarm_events(end=instant):
-            if event["alarm"] not in alarms and event["event"] != "raised":
-                continue  # its raise is older than the retention kept, or it was closed
-            if event["event"] == "closed":
-                del alarms[event["alarm"]]
-                continue
-            alarm = alarms.setdefault(event["alarm"], {
-                "id": event["alarm"], "rule": event["rule"], "key": event["key"], "kind": event["kind"],
-                "severity": event["severity"], "message": event["message"], "raised_count": 0, "comment": "",
-                "acknowledged_by": None, "acknowledged_at": None, "cleared": None, "active": False, "acked": False})
-            if event["event"] == "raised":
-                alarm.update(active=True, acked=False, raised=event["time"], value=event["value"], cleared=None)
-                alarm["raised_count"] += 1
-            elif event["event"] == "cleared":
-                alarm.update(active=False, cleared=event["time"])
-            else:
-                alarm.update(acked=True, acknowledged_by=event["user"], acknowledged_at=event["time"],
-                             comment=event["comment"])
-            if not alarm["active"] and alarm["acked"]:
-                del alarms[event["alarm"]]  # closed: the engine gives a later raise a new id
-        out = []
-        for alarm in alarms.values():
-            active, acked = alarm.pop("active"), alarm.pop("acked")
-            alarm["state"] = ("acknowledged" if acked else "active") if active else "cleared"
-            out.append(alarm)
-        return sorted(out, key=lambda a: (-SEVERITIES.get(a["severity"], 0), -a["raised"]))
+        them then: the stored transitions up to the instant, through the engine's lifecycle."""
+        return alarms_from_events(self.alarm_events(end=instant))
 
     def _export_keys(self, keys: list[str] | None) -> list[str]:
         if keys is None:
