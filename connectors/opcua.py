@@ -347,10 +347,7 @@ class _Session:
         subscription = await client.create_subscription(self.config.publishing_ms, self)
         for (sampling, queue_size, deadband), firsts in groups.items():
             requests = [_item_request(i + 1, self.nodes[i], sampling, queue_size, deadband) for i in firsts]
-            if deadband is None:
-                handles = await subscription.create_monitored_items(requests)
-            else:  # one request each: a filter this server cannot take fails only its own binding
-                handles = [await _create_item(subscription, request) for request in requests]
+            handles = await _create_items(subscription, requests, one_by_one=deadband is not None)
             for first, handle in zip(firsts, handles, strict=True):
                 if isinstance(handle, ua.StatusCode):
                     for index in self._by_handle[first + 1]:
@@ -398,17 +395,26 @@ def _item_request(handle: int, node: Node, sampling_ms: float, queue_size: int,
         MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=parameters)
 
 
-async def _create_item(subscription, request: ua.MonitoredItemCreateRequest) -> int | ua.StatusCode:
-    """Create one monitored item; a refusal (or a server that fails the call) is its status code."""
+async def _create_items(subscription, requests: list[ua.MonitoredItemCreateRequest], *,
+                        one_by_one: bool) -> list[int | ua.StatusCode]:
+    """Create monitored items in one call; a refused item is its status code.
+
+    With filters (`one_by_one`), a server that fails the whole call over one filter it cannot take is
+    asked again item by item, so that only that binding fails.
+    """
     try:
-        (handle,) = await subscription.create_monitored_items([request])
-        return handle
-    except ua.UaStatusCodeError as error:
-        return ua.StatusCode(error.code)
+        return await subscription.create_monitored_items(requests)
     except (TimeoutError, ConnectionError, OSError):
-        raise  # the link, not the filter: the session reconnects
-    except Exception:  # a filter asyncua or the server cannot handle: only this binding fails
-        return ua.StatusCode(ua.StatusCodes.BadMonitoredItemFilterUnsupported)
+        raise  # the link, not an item: the session reconnects
+    except Exception as error:
+        if not one_by_one or len(requests) == 1:
+            if isinstance(error, ua.UaStatusCodeError):
+                return [ua.StatusCode(error.code)] * len(requests)
+            return [ua.StatusCode(ua.StatusCodes.BadMonitoredItemFilterUnsupported)] * len(requests)
+    handles = []
+    for request in requests:
+        handles += await _create_items(subscription, [request], one_by_one=True)
+    return handles
 
 
 class OutOfRange(ValueError):
