@@ -334,3 +334,37 @@ bindings:
             await other.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_health_check_s_sets_the_link_check_of_the_session(bindings_path, monkeypatch):
+    """The binding file's health_check_s is asyncua's watchdog interval, and no request timeout cuts it short."""
+    import twin.connectors.opcua as opcua_module
+
+    made = []
+
+    class RecordingClient(opcua_module.Client):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(opcua_module, "Client", RecordingClient)
+
+    async def scenario():
+        server = TestServer(free_port())
+        await server.start()
+        path = bindings_path(server.port)
+        path.write_text(path.read_text().replace("    publishing_ms: 50\n", "    publishing_ms: 50\n"
+                                                                            "    health_check_s: 8\n"))
+        cache = RuntimeCache()
+        connector = OpcUaConnector(load_bindings(path), cache)
+        await connector.start()
+        try:
+            await until(lambda: connector.health()["cell"]["subscribed"], 15, "the subscription")
+            assert made[-1]["watchdog_intervall"] == 8.0 and made[-1]["timeout"] == 8.0
+            assert connector.sessions["cell"].client._watchdog_intervall == 8.0  # what asyncua's supervisor reads
+        finally:
+            await connector.stop()
+            await server.stop()
+
+    asyncio.run(scenario())
