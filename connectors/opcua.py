@@ -395,22 +395,47 @@ def _item_request(handle: int, node: Node, sampling_ms: float, queue_size: int,
         MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=parameters)
 
 
+# A call-wide refusal with one of these is about the session, not the items: the session reconnects.
+_LINK_CODES = frozenset(getattr(ua.StatusCodes, name) for name in (
+    "BadSessionIdInvalid", "BadSessionClosed", "BadSessionNotActivated", "BadSubscriptionIdInvalid",
+    "BadSecureChannelIdInvalid", "BadSecureChannelClosed", "BadConnectionClosed", "BadServerHalted",
+    "BadShutdown", "BadTimeout", "BadResourceUnavailable", "BadOutOfMemory", "BadCommunicationError",
+    "BadServerNotConnected", "BadNoCommunication", "BadTooManySessions") if hasattr(ua.StatusCodes, name))
+# ... and with one of these the call was too big: it is split in halves.
+_TOO_MANY_CODES = frozenset(getattr(ua.StatusCodes, name) for name in (
+    "BadTooManyOperations", "BadTooManyMonitoredItems", "BadRequestTooLarge", "BadResponseTooLarge",
+    "BadEncodingLimitsExceeded") if hasattr(ua.StatusCodes, name))
+
+
 async def _create_items(subscription, requests: list[ua.MonitoredItemCreateRequest], *,
                         one_by_one: bool) -> list[int | ua.StatusCode]:
-    """Create monitored items in one call; a refused item is its status code.
+    """Create monitored items in one call; an item the server refuses is its status code.
 
-    With filters (`one_by_one`), a server that fails the whole call over one filter it cannot take is
-    asked again item by item, so that only that binding fails.
+    A call refused as too big is split in halves (a server's MaxMonitoredItemsPerCall). With filters
+    (`one_by_one`), a call the server fails over one filter it cannot take is asked again item by item, so
+    that only that binding fails. Link and session failures, and anything else about a call of plain items,
+    propagate: the session reconnects, as it does for a failed connect.
     """
     try:
         return await subscription.create_monitored_items(requests)
     except (TimeoutError, ConnectionError, OSError):
-        raise  # the link, not an item: the session reconnects
-    except Exception as error:
-        if not one_by_one or len(requests) == 1:
-            if isinstance(error, ua.UaStatusCodeError):
-                return [ua.StatusCode(error.code)] * len(requests)
-            return [ua.StatusCode(ua.StatusCodes.BadMonitoredItemFilterUnsupported)] * len(requests)
+        raise  # the link, not an item
+    except ua.UaStatusCodeError as error:
+        if error.code in _LINK_CODES:
+            raise
+        if error.code in _TOO_MANY_CODES and len(requests) > 1:
+            half = len(requests) // 2
+            return (await _create_items(subscription, requests[:half], one_by_one=one_by_one)
+                    + await _create_items(subscription, requests[half:], one_by_one=one_by_one))
+        if len(requests) == 1 and (one_by_one or error.code not in _TOO_MANY_CODES):
+            return [ua.StatusCode(error.code)]  # the server's answer about this one item
+        if not one_by_one:
+            raise
+    except Exception:
+        if not one_by_one:
+            raise
+        if len(requests) == 1:  # a filter asyncua cannot send, or the server cannot take
+            return [ua.StatusCode(ua.StatusCodes.BadMonitoredItemFilterUnsupported)]
     handles = []
     for request in requests:
         handles += await _create_items(subscription, [request], one_by_one=True)

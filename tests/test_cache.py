@@ -93,3 +93,20 @@ def test_write_scalars_updates_many_rows_with_one_version():
 
     with pytest.raises(ValueError, match="width 1"):
         cache.write_scalars([wide], [1.0])
+
+
+def test_state_names_attach_to_scalar_numeric_rows_and_renew_the_schema():
+    cache = RuntimeCache()
+    row = cache.add_signal("/F/Press", "twin:state", kind="int")
+    schema = cache.schema
+    assert cache.add_signal("/F/Press", "twin:state", labels={0: "idle", 4: "down"}) == row
+    assert cache.signals[row].labels == {0: "idle", 4: "down"} and cache.schema == schema + 1
+    cache.add_signal("/F/Press", "twin:state", labels={0: "idle", 4: "down"})  # the same names: nothing new
+    assert cache.schema == schema + 1
+    hash(cache.signals[row])  # still a value record
+    with pytest.raises(ValueError, match="state names need a scalar numeric signal"):
+        cache.add_signal("/F/Robot", "twin:joints", width=6, labels={0: "a"})
+    text = cache.add_signal("/F/Press", "twin:recipe", kind="text")
+    with pytest.raises(ValueError, match="state names need a numeric signal"):
+        cache.add_signal("/F/Press", "twin:recipe", labels={0: "a"})
+    assert cache.signals[text].labels is None

@@ -248,25 +248,28 @@ def test_an_unknown_node_is_named_and_the_rest_keep_streaming(node_server, tmp_p
 
 @pytest.mark.timeout(40)
 def test_a_deadband_the_server_refuses_fails_only_its_binding(node_server, tmp_path):
-    """A percent deadband needs the node's EURange; node-opcua refuses it on a node without one. The error
-    names the binding's line and the server's status code; a binding of the same node without it streams."""
+    """A percent deadband needs the node's EURange: node-opcua takes it on Level (0..100) and refuses it on
+    Sine, both asked in one call. The refusal names the binding's line and the server's status code; the
+    other item of that call, and a binding of Sine without the percent deadband, stream."""
     path, _ = write_bindings(tmp_path, node_server)
     text = path.read_text().splitlines()
     refused_line = len(text) + 1
     text += ["  - server: interop", f'    node: "nsu={URI};s=Interop.Sine"', f"    prim: {PRIM}",
              "    attr: twin:SinePercent", "    deadband: {percent: 5}",
+             "  - server: interop", f'    node: "nsu={URI};s=Interop.Level"', f"    prim: {PRIM}",
+             "    attr: twin:LevelPercent", "    deadband: {percent: 5}",
              "  - server: interop", f'    node: "nsu={URI};s=Interop.Sine"', f"    prim: {PRIM}",
              "    attr: twin:SineFiltered", "    deadband: {absolute: 0.01}"]
     path.write_text("\n".join(text) + "\n")
 
     async def scenario():
         async with streaming(path) as (cache, connector):
-            await wait_until(lambda: connector.errors and good(cache, ["Sine", "SineFiltered", "Counter"]),
+            await wait_until(lambda: connector.errors and good(cache, ["LevelPercent", "SineFiltered", "Counter"]),
                              "the refusal, and the other bindings streaming")
             [error] = connector.errors
             assert f"interop.yaml:{refused_line}:" in error and "the server refused it: Bad" in error, error
             assert quality_name(cache.status[row(cache, "SinePercent")]) == "bad"
-            counter = cache.signal_version[row(cache, "Counter")]
-            await wait_until(lambda: cache.signal_version[row(cache, "Counter")] > counter, "the counter to move")
+            level = cache.signal_version[row(cache, "LevelPercent")]
+            await wait_until(lambda: cache.signal_version[row(cache, "LevelPercent")] > level, "Level to move")
 
     asyncio.run(scenario())

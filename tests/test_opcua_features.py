@@ -337,8 +337,11 @@ bindings:
 
 
 @pytest.mark.timeout(60)
-def test_health_check_s_sets_the_link_check_of_the_session(bindings_path, monkeypatch):
-    """The binding file's health_check_s is asyncua's watchdog interval, and no request timeout cuts it short."""
+@pytest.mark.parametrize(("health_check_s", "request_timeout"), [(8.0, 8.0), (1.0, 5.0)])
+def test_health_check_s_sets_the_link_check_of_the_session(bindings_path, monkeypatch, health_check_s,
+                                                           request_timeout):
+    """The binding file's health_check_s is asyncua's watchdog interval, and no request timeout cuts it short
+    (requests keep 5 s at least)."""
     import twin.connectors.opcua as opcua_module
 
     made = []
@@ -355,14 +358,14 @@ def test_health_check_s_sets_the_link_check_of_the_session(bindings_path, monkey
         await server.start()
         path = bindings_path(server.port)
         path.write_text(path.read_text().replace("    publishing_ms: 50\n", "    publishing_ms: 50\n"
-                                                                            "    health_check_s: 8\n"))
+                                                                            f"    health_check_s: {health_check_s}\n"))
         cache = RuntimeCache()
         connector = OpcUaConnector(load_bindings(path), cache)
         await connector.start()
         try:
             await until(lambda: connector.health()["cell"]["subscribed"], 15, "the subscription")
-            assert made[-1]["watchdog_intervall"] == 8.0 and made[-1]["timeout"] == 8.0
-            assert connector.sessions["cell"].client._watchdog_intervall == 8.0  # what asyncua's supervisor reads
+            assert made[-1]["watchdog_intervall"] == health_check_s and made[-1]["timeout"] == request_timeout
+            assert connector.sessions["cell"].client._watchdog_intervall == health_check_s  # what asyncua reads
         finally:
             await connector.stop()
             await server.stop()

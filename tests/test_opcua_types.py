@@ -134,3 +134,52 @@ def test_a_write_while_the_session_resolves_its_nodes_is_not_connected_yet(tmp_p
     session.client, session.connected = object(), True  # the state of run() while _subscribe() is under way
     result = asyncio.run(session.write(0, 1.0))
     assert (result.ok, result.status) == (False, "BadNotConnected") and "reconnecting" in result.message
+
+
+class _StubSubscription:
+    """create_monitored_items as a server with limits answers it: `refuse(requests)` gives the call's fault."""
+
+    def __init__(self, refuse):
+        self.refuse, self.calls = refuse, []
+
+    async def create_monitored_items(self, requests):
+        self.calls.append([r.RequestedParameters.ClientHandle for r in requests])
+        fault = self.refuse(requests)
+        if fault is not None:
+            raise fault
+        return [100 + r.RequestedParameters.ClientHandle for r in requests]
+
+
+def _requests(count: int, deadband=None):
+    from twin.connectors.opcua import _item_request
+
+    return [_item_request(i + 1, type("N", (), {"nodeid": ua.NodeId(i, 2)})(), 100.0, 1, deadband)
+            for i in range(count)]
+
+
+def test_monitored_items_are_created_within_the_servers_limits():
+    from twin.connectors.opcua import _create_items
+
+    def fault(code):
+        return ua.UaStatusCodeError(getattr(ua.StatusCodes, code))
+
+    # a server that takes at most 2 items per call: split in halves, every binding gets its item
+    limited = _StubSubscription(lambda rs: fault("BadTooManyOperations") if len(rs) > 2 else None)
+    assert asyncio.run(_create_items(limited, _requests(5), one_by_one=False)) == [101, 102, 103, 104, 105]
+    assert limited.calls == [[1, 2, 3, 4, 5], [1, 2], [3, 4, 5], [3], [4, 5]]
+    # a server that fails a whole call over one filter it cannot take: only that item fails
+    picky = _StubSubscription(lambda rs: fault("BadMonitoredItemFilterUnsupported")
+                              if any(r.RequestedParameters.ClientHandle == 2 for r in rs) else None)
+    handles = asyncio.run(_create_items(picky, _requests(3, ("percent", 5.0)), one_by_one=True))
+    assert handles[0] == 101 and handles[2] == 103 and handles[1].name == "BadMonitoredItemFilterUnsupported"
+    # the session or the link, not the items: it propagates and the session reconnects
+    for error in (fault("BadSessionIdInvalid"), fault("BadSubscriptionIdInvalid"), ConnectionError("reset"),
+                  TimeoutError()):
+        for one_by_one in (False, True):
+            with pytest.raises(type(error)):
+                asyncio.run(_create_items(_StubSubscription(lambda rs, e=error: e), _requests(3),
+                                          one_by_one=one_by_one))
+    # plain items and an unexpected failure: reconnect (logged with its type), never a made-up status
+    with pytest.raises(ValueError):
+        asyncio.run(_create_items(_StubSubscription(lambda rs: ValueError("cannot encode")), _requests(2),
+                                  one_by_one=False))

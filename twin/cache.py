@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -50,7 +50,8 @@ class SignalInfo:
     width: int
     unit: str
     kind: str  # "float", "int", "bool" or "text"
-    labels: dict[int, str] | None = None  # state names of an int signal's codes (a binding's enum map)
+    # state names of a scalar signal's codes (a binding's enum map); not part of the record's identity
+    labels: dict[int, str] | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -63,7 +64,7 @@ class RuntimeCache:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.version = 0
-        self.schema = 0  # bumped whenever a row or instance set is added: stream clients need new names
+        self.schema = 0  # bumped when a row or instance set is added (or a row gets state names)
         # Every signal update in arrival order, while a historian listens (twin/history.py); the cache
         # itself keeps only the latest value, which is all the stream and the simulation need.
         self.journal: list | None = None
@@ -92,8 +93,11 @@ class RuntimeCache:
                    labels: dict[int, str] | None = None) -> int:
         """Register a signal (idempotent for the same prim, attribute and width); returns its row.
 
-        `labels` names an int signal's codes; given for a row that exists, it is attached to it.
+        `labels` names a scalar numeric signal's codes; given for a row that exists, it is attached to it
+        (a new schema: a replay built before then takes them up).
         """
+        if labels and (width != 1 or kind == "text"):
+            raise ValueError(f"signal {signal_key(prim, attr)}: state names need a scalar numeric signal")
         if not prim.startswith("/"):
             raise ValueError(f"signal prim path must be absolute, got {prim!r}")
         if kind not in ("float", "int", "bool", "text"):
@@ -106,8 +110,11 @@ class RuntimeCache:
                         f"signal {signal_key(prim, attr)} registered twice with widths "
                         f"{self.signals[existing].width} and {width}"
                     )
-                if labels:
+                if labels and labels != self.signals[existing].labels:
+                    if self.signals[existing].kind == "text":
+                        raise ValueError(f"signal {signal_key(prim, attr)}: state names need a numeric signal")
                     self.signals[existing] = replace(self.signals[existing], labels=dict(labels))
+                    self.schema += 1
                 return existing
             row = len(self.signals)
             self.schema += 1

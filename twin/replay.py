@@ -78,7 +78,7 @@ class _Shadow:
                     cache.values[start:start + cache.signal_width[row]] = value
                     labels = self.labels[row]
                     if labels and isinstance(value, float) and math.isfinite(value):
-                        cache.text[row] = labels.get(int(value))  # as the connector labels live values
+                        cache.text[row] = labels.get(int(value))  # as the connector names live codes
                 cache.status[row] = entry["s"]
                 cache.source_time[row] = cache.server_time[row] = entry["t"]
         self._pose_robots()

@@ -1,7 +1,8 @@
 // An OPC-UA server built on node-opcua, an independent stack, for the twin's interoperability tests.
 // Under Objects/Interop, in the namespace urn:factory-twin:interop, with string NodeIds "Interop.<Name>":
 // one variable of each built-in scalar type that makes sense as a value, a Double array of 6
-// (JointPositions), and a UInt32 counter and a Double sine that change every 100 ms.
+// (JointPositions), and a UInt32 counter, a Double sine and an analog Level (EURange 0..100, which a
+// percent deadband needs) that change every 100 ms.
 // Usage: node server.mjs [PORT]   (or PORT in the environment; default 48400)
 // Prints "READY <endpoint>" once listening; exits with status 0 on SIGTERM or SIGINT.
 import { OPCUAServer } from "node-opcua-server";
@@ -70,10 +71,20 @@ addVariable("JointPositions", DataType.Double, Float64Array.from([0.1, -1.2, 1.5
 let tick = 0;
 const counter = addVariable("Counter", DataType.UInt32, tick);
 const sine = addVariable("Sine", DataType.Double, 0.0);
+const level = namespace.addAnalogDataItem({
+  componentOf: folder,
+  browseName: "Level",
+  nodeId: "s=Interop.Level",
+  dataType: "Double",
+  engineeringUnitsRange: { low: 0, high: 100 },
+  minimumSamplingInterval: 50,
+  value: new Variant({ dataType: DataType.Double, value: 50.0 }),
+});
 const timer = setInterval(() => {
   tick += 1;
   counter.setValueFromSource({ dataType: DataType.UInt32, value: tick }, StatusCodes.Good);
   sine.setValueFromSource({ dataType: DataType.Double, value: Math.sin(tick / 10) }, StatusCodes.Good);
+  level.setValueFromSource({ dataType: DataType.Double, value: 50 + 40 * Math.sin(tick / 10) }, StatusCodes.Good);
 }, 100);
 
 await server.start();
