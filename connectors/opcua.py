@@ -35,7 +35,7 @@ import numpy as np
 from asyncua import Client, Node, ua
 
 from twin import heap
-from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
+from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name, state_name
 
 from .bindings import Binding, BindingFile, ServerConfig, qualified_name_parts
 from .security import configure_client
@@ -89,7 +89,6 @@ def _jsonable(value):
     return value
 
 
-_BAD = 0x80000000  # the severity bit of an OPC-UA status code
 _PLAIN_NUMBERS = (float, int)  # exact types: bool (a subclass of int) takes to_twin's path
 
 
@@ -209,8 +208,7 @@ class _Session:
             server_time = math.nan
         label = None
         if binding.enum and converted is not None:
-            code = converted if isinstance(converted, int | float) else converted[0]
-            label = binding.enum.get(int(code)) if math.isfinite(code) else None
+            label = state_name(binding.enum, converted if isinstance(converted, int | float) else converted[0])
         source_time = _epoch(data_value.SourceTimestamp)
         if source_time is None and server_time is not None and math.isfinite(server_time):
             source_time = server_time  # no source time sent: the server's is closer to the truth than arrival
@@ -266,7 +264,7 @@ class _Session:
                 was_connected, self.connected, self.client = self.connected, False, None
                 self.subscribed = False
                 if was_connected:  # stale: what had a usable value keeps it; what was bad (or never came) stays so
-                    usable = [row for row in self.rows if not int(self.cache.status[row]) & _BAD]
+                    usable = [row for row in self.rows if quality_name(self.cache.status[row]) != "bad"]
                     self.cache.mark_status(usable, UNCERTAIN_LAST_USABLE_VALUE)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.disconnect(), 2.0)

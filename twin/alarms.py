@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
+from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache, quality_codes, quality_name
 from twin.errors import LayoutError, TwinError
 
 KINDS = ("high", "low", "rate", "equals", "stale")
@@ -365,8 +365,7 @@ class AlarmEngine:
                 source_time = cache.source_time[rows].copy()
                 received = cache.received_time[rows].copy()
                 texts = [cache.text[row] for row in rows]
-            severity = (status.astype(np.int64) >> 30) & 0b11
-            usable = valid & (severity < 2) & (status != UNCERTAIN_LAST_USABLE_VALUE)
+            usable = valid & (quality_codes(status) < 2)  # good or uncertain, not stale
             for index, rule in enumerate(self.rules):
                 if not valid[index]:
                     continue
@@ -384,8 +383,7 @@ class AlarmEngine:
         open_alarm = self._by_rule.get(rule.id)
         was_active = open_alarm is not None and open_alarm.active
         if rule.kind == "stale":
-            lost = status == UNCERTAIN_LAST_USABLE_VALUE or (((status >> 30) & 0b11) >= 2
-                                                             and status != BAD_WAITING_FOR_INITIAL_DATA)
+            lost = quality_name(status) in ("stale", "bad") and status != BAD_WAITING_FOR_INITIAL_DATA
             # a source that never reported counts as quiet since the engine started watching
             last = received if math.isfinite(received) else self.started
             quiet = rule.limit > 0 and now - last > rule.limit

@@ -37,6 +37,22 @@ def quality_name(status: int) -> str:
     return {0: "good", 1: "uncertain"}.get(severity, "bad")
 
 
+def quality_codes(status: np.ndarray) -> np.ndarray:
+    """`quality_name` for many statuses at once, as codes: 0 good, 1 uncertain, 2 bad, 3 stale."""
+    status = np.asarray(status)
+    severity = (status >> 30) & 0b11
+    codes = np.where(severity == 0, 0, np.where(severity == 1, 1, 2)).astype(np.uint8)
+    codes[status == UNCERTAIN_LAST_USABLE_VALUE] = 3
+    return codes
+
+
+def state_name(labels: dict[int, str] | None, code: float) -> str | None:
+    """The name of a state code in `labels` (a binding's enum map); None for a code without one, or NaN."""
+    if not labels or not math.isfinite(code):
+        return None
+    return labels.get(int(code))
+
+
 def signal_key(prim: str, attr: str) -> str:
     """A signal's name is its USD property path, e.g. '/Factory/Line/Conveyor1.twin:speed'."""
     return f"{prim}.{attr}"

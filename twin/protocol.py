@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
+from twin.cache import RuntimeCache, quality_codes
 from twin.kinematics import matrix_to_pose
 
 MAGIC = b"TWIN"
@@ -126,13 +126,6 @@ def _pad(parts: list[bytes], size: int, align: int = 8) -> int:
     return size + extra
 
 
-def _quality_codes(status: np.ndarray) -> np.ndarray:
-    severity = (status >> 30) & 0b11
-    codes = np.where(severity == 0, 0, np.where(severity == 1, 1, 2)).astype(np.uint8)
-    codes[status == UNCERTAIN_LAST_USABLE_VALUE] = 3
-    return codes
-
-
 def encode_frame(cache: RuntimeCache, base: int | None, scope: Scope, *,
                  replay_of: float | None = None) -> tuple[bytes | None, int]:
     """The frame from cache version `base` (None: a snapshot) to now; None when nothing in scope changed.
@@ -192,7 +185,7 @@ def encode_frame(cache: RuntimeCache, base: int | None, scope: Scope, *,
     add(transform_rows.astype(np.uint32).tobytes(), *_pose_bytes(matrices))
     parts.extend((signal_rows.astype(np.uint32).tobytes(), status.tobytes()))
     size += 8 * len(signal_rows)
-    add(_quality_codes(status).tobytes(), (now - np.asarray(source_time)).astype(np.float32).tobytes(),
+    add(quality_codes(status).tobytes(), (now - np.asarray(source_time)).astype(np.float32).tobytes(),
         np.asarray(values, np.float64).tobytes())
     for index, world in instances:
         add(struct.pack("<II", index, len(world)), *_pose_bytes(world))

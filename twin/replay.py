@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache
+from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache, state_name
 from twin.history import Historian
 from twin.parts import PartTracker
 from twin.protocol import Scope, encode_frame
@@ -76,9 +76,8 @@ class _Shadow:
                 elif value is not None:
                     start = cache.signal_offset[row]
                     cache.values[start:start + cache.signal_width[row]] = value
-                    labels = self.labels[row]
-                    if labels and isinstance(value, float) and math.isfinite(value):
-                        cache.text[row] = labels.get(int(value))  # as the connector names live codes
+                    if self.labels[row] and isinstance(value, float):
+                        cache.text[row] = state_name(self.labels[row], value)  # as the connector names live codes
                 cache.status[row] = entry["s"]
                 cache.source_time[row] = cache.server_time[row] = entry["t"]
         self._pose_robots()
