@@ -338,9 +338,8 @@ class AlarmEngine:
             return
         rows = []
         for rule in self.rules:
-            prim, _, attr = rule.key.rpartition(".")
             try:
-                rows.append(self.cache.signal_row(prim, attr))
+                rows.append(self.cache.find_signal(rule.key).row)
             except KeyError:
                 rows.append(-1)
         self._rows = np.array(rows, np.int64)

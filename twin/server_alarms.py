@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from twin.alarms import AlarmEngine
 from twin.auth import Access
 from twin.history import Historian
+from twin.server_history import need_historian
 
 
 class Acknowledgement(BaseModel):
@@ -63,17 +64,14 @@ def alarms_router(engine: AlarmEngine, access: Access, historian: Historian | No
     @router.get("/at")
     async def alarms_at(t: float) -> dict:
         """The alarm list as it was at instant `t` (Unix seconds), rebuilt from the stored transitions."""
-        if historian is None:
-            raise HTTPException(404, "this twin keeps no history: start it with --history FILE")
+        store = need_historian(historian)
         if not math.isfinite(t):
             raise HTTPException(422, f"t must be a finite time, got {t}")
-        return {"at": t, "alarms": await asyncio.to_thread(historian.alarms_at, t)}
+        return {"at": t, "alarms": await asyncio.to_thread(store.alarms_at, t)}
 
     @router.get("/history")
     async def history(start: float = -math.inf, end: float = math.inf, key: str | None = None) -> list[dict]:
         """Stored transitions over [start, end] (Unix seconds), optionally of one signal."""
-        if historian is None:
-            raise HTTPException(404, "this twin keeps no history: start it with --history FILE")
-        return await asyncio.to_thread(historian.alarm_events, start, end, key)
+        return await asyncio.to_thread(need_historian(historian).alarm_events, start, end, key)
 
     return router

@@ -25,20 +25,22 @@ def _json(values) -> list:
     return [None if isinstance(v, float) and not math.isfinite(v) else v for v in array.tolist()]
 
 
+def need_historian(historian: Historian | None) -> Historian:
+    """The twin's historian, or the 404 that every history route answers without one."""
+    if historian is None:
+        raise HTTPException(404, "this twin keeps no history: start it with --history FILE")
+    return historian
+
+
 def history_router(historian: Historian | None, twin: Twin | None = None) -> APIRouter:
     """Routes under /api/history, and /api/replay when the twin is given too."""
     router = APIRouter(prefix="/api")
     replay = Replay(twin, historian) if historian is not None and twin is not None else None
 
-    def need() -> Historian:
-        if historian is None:
-            raise HTTPException(404, "this twin keeps no history: start it with --history FILE")
-        return historian
-
     @router.get("/history/range")
     async def history_range() -> dict:
         """Source times of the first and last stored samples (null while empty): the replay slider's extent."""
-        start, end = await asyncio.to_thread(need().time_range)
+        start, end = await asyncio.to_thread(need_historian(historian).time_range)
         return {"start": start, "end": end}
 
     @router.get("/replay/frame", response_class=Response,
@@ -46,7 +48,7 @@ def history_router(historian: Historian | None, twin: Twin | None = None) -> API
     async def replay_frame(at: float) -> Response:
         """Every row of the twin as it was at `at` (Unix seconds): a binary snapshot frame of the live stream's
         format, flagged as a replay (docs/history.md). Signals with no value yet at `at` are waiting."""
-        need()
+        need_historian(historian)
         if replay is None:
             raise HTTPException(404, "this twin serves no replay frames")
         if not math.isfinite(at):
@@ -59,7 +61,7 @@ def history_router(historian: Historian | None, twin: Twin | None = None) -> API
     async def signal(key: str, start: float, end: float, step: float | None = Query(None, gt=0),
                      how: str = Query("last", pattern="^(last|mean)$")) -> dict:
         """Raw samples of one signal over [start, end] (Unix seconds), or resampled every `step` seconds."""
-        store = need()
+        store = need_historian(historian)
         try:
             if step is None:
                 raw = await asyncio.to_thread(store.series, key, start, end)
@@ -75,11 +77,11 @@ def history_router(historian: Historian | None, twin: Twin | None = None) -> API
     @router.get("/history/state")
     async def state(at: float) -> dict:
         """Every signal's value, quality and source time as they were at `at` (Unix seconds)."""
-        return await asyncio.to_thread(need().state_at, at)
+        return await asyncio.to_thread(need_historian(historian).state_at, at)
 
     async def export(store_method: str, suffix: str, media_type: str, keys: str | None, start: float,
                      end: float) -> FileResponse:
-        store = need()
+        store = need_historian(historian)
         descriptor, name = tempfile.mkstemp(suffix=suffix)
         os.close(descriptor)
         path = Path(name)

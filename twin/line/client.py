@@ -27,6 +27,14 @@ class WhatIfError(TwinError):
         super().__init__(f"HTTP {status}: {message}")
 
 
+def whatif_request(*, sweep: Sequence[SweepParameter], replications: int, hours: float, warmup_hours: float,
+                   seed: int, start: str) -> dict:
+    """The body of POST /api/whatif (docs/line-model.md), for this client and the SDK's."""
+    return {"sweep": [{"prim": p.prim, "attr": p.attribute, "values": list(p.values)} for p in sweep],
+            "replications": replications, "hours": hours, "warmup_hours": warmup_hours, "seed": seed,
+            "start": start}
+
+
 class WhatIfClient:
     def __init__(self, url: str, token: str | None = None, timeout: float = 30.0):
         self.url = url.rstrip("/")
@@ -54,9 +62,8 @@ class WhatIfClient:
 
     def start(self, *, sweep: Sequence[SweepParameter] = (), replications: int = 30, hours: float = 8.0,
               warmup_hours: float = 0.0, seed: int = 1, start: str = "empty") -> dict:
-        body = {"sweep": [{"prim": p.prim, "attr": p.attribute, "values": list(p.values)} for p in sweep],
-                "replications": replications, "hours": hours, "warmup_hours": warmup_hours, "seed": seed,
-                "start": start}
+        body = whatif_request(sweep=sweep, replications=replications, hours=hours, warmup_hours=warmup_hours,
+                              seed=seed, start=start)
         return self._call("POST", "/api/whatif", body)
 
     def status(self, job_id: str) -> dict:

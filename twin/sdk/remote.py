@@ -23,6 +23,7 @@ import numpy as np
 import websockets
 
 from twin.errors import TwinError
+from twin.line.client import whatif_request
 from twin.line.whatif import SweepParameter
 from twin.protocol import Frame, Gap, StreamState
 from twin.sdk.types import Alarm, History, IkSolution, Robot, Sample, Update, api_error, prim_paths, update_from_frame
@@ -202,9 +203,8 @@ class AsyncTwinClient:
                      warmup_hours: float = 0.0, seed: int = 1, start: str = "empty", wait: bool = True,
                      timeout: float = 600.0) -> dict:
         """Run a what-if study of the line (docs/line-model.md); with `wait`, its results when done."""
-        body = {"sweep": [{"prim": p.prim, "attr": p.attribute, "values": list(p.values)} for p in sweep],
-                "replications": replications, "hours": hours, "warmup_hours": warmup_hours, "seed": seed,
-                "start": start}
+        body = whatif_request(sweep=sweep, replications=replications, hours=hours, warmup_hours=warmup_hours,
+                              seed=seed, start=start)
         job = await self._call("POST", "/api/whatif", body=body)
         deadline = time.monotonic() + timeout
         while wait and job["status"] not in ("done", "failed"):

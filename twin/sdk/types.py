@@ -51,6 +51,12 @@ def api_error(status: int, detail: Any, request: str = "") -> ApiError:
     return kind(status, str(detail), request)
 
 
+def _floats(values) -> np.ndarray:
+    """JSON numbers as float64, with null (how the server sends NaN) back to NaN; nested lists keep their shape."""
+    return np.array([_floats(v) if isinstance(v, list) else math.nan if v is None else v for v in values],
+                    np.float64)
+
+
 @dataclass(frozen=True)
 class Sample:
     """One signal's value with its OPC-UA status, quality ('good', 'uncertain', 'bad', 'stale') and source
@@ -67,7 +73,7 @@ class Sample:
     def from_json(cls, key: str, data: dict) -> Sample:
         value = data.get("v")
         if isinstance(value, list):
-            value = np.array([math.nan if v is None else v for v in value], np.float64)
+            value = _floats(value)
         when = data.get("t")
         return cls(key, value, data.get("q", "bad"), int(data.get("s", 0)), when, data.get("l"))
 
@@ -85,8 +91,7 @@ class History:
     def from_json(cls, data: dict) -> History:
         values = data["values"]
         if values and not any(isinstance(v, str) for v in values):
-            values = np.array([[math.nan if x is None else x for x in v] if isinstance(v, list)
-                               else (math.nan if v is None else v) for v in values], np.float64)
+            values = _floats(values)
         elif not values:
             values = np.zeros(0)
         status = np.array(data["status"], np.uint32) if data.get("status") is not None else None
@@ -151,12 +156,9 @@ class Robot:
 
     @classmethod
     def from_json(cls, data: dict) -> Robot:
-        def floats(values):
-            return np.array([math.nan if v is None else v for v in values], np.float64)
-
-        return cls(data["path"], tuple(data["joints"]), tuple(data["links"]), data["flange"], floats(data["lower"]),
-                   floats(data["upper"]), np.array(data["base"], np.float64),
-                   None if data.get("q") is None else floats(data["q"]))
+        return cls(data["path"], tuple(data["joints"]), tuple(data["links"]), data["flange"], _floats(data["lower"]),
+                   _floats(data["upper"]), np.array(data["base"], np.float64),
+                   None if data.get("q") is None else _floats(data["q"]))
 
 
 @dataclass(frozen=True)
