@@ -20,6 +20,7 @@ export function decodeFrame(buffer, widths) {
   const header = {
     protocol: view.getUint16(4, true),
     snapshot: (view.getUint16(6, true) & 1) === 1,
+    replay: (view.getUint16(6, true) & 2) === 2, // a past instant (GET /api/replay/frame), not live
     schema: view.getUint32(8, true),
     base: Number(view.getBigUint64(12, true)),
     version: Number(view.getBigUint64(20, true)),

@@ -7,7 +7,6 @@ import { authHeaders } from './auth.js';
 import { formatTime } from './format.js';
 import { decodeFrame } from './protocol.js';
 
-const REPLAY_FLAG = 2;
 const SPEEDS = [1, 2, 5, 10, 30, 60];
 const MIN_FRAME_MS = 100; // while playing, at most ten frames a second: each is a state query on the server
 const RANGE_REFRESH_MS = 10000;
@@ -179,7 +178,7 @@ export class Replay {
       return this.#fail(`a malformed replay frame: ${error.message}`);
     }
     if (!frame || frame.schema !== schema.schema) return this.#fail('waiting for the stream\'s current schema');
-    if (!(new DataView(buffer).getUint16(6, true) & REPLAY_FLAG)) return this.#fail('not a replay frame');
+    if (!frame.replay) return this.#fail('not a replay frame');
     this.apply(frame, schema);
     this.state.instant = frame.time;
     this.state.frames += 1;
