@@ -2,7 +2,7 @@
 // grey with a badge when its data is stale or bad), the KPI bar, and the alarm list: the server's
 // rule alarms (twin/alarms.py, pushed on the stream, acknowledged here by operators) above the
 // page's own system alarms (untrusted data per machine, disconnected OPC-UA servers).
-import { authHeaders } from './auth.js';
+import { authHeaders, errorDetail } from './auth.js';
 import { element } from './dom.js';
 import { formatTime, splitSignalKey } from './format.js';
 
@@ -144,9 +144,9 @@ export class PlantStatus {
     }
     this.ackError = '';
     if (!response.ok) {
-      const detail = (await response.json().catch(() => ({}))).detail ?? response.statusText;
+      const detail = await errorDetail(response);
       this.ackError = response.status === 403
-        ? `${detail}. Open the page with ?token=<operator token> to acknowledge.` : String(detail);
+        ? `${detail}. Open the page with ?token=<operator token> to acknowledge.` : detail;
     }
     this.#renderAlarms(); // the acknowledged list itself comes back on the stream
   }

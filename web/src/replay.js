@@ -3,7 +3,7 @@
 // stream's format (GET api/replay/frame?at=T, flag bit 1 set); it is decoded with the schema the stream
 // holds and handed to `apply`, the code path of live frames. One frame is in flight at a time: the next
 // one is asked for once the last is applied, at the instant wanted by then (latest wins, no pile-up).
-import { authHeaders } from './auth.js';
+import { authHeaders, errorDetail } from './auth.js';
 import { formatTime } from './format.js';
 import { decodeFrame } from './protocol.js';
 
@@ -164,7 +164,7 @@ export class Replay {
     let buffer;
     try {
       const response = await fetch(`api/replay/frame?at=${instant}`, { headers: authHeaders() });
-      if (!response.ok) throw new Error((await response.json().catch(() => ({}))).detail ?? response.statusText);
+      if (!response.ok) throw new Error(await errorDetail(response));
       buffer = await response.arrayBuffer();
     } catch (error) {
       return this.#fail(`could not load the replay: ${error.message}`);

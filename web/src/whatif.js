@@ -1,6 +1,6 @@
 // What-if panel: define a sweep of one line parameter, run it on the server, plot throughput against
 // the swept value with its 95 % confidence band, and play one variant back in the 3D view.
-import { authHeaders } from './auth.js';
+import { authHeaders, errorDetail } from './auth.js';
 import { STATE_COLORS } from './plant_status.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -20,12 +20,8 @@ async function api(path, options = {}) {
   const response = await fetch(path, {
     ...options, headers: { 'Content-Type': 'application/json', ...authHeaders(), ...(options.headers || {}) },
   });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const detail = typeof body.detail === 'string' ? body.detail : JSON.stringify(body.detail ?? response.statusText);
-    throw new Error(`${response.status}: ${detail}`);
-  }
-  return body;
+  if (!response.ok) throw new Error(`${response.status}: ${await errorDetail(response)}`);
+  return response.json().catch(() => ({}));
 }
 
 function element(tag, attributes = {}, children = []) {
