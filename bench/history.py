@@ -25,8 +25,8 @@ from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.p
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from twin.cache import RuntimeCache  # noqa: E402
-from twin.history import Historian  # noqa: E402
+from twin.core.cache import RuntimeCache  # noqa: E402
+from twin.history.store import Historian  # noqa: E402
 
 START = 1_764_000_000.0
 INSTANTS = 20

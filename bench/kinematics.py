@@ -49,8 +49,10 @@ try:
 except ModuleNotFoundError:
     raise SystemExit("bench/kinematics.py needs Newton, its peer: pip install -e '.[test,bench]'") from None
 
-from twin.kinematics import Chain, KinematicsBatch, default_device, matrix_to_pose
-from twin.urdf import rtb_urdf
+from twin.core.transforms import matrix_to_pose
+from twin.kinematics.chain import Chain, KinematicsBatch
+from twin.kinematics.device import default_device
+from twin.kinematics.urdf import rtb_urdf
 
 wp.config.log_level = wp.LOG_WARNING  # no banner, no per-module load lines
 

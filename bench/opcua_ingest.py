@@ -80,10 +80,10 @@ from asyncua.common.subscription import Subscription
 from asyncua.server import monitored_item_service
 from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
 
-from twin import heap
-from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache
 from twin.connectors.bindings import ServerConfig, load_bindings
 from twin.connectors.opcua import OpcUaConnector
+from twin.core import heap
+from twin.core.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache
 
 NAMESPACE = "urn:factory-twin:bench"
 TOTAL_SIGNALS = 10_000

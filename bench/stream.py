@@ -35,7 +35,7 @@ TICK_HZ = 30.0
 
 def bench_twin(layout: Path):
     """A twin whose 10,000 transforms and 5,000 signals all change every tick."""
-    from twin.runtime import Twin
+    from twin.sim.runtime import Twin
 
     class MovingTwin(Twin):
         def __init__(self, path):
@@ -66,7 +66,7 @@ def serve(port: int) -> None:
     import uvicorn
 
     from twin.scenes.layout import new_layout
-    from twin.server import create_app
+    from twin.server.app import create_app
 
     with tempfile.TemporaryDirectory() as folder:
         stage = new_layout(Path(folder) / "empty.usda")
@@ -124,7 +124,7 @@ class _RawClient(asyncio.Protocol):
 
 async def client_run(url: str, clients: int, seconds: float, warmup: float) -> dict:
     """`clients` connections reading every frame; frames, bytes and latencies inside the window."""
-    from twin.protocol import HEADER
+    from twin.stream.protocol import HEADER
 
     host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
     started = time.time()
@@ -183,9 +183,9 @@ def cpu_seconds(pid: int) -> float:
 
 def peer_encoding() -> tuple[float, float, float, float]:
     """(binary bytes, binary encode ms, JSON bytes, JSON encode ms) of one full delta frame."""
-    from twin.protocol import Scope, encode_frame
     from twin.scenes.layout import new_layout
-    from twin.stream import build_frame
+    from twin.stream.frames import build_frame
+    from twin.stream.protocol import Scope, encode_frame
 
     with tempfile.TemporaryDirectory() as folder:
         stage = new_layout(Path(folder) / "empty.usda")

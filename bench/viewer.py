@@ -30,9 +30,9 @@ STRESS_PARTS = 5_000
 def serve_stress(port: int, layout: Path) -> None:
     import uvicorn
 
-    from twin.cache import InstanceSet
-    from twin.runtime import Twin
-    from twin.server import create_app
+    from twin.core.cache import InstanceSet
+    from twin.server.app import create_app
+    from twin.sim.runtime import Twin
 
     class StressTwin(Twin):
         """The sample layout with 5,000 parts circling over the floor instead of the tracked ones."""

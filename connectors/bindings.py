@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from twin.alarms import AlarmRule, AlarmRuleError, parse_rule
-from twin.errors import BindingError
+from twin.core.alarms import AlarmRule, AlarmRuleError, parse_rule
+from twin.core.errors import BindingError
 
 KINDS = ("float", "int", "bool", "text", "json")
 DIRECTIONS = ("read", "write", "both")

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 from asyncua import Client, Node, ua
 
-from twin import heap
-from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name, state_name
+from twin.core import heap
+from twin.core.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name, state_name
 
 from .bindings import Binding, BindingFile, ServerConfig, qualified_name_parts
 from .security import configure_client

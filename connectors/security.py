@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from twin.errors import BindingError, TwinError
+from twin.core.errors import BindingError, TwinError
 
 from .bindings import ServerConfig
 

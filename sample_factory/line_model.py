@@ -4,7 +4,7 @@ Pure Python with no OPC-UA in it, so tests can run simulated hours in seconds. P
 arrive at the source, ride accumulating conveyors (they queue at the belt end and keep
 a gap), wait for stations that work with random cycle times and random failures, and
 are carried between the Assembly table and the conveyors by two robots whose joints
-follow synchronous quintic moves (twin.trajectory) through their taught poses.
+follow synchronous quintic moves (twin.kinematics.trajectory) through their taught poses.
 `values()` returns what the PLC publishes, keyed by its OPC-UA node names.
 """
 
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.kinematics import Chain
-from twin.trajectory import chain_joint_move
-from twin.urdf import rtb_urdf
+from twin.kinematics.chain import Chain
+from twin.kinematics.trajectory import chain_joint_move
+from twin.kinematics.urdf import rtb_urdf
 
 from . import layout
 

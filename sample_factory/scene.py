@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from pxr import Sdf, Vt
 
+from twin.kinematics.urdf import rtb_urdf
 from twin.sample_factory import layout, line_model
 from twin.scenes import (
     add_conveyor,
@@ -20,7 +21,6 @@ from twin.scenes import (
     new_layout,
 )
 from twin.scenes.meshes import DARK_GREY, SAFETY_YELLOW, STEEL, add_boxes, define_xform, pose, set_attributes
-from twin.urdf import rtb_urdf
 
 FLOOR_GREY = (0.42, 0.43, 0.44)
 STATION_COLORS = {"Machining": (0.14, 0.36, 0.62), "Inspection": (0.86, 0.87, 0.88)}

@@ -14,7 +14,7 @@ import trimesh
 from pxr import Usd, UsdGeom
 from trimesh.visual.material import PBRMaterial
 
-from twin.stage import usd_to_numpy
+from twin.core.stage import usd_to_numpy
 
 from .layout import open_layout
 

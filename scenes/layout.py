@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pxr import Sdf, Tf, Usd, UsdGeom
 
-from twin.errors import LayoutError
+from twin.core.errors import LayoutError
 
 ROOT = "/Factory"
 _PARSE_ERROR = re.compile(r":(\d+):\d+: (.*?)'?$", re.MULTILINE)  # USD's "file:line:col: message"

@@ -13,7 +13,7 @@ import numpy as np
 import trimesh
 from pxr import Sdf, Usd, UsdGeom, Vt
 
-from twin.stage import numpy_to_usd
+from twin.core.stage import numpy_to_usd
 
 Color = tuple[float, float, float]
 

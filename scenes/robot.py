@@ -13,9 +13,10 @@ import numpy as np
 import trimesh
 from pxr import Gf, Sdf, Tf, Usd, UsdGeom, UsdPhysics
 
-from twin.errors import UrdfError
-from twin.kinematics import Chain, matrix_to_pose
-from twin.urdf import Joint, RobotDescription, Visual, load_urdf
+from twin.core.errors import UrdfError
+from twin.core.transforms import matrix_to_pose
+from twin.kinematics.chain import Chain
+from twin.kinematics.urdf import Joint, RobotDescription, Visual, load_urdf
 
 from .meshes import DARK_GREY, Color, add_mesh, as_matrix, box, cylinder, define_xform, set_attributes
 

@@ -8,9 +8,9 @@ import time
 import pytest
 from pxr import Usd
 
-from twin.alarms import AlarmEngine, AlarmRuleError, parse_rule, rules_from_stage
-from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
-from twin.errors import BindingError, LayoutError, TwinError
+from twin.core.alarms import AlarmEngine, AlarmRuleError, parse_rule, rules_from_stage
+from twin.core.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
+from twin.core.errors import BindingError, LayoutError, TwinError
 
 KEY = "/F/Oven.twin:temperature"
 
@@ -150,7 +150,7 @@ def test_rate_ignores_the_source_clock_and_stale_counts_a_silent_source():
 
 
 def test_alarm_events_are_stored_by_the_historian_and_ids_continue(tmp_path):
-    from twin.history import Historian
+    from twin.history.store import Historian
 
     cache, row, engine = engine_with({"high": 60.0, "message": "Oven hot"})
     historian = Historian(tmp_path / "h.duckdb", cache)
@@ -297,7 +297,7 @@ def test_the_list_rebuilt_from_events_is_the_engines_list_at_every_step():
     import collections
     import random
 
-    from twin.alarms import alarms_from_events
+    from twin.core.alarms import alarms_from_events
 
     cache = RuntimeCache()
     rows = [cache.add_signal("/F/Oven", f"twin:t{i}") for i in range(3)]

@@ -9,10 +9,10 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import serve_app
-from twin.auth import Access, Principal
-from twin.history import Historian
-from twin.runtime import Twin
-from twin.server import create_app
+from twin.history.store import Historian
+from twin.server.app import create_app
+from twin.server.auth import Access, Principal
+from twin.sim.runtime import Twin
 
 SENSOR = "/Factory/Line/Machining/SpindleTemp"  # the sample layout authors twin:alarm:hot:high = 60 on it
 OPERATOR, VIEWER = "op-token", "viewer-token"

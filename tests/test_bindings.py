@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from twin.connectors.bindings import load_bindings, qualified_name_parts, validate_against_stage
-from twin.errors import BindingError
+from twin.core.errors import BindingError
 from twin.sample_factory import plc
 
 SAMPLE = Path(plc.__file__).with_name("bindings.yaml")

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from twin.cache import (
+from twin.core.cache import (
     BAD_WAITING_FOR_INITIAL_DATA,
     GOOD,
     UNCERTAIN_LAST_USABLE_VALUE,
@@ -78,7 +78,7 @@ def test_text_signals_and_bad_paths():
 
 
 def test_write_scalars_updates_many_rows_with_one_version():
-    from twin.cache import RuntimeCache
+    from twin.core.cache import RuntimeCache
 
     cache = RuntimeCache()
     rows = [cache.add_signal(f"/F/S{i}", "twin:v") for i in range(5)]

@@ -4,7 +4,7 @@ import asyncio
 import gc
 import weakref
 
-from twin import heap
+from twin.core import heap
 
 
 class Node:

@@ -12,9 +12,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from twin.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
-from twin.errors import TwinError
-from twin.history import Historian, Retention
+from twin.core.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache
+from twin.core.errors import TwinError
+from twin.history.store import Historian, Retention
 
 
 @pytest.fixture
@@ -125,8 +125,8 @@ def test_parquet_export_read_back_by_pyarrow(filled, tmp_path):
 
 WRITER = """
 import sys, time
-from twin.cache import RuntimeCache
-from twin.history import Historian
+from twin.core.cache import RuntimeCache
+from twin.history.store import Historian
 cache = RuntimeCache()
 row = cache.add_signal("/F/Counter", "twin:count")
 Historian(sys.argv[1], cache, flush_s=0.25).start()

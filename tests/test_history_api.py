@@ -4,9 +4,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import LOOPBACK
-from twin.history import Historian
-from twin.runtime import Twin
-from twin.server import create_app
+from twin.history.store import Historian
+from twin.server.app import create_app
+from twin.sim.runtime import Twin
 
 KEY = "/Factory/Line/Sink.twin:partsIn"
 

@@ -21,9 +21,9 @@ import pytest
 from asyncua import Client, ua
 
 from tests.conftest import free_port
-from twin.cache import RuntimeCache, quality_name
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
+from twin.core.cache import RuntimeCache, quality_name
 
 INTEROP = Path(__file__).parent / "interop"
 URI = "urn:factory-twin:interop"

@@ -4,9 +4,9 @@ import numpy as np
 import pinocchio as pin
 import pytest
 
-from twin.errors import KinematicsError
-from twin.kinematics import Chain, KinematicsBatch
-from twin.urdf import rtb_urdf
+from twin.core.errors import KinematicsError
+from twin.kinematics.chain import Chain, KinematicsBatch
+from twin.kinematics.urdf import rtb_urdf
 
 RTB_ROBOTS = [
     "kuka_description/kuka_kr16/urdf/kr16_2.urdf",

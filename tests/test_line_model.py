@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from twin.kinematics import Chain
+from twin.kinematics.chain import Chain
+from twin.kinematics.urdf import rtb_urdf
 from twin.sample_factory import layout
 from twin.sample_factory.line_model import GAP, LineModel
-from twin.urdf import rtb_urdf
 
 
 @pytest.fixture(scope="module")

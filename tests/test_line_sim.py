@@ -10,9 +10,9 @@ import pytest
 from pxr import Sdf, Usd
 
 from tests.line_reference import simulate_sample_line
-from twin.cache import RuntimeCache
 from twin.connectors.bindings import load_bindings
-from twin.errors import LayoutError
+from twin.core.cache import RuntimeCache
+from twin.core.errors import LayoutError
 from twin.line.kpis import interval
 from twin.line.live import LiveStart
 from twin.line.model import read_line

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from twin.cache import UNCERTAIN_LAST_USABLE_VALUE
-from twin.runtime import Twin
+from twin.core.cache import UNCERTAIN_LAST_USABLE_VALUE
+from twin.sim.runtime import Twin
 
 LINE = "/Factory/Line"
 

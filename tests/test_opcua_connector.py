@@ -11,10 +11,10 @@ import pytest
 from asyncua import Client
 
 from tests.conftest import free_port
-from twin import heap
-from twin.cache import RuntimeCache, quality_name
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
+from twin.core import heap
+from twin.core.cache import RuntimeCache, quality_name
 from twin.sample_factory import plc as sample_plc
 from twin.sample_factory.plc import NAMESPACE, SamplePlc
 

@@ -15,9 +15,9 @@ from asyncua import Server, ua
 from asyncua.common.structures104 import new_struct, new_struct_field
 
 from tests.conftest import free_port
-from twin.cache import RuntimeCache, quality_name
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
+from twin.core.cache import RuntimeCache, quality_name
 
 URI = "http://factory-twin.example/UA/test-server/"  # a URI with colons and slashes, as most PLCs use
 

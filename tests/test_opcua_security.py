@@ -13,11 +13,11 @@ from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 
 from tests.conftest import free_port
-from twin.cache import RuntimeCache, quality_name
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
 from twin.connectors.security import ensure_client_certificate, thumbprint
-from twin.errors import BindingError
+from twin.core.cache import RuntimeCache, quality_name
+from twin.core.errors import BindingError
 
 SERVER_URI = "urn:factory-twin:secure-test-server"
 

@@ -9,9 +9,9 @@ import pytest
 from asyncua import Server, ua
 
 from tests.conftest import free_port
-from twin.cache import RuntimeCache, quality_name
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
+from twin.core.cache import RuntimeCache, quality_name
 
 MOMENT = datetime(2026, 11, 25, 6, 0, 0, tzinfo=UTC)
 GUID = uuid.UUID("12345678-1234-5678-1234-567812345678")

@@ -9,14 +9,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import LOOPBACK
-from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, GOOD, UNCERTAIN_LAST_USABLE_VALUE
-from twin.history import Historian
-from twin.kinematics import Chain, matrix_to_pose
-from twin.protocol import REPLAY, Frame, Scope, decode_frame, encode_frame, schema_id, signal_values
-from twin.replay import Replay
-from twin.runtime import Twin
-from twin.server import create_app
-from twin.usd_robot import link_prim_paths
+from twin.core.cache import BAD_WAITING_FOR_INITIAL_DATA, GOOD, UNCERTAIN_LAST_USABLE_VALUE
+from twin.core.transforms import matrix_to_pose
+from twin.history.replay import Replay
+from twin.history.store import Historian
+from twin.kinematics.chain import Chain
+from twin.kinematics.usd import link_prim_paths
+from twin.server.app import create_app
+from twin.sim.runtime import Twin
+from twin.stream.protocol import REPLAY, Frame, Scope, decode_frame, encode_frame, schema_id, signal_values
 
 T0 = 1_700_000_000.0
 ROBOT1, ROBOT2 = "/Factory/Line/Robot1", "/Factory/Line/Robot2"

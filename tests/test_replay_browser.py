@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import CHROMIUM, serve_app, viewer_page
-from twin.auth import Access, Principal
-from twin.history import Historian
-from twin.kinematics import Chain
-from twin.runtime import Twin
-from twin.server import WEB_DIST, create_app
-from twin.stage import TwinStage
-from twin.usd_robot import link_prim_paths
+from twin.core.stage import TwinStage
+from twin.history.store import Historian
+from twin.kinematics.chain import Chain
+from twin.kinematics.usd import link_prim_paths
+from twin.server.app import WEB_DIST, create_app
+from twin.server.auth import Access, Principal
+from twin.sim.runtime import Twin
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]

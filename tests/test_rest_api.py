@@ -6,9 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import LOOPBACK
-from twin.auth import Access, Principal
-from twin.runtime import Twin
-from twin.server import create_app
+from twin.server.app import create_app
+from twin.server.auth import Access, Principal
+from twin.sim.runtime import Twin
 
 VIEWER, OPERATOR = "viewer-token-0123456789", "operator-token-0123456789"
 

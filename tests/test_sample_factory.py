@@ -7,10 +7,10 @@ import pytest
 import trimesh
 from pxr import Usd, UsdGeom, UsdPhysics
 
-from twin.kinematics import Chain
+from twin.core.stage import usd_to_numpy
+from twin.kinematics.chain import Chain
 from twin.sample_factory import layout
 from twin.sample_factory.scene import build_sample_factory
-from twin.stage import usd_to_numpy
 
 
 @pytest.fixture(scope="module")

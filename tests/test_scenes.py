@@ -10,8 +10,11 @@ import pytest
 import trimesh
 from pxr import Usd, UsdGeom, UsdPhysics
 
-from twin.errors import LayoutError, UrdfError
-from twin.kinematics import Chain
+from twin.core.errors import LayoutError, UrdfError
+from twin.core.stage import usd_to_numpy
+from twin.kinematics.chain import Chain
+from twin.kinematics.urdf import load_urdf, rtb_urdf
+from twin.kinematics.usd import link_prim_paths, read_articulation
 from twin.scenes import (
     add_conveyor,
     add_machine,
@@ -26,9 +29,6 @@ from twin.scenes import (
 )
 from twin.scenes.meshes import pose
 from twin.scenes.robot import axis_alignment
-from twin.stage import usd_to_numpy
-from twin.urdf import load_urdf, rtb_urdf
-from twin.usd_robot import link_prim_paths, read_articulation
 
 ROBOTS = {
     "kr16": "kuka_description/kuka_kr16/urdf/kr16_2.urdf",

@@ -16,11 +16,11 @@ import pytest
 
 import twin
 from tests.conftest import serve_app
-from twin.auth import Access, Principal
-from twin.history import Historian
-from twin.kinematics import Chain
-from twin.runtime import Twin
-from twin.server import create_app
+from twin.history.store import Historian
+from twin.kinematics.chain import Chain
+from twin.server.app import create_app
+from twin.server.auth import Access, Principal
+from twin.sim.runtime import Twin
 
 ROBOT = "/Factory/Line/Robot1"
 JOINTS = f"{ROBOT}.twin:jointPositions"

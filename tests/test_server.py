@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import LOOPBACK
-from twin.runtime import Twin
-from twin.server import create_app
+from twin.server.app import create_app
+from twin.sim.runtime import Twin
 
 ROBOT = "/Factory/Line/Robot1"
 
@@ -96,7 +96,7 @@ def test_snapshot_endpoint_returns_a_usd_layer_over_the_layout(client, sample_la
 def test_websocket_needs_a_token_off_loopback_and_refuses_other_sites(twin):
     from starlette.websockets import WebSocketDisconnect
 
-    from twin.auth import Access, Principal
+    from twin.server.auth import Access, Principal
 
     token = "viewer-token-" + "x" * 10
     app = create_app(twin, tick_hz=50, access=Access({token: Principal("v", "viewer")}, loopback_only=False))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from pxr import Usd, UsdGeom
 
-from twin.cache import RuntimeCache
-from twin.errors import LayoutError
-from twin.stage import LiveLayerWriter, TwinStage
+from twin.core.cache import RuntimeCache
+from twin.core.errors import LayoutError
+from twin.core.stage import LiveLayerWriter, TwinStage
 
 LAYOUT = """#usda 1.0
 (

@@ -17,11 +17,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.conftest import free_port
-from twin.kinematics import pose_to_matrix
-from twin.protocol import Gap, StreamState
-from twin.runtime import Twin
-from twin.server import create_app
-from twin.stream_hub import StreamLimits
+from twin.core.transforms import pose_to_matrix
+from twin.server.app import create_app
+from twin.sim.runtime import Twin
+from twin.stream.hub import StreamLimits
+from twin.stream.protocol import Gap, StreamState
 
 ROBOT = "/Factory/Line/Robot1"
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from twin.errors import KinematicsError
-from twin.kinematics import Chain
-from twin.trajectory import plan_cartesian_line, plan_joint_moves
-from twin.urdf import rtb_urdf
+from twin.core.errors import KinematicsError
+from twin.kinematics.chain import Chain
+from twin.kinematics.trajectory import plan_cartesian_line, plan_joint_moves
+from twin.kinematics.urdf import rtb_urdf
 
 KR16 = rtb_urdf("kuka_description/kuka_kr16/urdf/kr16_2.urdf")
 VMAX = np.array([2.0, 2.0, 2.0, 4.0, 4.0, 6.0])

@@ -7,9 +7,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import LOOPBACK
-from twin.auth import Access
-from twin.runtime import Twin
-from twin.server import create_app
+from twin.server.app import create_app
+from twin.server.auth import Access
+from twin.sim.runtime import Twin
 
 MACHINING = "/Factory/Line/Machining"
 

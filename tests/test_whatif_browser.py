@@ -8,8 +8,8 @@ import pytest
 import uvicorn
 
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, free_port
-from twin.runtime import Twin
-from twin.server import WEB_DIST, create_app
+from twin.server.app import WEB_DIST, create_app
+from twin.sim.runtime import Twin
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import LOOPBACK, free_port
-from twin.auth import Access, Principal
 from twin.cli import wait_for_port
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
-from twin.runtime import Twin
 from twin.sample_factory import plc as sample_plc
-from twin.server import create_app
+from twin.server.app import create_app
+from twin.server.auth import Access, Principal
+from twin.sim.runtime import Twin
 
 OPERATOR, VIEWER = "op-" + "o" * 20, "view-" + "v" * 20
 SETPOINT = ("/Factory/Line/Conveyor2", "twin:speedSetpoint")
@@ -115,8 +115,8 @@ def test_scaled_and_64_bit_integer_writes_are_exact():
     ("alice:0123456789abcdef:short", "the role must be one of"),
 ])
 def test_a_malformed_twin_tokens_entry_is_named_without_echoing_it(monkeypatch, entry, message):
-    from twin.auth import Access
-    from twin.errors import TwinError
+    from twin.core.errors import TwinError
+    from twin.server.auth import Access
 
     monkeypatch.setenv("TWIN_TOKENS", f"bob:viewer:fedcba9876543210fedcba,{entry}")
     with pytest.raises(TwinError, match=rf"TWIN_TOKENS entry 2: .*{message}") as caught:
@@ -125,8 +125,8 @@ def test_a_malformed_twin_tokens_entry_is_named_without_echoing_it(monkeypatch, 
 
 
 def test_a_tokens_file_entry_with_a_bad_role_is_named_by_position(tmp_path):
-    from twin.auth import Access
-    from twin.errors import TwinError
+    from twin.core.errors import TwinError
+    from twin.server.auth import Access
 
     path = tmp_path / "tokens.json"
     path.write_text(json.dumps({"tokens": [{"user": "ann", "role": "operator", "token": "a" * 20},

@@ -34,17 +34,17 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "PermissionDeniedError": "twin.sdk.types",
     "ConflictError": "twin.sdk.types",
     "InvalidRequestError": "twin.sdk.types",
-    "Twin": "twin.runtime",
-    "TwinStage": "twin.stage",
-    "RuntimeCache": "twin.cache",
-    "Chain": "twin.kinematics",
-    "KinematicsBatch": "twin.kinematics",
-    "load_urdf": "twin.urdf",
-    "TwinError": "twin.errors",
-    "LayoutError": "twin.errors",
-    "UrdfError": "twin.errors",
-    "BindingError": "twin.errors",
-    "KinematicsError": "twin.errors",
+    "Twin": "twin.sim.runtime",
+    "TwinStage": "twin.core.stage",
+    "RuntimeCache": "twin.core.cache",
+    "Chain": "twin.kinematics.chain",
+    "KinematicsBatch": "twin.kinematics.chain",
+    "load_urdf": "twin.kinematics.urdf",
+    "TwinError": "twin.core.errors",
+    "LayoutError": "twin.core.errors",
+    "UrdfError": "twin.core.errors",
+    "BindingError": "twin.core.errors",
+    "KinematicsError": "twin.core.errors",
     "read_line": "twin.line.model",
     "LineModel": "twin.line.model",
     "run_whatif": "twin.line.whatif",
@@ -63,14 +63,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from twin.cache import RuntimeCache
-    from twin.errors import BindingError, KinematicsError, LayoutError, TwinError, UrdfError
-    from twin.kinematics import Chain, KinematicsBatch
+    from twin.core.cache import RuntimeCache
+    from twin.core.errors import BindingError, KinematicsError, LayoutError, TwinError, UrdfError
+    from twin.core.stage import TwinStage
+    from twin.kinematics.chain import Chain, KinematicsBatch
+    from twin.kinematics.urdf import load_urdf
     from twin.line.client import WhatIfClient, WhatIfError
     from twin.line.live import LiveStart
     from twin.line.model import LineModel, read_line
     from twin.line.whatif import SweepParameter, run_whatif
-    from twin.runtime import Twin
     from twin.sdk.local import LocalTwin
     from twin.sdk.local import open_twin as open
     from twin.sdk.remote import AsyncTwinClient, TwinClient, connect, connect_async
@@ -87,8 +88,7 @@ if TYPE_CHECKING:
         Sample,
         Update,
     )
-    from twin.stage import TwinStage
-    from twin.urdf import load_urdf
+    from twin.sim.runtime import Twin
 
 
 def __getattr__(name: str):

@@ -20,10 +20,10 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from twin.errors import TwinError
+from twin.core.errors import TwinError
 
 if TYPE_CHECKING:
-    from twin.history import Retention
+    from twin.history.store import Retention
 
 log = logging.getLogger("twin")
 
@@ -52,11 +52,12 @@ def default_workdir() -> Path:
 
 def build_sample(workdir: Path, force: bool = False) -> Path:
     """Author the sample factory (USD + GLB) unless an up-to-date copy exists."""
+    from twin import scenes
     from twin.sample_factory import scene as sample_scene
 
     layout = workdir / "factory.usda"
     sources = [*Path(sample_scene.__file__).parent.glob("*.py"),
-               *Path(__file__).resolve().parents[1].joinpath("scenes").glob("*.py")]
+               *Path(scenes.__file__).parent.glob("*.py")]
     newest_source = max((p.stat().st_mtime for p in sources if p.exists()), default=0)
     if force or not layout.is_file() or layout.stat().st_mtime < newest_source:
         log.info("building the sample factory in %s", workdir)
@@ -80,12 +81,12 @@ async def serve(
 ) -> None:
     import uvicorn
 
-    from twin.auth import Access
     from twin.connectors.bindings import load_bindings, validate_against_stage
     from twin.connectors.opcua import OpcUaConnector
-    from twin.runtime import Twin
-    from twin.server import create_app
-    from twin.stream_hub import StreamLimits
+    from twin.server.app import create_app
+    from twin.server.auth import Access
+    from twin.sim.runtime import Twin
+    from twin.stream.hub import StreamLimits
 
     twin = Twin(layout)
     access = Access.load(tokens, loopback_only=host in ("127.0.0.1", "localhost", "::1"))
@@ -101,7 +102,7 @@ async def serve(
                     rule.where, rule.name, rule.key)
     historian = None
     if history is not None:
-        from twin.history import Historian
+        from twin.history.store import Historian
 
         historian = Historian(history, twin.cache, retention=retention or history_retention())
         print(f"twin: history in {history}", flush=True)
@@ -133,7 +134,7 @@ async def serve(
 
 def history_retention(raw_days: float = 1.0, step_s: float = 10.0, keep_days: float = 31.0) -> Retention:
     """Raw samples for `raw_days`, then one per `step_s` per signal until `keep_days` (0: keep forever)."""
-    from twin.history import Retention
+    from twin.history.store import Retention
 
     if raw_days <= 0 or step_s <= 0 or keep_days < 0 or (keep_days and keep_days < raw_days):
         raise TwinError(f"history retention: raw days {raw_days:g} and step {step_s:g} s must be > 0, keep days "

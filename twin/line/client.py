@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from twin.errors import TwinError
+from twin.core.errors import TwinError
 
 from .whatif import SweepParameter
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from twin.errors import TwinError
+from twin.core.errors import TwinError
 
 from .live import LiveStart
 from .model import LineModel

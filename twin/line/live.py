@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.cache import RuntimeCache, quality_name
+from twin.core.cache import RuntimeCache, quality_name
 
 from .model import COLUMN, CONVEYOR, ROBOT, SINK, STATION, LineModel
 from .simulation import LineSimulation

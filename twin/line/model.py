@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pxr import Usd
 
-from twin.errors import LayoutError
+from twin.core.errors import LayoutError
 
 KINDS = ("source", "conveyor", "buffer", "station", "robot", "sink")
 SOURCE, CONVEYOR, BUFFER, STATION, ROBOT, SINK = range(6)
@@ -247,15 +247,15 @@ def _element(prim: Usd.Prim, fail) -> Element:
 def robot_cycle_times(prim: Usd.Prim, fail) -> dict[str, float]:
     """Pick, place and return times of a robot from its taught route (`twin:route`, `twin:pose:*`).
 
-    Each move is the synchronised quintic joint move the robot really makes (twin.trajectory), at
+    Each move is the synchronised quintic joint move the robot really makes (twin.kinematics.trajectory), at
     `twin:jointSpeed` of its joint velocity limits and `twin:jointAcceleration`; "grip" and "release"
     take `twin:gripTime`. Without a route the robot must author twin:pickTime and twin:placeTime.
     """
     route_attribute = prim.GetAttribute("twin:route")
     if not route_attribute or not route_attribute.HasAuthoredValue():
         return {}
-    from twin.kinematics import Chain
-    from twin.trajectory import chain_joint_move
+    from twin.kinematics.chain import Chain
+    from twin.kinematics.trajectory import chain_joint_move
 
     path = str(prim.GetPath())
     route = list(route_attribute.Get())

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from twin.stage import TwinStage
+from twin.core.stage import TwinStage
 
 from . import kernels
 from .model import BUFFER, COLUMN, CONVEYOR, ROBOT, SINK, SOURCE, STATION, LineModel

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import warp as wp
 
-from twin.kinematics import default_device
+from twin.kinematics.device import default_device
 
 from . import kernels
 from .model import COLUMN, LineModel

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.errors import TwinError
+from twin.core.errors import TwinError
 
 from .kpis import summarize, variant_kpis
 from .model import COLUMN, LineModel

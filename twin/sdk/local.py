@@ -20,12 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from twin.cache import RuntimeCache
-from twin.errors import KinematicsError, TwinError, UnknownSignalError
+from twin.core.cache import RuntimeCache
+from twin.core.errors import KinematicsError, TwinError, UnknownSignalError
 from twin.line.whatif import SweepParameter
-from twin.protocol import Frame, Scope, StreamState, encode_frame, schema_id, schema_message
-from twin.runtime import Twin
-from twin.scene_info import prim_details, scene_tree
 from twin.sdk.types import (
     Alarm,
     ConflictError,
@@ -39,7 +36,10 @@ from twin.sdk.types import (
     prim_paths,
     update_from_frame,
 )
-from twin.stream import signal_json
+from twin.sim.runtime import Twin
+from twin.sim.scene_info import prim_details, scene_tree
+from twin.stream.frames import signal_json
+from twin.stream.protocol import Frame, Scope, StreamState, encode_frame, schema_id, schema_message
 
 
 class LocalTwin:
@@ -55,7 +55,7 @@ class LocalTwin:
             self.user = "local"
         self._jobs = None
         if history is not None:
-            from twin.history import Historian
+            from twin.history.store import Historian
 
             self.historian = Historian(history, self.twin.cache)
             self.historian.attach_alarms(self.twin.alarms)

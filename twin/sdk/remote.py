@@ -22,11 +22,11 @@ import httpx
 import numpy as np
 import websockets
 
-from twin.errors import TwinError
+from twin.core.errors import TwinError
 from twin.line.client import whatif_request
 from twin.line.whatif import SweepParameter
-from twin.protocol import Frame, Gap, StreamState
 from twin.sdk.types import Alarm, History, IkSolution, Robot, Sample, Update, api_error, prim_paths, update_from_frame
+from twin.stream.protocol import Frame, Gap, StreamState
 
 T = TypeVar("T")
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from twin.errors import TwinError
-from twin.kinematics import pose_to_matrix
-from twin.protocol import Frame, StreamState
+from twin.core.errors import TwinError
+from twin.core.transforms import pose_to_matrix
+from twin.stream.protocol import Frame, StreamState
 
 
 class ApiError(TwinError):

@@ -11,8 +11,8 @@ import asyncio
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from twin.errors import KinematicsError
-from twin.robots import SceneRobots
+from twin.core.errors import KinematicsError
+from twin.sim.robots import SceneRobots
 
 MAX_REST_FK = 2_000  # joint vectors per request: the answer is JSON, 2,000 x 9 links x 16 numbers is ~5 MB
 

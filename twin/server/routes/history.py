@@ -14,10 +14,10 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
 
-from twin.errors import TwinError, UnknownSignalError
-from twin.history import Historian
-from twin.replay import Replay
-from twin.runtime import Twin
+from twin.core.errors import TwinError, UnknownSignalError
+from twin.history.replay import Replay
+from twin.history.store import Historian
+from twin.sim.runtime import Twin
 
 
 def _json(values) -> list:

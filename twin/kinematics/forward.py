@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import warp as wp
 
-from twin.kinematics import FIXED, PRISMATIC, REVOLUTE, Chain, matrix_to_pose, pose_to_matrix
+from twin.core.transforms import matrix_to_pose, pose_to_matrix
+from twin.kinematics.chain import FIXED, PRISMATIC, REVOLUTE, Chain
 
 _EPS = 1e-12
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.cache import RuntimeCache, quality_codes
-from twin.kinematics import matrix_to_pose
+from twin.core.cache import RuntimeCache, quality_codes
+from twin.core.transforms import matrix_to_pose
 
 MAGIC = b"TWIN"
 PROTOCOL = 1

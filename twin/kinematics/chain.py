@@ -10,7 +10,6 @@ and link transforms are the mutable state, kept in separate arrays.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,79 +18,15 @@ from pathlib import Path
 import numpy as np
 import warp as wp
 
-from twin.errors import KinematicsError
-from twin.urdf import RobotDescription, load_urdf
+from twin.core.errors import KinematicsError
+from twin.core.transforms import matrix_to_pose, pose_to_matrix
+from twin.kinematics.device import default_device
+from twin.kinematics.urdf import RobotDescription, load_urdf
 
 wp.config.log_level = wp.LOG_WARNING  # no banner or per-module load lines in the twin's logs
 
 FIXED, REVOLUTE, PRISMATIC = 0, 1, 2
 _TYPE_CODES = {"fixed": FIXED, "revolute": REVOLUTE, "continuous": REVOLUTE, "prismatic": PRISMATIC}
-
-
-def default_device() -> str:
-    """`TWIN_DEVICE` if set, else CUDA when Warp sees a GPU, else the CPU."""
-    wp.init()
-    wanted = os.environ.get("TWIN_DEVICE")
-    if wanted:
-        return wanted
-    return "cuda:0" if wp.is_cuda_available() else "cpu"
-
-
-# --------------------------------------------------------------------------- math helpers
-def matrix_to_pose(matrix: np.ndarray) -> np.ndarray:
-    """4x4 rigid transforms (..., 4, 4) -> Warp pose layout (..., 7): position, quaternion x y z w.
-
-    Shepperd's method, vectorised: each rotation takes the branch with the largest pivot, so it is
-    robust for every rotation (the stream converts thousands of transforms per frame with it).
-    """
-    matrix = np.asarray(matrix, np.float64)
-    r = matrix[..., :3, :3].reshape(-1, 3, 3)
-    r00, r11, r22 = r[:, 0, 0], r[:, 1, 1], r[:, 2, 2]
-    trace = r00 + r11 + r22
-    first = trace > 0
-    second = ~first & (r00 > r11) & (r00 > r22)
-    third = ~first & ~second & (r11 > r22)
-    fourth = ~(first | second | third)
-    quats = np.empty((r.shape[0], 4))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        branches = (
-            (first, 2.0 * np.sqrt(np.maximum(trace + 1.0, 0.0)),
-             lambda s: ((r[:, 2, 1] - r[:, 1, 2]) / s, (r[:, 0, 2] - r[:, 2, 0]) / s,
-                        (r[:, 1, 0] - r[:, 0, 1]) / s, 0.25 * s)),
-            (second, 2.0 * np.sqrt(np.maximum(1.0 + r00 - r11 - r22, 0.0)),
-             lambda s: (0.25 * s, (r[:, 0, 1] + r[:, 1, 0]) / s, (r[:, 0, 2] + r[:, 2, 0]) / s,
-                        (r[:, 2, 1] - r[:, 1, 2]) / s)),
-            (third, 2.0 * np.sqrt(np.maximum(1.0 + r11 - r00 - r22, 0.0)),
-             lambda s: ((r[:, 0, 1] + r[:, 1, 0]) / s, 0.25 * s, (r[:, 1, 2] + r[:, 2, 1]) / s,
-                        (r[:, 0, 2] - r[:, 2, 0]) / s)),
-            (fourth, 2.0 * np.sqrt(np.maximum(1.0 + r22 - r00 - r11, 0.0)),
-             lambda s: ((r[:, 0, 2] + r[:, 2, 0]) / s, (r[:, 1, 2] + r[:, 2, 1]) / s, 0.25 * s,
-                        (r[:, 1, 0] - r[:, 0, 1]) / s)),
-        )
-        for mask, pivot, components in branches:
-            if mask.any():
-                quats[mask] = np.stack(components(pivot), axis=1)[mask]
-    quats /= np.linalg.norm(quats, axis=1, keepdims=True)
-    return np.concatenate([matrix[..., :3, 3].reshape(-1, 3), quats], axis=1).reshape(*matrix.shape[:-2], 7)
-
-
-def pose_to_matrix(pose: np.ndarray) -> np.ndarray:
-    """Warp pose layout (..., 7) -> 4x4 rigid transforms (..., 4, 4)."""
-    pose = np.asarray(pose, np.float64)
-    x, y, z, w = (pose[..., i] for i in range(3, 7))
-    matrix = np.zeros((*pose.shape[:-1], 4, 4))
-    matrix[..., 0, 0] = 1 - 2 * (y * y + z * z)
-    matrix[..., 0, 1] = 2 * (x * y - z * w)
-    matrix[..., 0, 2] = 2 * (x * z + y * w)
-    matrix[..., 1, 0] = 2 * (x * y + z * w)
-    matrix[..., 1, 1] = 1 - 2 * (x * x + z * z)
-    matrix[..., 1, 2] = 2 * (y * z - x * w)
-    matrix[..., 2, 0] = 2 * (x * z - y * w)
-    matrix[..., 2, 1] = 2 * (y * z + x * w)
-    matrix[..., 2, 2] = 1 - 2 * (x * x + y * y)
-    matrix[..., :3, 3] = pose[..., :3]
-    matrix[..., 3, 3] = 1.0
-    return matrix
 
 
 # --------------------------------------------------------------------------- the model of one robot
@@ -150,7 +85,7 @@ class Chain:
     @classmethod
     def from_usd(cls, stage, prim_path: str) -> Chain:
         """Read a robot authored as a UsdPhysics articulation (see docs/architecture.md)."""
-        from twin.usd_robot import read_articulation
+        from twin.kinematics.usd import read_articulation
 
         name, root, joints = read_articulation(stage, prim_path)
         return _build_chain(name, root, [_JointRecord(**joint) for joint in joints])
@@ -163,7 +98,7 @@ class Chain:
 
     def forward_evaluator(self, device: str | None = None):
         """The batched FK of this robot, with a kernel specialised to it (twin/fk_codegen.py)."""
-        from twin.fk_codegen import ChainForward
+        from twin.kinematics.forward import ChainForward
 
         device = device or default_device()
         cache = self.__dict__.setdefault("_evaluators", {})  # frozen dataclass: per-instance memo
@@ -187,7 +122,7 @@ class Chain:
 
         Returns `IkResult(q, success, position_error, rotation_error)`; see twin/ik.py for options.
         """
-        from twin.ik import solve_ik
+        from twin.kinematics.ik import solve_ik
 
         return solve_ik(self, targets, link, seeds=seeds, **options)
 

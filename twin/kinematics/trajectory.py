@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import warp as wp
 
-from twin.errors import KinematicsError
-from twin.kinematics import Chain, default_device
+from twin.core.errors import KinematicsError
+from twin.kinematics.chain import Chain
+from twin.kinematics.device import default_device
 
 TRAPEZOIDAL, QUINTIC = 0, 1
 _PROFILES = {"trapezoidal": TRAPEZOIDAL, "quintic": QUINTIC}

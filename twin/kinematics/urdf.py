@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twin.errors import UrdfError
+from twin.core.errors import UrdfError
 
 JOINT_TYPES = ("revolute", "continuous", "prismatic", "fixed")
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 from fastapi import WebSocket
 
-from twin.alarms import AlarmEngine
-from twin.cache import RuntimeCache
-from twin.protocol import PROTOCOL, Scope, encode_frame, schema_id, schema_message
-from twin.stream import build_frame
+from twin.core.alarms import AlarmEngine
+from twin.core.cache import RuntimeCache
+from twin.stream.frames import build_frame
+from twin.stream.protocol import PROTOCOL, Scope, encode_frame, schema_id, schema_message
 
 CLOSE_STALLED = 4001
 CLOSE_POLICY = 1008

@@ -18,12 +18,12 @@ import threading
 
 import numpy as np
 
-from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache, state_name
-from twin.history import Historian
-from twin.parts import PartTracker
-from twin.protocol import Scope, encode_frame
-from twin.robots import SceneRobots
-from twin.runtime import Twin
+from twin.core.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache, state_name
+from twin.history.store import Historian
+from twin.sim.parts import PartTracker
+from twin.sim.robots import SceneRobots
+from twin.sim.runtime import Twin
+from twin.stream.protocol import Scope, encode_frame
 
 
 class _Shadow:

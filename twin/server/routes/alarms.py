@@ -12,10 +12,10 @@ import math
 from fastapi import APIRouter, Header, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from twin.alarms import AlarmEngine
-from twin.auth import Access
-from twin.history import Historian
-from twin.server_history import need_historian
+from twin.core.alarms import AlarmEngine
+from twin.history.store import Historian
+from twin.server.auth import Access
+from twin.server.routes.history import need_historian
 
 
 class Acknowledgement(BaseModel):

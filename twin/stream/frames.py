@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from twin.cache import RuntimeCache, quality_name
+from twin.core.cache import RuntimeCache, quality_name
 
 DECIMALS = 5  # 10 micrometres / 1e-5 rad: far below what the viewer can show
 

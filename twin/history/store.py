@@ -25,9 +25,9 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from twin.alarms import AlarmEngine, alarms_from_events
-from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
-from twin.errors import TwinError, UnknownSignalError
+from twin.core.alarms import AlarmEngine, alarms_from_events
+from twin.core.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
+from twin.core.errors import TwinError, UnknownSignalError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS signals (id INTEGER PRIMARY KEY, key VARCHAR UNIQUE NOT NULL, width INTEGER NOT NULL,

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twin.cache import RuntimeCache, quality_name
-from twin.kinematics import Chain, KinematicsBatch
-from twin.stage import TwinStage
-from twin.usd_robot import link_prim_paths
+from twin.core.cache import RuntimeCache, quality_name
+from twin.core.stage import TwinStage
+from twin.kinematics.chain import Chain, KinematicsBatch
+from twin.kinematics.usd import link_prim_paths
 
 JOINT_SIGNAL = "twin:jointPositions"
 

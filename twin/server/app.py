@@ -21,16 +21,16 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from twin.auth import Access, AuthError
-from twin.history import Historian
-from twin.runtime import Twin
-from twin.scene_info import prim_details, scene_tree
-from twin.server_alarms import alarms_router
-from twin.server_history import history_router
-from twin.server_robots import robots_router
-from twin.server_whatif import whatif_router
-from twin.stream import signal_json
-from twin.stream_hub import StreamHub, StreamLimits
+from twin.history.store import Historian
+from twin.server.auth import Access, AuthError
+from twin.server.routes.alarms import alarms_router
+from twin.server.routes.history import history_router
+from twin.server.routes.robots import robots_router
+from twin.server.routes.whatif import whatif_router
+from twin.sim.runtime import Twin
+from twin.sim.scene_info import prim_details, scene_tree
+from twin.stream.frames import signal_json
+from twin.stream.hub import StreamHub, StreamLimits
 
 
 class SignalWriter(Protocol):
@@ -55,7 +55,7 @@ class WriteRequest(BaseModel):
 
 log = logging.getLogger("twin.server")
 
-WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
+WEB_DIST = Path(__file__).resolve().parents[2] / "web" / "dist"
 def create_app(
     twin: Twin,
     *,

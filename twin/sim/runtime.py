@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from twin.alarms import AlarmEngine, rules_from_stage
-from twin.cache import RuntimeCache
-from twin.kinematics import default_device
-from twin.live_kpis import LiveKpis
-from twin.parts import PartTracker
-from twin.robots import SceneRobots
-from twin.stage import LiveLayerWriter, TwinStage
+from twin.core.alarms import AlarmEngine, rules_from_stage
+from twin.core.cache import RuntimeCache
+from twin.core.stage import LiveLayerWriter, TwinStage
+from twin.kinematics.device import default_device
+from twin.sim.kpis import LiveKpis
+from twin.sim.parts import PartTracker
+from twin.sim.robots import SceneRobots
 
 
 class Twin:

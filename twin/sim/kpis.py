@@ -19,8 +19,8 @@ from collections import deque
 
 import numpy as np
 
-from twin.cache import GOOD, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
-from twin.stage import TwinStage
+from twin.core.cache import GOOD, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
+from twin.core.stage import TwinStage
 
 WINDOW_S = 600.0  # ten minutes: long enough to smooth single cycles, short enough to show a change
 SAMPLE_S = 1.0

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from twin.errors import TwinError
+from twin.core.errors import TwinError
 
 ROLES = ("viewer", "operator", "admin")
 

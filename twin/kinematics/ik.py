@@ -16,8 +16,10 @@ from typing import NamedTuple
 import numpy as np
 import warp as wp
 
-from twin.errors import KinematicsError
-from twin.kinematics import Chain, default_device, jacobian_column, joint_transform, matrix_to_pose, vec6
+from twin.core.errors import KinematicsError
+from twin.core.transforms import matrix_to_pose
+from twin.kinematics.chain import Chain, jacobian_column, joint_transform, vec6
+from twin.kinematics.device import default_device
 
 MAX_DOF = 12
 vec_dof = wp.types.vector(length=MAX_DOF, dtype=float)

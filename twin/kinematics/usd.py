@@ -13,8 +13,8 @@ import math
 import numpy as np
 from pxr import Usd, UsdPhysics
 
-from twin.errors import LayoutError
-from twin.kinematics import pose_to_matrix
+from twin.core.errors import LayoutError
+from twin.core.transforms import pose_to_matrix
 
 _AXES = {"X": np.array([1.0, 0.0, 0.0]), "Y": np.array([0.0, 1.0, 0.0]), "Z": np.array([0.0, 0.0, 1.0])}
 

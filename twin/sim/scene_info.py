@@ -10,8 +10,8 @@ import math
 import numpy as np
 from pxr import Gf, Sdf, Usd, Vt
 
-from twin.runtime import Twin
-from twin.stream import signal_json
+from twin.sim.runtime import Twin
+from twin.stream.frames import signal_json
 
 _MAX_INLINE_ARRAY = 32  # larger attribute arrays (mesh points...) are summarised, not sent
 

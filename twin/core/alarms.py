@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache, quality_codes, quality_name
-from twin.errors import LayoutError, TwinError
+from twin.core.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache, quality_codes, quality_name
+from twin.core.errors import LayoutError, TwinError
 
 KINDS = ("high", "low", "rate", "equals", "stale")
 SEVERITIES = {"low": 250, "medium": 500, "high": 750, "critical": 1000}  # OPC-UA A&C severity scale

@@ -15,14 +15,14 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from twin.auth import Access
-from twin.errors import TwinError
+from twin.core.errors import TwinError
 from twin.line.jobs import WhatIfJobs, WhatIfRequest
 from twin.line.live import LiveStart
 from twin.line.model import KINDS, PARAMETERS, LineModel, read_line
 from twin.line.playback import PlaybackGeometry, playback_frames, record_variant
 from twin.line.whatif import MAX_HOURS, SweepParameter
-from twin.runtime import Twin
+from twin.server.auth import Access
+from twin.sim.runtime import Twin
 
 MAX_PLAYBACK_SECONDS = 3600.0
 MAX_PLAYBACK_FRAMES = 3000

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from pxr import Gf, Sdf, Tf, Usd, UsdGeom, Vt
 
-from twin.cache import RuntimeCache
-from twin.errors import LayoutError
+from twin.core.cache import RuntimeCache
+from twin.core.errors import LayoutError
 
 _PARSE_ERROR = re.compile(r":(\d+):\d+: (.*?)'?$", re.MULTILINE)
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 import warp as wp
 
-from twin.cache import RuntimeCache, quality_name
-from twin.kinematics import default_device, matrix_to_pose, pose_to_matrix
-from twin.robots import SceneRobots
-from twin.stage import TwinStage
+from twin.core.cache import RuntimeCache, quality_name
+from twin.core.stage import TwinStage
+from twin.core.transforms import matrix_to_pose, pose_to_matrix
+from twin.kinematics.device import default_device
+from twin.sim.robots import SceneRobots
 
 PARTS = "parts"
 PART_HALF = 0.1  # parts are 0.2 m cubes; their origin is their centre

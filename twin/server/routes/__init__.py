@@ -1,0 +1,1 @@
+"""One router per API area; each takes what it needs through the dependencies in `twin.server.deps`."""
