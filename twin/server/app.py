@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from twin.history.store import Historian
+from twin.server.assets import WEB_DIST
 from twin.server.auth import Access, AuthError
 from twin.server.routes.alarms import alarms_router
 from twin.server.routes.history import history_router
@@ -55,7 +56,6 @@ class WriteRequest(BaseModel):
 
 log = logging.getLogger("twin.server")
 
-WEB_DIST = Path(__file__).resolve().parents[2] / "web" / "dist"
 def create_app(
     twin: Twin,
     *,
