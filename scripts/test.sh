@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --browser
 .venv/bin/ruff check .
+.venv/bin/mypy  # the packages in pyproject's [tool.mypy] files
 exec .venv/bin/python -m pytest "$@"
