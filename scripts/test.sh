@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --browser
 .venv/bin/ruff check .
+(cd web && npm run --silent lint)
 .venv/bin/mypy  # the packages in pyproject's [tool.mypy] files
 exec .venv/bin/python -m pytest "$@"

@@ -171,7 +171,7 @@ export class Replay {
     }
     if (!this.state.active) return false; // live again meanwhile
     const schema = this.schema();
-    let frame = null;
+    let frame;
     try {
       frame = schema && decodeFrame(buffer, schema.widths);
     } catch (error) {
