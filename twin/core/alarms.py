@@ -460,8 +460,9 @@ class AlarmEngine:
             if alarm.acknowledged:
                 raise ValueError(f"alarm {alarm_id} was already acknowledged by {alarm.acknowledged_by} at "
                                  f"{alarm.acknowledged_at}")
-            alarm.acknowledge(time.time(), user, comment)
-            self._event(alarm, "acknowledged", alarm.acknowledged_at, user=user, comment=comment)
+            now = time.time()
+            alarm.acknowledge(now, user, comment)
+            self._event(alarm, "acknowledged", now, user=user, comment=comment)
             if alarm.closed:
                 self._close(alarm)
             return alarm
