@@ -193,9 +193,8 @@ class _Session:
             if self.version is None:
                 await self.send_json(schema_message(cache, current_schema))
             data, version = self.hub.frame(self.version, self.scope)
-            if data is None:
-                self.version = version
-                return False
+            if data is None:  # nothing in scope changed: the client keeps the version it holds, the next
+                return False  # delta is based on it (never on a version this client was not sent)
             await self._send(data)
         self.schema = current_schema
         self.version = version
