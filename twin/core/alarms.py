@@ -25,16 +25,22 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from twin.core.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache, quality_codes, quality_name
 from twin.core.errors import LayoutError, TwinError
+from twin.core.schema import FieldError, blamed, sentence
 
-KINDS = ("high", "low", "rate", "equals", "stale")
+Kind = Literal["high", "low", "rate", "equals", "stale"]
+Severity = Literal["low", "medium", "high", "critical"]
+KINDS: tuple[str, ...] = get_args(Kind)
 SEVERITIES = {"low": 250, "medium": 500, "high": 750, "critical": 1000}  # OPC-UA A&C severity scale
-FIELDS = {*KINDS, "deadband", "window_s", "severity", "message", "name"}
 EVENT_BUFFER = 10_000  # events kept in memory for readers that poll with events_since
+_NUMBER = "a finite number"
 
 
 class AlarmRuleError(TwinError):
@@ -72,61 +78,83 @@ class AlarmRule:
                 "stale": f"{self.key}: no fresh data" + (f" for {self.limit:g} s" if self.limit else "")}[self.kind]
 
 
+class AlarmRuleSpec(BaseModel):
+    """A rule's fields as written (binding file or layout), before it is tied to a signal."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    high: float | None = Field(None, allow_inf_nan=False, description=_NUMBER)
+    low: float | None = Field(None, allow_inf_nan=False, description=_NUMBER)
+    rate: float | None = Field(None, gt=0, allow_inf_nan=False, description=_NUMBER)  # units per second
+    equals: float | str | None = None  # a number, or a state name (an enum label or a text value)
+    stale: float | None = Field(None, ge=0, allow_inf_nan=False, description=_NUMBER)  # seconds; 0: source lost
+    deadband: float = Field(0.0, ge=0, allow_inf_nan=False, description=_NUMBER)
+    window_s: float = Field(10.0, gt=0, allow_inf_nan=False, description=_NUMBER)
+    severity: Severity = "medium"
+    message: str = ""
+    name: str | None = Field(None, pattern=r"^[^ :/.]+$", description="a word without spaces, ':', '/' or '.'")
+
+    @field_validator("equals", mode="before")
+    @classmethod
+    def _number_or_state(cls, value: object) -> float | str:
+        if isinstance(value, bool | int | float):  # a layout's `bool equals = 1` is a number too
+            return float(value)
+        if not isinstance(value, str) or value == "":
+            raise ValueError(f"alarm equals must be a number or a state name, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AlarmRuleSpec:
+        given = [kind for kind in KINDS if kind in self.model_fields_set]
+        if len(given) != 1:
+            raise FieldError(given[1] if given else (), f"an alarm takes exactly one of {', '.join(KINDS)}; "
+                                                        f"got {given or 'none'}")
+        kind = self.kind
+        if getattr(self, kind) is None:
+            raise FieldError(kind, f"alarm {kind} needs a value")
+        if "deadband" in self.model_fields_set and kind not in ("high", "low", "rate"):
+            raise FieldError("deadband", f"a deadband applies to high, low and rate alarms, not {kind}")
+        if "window_s" in self.model_fields_set and kind != "rate":
+            raise FieldError("window_s", "window_s applies to rate alarms only")
+        if self.rate is not None and self.deadband >= self.rate:
+            raise FieldError("deadband", f"a rate alarm's deadband ({self.deadband:g}) must be below its rate "
+                                         f"({self.rate:g}), or it could never clear")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in KINDS if kind in self.model_fields_set)
+
+    def rule(self, key: str, where: str) -> AlarmRule:
+        kind = self.kind
+        limit = math.nan if kind == "equals" else float(getattr(self, kind))
+        return AlarmRule(key=key, name=self.name or kind, kind=kind, limit=limit, equals=self.equals,
+                         deadband=self.deadband, window_s=self.window_s, severity=self.severity,
+                         message=self.message, where=where)
+
+
 def parse_rule(spec: Mapping[str, object], key: str, *, default_name: str | None = None,
                where: str = "") -> AlarmRule:
     """A rule from its fields: exactly one of high/low/rate/equals/stale, plus deadband, window_s,
     severity, message, name. Raises AlarmRuleError naming the field."""
-    for name in spec:
-        if name not in FIELDS:
-            raise AlarmRuleError(name, f"unknown alarm field {name!r} (allowed: {', '.join(sorted(FIELDS))})")
-    kinds = [kind for kind in KINDS if kind in spec]
-    if len(kinds) != 1:
-        raise AlarmRuleError(kinds[1] if kinds else None,
-                             f"an alarm takes exactly one of {', '.join(KINDS)}; got {kinds or 'none'}")
-    kind = kinds[0]
+    fields = dict(spec)
+    if default_name is not None:
+        fields.setdefault("name", default_name)
+    try:
+        return AlarmRuleSpec.model_validate(fields).rule(key, where)
+    except ValidationError as error:
+        raise _rule_error(error.errors(include_url=False)[0], fields) from None
 
-    def number(name: str, default: float, *, minimum: float = -math.inf, above: float | None = None) -> float:
-        value = spec.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise AlarmRuleError(name, f"alarm {name} must be a finite number, got {value!r}")
-        if value < minimum or (above is not None and value <= above):
-            bound = f"> {above:g}" if above is not None else f">= {minimum:g}"
-            raise AlarmRuleError(name, f"alarm {name} must be {bound}, got {value!r}")
-        return float(value)
 
-    limit, equals = math.nan, None
-    if kind in ("high", "low"):
-        limit = number(kind, math.nan)
-    elif kind == "rate":
-        limit = number("rate", math.nan, above=0.0)
-    elif kind == "stale":
-        limit = number("stale", math.nan, minimum=0.0)
-    else:
-        equals = spec["equals"]
-        if isinstance(equals, bool):
-            equals = float(equals)
-        if not isinstance(equals, int | float | str) or equals == "":
-            raise AlarmRuleError("equals", f"alarm equals must be a number or a state name, got {equals!r}")
-        equals = float(equals) if isinstance(equals, int | float) else equals
-    if "deadband" in spec and kind not in ("high", "low", "rate"):
-        raise AlarmRuleError("deadband", f"a deadband applies to high, low and rate alarms, not {kind}")
-    if "window_s" in spec and kind != "rate":
-        raise AlarmRuleError("window_s", "window_s applies to rate alarms only")
-    severity = spec.get("severity", "medium")
-    if severity not in SEVERITIES:
-        raise AlarmRuleError("severity", f"alarm severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
-    name = spec.get("name", default_name or kind)
-    if not isinstance(name, str) or not name or any(c in name for c in " :/."):
-        raise AlarmRuleError("name", f"alarm name must be a word without spaces, ':', '/' or '.', got {name!r}")
-    message = spec.get("message", "")
-    if not isinstance(message, str):
-        raise AlarmRuleError("message", f"alarm message must be text, got {message!r}")
-    deadband = number("deadband", 0.0, minimum=0.0)
-    if kind == "rate" and deadband >= limit:
-        raise AlarmRuleError("deadband", f"a rate alarm's deadband ({deadband:g}) must be below its rate "
-                                         f"({limit:g}), or it could never clear")
-    return AlarmRule(key, name, kind, limit, equals, deadband,
-                     number("window_s", 10.0, above=0.0), str(severity), message, where)
+def _rule_error(error: ErrorDetails, fields: dict[str, object]) -> AlarmRuleError:
+    loc = blamed(error)
+    name = str(loc[0]) if loc else None
+    if name is None:
+        return AlarmRuleError(None, sentence(error, None, "", None))
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(AlarmRuleSpec.model_fields))
+        return AlarmRuleError(name, f"unknown alarm field {name!r} (allowed: {allowed})")
+    return AlarmRuleError(name, sentence(error, AlarmRuleSpec, name, fields.get(name), prefix="alarm "))
 
 
 ATTRIBUTE_PREFIX = "twin:alarm:"
