@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
-from fastapi import WebSocket
+from fastapi import WebSocket, WebSocketDisconnect
 
 from twin.core.alarms import AlarmEngine
 from twin.core.cache import RuntimeCache
@@ -28,6 +29,9 @@ from twin.stream.protocol import PROTOCOL, Scope, encode_frame, schema_id, schem
 CLOSE_STALLED = 4001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_SERVER_ERROR = 1011
+
+log = logging.getLogger("twin.stream")
 
 
 @dataclass
@@ -64,6 +68,8 @@ class StreamHub:
 
     def alarm_list(self) -> tuple[int, list[dict]]:
         """(version, the open alarms as JSON), built once per alarm version for every session."""
+        if self.alarms is None:  # a hub without an alarm engine has none open
+            return self._alarm_list
         version = self.alarms.version
         if self._alarm_list[0] != version:
             self._alarm_list = (version, self.alarms.open_alarms())
@@ -159,8 +165,11 @@ class _Session:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.websocket.close(code=CLOSE_STALLED, reason="stalled: frames not read"),
                                        1.0)
-        except Exception:  # the client went away mid-send (WebSocketDisconnect, RuntimeError...)
-            pass
+        except Exception as error:  # mostly a client gone mid-send; anything else is said before closing
+            if not isinstance(error, WebSocketDisconnect | ConnectionError):
+                log.warning("stream session ended by %s: %s", type(error).__name__, str(error)[:200])
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.websocket.close(code=CLOSE_SERVER_ERROR, reason="server error"), 1.0)
         finally:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -223,25 +232,27 @@ class _Session:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            if message.get("bytes") is not None:
-                await self._error("binary messages are not accepted; send JSON text")
-                continue
-            text = message.get("text") or ""
-            if len(text.encode()) > limits.max_message_bytes:
+            binary = message.get("bytes")
+            size = len(binary) if binary is not None else len((message.get("text") or "").encode())
+            if size > limits.max_message_bytes:
                 self.closing = (CLOSE_TOO_BIG, f"message over {limits.max_message_bytes} bytes")
                 self.wake.set()
                 return
-            if not self._allow():
+            if not self._allow():  # every message counts, binary ones and bad ones too
                 if self.excess > limits.abuse_limit:
                     self.closing = (CLOSE_POLICY, "too many messages")
                     self.wake.set()
                     return
                 await self._error(f"too many messages: at most {limits.messages_per_s:g} per second")
                 continue
+            if binary is not None:
+                await self._error("binary messages are not accepted; send JSON text")
+                continue
             try:
-                request = json.loads(text)
-            except json.JSONDecodeError as error:
-                await self._error(f"message is not JSON: {error.msg} at character {error.pos}")
+                request = json.loads(message.get("text") or "", parse_constant=_refuse_constant)
+            except (json.JSONDecodeError, ValueError) as error:
+                reason = f"{error.msg} at character {error.pos}" if isinstance(error, json.JSONDecodeError) else error
+                await self._error(f"message is not JSON: {reason}")
                 continue
             await self._handle(request)
 
@@ -275,7 +286,11 @@ class _Session:
                                   "signals": list(self.scope.signals), "instances": self.scope.instances})
             self.wake.set()
         elif kind == "ping":
-            await self.send_json({"type": "pong", "id": request.get("id"), "time": time.time()})
+            ping_id = request.get("id")
+            if not (ping_id is None or isinstance(ping_id, str | int | float) and len(str(ping_id)) <= 64):
+                await self._error("ping: id must be a number or a string of at most 64 characters")
+                return
+            await self.send_json({"type": "pong", "id": ping_id, "time": time.time()})
         else:
             await self._error(f"unknown message type {kind!r}: use subscribe, resync or ping")
 
@@ -285,3 +300,8 @@ class _Session:
 
 class _Stalled(Exception):
     pass
+
+
+def _refuse_constant(name: str) -> float:
+    """JSON has no NaN or Infinity; Python's parser accepts them unless told otherwise."""
+    raise ValueError(f"{name} is not a JSON number")
