@@ -38,7 +38,7 @@ from twin.core import heap
 from twin.core.cache import UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name, state_name
 
 from .bindings import Binding, BindingFile, ServerConfig, qualified_name_parts
-from .security import configure_client
+from .security import TwinClient, configure_client
 
 log = logging.getLogger("twin.connectors.opcua")
 
@@ -231,8 +231,8 @@ class _Session:
         while True:
             # asyncua reads the server's state every watchdog interval and gives the answer as long again;
             # at 1 s a busy server (10,000 first values after subscribing) was taken for a dead one
-            client = Client(self.config.endpoint, timeout=max(5.0, self.config.health_check_s),
-                            watchdog_intervall=self.config.health_check_s)
+            client = TwinClient(self.config, timeout=max(5.0, self.config.health_check_s),
+                                watchdog_intervall=self.config.health_check_s)
             try:
                 self._lost.clear()
                 await self._configure(client)
@@ -365,7 +365,7 @@ class _Session:
             raw = from_twin(binding, value, variant_type)
         except ValueError as error:
             code = BAD_OUT_OF_RANGE if isinstance(error, OutOfRange) else BAD_TYPE_MISMATCH
-            return WriteResult(False, ua.StatusCode(code).name, code, str(error))
+            return WriteResult(False, ua.StatusCode(ua.UInt32(code)).name, code, str(error))
         try:
             await node.write_value(ua.DataValue(ua.Variant(raw, variant_type)))
         except ua.UaStatusCodeError as error:
@@ -433,7 +433,7 @@ async def _create_items(subscription, requests: list[ua.MonitoredItemCreateReque
         if not one_by_one:
             raise
         if len(requests) == 1:  # a filter asyncua cannot send, or the server cannot take
-            return [ua.StatusCode(ua.StatusCodes.BadMonitoredItemFilterUnsupported)]
+            return [ua.StatusCode(ua.UInt32(ua.StatusCodes.BadMonitoredItemFilterUnsupported))]
     handles = []
     for request in requests:
         handles += await _create_items(subscription, [request], one_by_one=True)
@@ -467,6 +467,7 @@ def from_twin(binding: Binding, value, variant_type: ua.VariantType):
         raise OutOfRange(f"{value} is below the lower limit {binding.minimum}")
     if binding.maximum is not None and value > binding.maximum:
         raise OutOfRange(f"{value} is above the upper limit {binding.maximum}")
+    raw: int | float
     if isinstance(value, int) and binding.scale == 1.0 and binding.offset == 0.0:
         raw = value  # integers stay exact, 64-bit ones included
     else:

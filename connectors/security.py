@@ -5,10 +5,15 @@ shows it, for the PLC's administrator to trust) and connects with Basic256Sha256
 signing and encrypting, as its binding file says. Passwords come from the environment, never
 from a file. When the binding file lists trusted server certificates, a server presenting any
 other certificate is refused before a session is opened.
+
+Commissioning mistakes get an answer that says what to do: a server that refuses the secure
+channel (most often because it does not trust the twin's certificate yet) is named with the
+certificate's file and thumbprint, and a server without the asked-for security lists what it offers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
@@ -38,6 +43,66 @@ T = TypeVar("T")
 
 class ServerSecurityError(TwinError):
     """The server cannot be trusted or offers no channel with the security the binding file asks for."""
+
+
+def _mode_name(mode: ua.MessageSecurityMode) -> str:
+    return mode.name.rstrip("_")  # None_ -> None
+
+
+def _offered(endpoints: list[ua.EndpointDescription]) -> str:
+    """What a server's endpoints offer, e.g. "Basic256Sha256 Sign, None None"."""
+    return ", ".join(sorted({f"{e.SecurityPolicyUri.rpartition('#')[2]} {_mode_name(e.SecurityMode)}"
+                             for e in endpoints})) or "nothing"
+
+
+class TwinClient(Client):
+    """asyncua's Client for one server of a binding file, turning asyncua's reading of a refusal into advice.
+
+    asyncua 2.1 cannot read the ServiceFault a server sends instead of an OpenSecureChannelResponse
+    (node-opcua does, for a client certificate it does not trust) and fails with a bare AssertionError;
+    a server without the asked-for security fails CreateSession with "No matching endpoints".
+    """
+
+    def __init__(self, server: ServerConfig, **options) -> None:
+        super().__init__(server.endpoint, **options)
+        self.server = server
+
+    async def open_secure_channel(self, renew: bool = False) -> None:
+        try:
+            await super().open_secure_channel(renew)
+        except (asyncio.CancelledError, TimeoutError):
+            raise  # no answer is not a refusal
+        except Exception as error:
+            security = self.server.security
+            if renew or security.policy == "None" or security.certificate is None:
+                raise
+            answer = f" (it answered {ua.StatusCode(error.code).name})" if isinstance(error, ua.UaStatusCodeError) \
+                else ""
+            try:
+                identity = f"certificate {security.certificate} (SHA-1 thumbprint {thumbprint(security.certificate)})"
+            except (OSError, ValueError):
+                identity = f"certificate {security.certificate}"
+            raise ServerSecurityError(
+                f"{self.server.endpoint} refused the {security.policy} {security.mode} secure channel{answer}: "
+                f"the server probably does not trust the twin's {identity}. Trust it on the server (many keep "
+                f"refused certificates in a 'rejected' folder, to be moved to 'trusted'); the twin retries "
+                f"on its own") from error
+
+    async def create_session(self) -> ua.CreateSessionResult:
+        try:
+            return await super().create_session()
+        except ua.UaError as error:
+            if isinstance(error, ua.UaStatusCodeError):
+                raise  # the server's own answer, with its status code
+            endpoints = await self.get_endpoints()  # the channel is open: ask what the server offers
+            mode, uri = self.security_policy.Mode, self.security_policy.URI
+            if any(e.SecurityMode == mode and e.SecurityPolicyUri == uri for e in endpoints):
+                raise
+            security = self.server.security
+            wanted = "no security" if security.policy == "None" else f"{security.policy} {security.mode}"
+            raise ServerSecurityError(f"{self.server.endpoint} offers no endpoint with {wanted} (it offers: "
+                                      f"{_offered(endpoints)}); set the binding file's security to one of "
+                                      f"those") from error
 
 
 def default_certificate_folder() -> Path:
@@ -153,7 +218,9 @@ async def configure_client(client: Client, server: ServerConfig, binding_path: P
 
     certificate = read("certificate", security.certificate, x509_file)
     private_key = read("private_key", security.private_key, _private_key_file)
-    if private_key.public_key().public_numbers() != certificate.public_key().public_numbers():
+    public_key = certificate.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey) or \
+            private_key.public_key().public_numbers() != public_key.public_numbers():
         raise fail(f"security private_key {security.private_key} does not belong to {security.certificate}")
     application_uri = _application_uri(certificate)
     if application_uri is None:
@@ -166,10 +233,8 @@ async def configure_client(client: Client, server: ServerConfig, binding_path: P
     endpoints = await client.connect_and_get_server_endpoints()
     matching = [e for e in endpoints if e.SecurityPolicyUri == policy.URI and e.SecurityMode == mode]
     if not matching or not matching[0].ServerCertificate:  # a secure endpoint needs the server's certificate
-        offered = ", ".join(sorted({f"{e.SecurityPolicyUri.rpartition('#')[2]} {e.SecurityMode.name}"
-                                    for e in endpoints}))
         raise ServerSecurityError(f"{server.endpoint} offers no {security.policy} {security.mode} endpoint "
-                                  f"with a certificate (it offers: {offered or 'nothing'})")
+                                  f"with a certificate (it offers: {_offered(endpoints)})")
     server_certificate = _first_certificate(matching[0].ServerCertificate)
     if trusted and server_certificate not in trusted:
         names = ", ".join(str(path) for path in security.trusted_server_certificates)
