@@ -85,8 +85,8 @@ async def serve(
     from twin.connectors.opcua import OpcUaConnector
     from twin.server.app import create_app
     from twin.server.auth import Access
+    from twin.server.http import server_config
     from twin.sim.runtime import Twin
-    from twin.stream.hub import StreamLimits
 
     twin = Twin(layout)
     access = Access.load(tokens, loopback_only=host in ("127.0.0.1", "localhost", "::1"))
@@ -122,12 +122,7 @@ async def serve(
     )
     if operator_token:
         print(f"twin: operator token (for POST /api/write): {access.issue('demo-operator', 'operator')}", flush=True)
-    # No permessage-deflate: frames are mostly float arrays that barely compress, and compressing the
-    # same frame once per client would cost more CPU than the whole rest of the stream.
-    # Client messages are small control messages: refuse big ones before buffering them (close 1009).
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets-sansio",
-                            ws_per_message_deflate=False, ws_max_size=StreamLimits().max_message_bytes)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, host, port))
     print(f"twin: serving {layout.name} at http://{host}:{port}", flush=True)
     await server.serve()
 
