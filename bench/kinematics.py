@@ -50,7 +50,8 @@ except ModuleNotFoundError:
     raise SystemExit("bench/kinematics.py needs Newton, its peer: pip install -e '.[test,bench]'") from None
 
 from twin.core.transforms import matrix_to_pose
-from twin.kinematics.chain import Chain, KinematicsBatch
+from twin.kinematics.batch import KinematicsBatch
+from twin.kinematics.chain import Chain
 from twin.kinematics.device import default_device
 from twin.kinematics.urdf import rtb_urdf
 

@@ -5,7 +5,8 @@ import pinocchio as pin
 import pytest
 
 from twin.core.errors import KinematicsError
-from twin.kinematics.chain import Chain, KinematicsBatch
+from twin.kinematics.batch import KinematicsBatch
+from twin.kinematics.chain import Chain
 from twin.kinematics.urdf import rtb_urdf
 
 RTB_ROBOTS = [
@@ -140,3 +141,18 @@ def test_ik_reports_unreachable_targets_instead_of_a_wrong_answer():
         chain.ik(np.zeros((2, 3, 3)), "tool0")
     with pytest.raises(KinematicsError, match="has no link 'hand'"):
         chain.ik(far, "hand")
+
+
+def test_ik_uploads_the_model_once_per_device():
+    chain = Chain.from_urdf(rtb_urdf(RTB_ROBOTS[0]))
+    target = chain.fk(np.zeros((1, 6)))[:, chain.link_index("tool0")]
+    assert chain._arrays == {}
+    first = chain.ik(target, "tool0", device="cpu")
+    assert list(chain._arrays) == ["cpu"]  # solve_ik went through the chain's per-device cache
+    uploaded = chain._arrays["cpu"]
+    links, lower, upper = uploaded.links.ptr, uploaded.lower.ptr, uploaded.upper.ptr
+    second = chain.ik(target, "tool0", device="cpu")
+    assert chain._arrays["cpu"] is uploaded
+    assert (uploaded.links.ptr, uploaded.lower.ptr, uploaded.upper.ptr) == (links, lower, upper)
+    assert first.success.all() and second.success.all()
+    np.testing.assert_array_equal(first.q, second.q)

@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "TwinStage": "twin.core.stage",
     "RuntimeCache": "twin.core.cache",
     "Chain": "twin.kinematics.chain",
-    "KinematicsBatch": "twin.kinematics.chain",
+    "KinematicsBatch": "twin.kinematics.batch",
     "load_urdf": "twin.kinematics.urdf",
     "TwinError": "twin.core.errors",
     "LayoutError": "twin.core.errors",
@@ -66,7 +66,8 @@ if TYPE_CHECKING:
     from twin.core.cache import RuntimeCache
     from twin.core.errors import BindingError, KinematicsError, LayoutError, TwinError, UrdfError
     from twin.core.stage import TwinStage
-    from twin.kinematics.chain import Chain, KinematicsBatch
+    from twin.kinematics.batch import KinematicsBatch
+    from twin.kinematics.chain import Chain
     from twin.kinematics.urdf import load_urdf
     from twin.line.client import WhatIfClient, WhatIfError
     from twin.line.live import LiveStart

@@ -1,6 +1,6 @@
 """Forward kinematics kernels specialised to one robot, generated from its chain.
 
-The generic kernel (twin/kinematics.py) reads every joint's origin, axis and type from
+The generic kernel (twin/kinematics/kernels.py) reads every joint's origin, axis and type from
 memory and branches on them. For a batch of one robot those are constants, so this
 module writes a kernel with them folded in: a revolute joint's local rotation
 `origin_rotation * (axis sin(q/2), cos(q/2))` becomes four `a*s + b*c` terms with the
@@ -16,12 +16,16 @@ import importlib.util
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import warp as wp
 
 from twin.core.transforms import matrix_to_pose, pose_to_matrix
-from twin.kinematics.chain import FIXED, PRISMATIC, REVOLUTE, Chain
+from twin.kinematics.joints import FIXED, PRISMATIC, REVOLUTE
+
+if TYPE_CHECKING:
+    from twin.kinematics.chain import Chain
 
 _EPS = 1e-12
 
@@ -184,6 +188,8 @@ def specialised_fk_kernel(chain: Chain) -> wp.Kernel:
         temporary.write_text(kernel_source(chain, name))
         temporary.replace(path)  # atomic: concurrent processes never import a half-written file
     spec = importlib.util.spec_from_file_location(f"twin_generated_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no loader for the generated kernel {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     _LOADED[digest] = getattr(module, name)
@@ -248,9 +254,9 @@ class ChainForward:
         """(B, n) joints -> (B, n_links, 4, 4) transforms, numpy in and out."""
         count = q.shape[0]
         with wp.ScopedDevice(self.device):
-            q_device = wp.array(np.ascontiguousarray(q, np.float32), dtype=float)
+            q_device: wp.array = wp.array(np.ascontiguousarray(q, np.float32), dtype=float)
             bases = np.tile(np.eye(4), (count, 1, 1)) if base is None else np.broadcast_to(base, (count, 4, 4))
-            base_device = wp.array(matrix_to_pose(bases).astype(np.float32), dtype=wp.transform)
+            base_device: wp.array = wp.array(matrix_to_pose(bases).astype(np.float32), dtype=wp.transform)
             link_world = wp.zeros((count, self.chain.n_links), dtype=wp.transform)
             self.launch(q_device, base_device, link_world)
             return pose_to_matrix(link_world.numpy())

@@ -15,57 +15,22 @@ between samples is reported with the time where it fails.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import warp as wp
 
 from twin.core.errors import KinematicsError
-from twin.kinematics.chain import Chain
 from twin.kinematics.device import default_device
+from twin.kinematics.kernels import sample_joint_moves_kernel
+
+if TYPE_CHECKING:
+    from twin.kinematics.chain import Chain
 
 TRAPEZOIDAL, QUINTIC = 0, 1
 _PROFILES = {"trapezoidal": TRAPEZOIDAL, "quintic": QUINTIC}
 _QUINTIC_PEAK_VELOCITY = 15.0 / 8.0  # max ds/dtau of 10t^3 - 15t^4 + 6t^5
 _QUINTIC_PEAK_ACCELERATION = 10.0 / np.sqrt(3.0)  # max d2s/dtau2
-
-
-@wp.func
-def time_scaling(t: float, duration: float, blend: float, profile: int) -> wp.vec2:
-    """s(t) and ds/dt of the unit move."""
-    if duration <= 0.0:
-        return wp.vec2(1.0, 0.0)
-    tc = wp.clamp(t, 0.0, duration)
-    if profile == 1:
-        tau = tc / duration
-        s = tau * tau * tau * (10.0 + tau * (-15.0 + 6.0 * tau))
-        ds = 30.0 * tau * tau * (1.0 - tau) * (1.0 - tau) / duration
-        return wp.vec2(s, ds)
-    peak = 1.0 / (duration - blend)
-    accel = peak / blend
-    if tc < blend:
-        return wp.vec2(0.5 * accel * tc * tc, accel * tc)
-    if tc > duration - blend:
-        rest = duration - tc
-        return wp.vec2(1.0 - 0.5 * accel * rest * rest, accel * rest)
-    return wp.vec2(peak * (tc - 0.5 * blend), peak)
-
-
-@wp.kernel
-def sample_joint_moves_kernel(
-    start: wp.array2d(dtype=float),
-    end: wp.array2d(dtype=float),
-    duration: wp.array(dtype=float),
-    blend: wp.array(dtype=float),
-    profile: int,
-    times: wp.array2d(dtype=float),
-    positions: wp.array3d(dtype=float),
-    velocities: wp.array3d(dtype=float),
-):
-    move, sample, joint = wp.tid()
-    scaling = time_scaling(times[move, sample], duration[move], blend[move], profile)
-    delta = end[move, joint] - start[move, joint]
-    positions[move, sample, joint] = start[move, joint] + scaling[0] * delta
-    velocities[move, sample, joint] = scaling[1] * delta
 
 
 def unit_timing(velocity_ratio: np.ndarray, acceleration_ratio: np.ndarray, profile: str) -> tuple:

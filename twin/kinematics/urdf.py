@@ -133,6 +133,12 @@ def resolve_mesh_uri(uri: str, urdf_path: Path, package_dirs: dict[str, Path] | 
     return path if path.is_absolute() else urdf_path.parent / path
 
 
+def _rgb(color: ET.Element, where: str, path: Path) -> tuple[float, float, float]:
+    """Red, green and blue of a <color rgba="..."> (Visual has no alpha)."""
+    red, green, blue, _ = _floats(color.get("rgba"), 4, 1.0, where, path)
+    return red, green, blue
+
+
 def _visual(element: ET.Element, link: str, path: Path, materials: dict, package_dirs, check_meshes: bool):
     where = f"link {link!r} visual"
     origin = _origin(element.find("origin"), where, path)
@@ -145,7 +151,7 @@ def _visual(element: ET.Element, link: str, path: Path, materials: dict, package
     if material is not None:
         rgba = material.find("color")
         if rgba is not None:
-            color = _floats(rgba.get("rgba"), 4, 1.0, f"{where} material color", path)[:3]
+            color = _rgb(rgba, f"{where} material color", path)
         elif material.get("name") in materials:
             color = materials[material.get("name")]
     if shape.tag == "mesh":
@@ -155,8 +161,8 @@ def _visual(element: ET.Element, link: str, path: Path, materials: dict, package
         mesh_path = resolve_mesh_uri(uri, path, package_dirs)
         if check_meshes and not mesh_path.is_file():
             raise UrdfError(path, f"{where}: mesh file not found: {uri} (looked for {mesh_path})")
-        scale = _floats(shape.get("scale"), 3, 1.0, f"{where} mesh scale", path)
-        return Visual(origin, "mesh", mesh_path=mesh_path, mesh_uri=uri, scale=scale, color=color)
+        sx, sy, sz = _floats(shape.get("scale"), 3, 1.0, f"{where} mesh scale", path)
+        return Visual(origin, "mesh", mesh_path=mesh_path, mesh_uri=uri, scale=(sx, sy, sz), color=color)
     if shape.tag == "box":
         return Visual(origin, "box", size=_floats(shape.get("size"), 3, 0.0, f"{where} box", path), color=color)
     if shape.tag == "cylinder":
@@ -187,8 +193,9 @@ def load_urdf(
     materials: dict[str, tuple[float, float, float]] = {}
     for material in robot.findall("material"):
         rgba = material.find("color")
-        if material.get("name") and rgba is not None:
-            materials[material.get("name")] = _floats(rgba.get("rgba"), 4, 1.0, "material", path)[:3]
+        name = material.get("name")
+        if name and rgba is not None:
+            materials[name] = _rgb(rgba, "material", path)
 
     links = []
     for element in robot.findall("link"):

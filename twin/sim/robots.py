@@ -16,7 +16,8 @@ import numpy as np
 
 from twin.core.cache import RuntimeCache, quality_name
 from twin.core.stage import TwinStage
-from twin.kinematics.chain import Chain, KinematicsBatch
+from twin.kinematics.batch import KinematicsBatch
+from twin.kinematics.chain import Chain
 from twin.kinematics.usd import link_prim_paths
 
 JOINT_SIGNAL = "twin:jointPositions"
