@@ -210,51 +210,7 @@ def load_urdf(
     if len(link_index) != len(links):
         raise UrdfError(path, "duplicate link names")
 
-    joints = []
-    for element in robot.findall("joint"):
-        name = element.get("name") or "?"
-        kind = element.get("type", "")
-        where = f"joint {name!r}"
-        if kind not in JOINT_TYPES:
-            raise UrdfError(path, f"{where}: unsupported type {kind!r} (supported: {', '.join(JOINT_TYPES)})")
-        parent = element.find("parent")
-        child = element.find("child")
-        if parent is None or child is None:
-            raise UrdfError(path, f"{where}: needs <parent> and <child>")
-        parent_name, child_name = parent.get("link", ""), child.get("link", "")
-        for end in (parent_name, child_name):
-            if end not in link_index:
-                raise UrdfError(path, f"{where}: unknown link {end!r}")
-        axis = np.array(_floats(_attr(element.find("axis"), "xyz"), 3, 0.0, f"{where} axis", path))
-        if element.find("axis") is None:
-            axis = np.array([1.0, 0.0, 0.0])
-        norm = float(np.linalg.norm(axis))
-        if kind != "fixed" and norm < 1e-9:
-            raise UrdfError(path, f"{where}: axis is zero")
-        axis = axis / norm if norm > 0 else axis
-        lower, upper, velocity, effort = -math.inf, math.inf, math.inf, math.inf
-        limit = element.find("limit")
-        if limit is not None:
-            velocity = float(limit.get("velocity", math.inf))
-            effort = float(limit.get("effort", math.inf))
-            if kind in ("revolute", "prismatic"):
-                lower = float(limit.get("lower", 0.0))
-                upper = float(limit.get("upper", 0.0))
-        elif kind in ("revolute", "prismatic"):
-            raise UrdfError(path, f"{where}: a {kind} joint needs <limit>")
-        if lower > upper:
-            raise UrdfError(path, f"{where}: lower limit {lower} is above upper limit {upper}")
-        mimic = None
-        mimic_element = element.find("mimic")
-        if mimic_element is not None:
-            mimic = Mimic(
-                mimic_element.get("joint", ""),
-                float(mimic_element.get("multiplier", 1.0)),
-                float(mimic_element.get("offset", 0.0)),
-            )
-        origin = _origin(element.find("origin"), where, path)
-        joints.append(Joint(name, kind, parent_name, child_name, origin, axis, lower, upper, velocity, effort, mimic))
-
+    joints = [_joint(element, link_index, path) for element in robot.findall("joint")]
     joint_names = {joint.name for joint in joints}
     for joint in joints:
         if joint.mimic and joint.mimic.joint not in joint_names:
@@ -267,6 +223,52 @@ def load_urdf(
         raise UrdfError(path, f"expected one root link, found {roots}")
     name = robot.get("name") or path.stem
     return RobotDescription(name, path, tuple(links), tuple(joints), roots[0], link_index)
+
+
+def _joint(element: ET.Element, link_index: dict[str, int], path: Path) -> Joint:
+    """One <joint>, checked against the links already read."""
+    name = element.get("name") or "?"
+    kind = element.get("type", "")
+    where = f"joint {name!r}"
+    if kind not in JOINT_TYPES:
+        raise UrdfError(path, f"{where}: unsupported type {kind!r} (supported: {', '.join(JOINT_TYPES)})")
+    parent = element.find("parent")
+    child = element.find("child")
+    if parent is None or child is None:
+        raise UrdfError(path, f"{where}: needs <parent> and <child>")
+    parent_name, child_name = parent.get("link", ""), child.get("link", "")
+    for end in (parent_name, child_name):
+        if end not in link_index:
+            raise UrdfError(path, f"{where}: unknown link {end!r}")
+    axis = np.array(_floats(_attr(element.find("axis"), "xyz"), 3, 0.0, f"{where} axis", path))
+    if element.find("axis") is None:
+        axis = np.array([1.0, 0.0, 0.0])
+    norm = float(np.linalg.norm(axis))
+    if kind != "fixed" and norm < 1e-9:
+        raise UrdfError(path, f"{where}: axis is zero")
+    axis = axis / norm if norm > 0 else axis
+    lower, upper, velocity, effort = -math.inf, math.inf, math.inf, math.inf
+    limit = element.find("limit")
+    if limit is not None:
+        velocity = float(limit.get("velocity", math.inf))
+        effort = float(limit.get("effort", math.inf))
+        if kind in ("revolute", "prismatic"):
+            lower = float(limit.get("lower", 0.0))
+            upper = float(limit.get("upper", 0.0))
+    elif kind in ("revolute", "prismatic"):
+        raise UrdfError(path, f"{where}: a {kind} joint needs <limit>")
+    if lower > upper:
+        raise UrdfError(path, f"{where}: lower limit {lower} is above upper limit {upper}")
+    mimic = None
+    mimic_element = element.find("mimic")
+    if mimic_element is not None:
+        mimic = Mimic(
+            mimic_element.get("joint", ""),
+            float(mimic_element.get("multiplier", 1.0)),
+            float(mimic_element.get("offset", 0.0)),
+        )
+    origin = _origin(element.find("origin"), where, path)
+    return Joint(name, kind, parent_name, child_name, origin, axis, lower, upper, velocity, effort, mimic)
 
 
 def _attr(element: ET.Element | None, key: str) -> str | None:
