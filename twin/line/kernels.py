@@ -9,6 +9,8 @@ thousands of independent variants a launch runs side by side.
 Semantics (docs/line-model.md, and the SimPy reference in tests/test_line_sim.py):
 - an element holds parts first in, first out; a part leaves when it is ready and a downstream
   element has room; `twin:next` order decides (first free, or round robin);
+- parts move one at a time, the part that was ready first going first (a push before a robot's pull,
+  then element order, breaks ties), so a merge serves its feeders first come, first served;
 - an accumulating belt delivers a part `(length - partLength)/speed` after it entered, never sooner than
   `pitch/speed` after the part ahead left, and accepts a part `pitch/speed` after the previous one;
 - a station fails only while working (time to failure counts working time), scraps a finished
@@ -311,13 +313,21 @@ def pop_front(m: LineArrays, s: LineState, v: int, e: int, t: wp.float64) -> int
 
 
 @wp.func
-def push(m: LineArrays, s: LineState, totals: LineTotals, log: PlaybackLog, v: int, e: int, t: wp.float64,
-         warmup: wp.float64) -> int:
-    """Move the front part of `e` downstream if it is ready and somewhere has room; 1 when it moved."""
+def can_leave(m: LineArrays, s: LineState, v: int, e: int, t: wp.float64) -> int:
+    """1 when the front part of `e` is ready to leave now and no robot has claimed it."""
     kind = m.kind[e]
     if kind == K_ROBOT or kind == K_SINK or s.count[v, e] == 0 or s.claimed[v, e] == 1:
         return 0
     if s.front_ready[v, e] > t + EPS or (kind == K_STATION and s.phase[v, e] != DONE):
+        return 0
+    return 1
+
+
+@wp.func
+def push(m: LineArrays, s: LineState, totals: LineTotals, log: PlaybackLog, v: int, e: int, t: wp.float64,
+         warmup: wp.float64) -> int:
+    """Move the front part of `e` downstream if it is ready and somewhere has room; 1 when it moved."""
+    if can_leave(m, s, v, e, t) == 0:
         return 0
     target = choose_downstream(m, s, v, e, t)
     if target < 0:
@@ -342,13 +352,34 @@ def take_front(m: LineArrays, s: LineState, totals: LineTotals, v: int, e: int, 
 
 @wp.func
 def ready_upstream(m: LineArrays, s: LineState, v: int, e: int, t: wp.float64) -> int:
-    """A predecessor of `e` whose front part is ready and not claimed by another robot, or -1."""
+    """The predecessor of `e` whose unclaimed front part was ready first (element order breaks ties), or -1."""
+    best = int(-1)
     for k in range(m.predecessor_start[e], m.predecessor_start[e + 1]):
         p = m.predecessors[k]
-        ready = s.count[v, p] > 0 and s.claimed[v, p] == 0 and s.front_ready[v, p] <= t + EPS
-        if ready and m.kind[p] != K_ROBOT and (m.kind[p] != K_STATION or s.phase[v, p] == DONE):
-            return p
-    return -1
+        if can_leave(m, s, v, p, t) == 1 and (best < 0 or s.front_ready[v, p] < s.front_ready[v, best]):
+            best = p
+    return best
+
+
+@wp.func
+def ready_since(m: LineArrays, s: LineState, v: int, e: int, t: wp.float64) -> wp.float64:
+    """Since when the part `e` could move now has been ready: its own front part, or for a robot at home the
+    upstream part it would pick; INF when `e` has nothing to move."""
+    if m.kind[e] == K_ROBOT:
+        if s.phase[v, e] != HOME or s.event_time[v, e] < INF:
+            return INF
+        source = ready_upstream(m, s, v, e, t)
+        if source < 0:
+            return INF
+        return s.front_ready[v, source]
+    if can_leave(m, s, v, e, t) == 0:
+        return INF
+    return s.front_ready[v, e]
+
+
+@wp.func
+def comes_before(time: wp.float64, rank: int, other_time: wp.float64, other_rank: int) -> bool:
+    return time < other_time or (time == other_time and rank < other_rank)
 
 
 @wp.func
@@ -369,6 +400,42 @@ def pull(m: LineArrays, s: LineState, v: int, e: int, t: wp.float64) -> int:
     s.phase[v, e] = APPROACH
     s.event_time[v, e] = t + m.parameters[v, e, P_PICK]
     return 1
+
+
+@wp.func
+def move_first_ready(m: LineArrays, s: LineState, totals: LineTotals, log: PlaybackLog, v: int, t: wp.float64,
+                     warmup: wp.float64) -> int:
+    """Make one move: try the parts that can move in the order they became ready (a push before a robot's pull,
+    then element order, on a tie) and move the first that finds room; 1 when a part moved.
+
+    One move at a time, so that a place freed by a move goes to the part that waited longest for it."""
+    n = m.n_elements
+    tried_time = -INF
+    tried_rank = int(-1)
+    for _attempt in range(n):
+        best = int(-1)
+        best_time = INF
+        best_rank = int(2 * n)
+        for e in range(n):
+            time = ready_since(m, s, v, e, t)
+            rank = e
+            if m.kind[e] == K_ROBOT:
+                rank = n + e
+            if time < INF and comes_before(tried_time, tried_rank, time, rank) and comes_before(
+                    time, rank, best_time, best_rank):
+                best = e
+                best_time = time
+                best_rank = rank
+        if best < 0:
+            return 0
+        if m.kind[best] == K_ROBOT:
+            if pull(m, s, v, best, t) == 1:
+                return 1
+        elif push(m, s, totals, log, v, best, t, warmup) == 1:
+            return 1
+        tried_time = best_time
+        tried_rank = best_rank
+    return 0
 
 
 @wp.func
@@ -523,16 +590,9 @@ def run_line(m: LineArrays, s: LineState, totals: LineTotals, log: PlaybackLog, 
         for e in range(n):
             if s.event_time[v, e] <= t + EPS:
                 fire(m, s, totals, log, v, e, t, warmup)
-        moved = int(1)
-        passes = int(0)
-        while moved == 1 and passes < 4 * n + 4:
-            moved = int(0)
-            for e in range(n):
-                if push(m, s, totals, log, v, e, t, warmup) == 1:
-                    moved = int(1)
-                if pull(m, s, v, e, t) == 1:
-                    moved = int(1)
-            passes += 1
+        moves = int(0)  # bounded: a loop through buffers alone could pass a part around forever
+        while moves < (4 * n + 4) * n and move_first_ready(m, s, totals, log, v, t, warmup) == 1:
+            moves += 1
         following = INF
         for e in range(n):
             following = wp.min(following, s.event_time[v, e])
