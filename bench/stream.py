@@ -222,7 +222,7 @@ def main() -> None:
     if args.serve:
         serve(args.serve)
         return
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     binary_bytes, binary_ms, json_bytes, json_ms = peer_encoding()
     print(f"machine: {machine()}; {TRANSFORMS:,} transforms + {SIGNALS:,} signals changing at {TICK_HZ:g} Hz")

@@ -72,7 +72,7 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120.0) -> Non
 def measure_page(url: str, seconds: float) -> dict:
     from playwright.sync_api import sync_playwright
 
-    from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+    from tests.helpers import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -104,7 +104,7 @@ def main() -> None:
     if args.stress:
         serve_stress(args.port, Path(args.stress))
         return
-    from tests.conftest import free_port
+    from tests.helpers import free_port
     from twin.sample_factory.scene import build_sample_factory
 
     rows = []

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import serve_app
+from tests.helpers import serve_app
 from twin.history.store import Historian
 from twin.server.app import create_app
 from twin.server.auth import Access, Principal

@@ -3,7 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import LOOPBACK
+from tests.helpers import LOOPBACK
 from twin.history.store import Historian
 from twin.server.app import create_app
 from twin.sim.runtime import Twin

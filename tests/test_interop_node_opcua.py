@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from asyncua import Client, ua
 
-from tests.conftest import free_port
+from tests.helpers import free_port, wait_until
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
 from twin.core.cache import RuntimeCache, quality_name
@@ -126,14 +126,6 @@ async def streaming(path: Path):
         await connector.stop()
 
 
-async def wait_until(predicate, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def read_direct(endpoint: str, names) -> dict[str, ua.DataValue]:
     """The nodes' values as a bare asyncua client reads them, with both timestamps."""
     async with Client(endpoint, timeout=5) as client:
@@ -161,7 +153,7 @@ def test_every_scalar_type_arrives_with_the_servers_value_and_timestamps(node_se
     async def scenario():
         async with streaming(path) as (cache, connector):
             await wait_until(lambda: good(cache, [*SCALARS, "JointPositions"]) and len(connector.errors) == len(GAPS),
-                             f"good values of every type, and errors for {sorted(GAPS)}")
+                             10, f"good values of every type, and errors for {sorted(GAPS)}")
             direct = await read_direct(node_server, [*SCALARS, "JointPositions"])
             for name, (_, convert) in SCALARS.items():
                 cached, expected = cache.signal_value(row(cache, name)), convert(direct[name].Value.Value)
@@ -195,7 +187,7 @@ def test_server_timestamps_are_the_servers_clock(node_server, tmp_path):
     async def scenario():
         async with streaming(path) as (cache, _):
             started = time.time()
-            await wait_until(lambda: good(cache, SCALARS), "good values of every type")
+            await wait_until(lambda: good(cache, SCALARS), 10, "good values of every type")
             for name in SCALARS:  # node-opcua stamps each notification when it sends it: now
                 server_time = cache.server_time[row(cache, name)]
                 assert started - 5 < server_time < time.time() + 1, f"{name}: server time {server_time}"
@@ -209,7 +201,7 @@ def test_changing_values_keep_streaming(node_server, tmp_path):
 
     async def scenario():
         async with streaming(path) as (cache, _):
-            await wait_until(lambda: good(cache, CHANGING), "the counter and the sine")
+            await wait_until(lambda: good(cache, CHANGING), 10, "the counter and the sine")
             counters, sines, source_times = [], [], []
             for _ in range(10):  # 1.5 s: about 15 ticks of the server's 100 ms timer
                 await asyncio.sleep(0.15)
@@ -232,7 +224,7 @@ def test_an_unknown_node_is_named_and_the_rest_keep_streaming(node_server, tmp_p
     async def scenario():
         async with streaming(path) as (cache, connector):
             await wait_until(lambda: any("Interop.Nothing" in e for e in connector.errors),
-                             "the unknown node to be reported")
+                             10, "the unknown node to be reported")
             [error] = [e for e in connector.errors if "Interop.Nothing" in e]
             assert f"interop.yaml:{lines['Nothing']}:" in error and f"{PRIM}.twin:Nothing" in error, error
             assert "BadNodeIdUnknown" in error, error
@@ -240,7 +232,7 @@ def test_an_unknown_node_is_named_and_the_rest_keep_streaming(node_server, tmp_p
             counter = row(cache, "Counter")
             seen = cache.signal_version[counter]
             await wait_until(lambda: cache.signal_version[counter] > seen and good(cache, SCALARS),
-                             "the other bindings to keep streaming")
+                             10, "the other bindings to keep streaming")
             assert connector.health()["interop"]["connected"]
 
     asyncio.run(scenario())
@@ -265,11 +257,11 @@ def test_a_deadband_the_server_refuses_fails_only_its_binding(node_server, tmp_p
     async def scenario():
         async with streaming(path) as (cache, connector):
             await wait_until(lambda: connector.errors and good(cache, ["LevelPercent", "SineFiltered", "Counter"]),
-                             "the refusal, and the other bindings streaming")
+                             10, "the refusal, and the other bindings streaming")
             [error] = connector.errors
             assert f"interop.yaml:{refused_line}:" in error and "the server refused it: Bad" in error, error
             assert quality_name(cache.status[row(cache, "SinePercent")]) == "bad"
             level = cache.signal_version[row(cache, "LevelPercent")]
-            await wait_until(lambda: cache.signal_version[row(cache, "LevelPercent")] > level, "Level to move")
+            await wait_until(lambda: cache.signal_version[row(cache, "LevelPercent")] > level, 10, "Level to move")
 
     asyncio.run(scenario())

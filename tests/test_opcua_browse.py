@@ -4,7 +4,7 @@ import asyncio
 
 from pxr import Usd
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 from twin.cli import main
 from twin.connectors.bindings import load_bindings, validate_against_stage
 from twin.sample_factory.plc import SamplePlc

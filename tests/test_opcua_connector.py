@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from asyncua import Client
 
-from tests.conftest import free_port
+from tests.helpers import free_port, wait_until
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
 from twin.core import heap
@@ -21,14 +21,6 @@ from twin.sample_factory.plc import NAMESPACE, SamplePlc
 SAMPLE = Path(sample_plc.__file__).with_name("bindings.yaml")
 ROBOT = ("/Factory/Line/Robot1", "twin:jointPositions")
 COUNTER = ("/Factory/Line/Machining", "twin:partsDone")
-
-
-async def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def good(cache: RuntimeCache, prim_attr) -> bool:

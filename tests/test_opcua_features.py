@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 
 import numpy as np
 import pytest
 from asyncua import Server, ua
 from asyncua.common.structures104 import new_struct, new_struct_field
 
-from tests.conftest import free_port
+from tests.helpers import free_port, wait_until
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
 from twin.core.cache import RuntimeCache, quality_name
@@ -147,14 +146,6 @@ class RecordingCache(RuntimeCache):
             self.history.append(float(np.asarray(value).ravel()[0]))
 
 
-async def until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def value(cache, attr):
     return cache.signal_value(cache.signal_row("/Cell", attr))
 
@@ -178,8 +169,8 @@ def test_reads_writes_limits_types_and_audit(bindings_path, tmp_path):
         connector = OpcUaConnector(load_bindings(bindings_path(server.port)), cache, audit_path=audit)
         await connector.start()
         try:
-            await until(lambda: quality_name(cache.status[cache.signal_row("/Cell", "twin:step")]) == "good", 15,
-                        "the structure to arrive")
+            await wait_until(lambda: quality_name(cache.status[cache.signal_row("/Cell", "twin:step")]) == "good", 15,
+                             "the structure to arrive")
             assert connector.errors == []
             assert value(cache, "twin:speed") == pytest.approx(0.25)  # browse path, scaled from mm/s
             state_row = cache.signal_row("/Cell", "twin:state")
@@ -188,7 +179,7 @@ def test_reads_writes_limits_types_and_audit(bindings_path, tmp_path):
 
             result = await connector.write("/Cell", "twin:speed", 0.4, user="alice")
             assert result.ok and await server.speed.read_value() == pytest.approx(400.0)
-            await until(lambda: value(cache, "twin:speed") == pytest.approx(0.4), 5, "the write to come back")
+            await wait_until(lambda: value(cache, "twin:speed") == pytest.approx(0.4), 5, "the write to come back")
 
             refused = await connector.write("/Cell", "twin:speed", 0.9, user="alice")
             assert not refused.ok and refused.status == "BadOutOfRange" and "upper limit 0.5" in refused.message
@@ -251,8 +242,8 @@ def test_deadband_filters_small_changes(bindings_path):
         try:
             noisy, copy, raw = (cache.signal_row("/Cell", f"twin:{a}") for a in ("noisy", "noisyCopy", "noisyRaw"))
             counter = cache.signal_row("/Cell", "twin:counter")
-            await until(lambda: all(quality_name(cache.status[row]) == "good" for row in (noisy, copy, raw)), 15,
-                        "first values")
+            await wait_until(lambda: all(quality_name(cache.status[row]) == "good" for row in (noisy, copy, raw)), 15,
+                             "first values")
             noisy_items = [item.RequestedParameters for item in received
                            if item.ItemToMonitor.NodeId.Identifier == "Cell.Noisy"]
             assert len(noisy_items) == 2  # one with the deadband (noisy, noisyCopy), one without (noisyRaw)
@@ -307,16 +298,16 @@ bindings:
         try:
             counter = cache.signal_row("/Cell", "twin:counter")
             other_row = cache.signal_row("/Other", "twin:counter")
-            await until(lambda: len(cache.history) > 20, 15, "the counter to stream")
+            await wait_until(lambda: len(cache.history) > 20, 15, "the counter to stream")
             await server.stop()
             stopped_at = server.counter
-            await until(lambda: quality_name(cache.status[counter]) == "stale", 15, "stale after the stop")
+            await wait_until(lambda: quality_name(cache.status[counter]) == "stale", 15, "stale after the stop")
             seen_other = cache.signal_version[other_row]
-            await until(lambda: cache.signal_version[other_row] > seen_other, 5, "the other server to carry on")
+            await wait_until(lambda: cache.signal_version[other_row] > seen_other, 5, "the other server to carry on")
             before_restart = len(cache.history)
             server = TestServer(port, counter_start=stopped_at + 1000)
             await server.start()
-            await until(lambda: quality_name(cache.status[counter]) == "good", 30, "reconnection")
+            await wait_until(lambda: quality_name(cache.status[counter]) == "good", 30, "reconnection")
             await asyncio.sleep(2.0)
             resumed = cache.history[before_restart:]
             assert resumed[0] > stopped_at + 1000 - 1
@@ -363,7 +354,7 @@ def test_health_check_s_sets_the_link_check_of_the_session(bindings_path, monkey
         connector = OpcUaConnector(load_bindings(path), cache)
         await connector.start()
         try:
-            await until(lambda: connector.health()["cell"]["subscribed"], 15, "the subscription")
+            await wait_until(lambda: connector.health()["cell"]["subscribed"], 15, "the subscription")
             assert made[-1]["watchdog_intervall"] == health_check_s and made[-1]["timeout"] == request_timeout
             assert connector.sessions["cell"].client._watchdog_intervall == health_check_s  # what asyncua reads
         finally:

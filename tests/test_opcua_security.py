@@ -12,7 +12,7 @@ import pytest
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
 from twin.connectors.security import ensure_client_certificate, thumbprint

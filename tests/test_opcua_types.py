@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from asyncua import Server, ua
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
 from twin.core.cache import RuntimeCache, quality_name

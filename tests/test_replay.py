@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import LOOPBACK
+from tests.helpers import LOOPBACK
 from twin.core.cache import BAD_WAITING_FOR_INITIAL_DATA, GOOD, UNCERTAIN_LAST_USABLE_VALUE
 from twin.core.transforms import matrix_to_pose
 from twin.history.replay import Replay

@@ -5,12 +5,11 @@ values into the live cache at known source times."""
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import CHROMIUM, serve_app, viewer_page
+from tests.helpers import BROWSER, serve_app, viewer_page
 from twin.core.stage import TwinStage
 from twin.history.store import Historian
 from twin.kinematics.chain import Chain
@@ -19,8 +18,7 @@ from twin.server.app import WEB_DIST, create_app
 from twin.server.auth import Access, Principal
 from twin.sim.runtime import Twin
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
+pytestmark = BROWSER
 
 ROBOT = "/Factory/Line/Robot1"
 COUNTER = "/Factory/Line/Sink.twin:partsIn"

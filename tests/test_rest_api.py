@@ -5,7 +5,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import LOOPBACK
+from tests.helpers import LOOPBACK
 from twin.server.app import create_app
 from twin.server.auth import Access, Principal
 from twin.sim.runtime import Twin

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import twin
-from tests.conftest import serve_app
+from tests.helpers import serve_app
 from twin.history.store import Historian
 from twin.kinematics.chain import Chain
 from twin.server.app import create_app
@@ -260,7 +260,7 @@ def test_a_closed_client_says_so_and_big_rest_batches_are_refused(remote):
 
 
 def test_unreachable_server_is_a_clear_error():
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     with twin.connect(f"http://127.0.0.1:{free_port()}", timeout=2) as plant, \
             pytest.raises(twin.TwinError, match="cannot reach the twin at http://127.0.0.1"):

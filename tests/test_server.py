@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import LOOPBACK
+from tests.helpers import LOOPBACK
 from twin.server.app import create_app
 from twin.sim.runtime import Twin
 

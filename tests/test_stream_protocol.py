@@ -12,11 +12,10 @@ import time
 
 import numpy as np
 import pytest
-import uvicorn
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.conftest import free_port
+from tests.helpers import free_port, serve_app
 from twin.core.transforms import pose_to_matrix
 from twin.server.app import create_app
 from twin.sim.runtime import Twin
@@ -37,16 +36,8 @@ def server(twin):
                           abuse_limit=60)
     app = create_app(twin, tick_hz=30, stream_limits=limits)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           ws="websockets-sansio"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield {"url": f"ws://127.0.0.1:{port}/ws", "port": port, "app": app}
-    server.should_exit = True
-    thread.join(10)
+    with serve_app(app, port):
+        yield {"url": f"ws://127.0.0.1:{port}/ws", "port": port, "app": app}
 
 
 def read_until(ws, state: StreamState, predicate, timeout: float = 5.0):

@@ -4,39 +4,25 @@ itself and resyncs."""
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, free_port
+from tests.helpers import BROWSER, free_port, viewer_page, wait_for_health
+
+pytestmark = BROWSER
 
 
 def start_server(layout, port: int) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", "twin.cli", "serve", str(layout), "--port", str(port),
                                 "--glb", str(layout.with_suffix(".glb"))],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
-                return process
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+    assert wait_for_health(f"http://127.0.0.1:{port}", process, 60), "the server did not start"
+    return process
 
 
 def test_viewer_reconnects_and_resyncs_after_a_server_restart(sample_layout, artifacts):
-    from playwright.sync_api import sync_playwright
-
     port = free_port()
     server = start_server(sample_layout, port)
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 800})
-            errors = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("window.twin && window.twin.ready", timeout=60_000)
+        with viewer_page(f"http://127.0.0.1:{port}/", width=1200, height=800) as page:
             assert page.text_content("#status") == "live"
             resyncs_before = page.evaluate("window.twin.stream.stats.frames")
 
@@ -60,8 +46,6 @@ def test_viewer_reconnects_and_resyncs_after_a_server_restart(sample_layout, art
             page.wait_for_function("window.twin.stream.version !== null", timeout=15_000)
             assert page.evaluate("window.twin.stream.stats.frames") > resyncs_before
             assert page.evaluate("window.twin.stream.stats.gaps") == 0
-            browser.close()
-        assert not errors, errors
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(20)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import LOOPBACK
+from tests.helpers import LOOPBACK, serve_app
 from twin.server.app import create_app
 from twin.server.auth import Access
 from twin.sim.runtime import Twin
@@ -113,23 +113,10 @@ def test_whatif_needs_a_token_off_loopback(sample_layout):
 
 def test_python_client_against_a_running_server(sample_layout):
     """The SDK call over real HTTP: uvicorn on loopback, a sweep, its result, a refused request."""
-    import threading
-
-    import uvicorn
-
-    from tests.conftest import free_port
     from twin import SweepParameter, WhatIfClient, WhatIfError
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Twin(sample_layout), tick_hz=5), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        client = WhatIfClient(f"http://127.0.0.1:{port}")
+    with serve_app(create_app(Twin(sample_layout), tick_hz=5)) as url:
+        client = WhatIfClient(url)
         job = client.start(sweep=[SweepParameter("/Factory/Line/Source", "twin:interarrival", [10.0, 30.0])],
                            replications=4, hours=1.0)
         done = client.wait(job["id"], timeout=120)
@@ -139,9 +126,6 @@ def test_python_client_against_a_running_server(sample_layout):
             client.start(sweep=[SweepParameter("/Factory/Nope", "twin:cycleTime", [1.0])])
         frames = client.playback(job["id"], seconds=30, step=1.0)["frames"]
         assert len(frames) == 31
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_stopping_the_server_stops_a_running_study(sample_layout):

@@ -1,44 +1,26 @@
 """The what-if panel in a real browser (Debian chromium): define a sweep, see the throughput plot with
 its confidence band, play one variant with parts moving, and return to live."""
 
-import threading
-import time
-
 import pytest
-import uvicorn
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, free_port
+from tests.helpers import BROWSER, serve_app, viewer_page
 from twin.server.app import WEB_DIST, create_app
 from twin.sim.runtime import Twin
+
+pytestmark = BROWSER
 
 
 @pytest.fixture(scope="module")
 def server(sample_layout):
     if not (WEB_DIST / "index.html").is_file():
         pytest.fail(f"the viewer is not built ({WEB_DIST}); scripts/setup.sh builds it")
-    port = free_port()
     app = create_app(Twin(sample_layout), glb_path=sample_layout.with_suffix(".glb"), tick_hz=10)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
+    with serve_app(app) as url:
+        yield f"{url}/"
 
 
 def test_sweep_plot_and_playback(server, artifacts):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 850})
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(server)
-        page.wait_for_function("window.twin && window.twin.ready", timeout=60_000)
+    with viewer_page(server) as page:
         page.click("#whatif-toggle")
         page.wait_for_selector("#whatif select[name=element] option", state="attached")
         page.select_option("#whatif select[name=element]", "/Factory/Line/Machining")
@@ -69,5 +51,3 @@ def test_sweep_plot_and_playback(server, artifacts):
         page.click("#whatif [data-live]")
         assert page.evaluate("window.twin.whatif.playback") is None
         assert not page.is_visible("#mode")
-        assert not errors, errors
-        browser.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import LOOPBACK, free_port
+from tests.helpers import LOOPBACK, free_port
 from twin.cli import wait_for_port
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
