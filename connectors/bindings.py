@@ -1,7 +1,7 @@
 """Binding files: which OPC-UA node feeds which prim attribute, and how.
 
-YAML, validated strictly, and every error names the file, the line and the binding,
-because an integration engineer fixing a binding file of hundreds of entries needs to
+YAML, validated strictly by pydantic models (unknown keys are errors), and every error names the file, the
+line and the binding, because an integration engineer fixing a binding file of hundreds of entries needs to
 land on the right line. The format is documented with a full example in docs/bindings.md;
 sample_factory/bindings.yaml is a working one.
 """
@@ -11,25 +11,30 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from twin.core.alarms import AlarmRule, AlarmRuleError, parse_rule
 from twin.core.errors import BindingError
+from twin.core.schema import FieldError, Location, blamed, sentence
 
-KINDS = ("float", "int", "bool", "text", "json")
-DIRECTIONS = ("read", "write", "both")
-SECURITY_POLICIES = ("None", "Basic256Sha256")
-SECURITY_MODES = ("None", "Sign", "SignAndEncrypt")
+Kind = Literal["float", "int", "bool", "text", "json"]
+Direction = Literal["read", "write", "both"]
+SecurityPolicy = Literal["None", "Basic256Sha256"]
+SecurityMode = Literal["None", "Sign", "SignAndEncrypt"]
+KINDS: tuple[str, ...] = get_args(Kind)
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
+SECURITY_POLICIES: tuple[str, ...] = get_args(SecurityPolicy)
+SECURITY_MODES: tuple[str, ...] = get_args(SecurityMode)
+NUMERIC_KINDS = ("float", "int")
 _NAMESPACE_INDEX = re.compile(r"(?:ns=(\d+);)?")
 _NODE_ID = re.compile(r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=[A-Za-z0-9+/=]+)$")
 _BROWSE_ELEMENT = re.compile(r"(?:\d{1,5}:.+|nsu=.+:[^:]+)", re.DOTALL)  # "2:Line", "nsu=http://x.example/UA/:Line"
 _BROWSE_SPLIT = re.compile(r"/(?=\d+:|nsu=)")  # a "/" that starts the next qualified name, not one inside a URI
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it: big files load 5x faster
-_SERVER_KEYS = {"endpoint", "security", "username", "password_env", "password", "publishing_ms", "health_check_s"}
-_SECURITY_KEYS = {"policy", "mode", "certificate", "private_key", "trusted_server_certificates"}
-_BINDING_KEYS = {"server", "node", "browse_path", "prim", "attr", "unit", "kind", "width", "sampling_ms",
-                 "queue_size", "deadband", "scale", "offset", "enum", "direction", "limits", "alarms"}
 
 
 @dataclass(frozen=True)
@@ -117,51 +122,6 @@ class BindingFile:
         raise KeyError(f"no binding feeds {prim}.{attr}")
 
 
-class _Fields:
-    """A YAML mapping's entries with the line of each key, for errors that point at the right line."""
-
-    def __init__(self, node: yaml.Node, data, path: Path, what: str):
-        """`node` is the composed YAML (for lines), `data` the same part loaded as Python (for values)."""
-        if not isinstance(node, yaml.MappingNode) or not isinstance(data, dict):
-            raise BindingError(path, f"{what} must be a mapping", line=node.start_mark.line + 1)
-        self.path, self.what, self.line = path, what, node.start_mark.line + 1
-        self.values: dict[str, object] = {}
-        self.nodes: dict[str, yaml.Node] = {}
-        self.lines: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in self.values:
-                raise BindingError(path, f"{what}: key {key!r} appears twice", line=key_node.start_mark.line + 1)
-            self.values[key] = data.get(key)
-            self.nodes[key] = value_node
-            self.lines[key] = key_node.start_mark.line + 1
-
-    def sub(self, key: str, what: str) -> _Fields:
-        return _Fields(self.nodes[key], self.values[key], self.path, what)
-
-    def check_keys(self, allowed: set[str]) -> None:
-        for key, line in self.lines.items():
-            if key not in allowed:
-                allowed_text = ", ".join(sorted(allowed))
-                raise BindingError(self.path, f"{self.what}: unknown key {key!r} (allowed: {allowed_text})", line=line)
-
-    def get(self, key: str, default=None):
-        return self.values.get(key, default)
-
-    def error(self, key: str | None, message: str) -> BindingError:
-        return BindingError(self.path, f"{self.what}: {message}", line=self.lines.get(key, self.line))
-
-    def number(self, key: str, default: float | None, *, minimum: float | None = None) -> float | None:
-        value = self.values.get(key, default)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(key, f"{key} must be a number, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise self.error(key, f"{key} must be >= {minimum}, got {value!r}")
-        return float(value)
-
-
 def qualified_name_parts(element: str) -> tuple[str, str]:
     """A browse path element's namespace (an index, or "nsu=URI") and name.
 
@@ -173,6 +133,208 @@ def qualified_name_parts(element: str) -> tuple[str, str]:
     else:
         namespace, _, name = element.partition(":")
     return namespace, name
+
+
+# ---------------------------------------------------------------- the schema: what a binding file may say
+class _Spec(BaseModel):
+    """Strict: YAML gives numbers, text and lists as they are written, and nothing is coerced or ignored."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class SecuritySpec(_Spec):
+    policy: SecurityPolicy = "None"
+    mode: SecurityMode = "None"
+    certificate: str | None = Field(default=None, description="a file path")
+    private_key: str | None = Field(default=None, description="a file path")
+    trusted_server_certificates: list[str] = Field(default=[], description="a list of paths")
+
+    @model_validator(mode="after")
+    def _policy_matches_mode(self) -> SecuritySpec:
+        if (self.policy == "None") != (self.mode == "None"):
+            raise FieldError("mode", f"policy {self.policy} and mode {self.mode} contradict each other")
+        return self
+
+    def config(self, folder: Path) -> SecurityConfig:
+        """Paths are resolved against the binding file's folder."""
+        return SecurityConfig(
+            policy=self.policy, mode=self.mode,
+            certificate=(folder / self.certificate).resolve() if self.certificate else None,
+            private_key=(folder / self.private_key).resolve() if self.private_key else None,
+            trusted_server_certificates=tuple((folder / item).resolve() for item in self.trusted_server_certificates),
+        )
+
+
+class ServerSpec(_Spec):
+    endpoint: str = Field(pattern=r"^opc\.tcp://", description="an opc.tcp:// URL")
+    security: SecuritySpec = SecuritySpec()
+    username: str | None = None
+    password_env: str | None = None
+    password: object = None  # a known key, so that the refusal says why
+    publishing_ms: float = Field(default=100.0, ge=0)
+    health_check_s: float = Field(default=5.0, ge=0.5)
+
+    @field_validator("password")
+    @classmethod
+    def _never_a_password(cls, value: object) -> None:
+        raise ValueError("passwords are never read from the binding file; put it in an environment variable and "
+                         "name it with password_env")
+
+    @field_validator("password_env")
+    @classmethod
+    def _environment_variable(cls, value: str | None) -> str | None:
+        if value is not None and not value.isidentifier():
+            raise ValueError(f"password_env must name an environment variable, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_go_together(self) -> ServerSpec:
+        if (self.username is None) != (self.password_env is None):
+            raise FieldError("username" if self.username is None else "password_env",
+                             "username and password_env go together")
+        return self
+
+    def config(self, name: str, line: int, folder: Path) -> ServerConfig:
+        return ServerConfig(name=name, endpoint=self.endpoint, line=line, security=self.security.config(folder),
+                            username=self.username, password_env=self.password_env,
+                            publishing_ms=self.publishing_ms, health_check_s=self.health_check_s)
+
+
+class DeadbandSpec(_Spec):
+    absolute: float | None = Field(default=None, ge=0)
+    percent: float | None = Field(default=None, ge=0)  # of the node's EURange
+
+    @field_validator("percent")
+    @classmethod
+    def _within_range(cls, value: float | None) -> float | None:
+        if value is not None and value > 100:
+            raise ValueError(f"a percent deadband must be within 0..100, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DeadbandSpec:
+        if len(self.model_fields_set) != 1 or (self.absolute is None and self.percent is None):
+            raise FieldError((), "deadband takes one of 'absolute' or 'percent'")
+        return self
+
+    def deadband(self) -> Deadband:
+        if self.absolute is not None:
+            return Deadband("absolute", self.absolute)
+        return Deadband("percent", self.percent or 0.0)
+
+
+class LimitsSpec(_Spec):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LimitsSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise FieldError("min", f"min {self.min} is above max {self.max}")
+        return self
+
+
+class BindingSpec(_Spec):
+    server: str
+    node: str = ""
+    browse_path: tuple[str, ...] = ()
+    prim: str = Field(pattern="^/", description="an absolute path")
+    attr: str = Field(min_length=1, description="a name")
+    unit: str = ""
+    kind: Kind = "float"
+    width: int = Field(default=1, ge=1, description="a positive integer")
+    sampling_ms: float = Field(default=100.0, ge=0)
+    queue_size: int = Field(default=1, ge=1, description="a positive integer")
+    deadband: DeadbandSpec | None = None
+    scale: float = 1.0  # twin value = server value * scale + offset
+    offset: float = 0.0
+    enum: dict[int, str] = Field(default={}, description="a map of integer codes to names")
+    direction: Direction = "read"
+    limits: LimitsSpec | None = None
+    alarms: list[dict[str, object]] = Field(default=[], description="a list of rules, e.g. [{high: 60, deadband: 2}]")
+
+    @field_validator("node")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        namespace = _NAMESPACE_INDEX.match(value)
+        if not _NODE_ID.fullmatch(value) or (namespace is not None and int(namespace.group(1) or 0) > 65535):
+            raise ValueError(f"malformed NodeId {value!r} (expected e.g. 'ns=2;s=Line.Speed', 'nsu=urn:...;s=...' "
+                             "or 'ns=0;i=2258')")
+        return value
+
+    @field_validator("browse_path", mode="before")
+    @classmethod
+    def _qualified_names(cls, raw: object) -> tuple[str, ...]:
+        """A list, or one string with "/" between the qualified names."""
+        elements = _BROWSE_SPLIT.split(raw.strip("/")) if isinstance(raw, str) else raw
+
+        def valid(element: object) -> bool:
+            if not isinstance(element, str) or not _BROWSE_ELEMENT.fullmatch(element):
+                return False
+            namespace, name = qualified_name_parts(element)
+            if namespace.isdigit() and int(namespace) > 65535:
+                return False
+            return not isinstance(raw, str) or "/" not in name  # one string: "/" only inside a namespace URI
+
+        if not isinstance(elements, list) or not elements or not all(valid(e) for e in elements):
+            raise ValueError(f"browse_path must be qualified names from Objects like '2:Factory/2:Line/2:Speed' "
+                             f"(namespace index up to 65535, or nsu=URI; a name with '/' needs the list form), "
+                             f"got {raw!r}")
+        return tuple(elements)
+
+    @field_validator("unit", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> str:
+        return "" if value is None else str(value)
+
+    @field_validator("scale")
+    @classmethod
+    def _not_zero(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("scale must not be 0 (writes divide by it)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BindingSpec:
+        given = self.model_fields_set
+        if ("node" in given) == ("browse_path" in given):
+            raise FieldError("browse_path", "give exactly one of 'node' and 'browse_path'")
+        if self.deadband is not None and self.kind not in NUMERIC_KINDS:
+            raise FieldError("deadband", f"a deadband needs a numeric kind, not {self.kind}")
+        if self.enum and self.kind != "int":
+            raise FieldError("enum", f"an enum map needs kind int, not {self.kind}")
+        if self.limits is not None and self.direction == "read":
+            raise FieldError("limits", "limits apply to writes, but this binding's direction is read")
+        if (self.scale != 1.0 or "offset" in given) and self.kind not in NUMERIC_KINDS:
+            raise FieldError("scale" if "scale" in given else "offset",
+                             f"scale and offset need a numeric kind, not {self.kind}")
+        return self
+
+    def binding(self, line: int, alarms: tuple[AlarmRule, ...]) -> Binding:
+        limits = self.limits or LimitsSpec()
+        return Binding(server=self.server, node=self.node, prim=self.prim, attr=self.attr, unit=self.unit,
+                       kind=self.kind, width=self.width, sampling_ms=self.sampling_ms, line=line,
+                       browse_path=self.browse_path, queue_size=self.queue_size,
+                       deadband=self.deadband.deadband() if self.deadband else None, scale=self.scale,
+                       offset=self.offset, enum=dict(self.enum), direction=self.direction, minimum=limits.min,
+                       maximum=limits.max, alarms=alarms)
+
+
+class BindingFileSpec(_Spec):
+    servers: dict[str, ServerSpec] = Field(min_length=1)
+    bindings: list[BindingSpec]
+
+    @model_validator(mode="after")
+    def _known_servers(self) -> BindingFileSpec:
+        for index, binding in enumerate(self.bindings):
+            if binding.server not in self.servers:
+                raise FieldError(("bindings", index, "server"),
+                                 f"unknown server {binding.server!r}; servers: {sorted(self.servers)}")
+        return self
+
+
+_NESTED: dict[str, type[_Spec]] = {"security": SecuritySpec, "deadband": DeadbandSpec, "limits": LimitsSpec}
+_SECTION_ERRORS = {"servers": "'servers' must map names to servers", "bindings": "'bindings' must be a list"}
 
 
 def _read_yaml(path: Path) -> tuple[yaml.Node, object]:
@@ -192,216 +354,157 @@ def _read_yaml(path: Path) -> tuple[yaml.Node, object]:
     return root, data
 
 
-def _security(fields: _Fields, path: Path) -> SecurityConfig:
-    if "security" not in fields.values:
-        return SecurityConfig()
-    security = fields.sub("security", f"{fields.what} security")
-    security.check_keys(_SECURITY_KEYS)
-    policy, mode = security.get("policy", "None"), security.get("mode", "None")
-    if policy not in SECURITY_POLICIES:
-        raise security.error("policy", f"policy must be one of {', '.join(SECURITY_POLICIES)}, got {policy!r}")
-    if mode not in SECURITY_MODES:
-        raise security.error("mode", f"mode must be one of {', '.join(SECURITY_MODES)}, got {mode!r}")
-    if (policy == "None") != (mode == "None"):
-        raise security.error("mode", f"policy {policy} and mode {mode} contradict each other")
 
-    def file(key: str) -> Path | None:
-        value = security.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise security.error(key, f"{key} must be a file path, got {value!r}")
-        return (path.parent / value).resolve()
+class _Document:
+    """A binding file composed (nodes carry lines) and loaded (plain values), to turn a location in the data,
+    such as ("bindings", 3, "limits", "min"), into an error that names the line and the binding."""
 
-    trusted = security.get("trusted_server_certificates", [])
-    if not isinstance(trusted, list) or not all(isinstance(item, str) for item in trusted):
-        raise security.error("trusted_server_certificates", "trusted_server_certificates must be a list of paths")
-    return SecurityConfig(policy, mode, file("certificate"), file("private_key"),
-                          tuple((path.parent / item).resolve() for item in trusted))
+    def __init__(self, path: Path):
+        self.path = path
+        self.root, self.data = _read_yaml(path)
+        self._refuse_duplicate_keys(self.root, ())
 
+    def _refuse_duplicate_keys(self, node: yaml.Node, loc: Location) -> None:
+        """YAML keeps the last of two equal keys; in a binding file the first one is then silently lost."""
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._refuse_duplicate_keys(item, (*loc, index))
+        elif isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if key.value in seen:
+                    raise self.error((*loc, key.value), f"key {key.value!r} appears twice")
+                seen.add(key.value)
+                self._refuse_duplicate_keys(value, (*loc, key.value))
 
-def _server(name: str, node: yaml.Node, data, line: int, path: Path, overrides: dict[str, str]) -> ServerConfig:
-    fields = _Fields(node, data, path, f"server {name!r}")
-    fields.check_keys(_SERVER_KEYS)
-    if "password" in fields.values:
-        raise fields.error("password", "passwords are never read from the binding file; put it in an environment "
-                                       "variable and name it with password_env")
-    endpoint = overrides.get(name) or fields.get("endpoint")
-    if not isinstance(endpoint, str) or not endpoint.startswith("opc.tcp://"):
-        raise fields.error("endpoint", f"endpoint must be an opc.tcp:// URL, got {endpoint!r}")
-    username, password_env = fields.get("username"), fields.get("password_env")
-    if username is not None and not isinstance(username, str):
-        raise fields.error("username", f"username must be text, got {username!r}")
-    if (username is None) != (password_env is None):
-        raise fields.error("username" if username is None else "password_env",
-                           "username and password_env go together")
-    if password_env is not None and not (isinstance(password_env, str) and password_env.isidentifier()):
-        raise fields.error("password_env", f"password_env must name an environment variable, got {password_env!r}")
-    return ServerConfig(name, endpoint, line, _security(fields, path), username, password_env,
-                        fields.number("publishing_ms", 100.0, minimum=0.0),
-                        fields.number("health_check_s", 5.0, minimum=0.5))
+    def line(self, loc: Location) -> int:
+        """The line of the last key (or list item) of `loc` that the file has; 1-based."""
+        node, line = self.root, self.root.start_mark.line + 1
+        for step in loc:
+            if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+                node = node.value[step]
+                line = node.start_mark.line + 1
+            elif isinstance(node, yaml.MappingNode):
+                entry = next(((key, value) for key, value in node.value if key.value == str(step)), None)
+                if entry is None:
+                    return node.start_mark.line + 1  # a missing key: the mapping that lacks it
+                node, line = entry[1], entry[0].start_mark.line + 1
+            else:
+                break
+        return line
 
+    def value(self, loc: Location) -> object:
+        value = self.data
+        for step in loc:
+            if isinstance(value, dict):
+                value = value.get(step)
+            elif isinstance(value, list) and isinstance(step, int) and step < len(value):
+                value = value[step]
+            else:
+                return None
+        return value
 
-def _binding(node: yaml.Node, data, path: Path, servers: dict[str, ServerConfig]) -> Binding:
-    probe = data if isinstance(data, dict) else {}
-    label = f"binding {probe.get('node') or probe.get('browse_path') or '?'}"
-    fields = _Fields(node, data, path, label)
-    fields.check_keys(_BINDING_KEYS)
-    for key in ("server", "prim", "attr"):
-        if key not in fields.values:
-            raise fields.error(None, f"missing {key!r}")
-    if ("node" in fields.values) == ("browse_path" in fields.values):
-        raise fields.error("browse_path", "give exactly one of 'node' and 'browse_path'")
-    if fields.get("server") not in servers:
-        raise fields.error("server", f"unknown server {fields.get('server')!r}; servers: {sorted(servers)}")
-    node_id = fields.get("node", "")
-    if "node" in fields.values and (not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id)
-                                    or int(_NAMESPACE_INDEX.match(node_id).group(1) or 0) > 65535):
-        raise fields.error("node", f"malformed NodeId {node_id!r} (expected e.g. 'ns=2;s=Line.Speed', "
-                                   "'nsu=urn:...;s=...' or 'ns=0;i=2258')")
-    browse_path: tuple[str, ...] = ()
-    if "browse_path" in fields.values:  # a list, or one string with "/" between the qualified names
-        raw = fields.get("browse_path")
-        elements = _BROWSE_SPLIT.split(raw.strip("/")) if isinstance(raw, str) else raw
+    def label(self, loc: Location) -> str:
+        """What the error is about: "server 'plc'", "binding ns=2;s=Speed limits", "binding 2:A/2:B alarm"."""
+        if loc[0] == "servers":
+            return f"server {loc[1]!r}" + (" security" if len(loc) > 3 else "")
+        entry = self.value(loc[:2])
+        probe = entry if isinstance(entry, dict) else {}
+        label = f"binding {probe.get('node') or probe.get('browse_path') or '?'}"
+        if len(loc) > 3:
+            label += " alarm" if loc[2] == "alarms" else f" {loc[2]}"
+        return label
 
-        def valid(element) -> bool:
-            if not isinstance(element, str) or not _BROWSE_ELEMENT.fullmatch(element):
-                return False
-            namespace, name = qualified_name_parts(element)
-            if namespace.isdigit() and int(namespace) > 65535:
-                return False
-            return not isinstance(raw, str) or "/" not in name  # one string: "/" only inside a namespace URI
+    def error(self, loc: Location, message: str) -> BindingError:
+        """An error about the item at `loc`; a section (loc of one key) or the file itself has no label."""
+        label = f"{self.label(loc)}: " if len(loc) > 1 else ""
+        return BindingError(self.path, f"{label}{message}", line=self.line(loc))
 
-        if not isinstance(elements, list) or not elements or not all(valid(e) for e in elements):
-            raise fields.error("browse_path", f"browse_path must be qualified names from Objects like "
-                                              f"'2:Factory/2:Line/2:Speed' (namespace index up to 65535, or "
-                                              f"nsu=URI; a name with '/' needs the list form), got {raw!r}")
-        browse_path = tuple(elements)
-    prim, attr = fields.get("prim"), fields.get("attr")
-    if not isinstance(prim, str) or not prim.startswith("/"):
-        raise fields.error("prim", f"prim must be an absolute path, got {prim!r}")
-    if not isinstance(attr, str) or not attr:
-        raise fields.error("attr", f"attr must be a name, got {attr!r}")
-    kind = fields.get("kind", "float")
-    if kind not in KINDS:
-        raise fields.error("kind", f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    width = fields.get("width", 1)
-    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-        raise fields.error("width", f"width must be a positive integer, got {width!r}")
-    queue_size = fields.get("queue_size", 1)
-    if not isinstance(queue_size, int) or isinstance(queue_size, bool) or queue_size < 1:
-        raise fields.error("queue_size", f"queue_size must be a positive integer, got {queue_size!r}")
-    direction = fields.get("direction", "read")
-    if direction not in DIRECTIONS:
-        raise fields.error("direction", f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    deadband = None
-    if "deadband" in fields.values:
-        spec = fields.sub("deadband", f"{label} deadband")
-        spec.check_keys({"absolute", "percent"})
-        if len(spec.values) != 1:
-            raise spec.error(None, "deadband takes one of 'absolute' or 'percent'")
-        (deadband_kind,) = spec.values
-        amount = spec.number(deadband_kind, None, minimum=0.0)
-        if amount is None:
-            raise spec.error(deadband_kind, f"a {deadband_kind} deadband needs a number")
-        deadband = Deadband(deadband_kind, amount)
-        if deadband_kind == "percent" and deadband.value > 100:
-            raise spec.error("percent", f"a percent deadband must be within 0..100, got {deadband.value}")
-        if kind in ("text", "json", "bool"):
-            raise fields.error("deadband", f"a deadband needs a numeric kind, not {kind}")
-    enum = fields.get("enum", {})
-    if not isinstance(enum, dict) or not all(isinstance(k, int) and isinstance(v, str) for k, v in enum.items()):
-        raise fields.error("enum", f"enum must map integer codes to names, got {enum!r}")
-    if enum and kind != "int":
-        raise fields.error("enum", f"an enum map needs kind int, not {kind}")
-    limits = {}
-    if "limits" in fields.values:
-        spec = fields.sub("limits", f"{label} limits")
-        spec.check_keys({"min", "max"})
-        limits = {key: spec.number(key, None) for key in ("min", "max")}
-        if None not in limits.values() and limits["min"] > limits["max"]:
-            raise spec.error("min", f"min {limits['min']} is above max {limits['max']}")
-        if direction == "read":
-            raise fields.error("limits", "limits apply to writes, but this binding's direction is read")
-    scale = fields.number("scale", 1.0)
-    if scale == 0:
-        raise fields.error("scale", "scale must not be 0 (writes divide by it)")
-    if (scale != 1.0 or "offset" in fields.values) and kind not in ("float", "int"):
-        raise fields.error("scale", f"scale and offset need a numeric kind, not {kind}")
-    unit = fields.get("unit", "")
-    return Binding(
-        fields.get("server"), node_id, prim, attr, "" if unit is None else str(unit), kind, width,
-        fields.number("sampling_ms", 100.0, minimum=0.0), fields.line, browse_path, queue_size, deadband,
-        scale, fields.number("offset", 0.0), dict(enum), direction, limits.get("min"), limits.get("max"),
-        _alarms(fields, f"{prim}.{attr}", kind, width, enum),
-    )
-
-
-def _alarms(fields: _Fields, key: str, kind: str, width: int, enum: dict[int, str]) -> tuple[AlarmRule, ...]:
-    """The binding's `alarms:` list, each entry checked against the binding (numeric limits need a
-    numeric scalar, a state name needs the enum to have it)."""
-    if "alarms" not in fields.values:
-        return ()
-    node, data = fields.nodes["alarms"], fields.values["alarms"]
-    if not isinstance(node, yaml.SequenceNode) or not isinstance(data, list):
-        raise fields.error("alarms", "alarms must be a list of rules, e.g. [{high: 60, deadband: 2}]")
-    rules = []
-    for item, item_data in zip(node.value, data, strict=True):
-        entry = _Fields(item, item_data, fields.path, f"{fields.what} alarm")
+    def validate(self, endpoint_overrides: dict[str, str]) -> BindingFileSpec:
+        servers = self.data.get("servers") if isinstance(self.data, dict) else None
+        for name, endpoint in endpoint_overrides.items():
+            if endpoint and isinstance(servers, dict) and isinstance(servers.get(name), dict):
+                servers[name]["endpoint"] = endpoint
         try:
-            rule = parse_rule(entry.values, key, where=f"{fields.path}:{entry.line}")
-        except AlarmRuleError as error:
-            raise entry.error(error.field, str(error)) from None
-        if rule.kind in ("high", "low", "rate") and (kind not in ("float", "int") or width != 1):
-            raise entry.error(rule.kind, f"a {rule.kind} alarm needs a numeric scalar signal, not {kind} "
-                                         f"of width {width}")
-        if isinstance(rule.equals, str) and kind != "text" and rule.equals not in enum.values():
-            raise entry.error("equals", f"state {rule.equals!r} is not in this binding's enum "
-                                        f"({', '.join(enum.values()) or 'none: a name needs kind int with an enum, '}"
-                                        f"{'' if enum else 'or kind text'})")
-        if any(other.name == rule.name for other in rules):
-            raise entry.error("name", f"two alarms named {rule.name!r} on {key}: give each a name")
-        rules.append(rule)
-    return tuple(rules)
+            return BindingFileSpec.model_validate(self.data)
+        except ValidationError as error:
+            raise self.explain(error.errors(include_url=False)[0]) from None
+
+    def explain(self, error: ErrorDetails) -> BindingError:
+        """pydantic's error as ours: the binding or server, the field, what it must be and what it got."""
+        loc = _trim(blamed(error))
+        kind, name = error["type"], str(loc[-1]) if loc else ""
+        if not loc:
+            return BindingError(self.path, "the file must be a mapping", line=1)
+        if len(loc) == 1:
+            if kind == "extra_forbidden":
+                return self.error(loc, f"unknown section {name!r} (expected 'servers' and 'bindings')")
+            if kind == "missing":
+                return BindingError(self.path, f"missing section {name!r}", line=1)
+            return self.error(loc, _SECTION_ERRORS[name])
+        if len(loc) == 2 and kind != "value_error":
+            return BindingError(self.path, f"{self.label(loc)} must be a mapping", line=self.line(loc))
+        model: type[_Spec] = (_NESTED[str(loc[2])] if len(loc) == 4 else ServerSpec if loc[0] == "servers"
+                              else BindingSpec)
+        if kind == "extra_forbidden":
+            return self.error(loc, f"unknown key {name!r} (allowed: {', '.join(sorted(model.model_fields))})")
+        return self.error(loc, sentence(error, model, name, self.value(loc)))
+
+
+def _trim(loc: Location) -> Location:
+    """A location down to the field that the file spells (not an item of a list or a key of a map inside it)."""
+    if len(loc) > 4 and loc[2] == "alarms":
+        return loc[:5]
+    if len(loc) > 3 and loc[2] in _NESTED:
+        return loc[:4]
+    return loc[:3]
 
 
 def load_bindings(path: str | Path, endpoint_overrides: dict[str, str] | None = None) -> BindingFile:
     """Read and validate a binding file; `endpoint_overrides` replaces servers' endpoints by name."""
     path = Path(path)
-    overrides = endpoint_overrides or {}
-    root, data = _read_yaml(path)
-    sections = _Fields(root, data, path, "the file")
-    for key, line in sections.lines.items():
-        if key not in ("servers", "bindings"):
-            raise BindingError(path, f"unknown section {key!r} (expected 'servers' and 'bindings')", line=line)
-    for section in ("servers", "bindings"):
-        if section not in sections.values:
-            raise BindingError(path, f"missing section {section!r}", line=1)
-    servers_node = sections.nodes["servers"]
-    if not isinstance(servers_node, yaml.MappingNode) or not servers_node.value:
-        raise BindingError(path, "'servers' must map names to servers", line=sections.lines["servers"])
-    servers = {
-        key.value: _server(key.value, value, sections.values["servers"].get(key.value), key.start_mark.line + 1,
-                           path, overrides)
-        for key, value in servers_node.value
-    }
-    for name in overrides:
-        if name not in servers:
-            raise BindingError(path, f"endpoint override for unknown server {name!r}; servers: {sorted(servers)}")
-    bindings_node = sections.nodes["bindings"]
-    if not isinstance(bindings_node, yaml.SequenceNode):
-        raise BindingError(path, "'bindings' must be a list", line=sections.lines["bindings"])
+    document = _Document(path)
+    spec = document.validate(endpoint_overrides or {})
+    for name in endpoint_overrides or {}:
+        if name not in spec.servers:
+            raise BindingError(path, f"endpoint override for unknown server {name!r}; servers: {sorted(spec.servers)}")
+    servers = {name: server.config(name, document.line(("servers", name)), path.parent)
+               for name, server in spec.servers.items()}
     bindings: list[Binding] = []
     targets: dict[tuple[str, str], Binding] = {}
-    for item, item_data in zip(bindings_node.value, sections.values["bindings"], strict=True):
-        binding = _binding(item, item_data, path, servers)
-        first = targets.get((binding.prim, binding.attr))
-        if first is not None:
-            raise BindingError(path, f"{binding.describe()}: {binding.prim}.{binding.attr} is already fed by "
-                                     f"{first.source} (line {first.line})", line=binding.line)
-        targets[(binding.prim, binding.attr)] = binding
+    for index, binding_spec in enumerate(spec.bindings):
+        loc = ("bindings", index)
+        binding = binding_spec.binding(document.line(loc), _alarms(document, loc, binding_spec))
+        first = targets.setdefault((binding.prim, binding.attr), binding)
+        if first is not binding:
+            raise document.error(loc, f"{binding.prim}.{binding.attr} is already fed by {first.source} "
+                                      f"(line {first.line})")
         bindings.append(binding)
     return BindingFile(path, servers, tuple(bindings))
+
+
+def _alarms(document: _Document, loc: Location, spec: BindingSpec) -> tuple[AlarmRule, ...]:
+    """The binding's `alarms:` list, each entry checked against the binding (numeric limits need a
+    numeric scalar, a state name needs the enum to have it)."""
+    key, rules = f"{spec.prim}.{spec.attr}", list[AlarmRule]()
+    for index, entry in enumerate(spec.alarms):
+        at = (*loc, "alarms", index)
+        try:
+            rule = parse_rule(entry, key, where=f"{document.path}:{document.line(at)}")
+        except AlarmRuleError as error:
+            raise document.error((*at, error.field) if error.field else at, str(error)) from None
+        if rule.kind in ("high", "low", "rate") and (spec.kind not in NUMERIC_KINDS or spec.width != 1):
+            raise document.error((*at, rule.kind), f"a {rule.kind} alarm needs a numeric scalar signal, not "
+                                                   f"{spec.kind} of width {spec.width}")
+        names = spec.enum.values()
+        if isinstance(rule.equals, str) and spec.kind != "text" and rule.equals not in names:
+            raise document.error((*at, "equals"), f"state {rule.equals!r} is not in this binding's enum "
+                                                  f"({', '.join(names) or 'none: a name needs kind int with an enum, '}"
+                                                  f"{'' if names else 'or kind text'})")
+        if any(other.name == rule.name for other in rules):
+            raise document.error((*at, "name"), f"two alarms named {rule.name!r} on {key}: give each a name")
+        rules.append(rule)
+    return tuple(rules)
 
 
 def validate_against_stage(binding_file: BindingFile, stage) -> None:
