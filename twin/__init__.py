@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "read_line": "twin.line.model",
     "LineModel": "twin.line.model",
     "run_whatif": "twin.line.whatif",
-    "SweepParameter": "twin.line.whatif",
+    "SweepParameter": "twin.line.sweep",
     "LiveStart": "twin.line.live",
     "WhatIfClient": "twin.line.client",
     "WhatIfError": "twin.line.client",
@@ -72,7 +72,8 @@ if TYPE_CHECKING:
     from twin.line.client import WhatIfClient, WhatIfError
     from twin.line.live import LiveStart
     from twin.line.model import LineModel, read_line
-    from twin.line.whatif import SweepParameter, run_whatif
+    from twin.line.sweep import SweepParameter
+    from twin.line.whatif import run_whatif
     from twin.sdk.local import LocalTwin
     from twin.sdk.local import open_twin as open
     from twin.sdk.remote import AsyncTwinClient, TwinClient, connect, connect_async

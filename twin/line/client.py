@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from twin.core.errors import TwinError
 
-from .whatif import SweepParameter
+from .sweep import SweepParameter, whatif_request
 
 
 class WhatIfError(TwinError):
@@ -25,14 +25,6 @@ class WhatIfError(TwinError):
     def __init__(self, status: int, message: str):
         self.status = status
         super().__init__(f"HTTP {status}: {message}")
-
-
-def whatif_request(*, sweep: Sequence[SweepParameter], replications: int, hours: float, warmup_hours: float,
-                   seed: int, start: str) -> dict:
-    """The body of POST /api/whatif (docs/line-model.md), for this client and the SDK's."""
-    return {"sweep": [{"prim": p.prim, "attr": p.attribute, "values": list(p.values)} for p in sweep],
-            "replications": replications, "hours": hours, "warmup_hours": warmup_hours, "seed": seed,
-            "start": start}
 
 
 class WhatIfClient:

@@ -20,7 +20,8 @@ from twin.core.errors import TwinError
 from .live import LiveStart
 from .model import LineModel
 from .simulation import Variant, variant_parameters
-from .whatif import SweepParameter, WhatIfResult, check_horizon, run_whatif, sweep_variants
+from .sweep import SweepParameter
+from .whatif import WhatIfResult, check_horizon, run_whatif, sweep_variants
 
 log = logging.getLogger("twin.whatif")
 MAX_QUEUED = 4

@@ -22,26 +22,11 @@ from twin.core.errors import TwinError
 from .kpis import summarize, variant_kpis
 from .model import COLUMN, LineModel
 from .simulation import LineSimulation, Variant
+from .sweep import SweepParameter
 
 MAX_VARIANTS = 200_000
 MAX_HOURS = 24.0 * 31
 SLICE_VARIANT_HOURS = 500.0
-
-
-@dataclass(frozen=True)
-class SweepParameter:
-    prim: str
-    attribute: str
-    values: tuple[float, ...]
-
-    def __init__(self, prim: str, attribute: str, values: Sequence[float]):
-        object.__setattr__(self, "prim", prim)
-        object.__setattr__(self, "attribute", attribute)
-        object.__setattr__(self, "values", tuple(float(v) for v in values))
-
-    @property
-    def label(self) -> str:
-        return f"{self.prim}.{self.attribute}"
 
 
 @dataclass

@@ -14,7 +14,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,8 +23,7 @@ import numpy as np
 import websockets
 
 from twin.core.errors import TwinError
-from twin.line.client import whatif_request
-from twin.line.whatif import SweepParameter
+from twin.line.sweep import SweepParameter, whatif_request
 from twin.sdk.types import Alarm, History, IkSolution, Robot, Sample, Update, api_error, prim_paths, update_from_frame
 from twin.stream.protocol import Frame, Gap, StreamState
 
@@ -101,7 +100,7 @@ class AsyncTwinClient:
         return await self._call("POST", "/api/write", body={"prim": prim, "attr": attr, "value": value})
 
     async def subscribe(self, signals: Sequence[str] = (), subtrees: Sequence[str] = (), *,
-                        idle_timeout: float = 30.0) -> AsyncIterator[Update]:
+                        idle_timeout: float = 30.0) -> AsyncGenerator[Update, None]:
         """Updates as the twin changes: the first holds everything in scope, then only what changed.
         Subscribe to signal keys and/or prim subtrees (nothing named: everything). Alarm transitions come
         as updates too. Frames are never queued up: a slow reader gets the latest state, not a backlog."""
