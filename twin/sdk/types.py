@@ -103,7 +103,7 @@ class History:
     def to_pandas(self):
         """A DataFrame indexed by UTC time: `value` (or one column per array element), `status`."""
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped]  # an optional extra, without pandas-stubs
         except ImportError:
             raise ImportError("History.to_pandas needs pandas: pip install 'factory-twin[pandas]'") from None
         index = pd.to_datetime(self.times, unit="s", utc=True)
@@ -179,13 +179,15 @@ class IkSolution:
 @dataclass(frozen=True)
 class Update:
     """What changed in one stream frame: signals by key, link and prim transforms (4x4, in their parent's
-    frame, as USD holds them), and alarm transitions."""
+    frame, as USD holds them), and alarm transitions. `replay`: the frame shows a past instant (its `time`),
+    not the live twin."""
 
     version: int | None
     time: float
     signals: dict[str, Sample] = field(default_factory=dict)
     transforms: dict[str, np.ndarray] = field(default_factory=dict)
     alarm_events: list[dict] = field(default_factory=list)
+    replay: bool = False
 
 
 def prim_paths(tree: dict, kind: str | None = None) -> list[str]:
@@ -199,6 +201,8 @@ def prim_paths(tree: dict, kind: str | None = None) -> list[str]:
 def update_from_frame(frame: Frame, state: StreamState) -> Update:
     """A stream frame's content as an Update, read from the StreamState that has just applied it."""
     schema = state.schema
+    if schema is None:
+        raise ValueError("a frame is read only after the schema it was decoded with")
     signals = {}
     for row in frame.signal_rows:
         key = schema["signals"][row]["key"]
@@ -207,4 +211,4 @@ def update_from_frame(frame: Frame, state: StreamState) -> Update:
         signals[key] = Sample.from_json(key, {**entry, "v": value})
     transforms = {schema["transforms"][row]: pose_to_matrix(np.asarray(pose, np.float64))
                   for row, pose in zip(frame.transform_rows, frame.poses, strict=True)}
-    return Update(frame.version, frame.time, signals, transforms)
+    return Update(frame.version, frame.time, signals, transforms, replay=frame.replay)

@@ -8,7 +8,7 @@ the same bytes to every client in the same place.
 
 Layout, little-endian. "pad" means zero bytes up to the next multiple of 8 counted from the frame's
 first byte, so every float64 array can be viewed in place.
-    header      (52 bytes) magic "TWIN", u16 protocol, u16 flags (1 = snapshot), u32 schema, u64 base,
+    header      (52 bytes) magic "TWIN", u16 protocol, u16 flags (1 = snapshot, 2 = replay), u32 schema, u64 base,
                 u64 version, f64 server time, u32 n_transforms, u32 n_signals, u32 n_instance_sets,
                 u32 text bytes
     transforms  u32 row[n], pad, f32 position[n][3], pad, i16 quaternion[n][4] (x y z w, times 32767), pad
@@ -136,20 +136,20 @@ def encode_frame(cache: RuntimeCache, base: int | None, scope: Scope, *,
         version = cache.version
         schema = schema_id(cache)
         snapshot = base is None
-        if not snapshot and base >= version:
+        if base is not None and base >= version:
             return None, version
         transform_scope, signal_scope = scope.rows(cache)
-        if snapshot:
+        if base is None:
             transform_rows = np.arange(len(cache.transform_prims)) if transform_scope is None else transform_scope
             signal_rows = np.arange(len(cache.signals)) if signal_scope is None else signal_scope
         else:
             transform_rows = cache.changed_transforms(base)
             signal_rows = cache.changed_signals(base)
-            if transform_scope is not None:
+            if transform_scope is not None and signal_scope is not None:
                 transform_rows = np.intersect1d(transform_rows, transform_scope)
                 signal_rows = np.intersect1d(signal_rows, signal_scope)
         instance_sets = [(index, s) for index, s in enumerate(cache.instance_sets.values())
-                         if scope.instances and (snapshot or s.version > base)]
+                         if scope.instances and (base is None or s.version > base)]
         if not snapshot and not len(transform_rows) and not len(signal_rows) and not instance_sets:
             return None, version
         transform_rows = np.asarray(transform_rows, np.int64)
@@ -171,7 +171,7 @@ def encode_frame(cache: RuntimeCache, base: int | None, scope: Scope, *,
     now = time.time() if replay_of is None else replay_of
     flags = (SNAPSHOT if snapshot else 0) | (0 if replay_of is None else REPLAY)
     text_bytes = json.dumps(text, separators=(",", ":")).encode() if text else b""
-    header = HEADER.pack(MAGIC, PROTOCOL, flags, schema, 0 if snapshot else base,
+    header = HEADER.pack(MAGIC, PROTOCOL, flags, schema, base or 0,
                          version, now, len(transform_rows), len(signal_rows), len(instances), len(text_bytes))
     parts = [header]
     size = len(header)
@@ -205,6 +205,7 @@ class Frame:
     """A decoded data frame (the inverse of `encode_frame`), for Python clients and tests."""
 
     snapshot: bool
+    replay: bool  # a past instant (GET /api/replay/frame), not the live twin
     schema: int
     base: int
     version: int
@@ -265,8 +266,8 @@ def _decode(data: bytes, widths: list[int] | np.ndarray) -> Frame:
     text = {int(k): v for k, v in json.loads(data[offset:offset + n_text]).items()} if n_text else {}
     if offset + n_text != len(data):
         raise ValueError(f"frame length {len(data)} does not match its contents ({offset + n_text})")
-    return Frame(bool(flags & SNAPSHOT), schema, base, version, when, transform_rows, transform_poses, signal_rows,
-                 status, quality, source_time, values, instances, text)
+    return Frame(bool(flags & SNAPSHOT), bool(flags & REPLAY), schema, base, version, when, transform_rows,
+                 transform_poses, signal_rows, status, quality, source_time, values, instances, text)
 
 
 def signal_values(frame: Frame, widths: np.ndarray) -> list[np.ndarray]:
