@@ -17,12 +17,13 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from twin.core.cache import RuntimeCache
 from twin.core.errors import KinematicsError, TwinError, UnknownSignalError
-from twin.line.whatif import SweepParameter
+from twin.line.sweep import SweepParameter
 from twin.sdk.types import (
     Alarm,
     ConflictError,
@@ -41,6 +42,9 @@ from twin.sim.scene_info import prim_details, scene_tree
 from twin.stream.frames import signal_json
 from twin.stream.protocol import Frame, Scope, StreamState, encode_frame, schema_id, schema_message
 
+if TYPE_CHECKING:
+    from twin.line.jobs import WhatIfJobs
+
 
 class LocalTwin:
     """A twin of `layout` in this process. `history` keeps every update in a DuckDB file (docs/history.md)."""
@@ -53,7 +57,7 @@ class LocalTwin:
             self.user = getpass.getuser()
         except (KeyError, OSError):  # a container without a user entry
             self.user = "local"
-        self._jobs = None
+        self._jobs: WhatIfJobs | None = None
         if history is not None:
             from twin.history.store import Historian
 
@@ -108,11 +112,13 @@ class LocalTwin:
             raise NotFoundError(404, str(error.args[0]), f"signal {key}") from None
 
     def read(self, key: str) -> Sample:
-        return Sample.from_json(key, signal_json(self.cache, self._info(key).row))
+        """The stored value itself, unrounded (the server rounds only what it sends as JSON)."""
+        return Sample.from_json(key, signal_json(self.cache, self._info(key).row, exact=True))
 
     def read_many(self, keys: Sequence[str] | None = None) -> dict[str, Sample]:
         infos = self.cache.signals if keys is None else [self._info(key) for key in keys]
-        return {info.key: Sample.from_json(info.key, signal_json(self.cache, info.row)) for info in infos}
+        return {info.key: Sample.from_json(info.key, signal_json(self.cache, info.row, exact=True))
+                for info in infos}
 
     def write(self, key: str, value: float | int | bool | str | Sequence[float]) -> dict:
         """Set a signal of this twin (there is no plant behind an in-process twin) and step, so poses,

@@ -18,20 +18,23 @@ from twin.core.cache import RuntimeCache, quality_name
 DECIMALS = 5  # 10 micrometres / 1e-5 rad: far below what the viewer can show
 
 
-def _number(value: float):
-    return round(value, DECIMALS) if math.isfinite(value) else None  # JSON has no NaN or infinity
+def _number(value: float, exact: bool = False) -> float | None:
+    if not math.isfinite(value):
+        return None  # JSON has no NaN or infinity
+    return value if exact else round(value, DECIMALS)
 
 
-def signal_json(cache: RuntimeCache, row: int) -> dict:
+def signal_json(cache: RuntimeCache, row: int, *, exact: bool = False) -> dict:
+    """A signal as {"v", "q", "s", "t", "l"?}: rounded for the wire, or `exact` (the in-process SDK's values)."""
     value = cache.signal_value(row)
     if isinstance(value, np.ndarray):
-        value = [_number(float(v)) for v in value]
+        value = [_number(float(v), exact) for v in value]
     elif isinstance(value, float):
-        value = _number(value)
+        value = _number(value, exact)
     status = int(cache.status[row])
     source_time = float(cache.source_time[row])
     frame = {"v": value, "q": quality_name(status), "s": status,
-             "t": None if math.isnan(source_time) else round(source_time, 3)}
+             "t": None if math.isnan(source_time) else source_time if exact else round(source_time, 3)}
     if cache.signals[row].kind != "text" and cache.text[row] is not None:
         frame["l"] = cache.text[row]  # the name of an enum code, e.g. a station state
     return frame
@@ -45,10 +48,10 @@ def build_frame(cache: RuntimeCache, since: int | None, seq: int) -> tuple[dict 
     with cache.lock:
         version = cache.version
         snapshot = since is None
-        if not snapshot and since >= version:
+        if since is not None and since >= version:
             return None, version
-        transform_rows = range(len(cache.transform_prims)) if snapshot else cache.changed_transforms(since)
-        signal_rows = range(len(cache.signals)) if snapshot else cache.changed_signals(since)
+        transform_rows = range(len(cache.transform_prims)) if since is None else cache.changed_transforms(since)
+        signal_rows = range(len(cache.signals)) if since is None else cache.changed_signals(since)
         transforms = {
             cache.transform_prims[row]: np.round(cache.transforms[row], DECIMALS).ravel().tolist()
             for row in transform_rows
@@ -60,7 +63,7 @@ def build_frame(cache: RuntimeCache, since: int | None, seq: int) -> tuple[dict 
                 signals[info.key].update(u=info.unit, k=info.kind)
         instances = {}
         for name, instance_set in cache.instance_sets.items():
-            if snapshot or instance_set.version > since:
+            if since is None or instance_set.version > since:
                 matrices = instance_set.transforms[instance_set.active]
                 instances[name] = {"count": int(matrices.shape[0]),
                                    "matrices": np.round(matrices, 4).ravel().tolist()}
