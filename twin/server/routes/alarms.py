@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from twin.core.alarms import AlarmEngine
-from twin.history.store import Historian
-from twin.server.auth import Access
-from twin.server.routes.history import need_historian
+from twin.server.deps import HistorianDep, Operator, TwinDep
 
 
 class Acknowledgement(BaseModel):
     comment: str = Field("", max_length=500)
+
+
+async def get_engine(twin: TwinDep) -> AlarmEngine:
+    return twin.alarms
+
+
+EngineDep = Annotated[AlarmEngine, Depends(get_engine)]
+router = APIRouter(prefix="/api/alarms")
 
 
 def _rule_json(rule) -> dict:
@@ -29,49 +36,48 @@ def _rule_json(rule) -> dict:
             "severity": rule.severity, "message": rule.message, "where": rule.where}
 
 
-def alarms_router(engine: AlarmEngine, access: Access, historian: Historian | None) -> APIRouter:
-    router = APIRouter(prefix="/api/alarms")
+@router.get("")
+async def open_alarms(engine: EngineDep) -> dict:
+    """Alarms that are active or not yet acknowledged, most severe and newest first."""
+    return {"version": engine.version, "seq": engine.last_seq, "alarms": engine.open_alarms()}
 
-    @router.get("")
-    async def open_alarms() -> dict:
-        """Alarms that are active or not yet acknowledged, most severe and newest first."""
-        return {"version": engine.version, "seq": engine.last_seq, "alarms": engine.open_alarms()}
 
-    @router.get("/rules")
-    async def rules() -> list[dict]:
-        """Every rule, where it was defined, and whether its signal exists."""
-        missing = {rule.id for rule in engine.unresolved()}
-        return [{**_rule_json(rule), "resolved": rule.id not in missing} for rule in engine.rules]
+@router.get("/rules")
+async def rules(engine: EngineDep) -> list[dict]:
+    """Every rule, where it was defined, and whether its signal exists."""
+    missing = {rule.id for rule in engine.unresolved()}
+    return [{**_rule_json(rule), "resolved": rule.id not in missing} for rule in engine.rules]
 
-    @router.post("/{alarm_id}/acknowledge")
-    async def acknowledge(alarm_id: int, body: Acknowledgement | None = None,
-                          authorization: str | None = Header(default=None)) -> dict:
-        """An operator has seen the alarm (recorded with who, when and the comment)."""
-        principal = access.require(authorization, "operator")
-        try:
-            return engine.acknowledge(alarm_id, principal.user, (body or Acknowledgement()).comment).to_json()
-        except KeyError as error:
-            raise HTTPException(404, error.args[0]) from None
-        except ValueError as error:
-            raise HTTPException(409, str(error)) from None
 
-    @router.get("/events")
-    async def events(since: int = Query(0, ge=0)) -> dict:
-        """Transitions after sequence number `since` still in memory (the last 10,000)."""
-        found = engine.events_since(since)
-        return {"seq": engine.last_seq, "events": [event.to_json() for event in found]}
+@router.post("/{alarm_id}/acknowledge")
+async def acknowledge(alarm_id: int, principal: Operator, engine: EngineDep,
+                      body: Acknowledgement | None = None) -> dict:
+    """An operator has seen the alarm (recorded with who, when and the comment)."""
+    try:
+        return engine.acknowledge(alarm_id, principal.user, (body or Acknowledgement()).comment).to_json()
+    except KeyError as error:
+        raise HTTPException(404, error.args[0]) from None
+    except ValueError as error:
+        raise HTTPException(409, str(error)) from None
 
-    @router.get("/at")
-    async def alarms_at(t: float) -> dict:
-        """The alarm list as it was at instant `t` (Unix seconds), rebuilt from the stored transitions."""
-        store = need_historian(historian)
-        if not math.isfinite(t):
-            raise HTTPException(422, f"t must be a finite time, got {t}")
-        return {"at": t, "alarms": await asyncio.to_thread(store.alarms_at, t)}
 
-    @router.get("/history")
-    async def history(start: float = -math.inf, end: float = math.inf, key: str | None = None) -> list[dict]:
-        """Stored transitions over [start, end] (Unix seconds), optionally of one signal."""
-        return await asyncio.to_thread(need_historian(historian).alarm_events, start, end, key)
+@router.get("/events")
+async def events(engine: EngineDep, since: int = Query(0, ge=0)) -> dict:
+    """Transitions after sequence number `since` still in memory (the last 10,000)."""
+    found = engine.events_since(since)
+    return {"seq": engine.last_seq, "events": [event.to_json() for event in found]}
 
-    return router
+
+@router.get("/at")
+async def alarms_at(t: float, store: HistorianDep) -> dict:
+    """The alarm list as it was at instant `t` (Unix seconds), rebuilt from the stored transitions."""
+    if not math.isfinite(t):
+        raise HTTPException(422, f"t must be a finite time, got {t}")
+    return {"at": t, "alarms": await asyncio.to_thread(store.alarms_at, t)}
+
+
+@router.get("/history")
+async def history(store: HistorianDep, start: float = -math.inf, end: float = math.inf,
+                  key: str | None = None) -> list[dict]:
+    """Stored transitions over [start, end] (Unix seconds), optionally of one signal."""
+    return await asyncio.to_thread(store.alarm_events, start, end, key)

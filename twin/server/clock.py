@@ -1,0 +1,49 @@
+"""The live simulation's clock: one asyncio task steps the twin at `tick_hz` and wakes the stream's clients.
+
+Each client then sends itself a frame of what changed since its own last frame (twin/stream/hub.py), so a
+slow client slows only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from twin.sim.runtime import Twin
+from twin.stream.hub import StreamHub
+
+log = logging.getLogger("twin.server")
+
+
+@dataclass
+class SimulationClock:
+    """What the tick loop does (running, tick_hz: set by the simulation route) and what it did (for /api/health)."""
+
+    tick_hz: float
+    running: bool = True
+    ticks: int = 0
+    tick_seconds: float = 0.0
+    started: float = field(default_factory=time.time)
+
+
+async def run_ticks(twin: Twin, hub: StreamHub, clock: SimulationClock) -> None:
+    """Step the twin (unless paused) and notify the hub, at the clock's rate, until cancelled."""
+    next_time = time.monotonic()
+    while True:
+        period = 1.0 / clock.tick_hz
+        started = time.perf_counter()
+        try:
+            if clock.running:
+                twin.step()
+        except Exception:  # keep serving; the error is in the log with its traceback
+            log.exception("simulation step failed")
+        clock.tick_seconds = time.perf_counter() - started
+        clock.ticks += 1
+        hub.notify()
+        next_time += period
+        delay = next_time - time.monotonic()
+        if delay < -period:  # fell behind: don't try to catch up with a burst
+            next_time = time.monotonic()
+        await asyncio.sleep(max(delay, 0.0))
