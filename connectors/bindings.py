@@ -373,7 +373,8 @@ class _Document:
             seen: set[str] = set()
             for key, value in node.value:
                 if key.value in seen:
-                    raise self.error((*loc, key.value), f"key {key.value!r} appears twice")
+                    raise self.error((*loc, key.value), f"key {key.value!r} appears twice",
+                                     line=key.start_mark.line + 1)
                 seen.add(key.value)
                 self._refuse_duplicate_keys(value, (*loc, key.value))
 
@@ -411,14 +412,17 @@ class _Document:
         entry = self.value(loc[:2])
         probe = entry if isinstance(entry, dict) else {}
         label = f"binding {probe.get('node') or probe.get('browse_path') or '?'}"
-        if len(loc) > 3:
-            label += " alarm" if loc[2] == "alarms" else f" {loc[2]}"
+        if len(loc) > 3 and loc[2] == "alarms":
+            label += " alarm"
+        elif len(loc) > 3 and loc[2] in _NESTED:
+            label += f" {loc[2]}"
         return label
 
-    def error(self, loc: Location, message: str) -> BindingError:
-        """An error about the item at `loc`; a section (loc of one key) or the file itself has no label."""
-        label = f"{self.label(loc)}: " if len(loc) > 1 else ""
-        return BindingError(self.path, f"{label}{message}", line=self.line(loc))
+    def error(self, loc: Location, message: str, *, line: int | None = None) -> BindingError:
+        """An error about the field at `loc`, at its line unless `line` says otherwise. A field of a server or
+        a binding is labelled with it; a section, or an entry of one, is not."""
+        label = f"{self.label(loc)}: " if len(loc) > 2 else ""
+        return BindingError(self.path, f"{label}{message}", line=line or self.line(loc))
 
     def validate(self, endpoint_overrides: dict[str, str]) -> BindingFileSpec:
         servers = self.data.get("servers") if isinstance(self.data, dict) else None

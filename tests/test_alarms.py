@@ -200,6 +200,10 @@ def test_alarm_events_are_stored_by_the_historian_and_ids_continue(tmp_path):
     ({"high": 1, "name": "too hot"}, "name", "without spaces"),
     ({"high": math.nan}, "high", "finite number"),
     ({"rate": 0.5, "deadband": 0.5}, "deadband", "could never clear"),
+    ({"high": None}, "high", "alarm high needs a value"),
+    ({"rate": 1, "window_s": 0}, "window_s", "alarm window_s must be > 0, got 0"),
+    ({"equals": ""}, "equals", "a number or a state name"),
+    ({"high": 1, "message": 7}, "message", "alarm message must be text, got 7"),
 ])
 def test_bad_rules_name_the_field(spec, field, message):
     with pytest.raises(AlarmRuleError, match=message) as caught:

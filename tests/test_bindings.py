@@ -198,3 +198,27 @@ bindings:
 """)
     with pytest.raises(BindingError, match=r"(?s)bindings.yaml:\d+: .*(malformed NodeId|browse_path must be)"):
         load_bindings(path)
+
+
+@pytest.mark.parametrize(("change", "line", "message"), [
+    # YAML keeps the last of two equal keys; the schema refuses them wherever they are
+    (lambda t: t.replace("bindings:\n", "  plc:\n    endpoint: opc.tcp://10.0.0.9:4840/\nbindings:\n"), 14,
+     "key 'plc' appears twice"),
+    (lambda t: t.replace("{0: idle, 1: working", "{0: idle, 0: working"), 31,
+     "binding ns=2;s=Line.Machining.State: key '0' appears twice"),
+    (lambda t: t.replace("{0: idle", "{zero: idle"), 31, "enum must be a map of integer codes to names"),
+    (lambda t: t.replace("{min: 0, max: 1.2}", "{min: 0, top: 1.2}"), 25,
+     "binding 2:Factory/2:Line/2:Conveyor1/2:Speed limits: unknown key 'top' (allowed: max, min)"),
+    (lambda t: t.replace("{absolute: 0.5}", "{absolute: -1}"), 22, "deadband: absolute must be >= 0, got -1"),
+    (lambda t: t.replace("queue_size: 10", "queue_size: 10.0"), 23, "queue_size must be a positive integer, got 10.0"),
+    (lambda t: t.replace("publishing_ms: 50", "publishing_ms: true"), 12, "publishing_ms must be a number, got True"),
+    (lambda t: t.replace("      mode: SignAndEncrypt\n", "      mode: SignAndEncrypt\n      pin: 1234\n"), 7,
+     "server 'plc' security: unknown key 'pin'"),
+    (lambda t: t.replace("    kind: int\n", "    kind: int\n    alarms: [{high: 3, colour: red}]\n"), 31,
+     "binding ns=2;s=Line.Machining.State alarm: unknown alarm field 'colour'"),
+])
+def test_schema_errors_point_at_the_line_of_the_key(tmp_path, change, line, message):
+    path = write(tmp_path, change(FULL))
+    with pytest.raises(BindingError) as caught:
+        load_bindings(path)
+    assert (caught.value.line, message in str(caught.value)) == (line, True), str(caught.value)
