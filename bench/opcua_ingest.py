@@ -18,7 +18,7 @@ Contenders, run one after the other (never together) against the same server and
   It requests exactly the subscription the connector requested (publishing interval, sampling interval,
   queue size), recorded from the connector's own calls to asyncua during its run.
 - settled peer (`settled_peer_*`, nominal window only): the same bare client, plus what the connector does
-  after subscribing, `twin.heap.settle()` (gc.freeze of the long-lived objects). Without it a full garbage
+  after subscribing, `twin.core.heap.settle()` (gc.freeze of the long-lived objects). Without it a full garbage
   collection scans every subscription item about once a second and stops the loop for tens of milliseconds,
   which dominates p99; this row separates that process setting from the connector's own cost.
 Each contender starts from an unfrozen, collected heap.
