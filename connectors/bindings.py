@@ -426,7 +426,7 @@ class _Document:
 
     def validate(self, endpoint_overrides: dict[str, str]) -> BindingFileSpec:
         servers = self.data.get("servers") if isinstance(self.data, dict) else None
-        for name, endpoint in endpoint_overrides.items():
+        for name, endpoint in endpoint_overrides.items():  # checked like the file's own endpoints
             if endpoint and isinstance(servers, dict) and isinstance(servers.get(name), dict):
                 servers[name]["endpoint"] = endpoint
         try:
@@ -456,9 +456,8 @@ class _Document:
 
 
 def _trim(loc: Location) -> Location:
-    """A location down to the field that the file spells (not an item of a list or a key of a map inside it)."""
-    if len(loc) > 4 and loc[2] == "alarms":
-        return loc[:5]
+    """A location down to the field that the file spells (not an item of a list or a key of a map inside it;
+    alarm rules are checked by parse_rule, so here `alarms` is one field)."""
     if len(loc) > 3 and loc[2] in _NESTED:
         return loc[:4]
     return loc[:3]
