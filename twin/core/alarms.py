@@ -83,16 +83,16 @@ class AlarmRuleSpec(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    high: float | None = Field(None, allow_inf_nan=False, description=_NUMBER)
-    low: float | None = Field(None, allow_inf_nan=False, description=_NUMBER)
-    rate: float | None = Field(None, gt=0, allow_inf_nan=False, description=_NUMBER)  # units per second
+    high: float | None = Field(default=None, allow_inf_nan=False, description=_NUMBER)
+    low: float | None = Field(default=None, allow_inf_nan=False, description=_NUMBER)
+    rate: float | None = Field(default=None, gt=0, allow_inf_nan=False, description=_NUMBER)  # units per second
     equals: float | str | None = None  # a number, or a state name (an enum label or a text value)
-    stale: float | None = Field(None, ge=0, allow_inf_nan=False, description=_NUMBER)  # seconds; 0: source lost
-    deadband: float = Field(0.0, ge=0, allow_inf_nan=False, description=_NUMBER)
-    window_s: float = Field(10.0, gt=0, allow_inf_nan=False, description=_NUMBER)
+    stale: float | None = Field(default=None, ge=0, allow_inf_nan=False, description=_NUMBER)  # seconds; 0: source lost
+    deadband: float = Field(default=0.0, ge=0, allow_inf_nan=False, description=_NUMBER)
+    window_s: float = Field(default=10.0, gt=0, allow_inf_nan=False, description=_NUMBER)
     severity: Severity = "medium"
     message: str = ""
-    name: str | None = Field(None, pattern=r"^[^ :/.]+$", description="a word without spaces, ':', '/' or '.'")
+    name: str | None = Field(default=None, pattern=r"^[^ :/.]+$", description="a word without spaces, ':', '/' or '.'")
 
     @field_validator("equals", mode="before")
     @classmethod
