@@ -358,9 +358,12 @@ def test_read_articulation_errors_name_the_file_and_prim(tmp_path):
         read_articulation(stage, "/Factory/Plain")
 
     joint = UsdPhysics.Joint(stage.GetPrimAtPath("/Factory/R/joints/j3"))
-    joint.GetLocalPos1Attr().Set((0.0, 0.1, 0.0))
-    with pytest.raises(LayoutError, match=f"{file}.*/Factory/R/joints/j3: localPos1"):
-        Chain.from_usd(stage, "/Factory/R")
+    before = Chain.from_usd(stage, "/Factory/R")
+    joint.GetLocalPos1Attr().Set((0.0, 0.1, 0.0))  # a joint frame off the child's origin is read, not refused
+    after = Chain.from_usd(stage, "/Factory/R")
+    child = stage.GetPrimAtPath(joint.GetBody1Rel().GetTargets()[0]).GetAttribute("twin:name").Get()
+    shift = after.fk(np.zeros(6))[0, after.link_index(child)] - before.fk(np.zeros(6))[0, before.link_index(child)]
+    assert np.linalg.norm(shift[:3, 3]) == pytest.approx(0.1, abs=1e-6)
     joint.GetLocalPos1Attr().Set((0.0, 0.0, 0.0))
     joint.GetBody1Rel().ClearTargets(True)
     with pytest.raises(LayoutError, match=f"{file}.*/Factory/R/joints/j3: physics:body1"):

@@ -84,11 +84,12 @@ class Chain:
 
     @classmethod
     def from_usd(cls, stage, prim_path: str) -> Chain:
-        """Read a robot authored as a UsdPhysics articulation (see docs/architecture.md)."""
-        from twin.kinematics.usd import read_articulation
+        """Read a UsdPhysics articulation (docs/robots.md); link poses come out in the prim's frame, in metres."""
+        from twin.kinematics.usd import read_robot
 
-        name, root, joints = read_articulation(stage, prim_path)
-        return _build_chain(name, root, [_JointRecord(**joint) for joint in joints])
+        robot = read_robot(stage, prim_path)
+        return _build_chain(robot.name, robot.root, [_JointRecord(**joint) for joint in robot.joints],
+                            robot.root_origin)
 
     # ----------------------------------------------------------------- evaluation
     def fk(self, q, *, base: np.ndarray | None = None, device: str | None = None) -> np.ndarray:
@@ -173,7 +174,10 @@ def _topological_order(root: str, joints: Sequence[_JointRecord]) -> list[tuple[
     return order
 
 
-def _build_chain(name: str, root: str, joints: Sequence[_JointRecord]) -> Chain:
+def _build_chain(
+    name: str, root: str, joints: Sequence[_JointRecord], root_origin: np.ndarray | None = None
+) -> Chain:
+    """The chain's arrays; `root_origin` places the root link in the robot's frame (identity: at its origin)."""
     order = _topological_order(root, joints)
     inputs = [j for j in joints if j.type != "fixed" and j.mimic_joint is None]
     input_index = {j.name: i for i, j in enumerate(inputs)}
@@ -186,6 +190,8 @@ def _build_chain(name: str, root: str, joints: Sequence[_JointRecord]) -> Chain:
     q_index = np.full(count, -1, np.int32)
     multiplier = np.ones(count)
     offset = np.zeros(count)
+    if root_origin is not None:
+        origin[0] = root_origin
     for i, (_, joint) in enumerate(order):
         if joint is None:
             continue
