@@ -8,6 +8,7 @@ everywhere. Errors name the file and the offending link, joint or mesh.
 from __future__ import annotations
 
 import math
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,24 +112,30 @@ def _origin(element: ET.Element | None, where: str, path: Path) -> np.ndarray:
     return transform
 
 
-def resolve_mesh_uri(uri: str, urdf_path: Path, package_dirs: dict[str, Path] | None = None) -> Path:
-    """Find the file a mesh URI points at.
+def package_candidates(package: str, rest: str, urdf_path: Path, package_dirs: dict[str, Path] | None) -> list[Path]:
+    """Where `package://PACKAGE/rest` may live, in search order: `package_dirs`, then each `ROS_PACKAGE_PATH`
+    entry (the package itself or a folder holding it), then the URDF's folder and its parents, each as
+    `<folder>/<package>/rest`, as the package folder itself, or (ROS description packages keep `meshes/`
+    beside `urdf/`) as `<folder>/rest`."""
+    candidates = []
+    if package_dirs and package in package_dirs:
+        candidates.append(Path(package_dirs[package]) / rest)
+    for entry in filter(None, os.environ.get("ROS_PACKAGE_PATH", "").split(os.pathsep)):
+        folder = Path(entry)
+        candidates += [folder / rest] if folder.name == package else [folder / package / rest]
+    for parent in urdf_path.resolve().parents:
+        candidates += [parent / rest] if parent.name == package else [parent / package / rest, parent / rest]
+    return candidates
 
-    `package://PKG/rest` is looked up in `package_dirs`, then in the URDF's own
-    folder and its parents (ROS description packages keep `meshes/` beside `urdf/`).
-    """
+
+def resolve_mesh_uri(uri: str, urdf_path: Path, package_dirs: dict[str, Path] | None = None) -> Path:
+    """The file a mesh URI points at: `file://`, `package://` (see `package_candidates`) or a relative path."""
     if uri.startswith("file://"):
         return Path(uri[len("file://") :])
     if uri.startswith("package://"):
         package, _, rest = uri[len("package://") :].partition("/")
-        candidates = []
-        if package_dirs and package in package_dirs:
-            candidates.append(Path(package_dirs[package]) / rest)
-        candidates += [parent / rest for parent in urdf_path.resolve().parents]
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate
-        return candidates[0]
+        candidates = package_candidates(package, rest, urdf_path, package_dirs)
+        return next((candidate for candidate in candidates if candidate.is_file()), candidates[0])
     path = Path(uri)
     return path if path.is_absolute() else urdf_path.parent / path
 
@@ -160,6 +167,11 @@ def _visual(element: ET.Element, link: str, path: Path, materials: dict, package
             raise UrdfError(path, f"{where}: mesh has no filename")
         mesh_path = resolve_mesh_uri(uri, path, package_dirs)
         if check_meshes and not mesh_path.is_file():
+            if uri.startswith("package://"):
+                package, _, rest = uri[len("package://") :].partition("/")
+                looked = [str(c.parent) for c in package_candidates(package, rest, path, package_dirs)]
+                raise UrdfError(path, f"{where}: mesh {uri}: package {package!r} not found (pass package_dirs="
+                                      f"{{{package!r}: folder}} or set ROS_PACKAGE_PATH); looked in {looked}")
             raise UrdfError(path, f"{where}: mesh file not found: {uri} (looked for {mesh_path})")
         sx, sy, sz = _floats(shape.get("scale"), 3, 1.0, f"{where} mesh scale", path)
         return Visual(origin, "mesh", mesh_path=mesh_path, mesh_uri=uri, scale=(sx, sy, sz), color=color)
@@ -175,18 +187,32 @@ def _visual(element: ET.Element, link: str, path: Path, materials: dict, package
     raise UrdfError(path, f"{where}: unsupported geometry <{shape.tag}>")
 
 
-def load_urdf(
-    path: str | Path, *, check_meshes: bool = True, package_dirs: dict[str, Path] | None = None
-) -> RobotDescription:
-    """Parse a URDF file; with `check_meshes`, every visual mesh must exist on disk."""
-    path = Path(path)
+def _expand_xacro(path: Path, arguments: dict[str, str]) -> str:
+    """The URDF text of a xacro file, its `<xacro:arg>`s set from `arguments`."""
+    import xacro
+
     try:
-        tree = ET.parse(path)
-    except FileNotFoundError:
-        raise UrdfError(path, "file not found") from None
+        return xacro.process_file(str(path), mappings={str(k): str(v) for k, v in arguments.items()}).toxml()
+    except Exception as error:  # xacro raises its own XacroException, NameError, IOError and more
+        raise UrdfError(path, f"xacro failed: {error}") from None
+
+
+def load_urdf(
+    path: str | Path, *, check_meshes: bool = True, package_dirs: dict[str, Path] | None = None,
+    xacro_args: dict[str, str] | None = None,
+) -> RobotDescription:
+    """Parse a URDF file, or a `.xacro` file expanded first (with `xacro_args`); with `check_meshes`, every
+    visual mesh must exist on disk."""
+    path = Path(path)
+    if not path.is_file():
+        raise UrdfError(path, "file not found")
+    try:
+        if path.suffix == ".xacro" or xacro_args:
+            robot = ET.fromstring(_expand_xacro(path, xacro_args or {}))
+        else:
+            robot = ET.parse(path).getroot()
     except ET.ParseError as error:
         raise UrdfError(path, f"not well-formed XML: {error}") from None
-    robot = tree.getroot()
     if robot.tag != "robot":
         raise UrdfError(path, f"root element is <{robot.tag}>, expected <robot>")
 

@@ -35,6 +35,7 @@ class Articulation:
     root_origin: np.ndarray  # (4, 4) the root link in the robot prim's frame, metres
     joints: list[dict]
     links: dict[str, str]  # link name -> prim path, for the links that are prims
+    joint_paths: dict[str, str]  # joint name -> prim path
 
 
 def _error(stage: Usd.Stage, message: str) -> LayoutError:
@@ -242,7 +243,8 @@ def read_robot(stage: Usd.Stage, prim_path: str) -> Articulation:
     if pose is None:
         pose = poses[next(path for path, name in link_names.items() if name == root)][0]
     links = {name: path for path, name in bodies_only.items()}
-    return Articulation(_name(robot), root, frame @ pose, joints, links)
+    return Articulation(_name(robot), root, frame @ pose, joints, links,
+                        {name: path for path, name in joint_names.items()})
 
 
 def _root(stage: Usd.Stage, prim_path: str, links: list[str], joints: list[dict], fixed_to_world: list[str]) -> str:
