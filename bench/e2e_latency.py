@@ -12,7 +12,7 @@ What a plant engineer sees. Processes, all on loopback and the same machine cloc
   script notes when each websocket message reaches the page's handler; once the page is ready, its
   `window.twin.signals.set` is wrapped on the instance to note when the new value is applied, and the next
   animation frame (the one that draws it) is taken as "the page shows it". Page times are
-  performance.timeOrigin + performance.now(); `clock_offset_ms` checks them against Python's time.time().
+  performance.timeOrigin + performance.now().
 - peer: a bare asyncua client in its own process, subscribed to the same node with the same publishing
   interval, sampling interval and queue size, at the same time as the twin: the OPC-UA stack's floor.
 
@@ -20,7 +20,9 @@ Stages of each value (medians in the table, p99s too in the JSON): `publish` Sou
 connector's notification arrives; `cache` -> written into the cache; `tick` -> the stream frame carrying that
 cache version is encoded (`tick_wait`: the part until the next tick wakes the stream); `send` -> the frame is
 handed to the websocket; `page` -> the page shows it (`receive`: its message handler starts, `apply`: the value
-is applied, `paint`: the next animation frame).
+is applied, `paint`: the next animation frame). Also: frames per second sent by the twin (`sent/s`), taken
+by the page (`page/s`) and rendered by it (`fps`) during the writes, and `clock_offset_ms`, the page's clock
+(performance.timeOrigin + performance.now()) minus the system clock (Date.now(), which time.time() also reads).
 Rows: sampling 100 ms (the sample's setting) and 10 ms with only this variable bound ("idle"), and 100 ms with
 the demo's load ("demo"): the sample PLC runs too (`python -m twin.sample_factory.plc`, as `twin demo` starts it)
 and the twin also takes the sample's own bindings, so robots and parts move in the twin and the page.
@@ -157,7 +159,7 @@ async def _twin(layout: str, binding_path: str, port: int, ready, stop, results)
     record: dict[str, list] = {"cached": [], "notified": [], "encoded": [], "sent": []}
     in_flight: dict[int, int] = {}  # id(frame bytes) -> cache version, until handed to the websocket
 
-    (session,) = connector.sessions.values()
+    session = connector.sessions["e2e"]
     handle, frame, notify, send_bytes = session.datachange_notification, hub.frame, hub.notify, WebSocket.send_bytes
 
     def timed_notification(node, value, data):  # value, arrival, in the cache, cache version after the write
@@ -233,12 +235,11 @@ WATCH_SCRIPT = """(key) => {
 }"""
 
 
-def clock_offset_ms(page) -> float:
-    """Page clock minus time.time(), in ms (same machine: should be about 0)."""
-    before = time.time()
-    page_time = page.evaluate("performance.timeOrigin + performance.now()")
-    after = time.time()
-    return page_time - (before + after) / 2 * 1000.0
+def page_counters(page) -> dict:
+    """The page's clock against the system clock that time.time() reads (Date.now(): same instant, no round
+    trip, so a busy page cannot skew it), and its frame counters."""
+    return page.evaluate("""() => ({offset: performance.timeOrigin + performance.now() - Date.now(),
+        at: performance.now(), frames: window.twin.frames, rendered: window.twin.renderedFrames()})""")
 
 
 # --------------------------------------------------------------------------- one configuration
@@ -337,8 +338,11 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
     twin_process.start()
     peer_process.start()
     try:
-        if not twin_ready.wait(180) or not peer_ready.wait(60):
-            raise SystemExit("the twin or the peer did not start")
+        started = time.monotonic()
+        while not (twin_ready.is_set() and peer_ready.is_set()):
+            if not (twin_process.is_alive() and peer_process.is_alive()) or time.monotonic() - started > 180:
+                raise SystemExit("the twin or the peer did not start (or ended)")
+            time.sleep(0.2)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 850})
@@ -348,12 +352,12 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
             page.wait_for_function(f"window.twin.signals.get({json.dumps(KEY)})?.q === 'good'", timeout=60_000)
             page.evaluate(WATCH_SCRIPT, KEY)
             page.wait_for_timeout(3000)  # the viewer settles its render quality first
-            offsets = [clock_offset_ms(page)]
+            before = page_counters(page)
             server["commands"].put((writes, first, first))
             written = server["results"].get(timeout=writes * GAP_S[1] + 60)
             page.wait_for_timeout(1500)  # the last value's way to the page
             seen = page.evaluate("window.__e2e.seen")
-            offsets.append(clock_offset_ms(page))
+            after = page_counters(page)
             browser.close()
         stop.set()
         twin_record, peer_received = twin_results.get(timeout=30), peer_results.get(timeout=30)
@@ -372,7 +376,13 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
                      peer_p50_ms=percentile(times["peer"], 50), peer_p99_ms=percentile(times["peer"], 99))
     for name in ("publish", "cache", "tick", "tick_wait", "send", "page", "receive", "apply", "paint"):
         row[f"{name}_p50_ms"], row[f"{name}_p99_ms"] = percentile(times[name], 50), percentile(times[name], 99)
-    row["clock_offset_ms"] = round(max(offsets, key=abs), 1)
+    seconds = (after["at"] - before["at"]) / 1000.0
+    row["page_frames_per_s"] = round((after["frames"] - before["frames"]) / seconds, 1)
+    row["page_rendered_fps"] = round((after["rendered"] - before["rendered"]) / seconds, 1)
+    sent = np.array([at for _, at in twin_record["sent"]])
+    row["sent_frames_per_s"] = round(float(np.sum((sent >= written[0][1]) & (sent <= written[-1][1])))
+                                     / (written[-1][1] - written[0][1]), 1)
+    row["clock_offset_ms"] = round(max(before["offset"], after["offset"], key=abs), 1)
     if row["p99_ms"] is not None and row["peer_p99_ms"] is not None:
         row["p99_over_peer_ms"] = round(row["p99_ms"] - row["peer_p99_ms"], 1)
     return row
@@ -383,7 +393,8 @@ COLUMNS = (("sampling_ms", "sampling"), ("load", "load"), ("shown", "shown"), ("
            ("p99_ms", "p99"), ("max_ms", "max"), ("peer_p50_ms", "peer p50"), ("peer_p99_ms", "peer p99"),
            ("publish_p50_ms", "publish"), ("cache_p50_ms", "cache"), ("tick_p50_ms", "tick"),
            ("tick_wait_p50_ms", "(wait)"), ("send_p50_ms", "send"), ("page_p50_ms", "page"),
-           ("receive_p50_ms", "(receive"), ("apply_p50_ms", "apply"), ("paint_p50_ms", "paint)"))
+           ("receive_p50_ms", "(receive"), ("apply_p50_ms", "apply"), ("paint_p50_ms", "paint)"),
+           ("sent_frames_per_s", "sent/s"), ("page_frames_per_s", "page/s"), ("page_rendered_fps", "fps"))
 
 
 def print_table(rows: list[dict]) -> None:
