@@ -114,6 +114,8 @@ class LineState:
     robot_to: wp.array2d(dtype=wp.int32)
     booked: wp.array2d(dtype=wp.int32)  # the state last booked, for the playback log
     front_ready: wp.array2d(dtype=wp.float64)
+    waiting_since: wp.array2d(dtype=wp.float64)  # scratch of move_first_ready: the ready movers, sorted
+    movers: wp.array2d(dtype=wp.int32)
     event_time: wp.array2d(dtype=wp.float64)
     last_entry: wp.array2d(dtype=wp.float64)
     last_leave: wp.array2d(dtype=wp.float64)
@@ -378,6 +380,14 @@ def ready_since(m: LineArrays, s: LineState, v: int, e: int, t: wp.float64) -> w
 
 
 @wp.func
+def mover_rank(m: LineArrays, e: int) -> int:
+    """Tie-break among parts ready at the same time: pushes in element order, then robots' pulls."""
+    if m.kind[e] == K_ROBOT:
+        return m.n_elements + e
+    return e
+
+
+@wp.func
 def comes_before(time: wp.float64, rank: int, other_time: wp.float64, other_rank: int) -> bool:
     return time < other_time or (time == other_time and rank < other_rank)
 
@@ -410,31 +420,26 @@ def move_first_ready(m: LineArrays, s: LineState, totals: LineTotals, log: Playb
 
     One move at a time, so that a place freed by a move goes to the part that waited longest for it."""
     n = m.n_elements
-    tried_time = -INF
-    tried_rank = int(-1)
-    for _attempt in range(n):
-        best = int(-1)
-        best_time = INF
-        best_rank = int(2 * n)
-        for e in range(n):
-            time = ready_since(m, s, v, e, t)
-            rank = e
-            if m.kind[e] == K_ROBOT:
-                rank = n + e
-            if time < INF and comes_before(tried_time, tried_rank, time, rank) and comes_before(
-                    time, rank, best_time, best_rank):
-                best = e
-                best_time = time
-                best_rank = rank
-        if best < 0:
-            return 0
-        if m.kind[best] == K_ROBOT:
-            if pull(m, s, v, best, t) == 1:
+    k = int(0)  # movers[v, :k] sorted by (waiting_since, rank): an insertion sort, as few elements are ready
+    for e in range(n):
+        time = ready_since(m, s, v, e, t)
+        if time < INF:
+            rank = mover_rank(m, e)
+            i = int(k)
+            while i > 0 and comes_before(time, rank, s.waiting_since[v, i - 1], mover_rank(m, s.movers[v, i - 1])):
+                s.waiting_since[v, i] = s.waiting_since[v, i - 1]
+                s.movers[v, i] = s.movers[v, i - 1]
+                i -= 1
+            s.waiting_since[v, i] = time
+            s.movers[v, i] = e
+            k += 1
+    for i in range(k):
+        e = s.movers[v, i]
+        if m.kind[e] == K_ROBOT:
+            if pull(m, s, v, e, t) == 1:
                 return 1
-        elif push(m, s, totals, log, v, best, t, warmup) == 1:
+        elif push(m, s, totals, log, v, e, t, warmup) == 1:
             return 1
-        tried_time = best_time
-        tried_rank = best_rank
     return 0
 
 

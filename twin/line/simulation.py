@@ -181,9 +181,9 @@ def _csr(lists: list[list[int]]) -> tuple[wp.array, wp.array]:
 _STATE_FIELDS = {
     "clock": (wp.float64, 1), "wip": (wp.int32, 1), "next_part": (wp.int32, 1), "failed": (wp.int32, 1),
     **{name: (wp.int32, 2) for name in ("count", "reserved", "claimed", "head", "phase", "turn", "since_setup",
-                                        "robot_from", "robot_to", "booked")},
-    **{name: (wp.float64, 2) for name in ("front_ready", "event_time", "last_entry", "last_leave", "remaining",
-                                          "to_failure", "work_start")},
+                                        "robot_from", "robot_to", "booked", "movers")},
+    **{name: (wp.float64, 2) for name in ("front_ready", "waiting_since", "event_time", "last_entry", "last_leave",
+                                          "remaining", "to_failure", "work_start")},
     "rng": (wp.uint32, 2),
     "queue_entry": (wp.float64, 3), "queue_birth": (wp.float64, 3), "queue_part": (wp.int32, 3),
 }
