@@ -114,14 +114,19 @@ def test_three_feeders_match_an_event_by_event_reference(tmp_path, cycles, merge
     path = three_feeder_line(tmp_path / "line.usda", cycles, merge_cycle)
     model = read_line(open_layout(path))
     hours = 2.0
-    finished = _run(path, hours).totals_numpy()["finished"][0]
-    ours = [int(finished[model.index[f"/Factory/Feed{i}"]]) for i in (1, 2, 3)]
+    simulation = _run(path, hours, record=0)
+    finished = simulation.totals_numpy()["finished"][0]
+    feeders = [model.index[f"/Factory/Feed{i}"] for i in (1, 2, 3)]
+    ours = [int(finished[feeder]) for feeder in feeders]
     expected = reference_merge(cycles, merge_cycle, 0.5, hours * 3600.0)
     # A feeder counts a part when it finishes it, the reference when the merge takes it: at most one apart.
     assert np.abs(np.array(ours) - np.array(expected)).max() <= 1, (ours, expected)
     assert min(expected) > 0.25 * sum(expected)  # every feeder is served, none starved
     if len(set(cycles)) == 1:
         assert max(ours) - min(ours) <= 1
+        # All three finish their first part at 6.5 s: the tie goes in element order, then first ready first.
+        order = _merge_order(simulation, feeders, model.index["/Factory/Merge"])
+        assert [feeder for _, feeder in order[:6]] == feeders * 2
 
 
 def test_three_random_feeders_are_served_first_ready_first_out(tmp_path):

@@ -6,7 +6,7 @@ every part that can move at that instant, and books the time since the previous 
 station's state. Events are found by scanning the line's few elements, which is cheap next to the
 thousands of independent variants a launch runs side by side.
 
-Semantics (docs/line-model.md, and the SimPy reference in tests/test_line_sim.py):
+Semantics (docs/line-model.md; tests/test_line_rules.py, and the SimPy reference in tests/line_reference.py):
 - an element holds parts first in, first out; a part leaves when it is ready and a downstream
   element has room; `twin:next` order decides (first free, or round robin);
 - parts move one at a time, the part that was ready first going first (a push before a robot's pull,
