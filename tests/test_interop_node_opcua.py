@@ -23,6 +23,7 @@ from asyncua import Client, ua
 from tests.helpers import free_port, wait_until
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
+from twin.connectors.security import ensure_client_certificate, thumbprint
 from twin.core.cache import RuntimeCache, quality_name
 
 INTEROP = Path(__file__).parent / "interop"
@@ -57,17 +58,16 @@ GAPS: dict[str, tuple[str, str]] = {}
 CHANGING = {"Counter": "int", "Sine": "float"}
 
 
-@pytest.fixture(scope="module")
-def node_server(tmp_path_factory):
-    """The node-opcua server on a free loopback port; yields its endpoint."""
+@contextlib.contextmanager
+def node_opcua(script: str, *args: str, log: Path):
+    """A node-opcua server script of tests/interop on a free loopback port; yields its endpoint."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("`node` is not on PATH; the interoperability tests need Node.js 20")
     if not (INTEROP / "node_modules" / "node-opcua-server").is_dir():
         pytest.skip("tests/interop/node_modules is missing: run ./scripts/setup.sh")
-    log = tmp_path_factory.mktemp("node-opcua") / "server.log"
     with log.open("w") as stderr:
-        process = subprocess.Popen([node, "server.mjs", str(free_port())], cwd=INTEROP, text=True,
+        process = subprocess.Popen([node, script, str(free_port()), *args], cwd=INTEROP, text=True,
                                    stdout=subprocess.PIPE, stderr=stderr)
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -97,6 +97,13 @@ def node_server(tmp_path_factory):
             process.kill()
             process.wait()
     assert process.returncode == 0, f"SIGTERM: the server exited with {process.returncode}"
+
+
+@pytest.fixture(scope="module")
+def node_server(tmp_path_factory):
+    """The node-opcua server on a free loopback port; yields its endpoint."""
+    with node_opcua("server.mjs", log=tmp_path_factory.mktemp("node-opcua") / "server.log") as endpoint:
+        yield endpoint
 
 
 def write_bindings(tmp_path: Path, endpoint: str, extra: dict[str, str] | None = None) -> tuple[Path, dict]:
@@ -265,3 +272,41 @@ def test_a_deadband_the_server_refuses_fails_only_its_binding(node_server, tmp_p
             await wait_until(lambda: cache.signal_version[row(cache, "LevelPercent")] > level, 10, "Level to move")
 
     asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_server_that_does_not_trust_the_twin_says_so_until_it_does(tmp_path, caplog):
+    """node-opcua refuses the secure channel of a client certificate it does not trust (asyncua alone reports a
+    bare AssertionError): the connector's health and log say so, with the certificate's file and thumbprint.
+    Once the server's administrator moves it from rejected to trusted, the connector's next try streams."""
+    certificate, key = ensure_client_certificate(tmp_path / "client")
+    pki = tmp_path / "server-pki"
+    with node_opcua("secure_server.mjs", str(pki), log=tmp_path / "server.log") as endpoint:
+        path = tmp_path / "secure.yaml"
+        path.write_text(f"""servers:
+  press:
+    endpoint: {endpoint}
+    security: {{policy: Basic256Sha256, mode: SignAndEncrypt, certificate: {certificate}, private_key: {key}}}
+bindings:
+  - server: press
+    node: "nsu={URI};s=Interop.Pressure"
+    prim: /Press
+    attr: twin:pressure
+""")
+
+        async def scenario():
+            async with streaming(path) as (cache, connector):
+                await wait_until(lambda: connector.health()["press"]["last_error"], 20, "the first refusal")
+                error = connector.health()["press"]["last_error"]
+                assert f"{endpoint} refused the Basic256Sha256 SignAndEncrypt secure channel" in error, error
+                assert "the server probably does not trust the twin's certificate" in error, error
+                assert str(certificate) in error and thumbprint(certificate) in error, error
+                assert error in caplog.text
+                assert not connector.health()["press"]["connects"]
+                [rejected] = (pki / "rejected").iterdir()  # what the advice says to do
+                (pki / "trusted" / "certs").mkdir(parents=True, exist_ok=True)
+                rejected.rename(pki / "trusted" / "certs" / rejected.name)
+                await wait_until(lambda: quality_name(cache.status[0]) == "good", 30, "the trusted twin to stream")
+                assert cache.signal_value(0) == pytest.approx(4.2)
+
+        asyncio.run(scenario())

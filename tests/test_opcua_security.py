@@ -31,7 +31,11 @@ class OnlyOperator:
         return None
 
 
-async def secure_server(folder: Path, port: int) -> Server:
+_SIGN = ua.SecurityPolicyType.Basic256Sha256_Sign
+_SIGN_AND_ENCRYPT = ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt
+
+
+async def secure_server(folder: Path, port: int, policies=(_SIGN, _SIGN_AND_ENCRYPT)) -> Server:
     server = Server(user_manager=OnlyOperator())
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/secure/")
@@ -39,8 +43,7 @@ async def secure_server(folder: Path, port: int) -> Server:
     certificate, key = ensure_client_certificate(folder / "server", SERVER_URI, "localhost")
     await server.load_certificate(str(certificate))
     await server.load_private_key(str(key))
-    server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_Sign,
-                                ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+    server.set_security_policy(list(policies))
     server.set_security_IDs(["Username"])
     ns = await server.register_namespace("urn:secure")
     await server.nodes.objects.add_variable(ua.NodeId("Pressure", ns), f"{ns}:Pressure", 4.2)
@@ -171,3 +174,25 @@ def test_certs_command_shows_what_to_trust(tmp_path, capsys):
     certificate = tmp_path / "twin-client-cert.der"
     assert f"thumbprint (SHA-1): {thumbprint(certificate)}" in printed
     assert "application URI: urn:factory-twin:client" in printed
+
+
+@pytest.mark.timeout(60)
+def test_a_server_without_the_asked_for_security_lists_what_it_offers(tmp_path, caplog):
+    """asyncua alone says "No matching endpoints: 1, ...#None" when the binding file asks for no security;
+    the connector's health and log name what the server offers instead, whatever was asked for."""
+    async def scenario():
+        port = free_port()
+        server = await secure_server(tmp_path, port, policies=[_SIGN])
+        try:
+            for policy, mode, wanted in [("None", "Sign", "no security"),
+                                         ("Basic256Sha256", "SignAndEncrypt", "Basic256Sha256 SignAndEncrypt")]:
+                _, connector = await stream_once(binding_file(tmp_path, port, mode, policy=policy), timeout=3)
+                error = connector.health()["press"]["last_error"]
+                assert not connector.health()["press"]["connects"]
+                assert f"127.0.0.1:{port}/secure/ offers no " in error and wanted in error, error
+                assert "(it offers: Basic256Sha256 Sign)" in error, error
+                assert error in caplog.text
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
