@@ -6,6 +6,9 @@ subscriptions carry a realistic stream. Variables are `ns=<urn:factory-twin:samp
 s=Line.<Element>.<Name>` under Objects/Factory/Line/<Element>.
 
     python -m twin.sample_factory.plc --port 4840      # runs until Ctrl-C or SIGTERM
+
+Started by `twin demo` with --parent-pid, it stops when the demo does, however the demo ends
+(SIGKILL included): a PLC left behind would hold its port and feed the next demo stale values.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import errno
 import logging
 import math
+import os
 import signal
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -149,14 +156,37 @@ class SamplePlc:
             await self.server.write_attribute_value(self.nodes[name], data)
 
 
-async def _serve(port: int, seed: int, speedup: float) -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """On Linux, have the kernel send SIGTERM when the parent dies, even by SIGKILL; exit if it already has."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # it died before the request above: nobody would send the signal
+        raise SystemExit(f"sample PLC: parent process {parent_pid} is gone; not starting")
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event, interval_s: float = 0.5) -> None:
+    """Where the kernel does not signal a parent's death: an orphan is adopted, its parent pid changes."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(interval_s)
+    log.warning("parent process %d is gone: stopping", parent_pid)
+    stop.set()
+
+
+async def _serve(port: int, seed: int, speedup: float, parent_pid: int | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    watchdog = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid is not None else None
     async with SamplePlc(port, seed=seed, speedup=speedup) as plc:
         print(f"sample PLC: {len(plc.nodes)} variables at {plc.endpoint}", flush=True)
         await stop.wait()
+    if watchdog is not None:
+        watchdog.cancel()
     print("sample PLC: stopped", flush=True)
 
 
@@ -165,12 +195,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=4840)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--speedup", type=float, default=1.0, help="plant seconds per wall second")
+    parser.add_argument("--parent-pid", type=int, help="stop when this process (the one starting the PLC) ends")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("asyncua").setLevel(logging.WARNING)
     if not math.isfinite(args.speedup) or args.speedup <= 0:
         parser.error("--speedup must be positive")
-    asyncio.run(_serve(args.port, args.seed, args.speedup))
+    if args.parent_pid is not None:
+        die_with_parent(args.parent_pid)
+    try:
+        asyncio.run(_serve(args.port, args.seed, args.speedup, args.parent_pid))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise SystemExit(f"sample PLC: port {args.port} on 127.0.0.1 is in use: stop what listens there "
+                         f"(an earlier sample PLC?) or choose another port with --port") from None
 
 
 if __name__ == "__main__":

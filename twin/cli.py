@@ -45,6 +45,18 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
+def ensure_port_free(host: str, port: int, what: str, option: str) -> None:
+    """TwinError naming the port and the way out when something listens on it already (an earlier demo, say):
+    otherwise the demo would talk to that listener, or fail half started."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise TwinError(f"{what} port {port} on {host} is in use ({error.strerror}): stop what listens "
+                            f"there (an earlier `twin demo`?) or choose another port with {option}") from None
+
+
 def default_workdir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "twin" / "demo"
@@ -145,21 +157,30 @@ def run_demo(args: argparse.Namespace) -> int:
     # SIGTERM (a service manager, `timeout`) must stop the PLC too: turn it into a normal exit
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     layout = build_sample(workdir, force=args.rebuild)
+    ensure_port_free(args.host, args.port, "the demo's HTTP", "--port")
     plc_port = args.plc_port or free_port()
+    ensure_port_free("127.0.0.1", plc_port, "the simulated PLC's OPC-UA", "--plc-port")
     endpoint = f"opc.tcp://127.0.0.1:{plc_port}/factory/"
     plc = subprocess.Popen(
-        [sys.executable, "-m", "twin.sample_factory.plc", "--port", str(plc_port), "--seed", str(args.seed)],
+        [sys.executable, "-m", "twin.sample_factory.plc", "--port", str(plc_port), "--seed", str(args.seed),
+         "--parent-pid", str(os.getpid())],  # it stops when we end, even by SIGKILL
         start_new_session=True,  # Ctrl-C reaches us once; we stop the PLC ourselves
     )
+    exit_code = 0
     try:
-        wait_for_port(plc_port, 30.0, plc)
+        try:
+            wait_for_port(plc_port, 30.0, plc)
+        except (RuntimeError, TimeoutError) as error:
+            raise TwinError(f"the simulated PLC did not start: {error}") from None
         print(f"twin: simulated PLC at {endpoint} (pid {plc.pid})", flush=True)
         bindings = Path(sample_plc.__file__).with_name("bindings.yaml")
         asyncio.run(serve(layout, bindings, host=args.host, port=args.port, glb=layout.with_suffix(".glb"),
                           endpoints={"plc": endpoint}, tick_hz=args.tick_hz, operator_token=True,
                           history=workdir / f"history-{args.port}.duckdb"))  # one store per running demo
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt:
         pass
+    except SystemExit as exit_request:  # 0 from SIGTERM; uvicorn exits 1 when it cannot bind its port
+        exit_code = exit_request.code if isinstance(exit_request.code, int) else 1
     finally:
         if plc.poll() is None:
             plc.send_signal(signal.SIGINT)
@@ -168,7 +189,7 @@ def run_demo(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 plc.kill()
         print(f"twin: demo stopped after {time.monotonic() - started:.0f} s", flush=True)
-    return 0
+    return exit_code
 
 
 def run_serve(args: argparse.Namespace) -> int:
