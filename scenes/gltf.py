@@ -2,7 +2,8 @@
 
 Nodes mirror the prim hierarchy and carry the prim's transform relative to its parent prim, so the
 viewer can set a robot link's local matrix from the stream exactly as the runtime computes it.
-The file stays Z-up and in metres, like the stage.
+glTF is +Y up in metres: one top node, `STAGE_FRAME`, turns the stage's up axis and units into that
+frame, so every node below it keeps the stage's own local transforms.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from twin.core.stage import usd_to_numpy
 from .layout import open_layout
 
 DEFAULT_COLOR = (0.7, 0.7, 0.7)
+STAGE_FRAME = "stage-frame"
+_UP_TO_Y_UP = {UsdGeom.Tokens.y: np.eye(3), UsdGeom.Tokens.z: np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], float)}
 
 
 def export_glb(stage: Usd.Stage | str | Path, out_path: str | Path) -> Path:
@@ -34,6 +37,7 @@ def export_glb(stage: Usd.Stage | str | Path, out_path: str | Path) -> Path:
 def stage_to_scene(stage: Usd.Stage) -> trimesh.Scene:
     """A trimesh scene graph mirroring the stage's visible Xformable prims."""
     scene = trimesh.Scene()
+    scene.graph.update(frame_from=scene.graph.base_frame, frame_to=STAGE_FRAME, matrix=stage_to_gltf(stage))
     cache = UsdGeom.XformCache()
     emitted: set[str] = set()
     for prim in stage.Traverse():
@@ -49,7 +53,7 @@ def stage_to_scene(stage: Usd.Stage) -> trimesh.Scene:
             parent_name = str(parent.GetPath())
         else:
             matrix = usd_to_numpy(cache.GetLocalToWorldTransform(prim))
-            parent_name = scene.graph.base_frame
+            parent_name = STAGE_FRAME
         name = str(prim.GetPath())
         emitted.add(name)
         geometry = _geometry(prim)
@@ -59,6 +63,13 @@ def stage_to_scene(stage: Usd.Stage) -> trimesh.Scene:
             scene.add_geometry(geometry, node_name=name, geom_name=name, parent_node_name=parent_name,
                                transform=matrix)
     return scene
+
+
+def stage_to_gltf(stage: Usd.Stage) -> np.ndarray:
+    """4x4 from the stage's frame (its upAxis, metersPerUnit) to glTF's +Y up metres."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = _UP_TO_Y_UP[UsdGeom.GetStageUpAxis(stage)] * UsdGeom.GetStageMetersPerUnit(stage)
+    return matrix
 
 
 def _geometry(prim: Usd.Prim) -> trimesh.Trimesh | None:
@@ -84,7 +95,18 @@ def _geometry(prim: Usd.Prim) -> trimesh.Trimesh | None:
     if mesh is None:
         return None
     _paint(mesh, UsdGeom.Gprim(prim), face_of_triangle)
+    mesh.vertex_normals = _unit_normals(mesh.vertex_normals)
     return mesh
+
+
+def _unit_normals(normals: np.ndarray) -> np.ndarray:
+    """glTF requires unit normals; a vertex of no real triangle (or whose faces cancel) gets +Z."""
+    normals = np.array(normals, np.float64)
+    lengths = np.linalg.norm(normals, axis=1)
+    degenerate = lengths < 1e-9
+    normals[degenerate] = (0.0, 0.0, 1.0)
+    lengths[degenerate] = 1.0
+    return normals / lengths[:, None]
 
 
 def _triangulate(usd_mesh: UsdGeom.Mesh) -> tuple[trimesh.Trimesh | None, np.ndarray]:
@@ -100,6 +122,11 @@ def _triangulate(usd_mesh: UsdGeom.Mesh) -> tuple[trimesh.Trimesh | None, np.nda
     corner = np.arange(len(face_of_triangle)) - np.repeat(np.cumsum(fans) - fans, fans)
     first = starts[face_of_triangle]
     triangles = np.stack([indices[first], indices[first + corner + 1], indices[first + corner + 2]], axis=1)
+    corners = points[triangles]
+    has_area = np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1) > 0
+    triangles, face_of_triangle = triangles[has_area], face_of_triangle[has_area]  # glTF flags zero-area ones
+    if len(triangles) == 0:
+        return None, face_of_triangle
     if usd_mesh.GetOrientationAttr().Get() == UsdGeom.Tokens.leftHanded:
         triangles = triangles[:, ::-1]
     normals = usd_mesh.GetNormalsAttr().Get()

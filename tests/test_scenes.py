@@ -27,6 +27,7 @@ from twin.scenes import (
     new_layout,
     open_layout,
 )
+from twin.scenes.gltf import STAGE_FRAME, stage_to_gltf
 from twin.scenes.meshes import pose
 from twin.scenes.robot import axis_alignment
 
@@ -276,7 +277,7 @@ def test_glb_nodes_are_prim_paths_with_local_transforms(tmp_path, robot_stages):
     scene = trimesh.load(out)
     xformables = {str(p.GetPath()) for p in stage.Traverse() if p.IsA(UsdGeom.Xformable)}
     gprims = {str(p.GetPath()) for p in stage.Traverse() if p.IsA(UsdGeom.Gprim)}
-    assert set(scene.graph.nodes) - {scene.graph.base_frame} == xformables
+    assert set(scene.graph.nodes) - {scene.graph.base_frame, STAGE_FRAME} == xformables
     assert set(scene.geometry) == gprims
     parents = scene.graph.transforms.parents
     assert parents["/Factory/Line/R/link_2"] == "/Factory/Line/R", "hierarchy mirrors the prims"
@@ -288,7 +289,7 @@ def test_glb_nodes_are_prim_paths_with_local_transforms(tmp_path, robot_stages):
     world, _ = scene.graph.get("/Factory/Line/R/link_6")
     expected = usd_to_numpy(UsdGeom.Xformable(stage.GetPrimAtPath("/Factory/Line/R/link_6"))
                             .ComputeLocalToWorldTransform(Usd.TimeCode.Default()))
-    np.testing.assert_allclose(world, expected, atol=1e-6)
+    np.testing.assert_allclose(world, stage_to_gltf(stage) @ expected, atol=1e-6)  # glTF is Y-up
 
     belt = scene.geometry["/Factory/Line/C/Belt"]
     assert np.allclose(belt.visual.material.baseColorFactor[:3] / 255.0,

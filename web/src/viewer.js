@@ -82,12 +82,16 @@ export class Viewer {
     scene.add(this.sun, this.sun.target);
     this.scene = scene;
 
-    // USD is Z-up, three.js Y-up: everything from the stage lives under this rotated root,
-    // so stream matrices (local, or world in the USD frame for parts) apply unchanged.
+    // The GLB is Y-up like three.js; its top node 'stage-frame' turns the stage's axes (USD: Z-up)
+    // into it, so stream matrices of prims (local to their parent) apply unchanged. Part poses are
+    // world poses in the stage frame: they live in `stageFrame`, given that node's transform on load.
     this.root = new THREE.Group();
     this.root.name = 'usd-root';
-    this.root.rotation.x = -Math.PI / 2;
     scene.add(this.root);
+    this.stageFrame = new THREE.Group();
+    this.stageFrame.name = 'usd-stage-frame';
+    this.stageFrame.rotation.x = -Math.PI / 2;
+    this.root.add(this.stageFrame);
 
     this.camera = new THREE.PerspectiveCamera(40, 1, 0.05, 2000);
     this.camera.position.set(8, 8, 12);
@@ -130,6 +134,8 @@ export class Viewer {
       }
     });
     this.model = gltf.scene;
+    const frame = gltf.scene.getObjectByName('stage-frame');
+    if (frame) frame.matrix.decompose(this.stageFrame.position, this.stageFrame.quaternion, this.stageFrame.scale);
     this.root.add(gltf.scene);
     this.root.updateMatrixWorld(true);
     this.#addFloor();
@@ -160,7 +166,7 @@ export class Viewer {
     if (count <= this.parts.instanceMatrix.count) return;
     let capacity = this.parts.instanceMatrix.count;
     while (capacity < count) capacity *= 2;
-    this.root.remove(this.parts);
+    this.stageFrame.remove(this.parts);
     this.parts.dispose();
     this.parts = this.#createParts(capacity);
   }
@@ -424,7 +430,7 @@ export class Viewer {
     parts.receiveShadow = true;
     parts.frustumCulled = false; // instances move every frame; a cached bounding sphere would go stale
     parts.instanceMatrix.setUsage(THREE.DynamicDrawUsage);
-    this.root.add(parts);
+    this.stageFrame.add(parts);
     return parts;
   }
 
