@@ -14,6 +14,7 @@ import trimesh
 from pxr import Gf, Sdf, Tf, Usd, UsdGeom, UsdPhysics
 
 from twin.core.errors import UrdfError
+from twin.core.stage import usd_to_numpy
 from twin.core.transforms import matrix_to_pose
 from twin.kinematics.chain import Chain
 from twin.kinematics.urdf import Joint, RobotDescription, Visual, load_urdf
@@ -23,6 +24,7 @@ from .meshes import DARK_GREY, Color, add_mesh, as_matrix, box, cylinder, define
 KUKA_ORANGE: Color = (1.0, 0.4, 0.0)
 AXIS_TOKENS = ("X", "Y", "Z")
 JOINT_SCOPE = "joints"
+ANCHOR_JOINT = "world_anchor"
 
 
 def add_robot(
@@ -51,10 +53,25 @@ def add_robot(
 
     scope = f"{prim_path}/{JOINT_SCOPE}"
     UsdGeom.Scope.Define(stage, scope)
-    joint_names = [joint.name for joint in robot.joints]
-    for joint, path in zip(robot.joints, _child_paths(scope, joint_names), strict=True):
+    *joint_paths, anchor_path = _child_paths(scope, [*(joint.name for joint in robot.joints), ANCHOR_JOINT])
+    for joint, path in zip(robot.joints, joint_paths, strict=True):
         _add_joint(stage, path, joint, link_paths)
+    _anchor(stage, anchor_path, stage.GetPrimAtPath(link_paths[robot.root]))
     return prim
+
+
+def _anchor(stage: Usd.Stage, path: str, root_link: Usd.Prim) -> None:
+    """Fix the root link to the world (an empty body0), so articulation parsers find the intended root.
+
+    With body0 empty, localPos0/localRot0 are in world coordinates: the root link's pose as authored.
+    """
+    world = usd_to_numpy(UsdGeom.Xformable(root_link).ComputeLocalToWorldTransform(Usd.TimeCode.Default()))
+    joint = UsdPhysics.FixedJoint.Define(stage, path)
+    joint.CreateBody1Rel().SetTargets([root_link.GetPath()])
+    joint.CreateLocalPos0Attr(Gf.Vec3f(*world[:3, 3].tolist()))
+    joint.CreateLocalRot0Attr(_quat(world[:3, :3]))
+    joint.CreateLocalPos1Attr(Gf.Vec3f(0.0, 0.0, 0.0))
+    joint.CreateLocalRot1Attr(Gf.Quatf(1.0, 0.0, 0.0, 0.0))
 
 
 def _child_paths(parent: str, names: Sequence[str]) -> list[str]:

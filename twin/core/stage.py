@@ -91,24 +91,32 @@ class TwinStage:
         value = attribute.Get() if attribute else None
         return default if value is None else value
 
-    def snapshot_layer(self) -> Sdf.Layer:
-        """The live state as a standalone layer that sublayers the authored layout."""
+    def snapshot_layer(self, layout_reference: str | None = None) -> Sdf.Layer:
+        """The live state as a standalone layer over the authored layout, with the layout's stage metadata.
+
+        `layout_reference` is how the sublayer names the layout (default: its absolute path); a path
+        relative to where the snapshot is saved lets the pair move together.
+        """
         layer = Sdf.Layer.CreateAnonymous("snapshot.usda")
         layer.TransferContent(self.live)
-        layer.subLayerPaths.append(self.path.as_posix())
+        layer.subLayerPaths.append(layout_reference or self.path.as_posix())
+        layer.defaultPrim = self.authored.defaultPrim
+        for key in _STAGE_METADATA:  # a stage opened from the snapshot alone reads these from its root layer
+            if self.authored.pseudoRoot.HasInfo(key):
+                layer.pseudoRoot.SetInfo(key, self.authored.pseudoRoot.GetInfo(key))
         layer.customLayerData = {"twin:snapshotTime": time.time(), "twin:layout": self.path.as_posix()}
         return layer
 
     def save_snapshot(self, out: str | Path) -> Path:
+        """Write the snapshot to `out`, naming the layout relative to it."""
         out = Path(out).resolve()
-        layer = self.snapshot_layer()
-        layer.subLayerPaths.clear()
-        layer.subLayerPaths.append(os.path.relpath(self.path, out.parent))
+        layer = self.snapshot_layer(Path(os.path.relpath(self.path, out.parent)).as_posix())
         if not layer.Export(str(out)):
             raise OSError(f"could not write snapshot {out}")
         return out
 
 
+_STAGE_METADATA = (UsdGeom.Tokens.upAxis, UsdGeom.Tokens.metersPerUnit)
 _SIGNAL_TYPES = {"float": Sdf.ValueTypeNames.Double, "int": Sdf.ValueTypeNames.Int64,
                  "bool": Sdf.ValueTypeNames.Bool, "text": Sdf.ValueTypeNames.String}
 
