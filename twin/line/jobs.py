@@ -21,7 +21,7 @@ from .live import LiveStart
 from .model import LineModel
 from .simulation import Variant, variant_parameters
 from .sweep import SweepParameter
-from .whatif import WhatIfResult, check_horizon, run_whatif, sweep_variants
+from .whatif import WhatIfResult, check_horizon, run_whatif, sweep_variants, too_many_variants
 
 log = logging.getLogger("twin.whatif")
 MAX_QUEUED = 4
@@ -84,12 +84,18 @@ class WhatIfJobs:
         self.stopping = threading.Event()
 
     def submit(self, request: WhatIfRequest, user: str) -> Job:
+        """Check a study, then queue it."""
+        self.check(request)
+        return self.enqueue(request, user)
+
+    def check(self, request: WhatIfRequest) -> None:
+        """Refuse a study that would cost too much, counting its size before expanding it; the server calls
+        this on a worker thread, since checking 20,000 points' parameters takes a while."""
         check_horizon(request.hours, request.warmup_hours, live=request.start == "live")
+        if problem := too_many_variants(request.sweep, request.replications, MAX_JOB_VARIANTS):
+            raise TwinError(f"{problem} a server study may run; run it in-process with run_whatif")
         points, _ = sweep_variants(self.model, request.sweep, request.replications)
         variants = len(points) * request.replications
-        if variants > MAX_JOB_VARIANTS:
-            raise TwinError(f"{len(points)} points x {request.replications} replications is more than the "
-                            f"{MAX_JOB_VARIANTS:,} variants a server study may run; run it in-process with run_whatif")
         tables = variant_parameters(self.model, [Variant(point, 0) for point in points])  # bad values: now
         queue = max(self.model.capacity(e, table) for table in tables for e in range(len(self.model)))
         state_bytes = variants * len(self.model) * max(1, queue) * STATE_BYTES_PER_SLOT
@@ -100,6 +106,9 @@ class WhatIfJobs:
             raise TwinError(f"start must be 'empty' or 'live', got {request.start!r}")
         if request.start == "live" and self.live_start is None:
             raise TwinError("this server has no live signals to start from")
+
+    def enqueue(self, request: WhatIfRequest, user: str) -> Job:
+        """Queue a checked study (on the server's event loop: a live start reads the runtime cache it writes)."""
         with self.lock:
             waiting = sum(job.status in ("queued", "running") for job in self.jobs.values())
             if waiting >= MAX_QUEUED:

@@ -64,6 +64,21 @@ def check_horizon(hours: float, warmup_hours: float, *, live: bool) -> None:
         raise TwinError("a study from the live state has no warm-up: it starts from the plant as it is now")
 
 
+def variant_count(sweep: Sequence[SweepParameter], replications: int) -> int:
+    """How many variants a study has, counted without building any: the product of the value lists' lengths
+    times the replications (a request's size is checked before anything is expanded)."""
+    return math.prod(len(parameter.values) for parameter in sweep) * replications
+
+
+def too_many_variants(sweep: Sequence[SweepParameter], replications: int, limit: int) -> str | None:
+    """Why a study is over `limit` variants, or None."""
+    variants = variant_count(sweep, replications)
+    if variants <= limit:
+        return None
+    return (f"{variants // replications:,} points x {replications:,} replications is {variants:,} variants, "
+            f"more than the {limit:,} variants")
+
+
 def sweep_variants(model: LineModel, sweep: Sequence[SweepParameter], replications: int,
                    base: tuple = ()) -> tuple[list, list]:
     """(points as lists of (prim, attr, value), variants): the cartesian product, replications innermost.
@@ -80,10 +95,10 @@ def sweep_variants(model: LineModel, sweep: Sequence[SweepParameter], replicatio
             raise TwinError(f"sweep: {parameter.label} has no values")
     if replications < 1:
         raise TwinError("replications must be at least 1")
+    if problem := too_many_variants(sweep, replications, MAX_VARIANTS):
+        raise TwinError(problem)
     points = [tuple((p.prim, p.attribute, value) for p, value in zip(sweep, combination, strict=True))
               for combination in itertools.product(*(p.values for p in sweep))]
-    if len(points) * replications > MAX_VARIANTS:
-        raise TwinError(f"{len(points)} points x {replications} replications exceeds {MAX_VARIANTS} variants")
     variants = [Variant(tuple(base) + point, r) for point in points for r in range(replications)]
     return points, variants
 

@@ -8,6 +8,7 @@ reachable from the network never serves without authentication.
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 from dataclasses import dataclass
@@ -125,9 +126,13 @@ class Access:
     def principal(self, authorization: str | None) -> Principal:
         if authorization:
             scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or token not in self.tokens:
+            found = None
+            for known, principal in self.tokens.items():  # every entry, in constant time: no timing oracle
+                if hmac.compare_digest(known.encode(), token.encode()):
+                    found = principal
+            if scheme.lower() != "bearer" or found is None:
                 raise AuthError(401, "unknown or malformed bearer token")
-            return self.tokens[token]
+            return found
         if not self.loopback_only:
             raise AuthError(401, "authentication required: send 'Authorization: Bearer <token>'")
         return Principal("anonymous", "viewer")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, HTTPException
+from pydantic import AllowInfNan, BaseModel, ConfigDict
 from starlette.requests import HTTPConnection
 
 from twin.history.store import Historian
@@ -19,6 +20,26 @@ from twin.server.auth import Access, Principal
 from twin.server.clock import SimulationClock
 from twin.sim.runtime import Twin
 from twin.stream.hub import StreamHub
+
+MAX_QUOTE = 80  # characters of a client's input that an error message may quote
+MAX_BODY_BYTES = 2**20  # request bodies over this are refused with 413 (create_app's max_body_bytes)
+
+# A float query parameter or body field that must be finite: NaN and infinities are a 422 like any bad number.
+Finite = Annotated[float, AllowInfNan(False)]
+
+
+class ApiModel(BaseModel):
+    """Base of every request body: a non-finite number in any float field is refused (422), so that no range
+    check is skipped by NaN (which compares false with everything) and no answer has to carry one."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+def quoted(text: object, limit: int = MAX_QUOTE) -> str:
+    """`text` as an error message may quote it: at most `limit` characters, so that a client sending megabytes
+    does not get them back (or fill a log with them)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 class SignalWriter(Protocol):
@@ -42,6 +63,7 @@ class ServerSettings:
     writer: SignalWriter | None = None
     on_startup: tuple[Callable, ...] = ()  # async callables: the connectors' start and stop
     on_shutdown: tuple[Callable, ...] = ()
+    open_docs: bool = False  # serve /docs, /redoc and /openapi.json to anyone, even where the API needs a token
 
 
 async def get_twin(connection: HTTPConnection) -> Twin:

@@ -11,13 +11,13 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from twin.core.alarms import AlarmEngine
-from twin.server.deps import HistorianDep, Operator, TwinDep
+from twin.server.deps import ApiModel, Finite, HistorianDep, Operator, TwinDep
 
 
-class Acknowledgement(BaseModel):
+class Acknowledgement(ApiModel):
     comment: str = Field("", max_length=500)
 
 
@@ -69,15 +69,14 @@ async def events(engine: EngineDep, since: int = Query(0, ge=0)) -> dict:
 
 
 @router.get("/at")
-async def alarms_at(t: float, store: HistorianDep) -> dict:
+async def alarms_at(t: Finite, store: HistorianDep) -> dict:
     """The alarm list as it was at instant `t` (Unix seconds), rebuilt from the stored transitions."""
-    if not math.isfinite(t):
-        raise HTTPException(422, f"t must be a finite time, got {t}")
     return {"at": t, "alarms": await asyncio.to_thread(store.alarms_at, t)}
 
 
 @router.get("/history")
-async def history(store: HistorianDep, start: float = -math.inf, end: float = math.inf,
+async def history(store: HistorianDep, start: Finite | None = None, end: Finite | None = None,
                   key: str | None = None) -> list[dict]:
-    """Stored transitions over [start, end] (Unix seconds), optionally of one signal."""
-    return await asyncio.to_thread(store.alarm_events, start, end, key)
+    """Stored transitions over [start, end] (Unix seconds; unbounded where left out), optionally of one signal."""
+    return await asyncio.to_thread(store.alarm_events, -math.inf if start is None else start,
+                                   math.inf if end is None else end, key)

@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from twin.core.errors import TwinError, UnknownSignalError
 from twin.history.replay import Replay
 from twin.history.store import Historian
-from twin.server.deps import HistorianDep
+from twin.server.deps import Finite, HistorianDep
 
 router = APIRouter(prefix="/api")
 
@@ -44,18 +44,17 @@ async def history_range(store: HistorianDep) -> dict:
 
 
 @router.get("/replay/frame", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
-async def replay_frame(at: float, replay: ReplayDep) -> Response:
+async def replay_frame(at: Finite, replay: ReplayDep) -> Response:
     """Every row of the twin as it was at `at` (Unix seconds): a binary snapshot frame of the live stream's
     format, flagged as a replay (docs/history.md). Signals with no value yet at `at` are waiting."""
-    if not math.isfinite(at):
-        raise HTTPException(422, f"at must be a finite Unix time in seconds, got {at}")
     replay.prepare()  # here, on the event loop: it reads the stage, which the live step writes on this thread
     data = await asyncio.to_thread(replay.frame_at, at)
     return Response(data, media_type="application/octet-stream", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/history/signal")
-async def signal(key: str, start: float, end: float, store: HistorianDep, step: float | None = Query(None, gt=0),
+async def signal(key: str, start: Finite, end: Finite, store: HistorianDep,
+                 step: Annotated[Finite | None, Query(gt=0)] = None,
                  how: str = Query("last", pattern="^(last|mean)$")) -> dict:
     """Raw samples of one signal over [start, end] (Unix seconds), or resampled every `step` seconds."""
     try:
@@ -72,14 +71,15 @@ async def signal(key: str, start: float, end: float, store: HistorianDep, step: 
 
 
 @router.get("/history/state")
-async def state(at: float, store: HistorianDep) -> dict:
+async def state(at: Finite, store: HistorianDep) -> dict:
     """Every signal's value, quality and source time as they were at `at` (Unix seconds)."""
     return await asyncio.to_thread(store.state_at, at)
 
 
-async def _export(store: Historian, store_method: str, suffix: str, media_type: str, keys: str | None, start: float,
-                  end: float) -> FileResponse:
-    """Write the samples to a temporary file, sent then deleted."""
+async def _export(store: Historian, store_method: str, suffix: str, media_type: str, keys: str | None,
+                  start: float | None, end: float | None) -> FileResponse:
+    """Write the samples over [start, end] (unbounded where None) to a temporary file, sent then deleted."""
+    start, end = -math.inf if start is None else start, math.inf if end is None else end
     descriptor, name = tempfile.mkstemp(suffix=suffix)
     os.close(descriptor)
     path = Path(name)
@@ -96,14 +96,14 @@ async def _export(store: Historian, store_method: str, suffix: str, media_type: 
 
 
 @router.get("/history/export.csv")
-async def export_csv(store: HistorianDep, keys: str | None = None, start: float = -math.inf,
-                     end: float = math.inf) -> FileResponse:
+async def export_csv(store: HistorianDep, keys: str | None = None, start: Finite | None = None,
+                     end: Finite | None = None) -> FileResponse:
     """Samples as CSV; `keys` is a comma-separated list of signals (default: all)."""
     return await _export(store, "export_csv", ".csv", "text/csv", keys, start, end)
 
 
 @router.get("/history/export.parquet")
-async def export_parquet(store: HistorianDep, keys: str | None = None, start: float = -math.inf,
-                         end: float = math.inf) -> FileResponse:
+async def export_parquet(store: HistorianDep, keys: str | None = None, start: Finite | None = None,
+                         end: Finite | None = None) -> FileResponse:
     """Samples as Parquet (zstd; arrays as lists of float64); `keys` as for CSV."""
     return await _export(store, "export_parquet", ".parquet", "application/vnd.apache.parquet", keys, start, end)

@@ -9,22 +9,27 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, Field
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import Field
 
 from twin.core.errors import KinematicsError
-from twin.server.deps import TwinDep
+from twin.kinematics.ik import IkResult
+from twin.server.deps import ApiModel, TwinDep
 from twin.sim.robots import SceneRobots
 
 MAX_REST_FK = 2_000  # joint vectors per request: the answer is JSON, 2,000 x 9 links x 16 numbers is ~5 MB
+MAX_REST_IK = 4_096  # targets x seeds per request: about 2 s of solving on a 2-core CPU
+FK_CHUNK = 500  # joint vectors, and IK solves, between two checks that the client is still there
+IK_CHUNK = 512
 
 
-class ForwardBody(BaseModel):
+class ForwardBody(ApiModel):
     robot: str
     q: list[list[float]] | list[float]
 
 
-class InverseBody(BaseModel):
+class InverseBody(ApiModel):
     robot: str
     targets: list[list[list[float]]] | list[list[float]]
     link: str | None = None
@@ -37,6 +42,17 @@ async def get_robots(twin: TwinDep) -> SceneRobots:
 
 RobotsDep = Annotated[SceneRobots, Depends(get_robots)]
 router = APIRouter(prefix="/api/robots")
+
+
+async def _chunked(request: Request, call, robot: str, batch: list, chunk: int, *args) -> list:
+    """`call(robot, part, *args)` over `batch` in parts of `chunk`, each on a worker thread, stopping when the
+    client has left (a hostile or impatient client must not keep the kinematics busy)."""
+    results = []
+    for start in range(0, len(batch), chunk):
+        if start and await request.is_disconnected():
+            raise HTTPException(499, "the client left before the answer was ready")
+        results.append(await asyncio.to_thread(_guarded, call, robot, batch[start:start + chunk], *args))
+    return results
 
 
 def _guarded(call, *args):
@@ -56,19 +72,29 @@ async def describe(robots: RobotsDep) -> list[dict]:
 
 
 @router.post("/fk")
-async def forward(body: ForwardBody, robots: RobotsDep) -> dict:
+async def forward(body: ForwardBody, robots: RobotsDep, request: Request) -> dict:
     """World transforms of every link, (B, n_links, 4, 4), for joint vectors (B, n) or (n,)."""
-    if body.q and isinstance(body.q[0], list) and len(body.q) > MAX_REST_FK:
+    if not (body.q and isinstance(body.q[0], list)):
+        poses = await asyncio.to_thread(_guarded, robots.forward_world, body.robot, body.q)
+    elif len(body.q) > MAX_REST_FK:
         raise HTTPException(422, f"at most {MAX_REST_FK:,} joint vectors per request, got {len(body.q):,}; "
                                  f"larger batches belong in-process (twin.open or twin.Chain)")
-    poses = await asyncio.to_thread(_guarded, robots.forward_world, body.robot, body.q)
+    else:
+        poses = np.concatenate(await _chunked(request, robots.forward_world, body.robot, body.q, FK_CHUNK))
     return {"links": list(robots.find(body.robot).chain.link_names), "poses": poses.tolist()}
 
 
 @router.post("/ik")
-async def inverse(body: InverseBody, robots: RobotsDep) -> dict:
+async def inverse(body: InverseBody, robots: RobotsDep, request: Request) -> dict:
     """Joint vectors bringing `link` (default: the flange) to world targets, with success and residuals."""
-    result = await asyncio.to_thread(_guarded, robots.inverse_world, body.robot, body.targets, body.link,
-                                     body.seeds)
+    batched = bool(body.targets and body.targets[0]) and isinstance(body.targets[0][0], list)
+    targets = body.targets if batched else [body.targets]
+    if len(targets) * body.seeds > MAX_REST_IK:
+        raise HTTPException(422, f"{len(targets):,} targets x {body.seeds} seeds is more than the {MAX_REST_IK:,} "
+                                 f"targets x seeds a request may solve; larger batches belong in-process "
+                                 f"(twin.open or twin.Chain)")
+    parts = await _chunked(request, robots.inverse_world, body.robot, targets, max(1, IK_CHUNK // body.seeds),
+                           body.link, body.seeds)
+    result = IkResult(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
     return {"q": result.q.tolist(), "success": result.success.tolist(),
             "position_error": result.position_error.tolist(), "rotation_error": result.rotation_error.tolist()}

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import Field
 
-from twin.server.deps import Operator, SettingsDep, TwinDep, require_role
+from twin.server.deps import ApiModel, Operator, SettingsDep, TwinDep, quoted, require_role
 from twin.stream.frames import signal_json
 
 router = APIRouter(prefix="/api")
 
 
-class WriteRequest(BaseModel):
-    prim: str
-    attr: str
-    value: float | int | bool | str
+MAX_WRITE_TEXT = 1000  # characters of a text value: what the audit keeps of each write is bounded
+
+
+class WriteRequest(ApiModel):
+    prim: str = Field(max_length=1000)
+    attr: str = Field(max_length=200)
+    value: float | int | bool | Annotated[str, Field(max_length=MAX_WRITE_TEXT)]
 
 
 @router.get("/signals")
@@ -39,7 +43,7 @@ async def write(body: WriteRequest, principal: Operator, settings: SettingsDep) 
     """Send a value to the plant through the signal's writable binding (operator role)."""
     writer = settings.writer
     if writer is None or not writer.writable(body.prim, body.attr):
-        raise HTTPException(404, f"{body.prim}.{body.attr} has no writable binding")
+        raise HTTPException(404, f"{quoted(f'{body.prim}.{body.attr}')} has no writable binding")
     result = await writer.write(body.prim, body.attr, body.value, user=principal.user)
     answer = {"ok": result.ok, "status": result.status, "status_code": result.status_code,
               "message": result.message}

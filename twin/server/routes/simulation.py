@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from twin.server.clock import SimulationClock
-from twin.server.deps import ClockDep, Operator, TwinDep
+from twin.server.deps import ApiModel, ClockDep, Operator, TwinDep
 from twin.sim.runtime import Twin
 
 log = logging.getLogger("twin.server")
 router = APIRouter(prefix="/api")
 
 
-class SimulationControl(BaseModel):
+class SimulationControl(ApiModel):
     running: bool | None = None
     tick_hz: float | None = Field(None, ge=1.0, le=120.0)
 

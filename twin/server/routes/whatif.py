@@ -11,8 +11,7 @@ import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from twin.core.errors import TwinError
 from twin.line.jobs import WhatIfJobs, WhatIfRequest
@@ -20,20 +19,20 @@ from twin.line.live import LiveStart
 from twin.line.model import KINDS, PARAMETERS, LineModel, read_line
 from twin.line.playback import PlaybackGeometry, playback_frames, record_variant
 from twin.line.whatif import MAX_HOURS, SweepParameter
-from twin.server.deps import Viewer
+from twin.server.deps import ApiModel, Finite, Viewer
 from twin.sim.runtime import Twin
 
 MAX_PLAYBACK_SECONDS = 3600.0
 MAX_PLAYBACK_FRAMES = 3000
 
 
-class SweepBody(BaseModel):
-    prim: str
-    attr: str
+class SweepBody(ApiModel):
+    prim: str = Field(max_length=1000)
+    attr: str = Field(max_length=200)
     values: list[float] = Field(min_length=1, max_length=1000)
 
 
-class WhatIfBody(BaseModel):
+class WhatIfBody(ApiModel):
     sweep: list[SweepBody] = Field(default_factory=list, max_length=4)
     replications: int = Field(30, ge=1, le=10_000)
     hours: float = Field(8.0, gt=0, le=MAX_HOURS)
@@ -93,10 +92,10 @@ async def start(body: WhatIfBody, principal: Viewer, jobs: JobsDep) -> dict:
     request = WhatIfRequest([SweepParameter(s.prim, s.attr, s.values) for s in body.sweep], body.replications,
                             body.hours, body.warmup_hours, body.seed, body.start)
     try:
-        job = jobs.submit(request, principal.user)
+        await asyncio.to_thread(jobs.check, request)  # its size is counted first; then up to 20,000 points checked
+        job = jobs.enqueue(request, principal.user)
     except TwinError as error:
-        status = 429 if "already waiting" in str(error) else 422
-        return JSONResponse({"detail": str(error)}, status_code=status)
+        raise HTTPException(429 if "already waiting" in str(error) else 422, str(error)) from None
     return job.as_dict()
 
 
@@ -114,9 +113,10 @@ async def job(job_id: str, jobs: JobsDep) -> dict:
 
 
 @router.get("/whatif/{job_id}/playback")
-async def playback(job_id: str, studies: StudiesDep, point: int = Query(0, ge=0), replication: int = Query(0, ge=0),
-                   seconds: float = Query(300.0, gt=0, le=MAX_PLAYBACK_SECONDS),
-                   step: float = Query(0.5, ge=0.1, le=10.0)) -> dict:
+async def playback(job_id: str, studies: StudiesDep, request: Request, point: int = Query(0, ge=0),
+                   replication: int = Query(0, ge=0),
+                   seconds: Annotated[Finite, Query(gt=0, le=MAX_PLAYBACK_SECONDS)] = 300.0,
+                   step: Annotated[Finite, Query(ge=0.1, le=10.0)] = 0.5) -> dict:
     """One variant of a finished study, simulated again with its log: frames for the viewer."""
     if seconds / step > MAX_PLAYBACK_FRAMES:
         raise HTTPException(422, f"{seconds:g} s at a step of {step:g} s is more than {MAX_PLAYBACK_FRAMES} "
@@ -137,6 +137,8 @@ async def playback(job_id: str, studies: StudiesDep, point: int = Query(0, ge=0)
     async with studies.playback_lock:
         simulation = await asyncio.to_thread(record_variant, manager.model, variant, seconds, seed=result.seed,
                                              start=found.live_start, device=manager.device)
+        if await request.is_disconnected():
+            raise HTTPException(499, "the client left before its playback was ready")
         geometry = PlaybackGeometry(manager.model, studies.twin.stage, simulation.parameters[0])
         frames = await asyncio.to_thread(playback_frames, simulation, geometry, seconds, step)
     return {"job": job_id, "point": point, "replication": replication, "values": result.points[point]["values"],
