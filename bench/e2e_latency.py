@@ -2,7 +2,7 @@
 
 What a plant engineer sees. Processes, all on loopback and the same machine clock:
 - server: asyncua in its own process, one Double variable `nsu=urn:factory-twin:e2e;s=Value`. It writes
-  `WRITES` new values (60 by default), 250 to 350 ms apart (random phase against the publishing interval and
+  `--writes` new values (60 by default), 250 to 350 ms apart (random phase against the publishing interval and
   the 30 Hz tick), each with SourceTimestamp = ServerTimestamp = now, and reports (value, SourceTimestamp).
 - twin: its own process, wired as `twin serve` wires it: `Twin(sample factory)`, `OpcUaConnector` with a
   binding file (the variable -> /Factory/Line/Machining.twin:e2eValue; publishing 50 ms as the sample's PLC
@@ -16,12 +16,12 @@ What a plant engineer sees. Processes, all on loopback and the same machine cloc
 - peer: a bare asyncua client in its own process, subscribed to the same node with the same publishing
   interval, sampling interval and queue size, at the same time as the twin: the OPC-UA stack's floor.
 
-Stages of each value (medians in the table, p99s too in the JSON): `publish` SourceTimestamp -> the
-connector's notification arrives; `cache` -> written into the cache; `tick` -> the stream frame carrying that
-cache version is encoded (`tick_wait`: the part until the next tick wakes the stream); `send` -> the frame is
-handed to the websocket; `page` -> the page shows it (`receive`: its message handler starts, `apply`: the value
-is applied, `paint`: the next animation frame). Also: frames per second sent by the twin (`sent/s`), taken
-by the page (`page/s`) and rendered by it (`fps`) during the writes, and `clock_offset_ms`, the page's clock
+Stages of each value (medians in the table, p99s too in the JSON): `publish` SourceTimestamp -> the connector's
+notification arrives; `cache` -> written into the cache; `tick` -> the stream frame carrying that cache version is
+encoded (`tick_wait`: the part until the tick that woke the stream; 0 when it rode one under way); `send` -> the
+frame is handed to the websocket; `page` -> the page shows it (`receive`: its message handler starts, `apply`: the
+value is applied, `paint`: the next animation frame). Also: frames per second sent by the twin (`sent/s`), taken by
+the page (`page/s`) and rendered by it (`fps`) during the writes, and `clock_offset_ms`, the page's clock
 (performance.timeOrigin + performance.now()) minus the system clock (Date.now(), which time.time() also reads).
 Rows: sampling 100 ms (the sample's setting) and 10 ms with only this variable bound ("idle"), and 100 ms with
 the demo's load ("demo"): the sample PLC runs too (`python -m twin.sample_factory.plc`, as `twin demo` starts it)
