@@ -9,6 +9,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -152,3 +153,21 @@ def test_tokens_are_compared_in_constant_time_with_every_entry(monkeypatch):
     with pytest.raises(auth.AuthError):
         access.principal("Bearer not-a-token-0123456789")
     assert len(compared) == 10
+
+
+def test_chunked_kinematics_answer_as_one_batch(url, sample_layout):
+    """FK and IK batches run in chunks (so that a client that left stops them); the answer is still one batch."""
+    robots = Twin(sample_layout).robots
+    q = np.random.default_rng(3).uniform(-1, 1, (1200, 6))
+    with httpx.Client(base_url=url, headers=HEADERS, timeout=60) as client:
+        forward = client.post("/api/robots/fk", json={"robot": ROBOT, "q": q.tolist()})
+        assert forward.status_code == 200, forward.text[:300]
+        poses = np.array(forward.json()["poses"])
+        np.testing.assert_allclose(poses, robots.forward_world(ROBOT, q), atol=1e-5)
+        flange = forward.json()["links"].index(client.get("/api/robots").json()[0]["flange"])
+        targets = poses[:100, flange]
+        inverse = client.post("/api/robots/ik", json={"robot": ROBOT, "targets": targets.tolist(), "seeds": 8})
+        assert inverse.status_code == 200, inverse.text[:300]
+        answer = inverse.json()
+        assert len(answer["q"]) == len(answer["success"]) == len(answer["position_error"]) == 100
+        assert np.mean(answer["success"]) > 0.9
