@@ -12,6 +12,7 @@ import math
 import os
 import re
 import time
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,12 @@ class TwinStage:
             raise LayoutError(self.path, "has no defaultPrim; the twin needs one (e.g. /Factory)")
         self.root_path = str(root.GetPath())
 
+    @cached_property
+    def authored_stage(self) -> Usd.Stage:
+        """The layout as authored, without the live layer: models (robot chains) are read from here, so a
+        model built after the runtime has written poses is the same as one built at start."""
+        return Usd.Stage.Open(self.authored, Sdf.Layer.CreateAnonymous("authored-session.usda"))
+
     def prim(self, path: str) -> Usd.Prim:
         prim = self.stage.GetPrimAtPath(path) if Sdf.Path.IsValidPathString(path) else None
         if not prim:
@@ -82,8 +89,10 @@ class TwinStage:
         xformable = UsdGeom.Xformable(self.prim(path))
         return usd_to_numpy(xformable.ComputeLocalToWorldTransform(Usd.TimeCode.Default()))
 
-    def local_transform(self, path: str) -> np.ndarray:
-        xformable = UsdGeom.Xformable(self.prim(path))
+    def local_transform(self, path: str, *, authored: bool = False) -> np.ndarray:
+        """The prim's local transform, live (the default) or as the layout authors it."""
+        prim = self.authored_stage.GetPrimAtPath(path) if authored else self.prim(path)
+        xformable = UsdGeom.Xformable(prim)
         return usd_to_numpy(xformable.GetLocalTransformation(Usd.TimeCode.Default()))
 
     def attribute(self, path: str, name: str, default=None):

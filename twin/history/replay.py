@@ -49,6 +49,11 @@ class _Shadow:
         registered = cache.schema
         # add_signal and add_transform are idempotent: the derivations find their rows already there.
         self.robots = SceneRobots(twin.stage, cache, device=twin.device)
+        # The live twin's links start at their authored poses, and a pose within 1e-7 of the one held is not
+        # rewritten (RuntimeCache.write_transforms): each replay starts from the same poses, so it matches.
+        link_rows = self.robots.all_link_rows if self.robots.batch is not None else np.zeros(0, np.int64)
+        self.start_poses = np.array([twin.stage.local_transform(cache.transform_prims[row], authored=True)
+                                     for row in link_rows]).reshape(-1, 4, 4)
         self.parts = PartTracker(twin.stage, cache, self.robots, device=twin.device)
         if cache.schema != registered:
             raise RuntimeError("the replay's derivations registered rows that the live cache does not have")
@@ -95,6 +100,7 @@ class _Shadow:
         if robots.batch is None:
             return
         robots.q[:] = 0.0
+        self.cache.transforms[robots.all_link_rows] = self.start_poses
         for robot, q_slice in zip(robots.robots, robots.batch.q_slices, strict=True):
             values = self.cache.signal_values(robot.joint_row)
             if np.all(np.isfinite(values)):

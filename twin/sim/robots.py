@@ -45,7 +45,7 @@ class SceneRobots:
             source = str(prim.GetAttribute("twin:urdf").Get() or path)
             chain = chains.get(source)
             if chain is None:
-                chain = chains[source] = Chain.from_usd(twin_stage.stage, path)
+                chain = chains[source] = Chain.from_usd(twin_stage.authored_stage, path)
             instance_chains.append(list(chains).index(source))
             links = link_prim_paths(twin_stage.stage, path)
             link_rows = np.array(
