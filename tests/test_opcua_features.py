@@ -337,12 +337,12 @@ def test_health_check_s_sets_the_link_check_of_the_session(bindings_path, monkey
 
     made = []
 
-    class RecordingClient(opcua_module.Client):
+    class RecordingClient(opcua_module.TwinClient):
         def __init__(self, *args, **kwargs):
             made.append(kwargs)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(opcua_module, "Client", RecordingClient)
+    monkeypatch.setattr(opcua_module, "TwinClient", RecordingClient)
 
     async def scenario():
         server = TestServer(free_port())
