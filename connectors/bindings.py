@@ -1,4 +1,4 @@
-"""Binding files: which OPC-UA node feeds which prim attribute, and how.
+"""Binding files: which OPC-UA node or MQTT topic feeds which prim attribute, and how.
 
 YAML, validated strictly by pydantic models (unknown keys are errors), and every error names the file, the
 line and the binding, because an integration engineer fixing a binding file of hundreds of entries needs to
@@ -34,6 +34,8 @@ _NAMESPACE_INDEX = re.compile(r"(?:ns=(\d+);)?")
 _NODE_ID = re.compile(r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=[A-Za-z0-9+/=]+)$")
 _BROWSE_ELEMENT = re.compile(r"(?:\d{1,5}:.+|nsu=.+:[^:]+)", re.DOTALL)  # "2:Line", "nsu=http://x.example/UA/:Line"
 _BROWSE_SPLIT = re.compile(r"/(?=\d+:|nsu=)")  # a "/" that starts the next qualified name, not one inside a URI
+_BROKER_URL = re.compile(r"^mqtts?://[^/:\s]+(?::\d{1,5})?/?$")
+_SPARKPLUG_NODE = re.compile(r"^[^/+#\s]+/[^/+#\s]+(?:/[^/+#\s]+)?$")  # group/edge node[/device]
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it: big files load 5x faster
 
 
@@ -63,6 +65,37 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """TLS towards a broker; paths are absolute. No `ca`: the system's trusted authorities."""
+
+    ca: Path | None = None
+    certificate: Path | None = None  # a client certificate, for brokers that ask for one
+    private_key: Path | None = None
+    insecure: bool = False  # skip the host name check (a test broker's certificate for another name)
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    name: str
+    url: str  # mqtt://host:port or mqtts://host:port
+    line: int
+    client_id: str = ""  # "" : one is generated
+    tls: TlsConfig | None = None  # set for mqtts:// (and only then)
+    username: str | None = None
+    password_env: str | None = None
+    keepalive_s: float = 10.0  # the broker declares the twin gone after 1.5 times this without a packet
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].rstrip("/").rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        rest = self.url.split("://", 1)[1].rstrip("/")
+        return int(rest.rsplit(":", 1)[1]) if ":" in rest else (8883 if self.tls else 1883)
+
+
+@dataclass(frozen=True)
 class Deadband:
     kind: str  # "absolute" or "percent" (of the node's EURange)
     value: float
@@ -89,10 +122,17 @@ class Binding:
     minimum: float | None = None  # write limits, in twin units
     maximum: float | None = None
     alarms: tuple[AlarmRule, ...] = ()  # rules on this binding's signal (twin/alarms.py)
+    topic: str = ""  # MQTT: a topic with a JSON payload...
+    value_path: str = ""  # ...the value's place in it ("" : the whole payload), e.g. "data.speed" or "axes.0"
+    time_path: str = ""  # ...and the source time's (epoch seconds or ms, or ISO 8601 text), "" : none
+    sparkplug: str = ""  # MQTT: a Sparkplug B edge node or device, "group/edge node[/device]"...
+    metric: str = ""  # ...and the metric's name
 
     @property
     def source(self) -> str:
-        return self.node or "/".join(self.browse_path)
+        if self.sparkplug:
+            return f"{self.sparkplug}:{self.metric}"
+        return self.node or self.topic or "/".join(self.browse_path)
 
     @property
     def readable(self) -> bool:
@@ -111,6 +151,7 @@ class BindingFile:
     path: Path
     servers: dict[str, ServerConfig]
     bindings: tuple[Binding, ...]
+    brokers: dict[str, BrokerConfig] = field(default_factory=dict)
 
     def error(self, binding: Binding, message: str) -> BindingError:
         return BindingError(self.path, f"{binding.describe()}: {message}", line=binding.line)
@@ -200,6 +241,60 @@ class ServerSpec(_Spec):
                             publishing_ms=self.publishing_ms, health_check_s=self.health_check_s)
 
 
+class TlsSpec(_Spec):
+    ca: str | None = Field(default=None, description="a file path")
+    certificate: str | None = Field(default=None, description="a file path")
+    private_key: str | None = Field(default=None, description="a file path")
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _key_with_certificate(self) -> TlsSpec:
+        if (self.certificate is None) != (self.private_key is None):
+            raise FieldError("private_key" if self.private_key is None else "certificate",
+                             "certificate and private_key go together")
+        return self
+
+    def config(self, folder: Path) -> TlsConfig:
+        def resolved(item: str | None) -> Path | None:
+            return (folder / item).resolve() if item else None
+
+        return TlsConfig(resolved(self.ca), resolved(self.certificate), resolved(self.private_key), self.insecure)
+
+
+class BrokerSpec(_Spec):
+    url: str = Field(pattern=_BROKER_URL.pattern, description="an mqtt://host:port or mqtts://host:port URL")
+    client_id: str = ""
+    tls: TlsSpec | None = None
+    username: str | None = None
+    password_env: str | None = None
+    password: object = None  # a known key, so that the refusal says why
+    keepalive_s: float = Field(default=10.0, ge=1)
+
+    @field_validator("password")
+    @classmethod
+    def _never_a_password(cls, value: object) -> None:
+        return ServerSpec._never_a_password(value)
+
+    @field_validator("password_env")
+    @classmethod
+    def _environment_variable(cls, value: str | None) -> str | None:
+        return ServerSpec._environment_variable(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BrokerSpec:
+        if (self.username is None) != (self.password_env is None):
+            raise FieldError("username" if self.username is None else "password_env",
+                             "username and password_env go together")
+        if self.tls is not None and not self.url.startswith("mqtts://"):
+            raise FieldError("tls", "tls settings need an mqtts:// url")
+        return self
+
+    def config(self, name: str, line: int, folder: Path) -> BrokerConfig:
+        tls = (self.tls or TlsSpec()).config(folder) if self.url.startswith("mqtts://") else None
+        return BrokerConfig(name=name, url=self.url, line=line, client_id=self.client_id, tls=tls,
+                            username=self.username, password_env=self.password_env, keepalive_s=self.keepalive_s)
+
+
 class DeadbandSpec(_Spec):
     absolute: float | None = Field(default=None, ge=0)
     percent: float | None = Field(default=None, ge=0)  # of the node's EURange
@@ -252,6 +347,20 @@ class BindingSpec(_Spec):
     direction: Direction = "read"
     limits: LimitsSpec | None = None
     alarms: list[dict[str, object]] = Field(default=[], description="a list of rules, e.g. [{high: 60, deadband: 2}]")
+    topic: str = ""
+    value_path: str = ""
+    time_path: str = ""
+    sparkplug: str = Field(default="", pattern=_SPARKPLUG_NODE.pattern + "|^$",
+                           description="'group/edge node' or 'group/edge node/device'")
+    metric: str = ""
+
+    @field_validator("topic")
+    @classmethod
+    def _plain_topic(cls, value: str) -> str:
+        if value and (not value.strip() or "#" in value or "+" in value or value.startswith("spBv1.0/")):
+            raise ValueError(f"topic must be one plain MQTT topic (no wildcards; Sparkplug B metrics are bound "
+                             f"with sparkplug and metric), got {value!r}")
+        return value
 
     @field_validator("node")
     @classmethod
@@ -294,10 +403,19 @@ class BindingSpec(_Spec):
             raise ValueError("scale must not be 0 (writes divide by it)")
         return value
 
+    @property
+    def over_mqtt(self) -> bool:
+        return bool(self.model_fields_set & {"topic", "sparkplug"})
+
     @model_validator(mode="after")
     def _consistent(self) -> BindingSpec:
         given = self.model_fields_set
-        if ("node" in given) == ("browse_path" in given):
+        if self.over_mqtt:
+            self._mqtt_consistent(given)
+        elif given & {"value_path", "time_path", "metric"}:
+            key = sorted(given & {"value_path", "time_path", "metric"})[0]
+            raise FieldError(key, f"{key} belongs to a binding with a topic or sparkplug")
+        elif ("node" in given) == ("browse_path" in given):
             raise FieldError("browse_path", "give exactly one of 'node' and 'browse_path'")
         if self.deadband is not None and self.kind not in NUMERIC_KINDS:
             raise FieldError("deadband", f"a deadband needs a numeric kind, not {self.kind}")
@@ -310,6 +428,25 @@ class BindingSpec(_Spec):
                              f"scale and offset need a numeric kind, not {self.kind}")
         return self
 
+    def _mqtt_consistent(self, given: set[str]) -> None:
+        """A topic (JSON) or a Sparkplug metric, never a node too; MQTT bindings only read."""
+        sources = [key for key in ("node", "browse_path", "topic", "sparkplug") if key in given]
+        if len(sources) > 1:
+            raise FieldError(sources[1], f"give one of 'topic' and 'sparkplug' (not {' and '.join(sources)})")
+        if "sparkplug" in given and not self.metric:
+            raise FieldError("metric", "a sparkplug binding needs the metric's name")
+        if "topic" in given and "metric" in given:
+            raise FieldError("metric", "metric belongs to a sparkplug binding; a topic's value is found by value_path")
+        if "sparkplug" in given and given & {"value_path", "time_path"}:
+            raise FieldError(sorted(given & {"value_path", "time_path"})[0],
+                             "a Sparkplug metric carries its own value and time; value_path and time_path are for "
+                             "JSON topics")
+        for key in ("deadband", "limits", "sampling_ms", "queue_size"):
+            if key in given:
+                raise FieldError(key, f"{key} is an OPC-UA setting; an MQTT binding takes what the broker sends")
+        if self.direction != "read":
+            raise FieldError("direction", "MQTT bindings read; writing to the plant goes through OPC-UA")
+
     def binding(self, line: int, alarms: tuple[AlarmRule, ...]) -> Binding:
         limits = self.limits or LimitsSpec()
         return Binding(server=self.server, node=self.node, prim=self.prim, attr=self.attr, unit=self.unit,
@@ -317,24 +454,40 @@ class BindingSpec(_Spec):
                        browse_path=self.browse_path, queue_size=self.queue_size,
                        deadband=self.deadband.deadband() if self.deadband else None, scale=self.scale,
                        offset=self.offset, enum=dict(self.enum), direction=self.direction, minimum=limits.min,
-                       maximum=limits.max, alarms=alarms)
+                       maximum=limits.max, alarms=alarms, topic=self.topic, value_path=self.value_path,
+                       time_path=self.time_path, sparkplug=self.sparkplug, metric=self.metric)
 
 
 class BindingFileSpec(_Spec):
-    servers: dict[str, ServerSpec] = Field(min_length=1)
+    servers: dict[str, ServerSpec] = {}
+    brokers: dict[str, BrokerSpec] = {}
     bindings: list[BindingSpec]
 
     @model_validator(mode="after")
     def _known_servers(self) -> BindingFileSpec:
+        if not self.servers and not self.brokers:
+            raise FieldError("servers", "missing section 'servers' (OPC-UA) or 'brokers' (MQTT)")
+        for name in self.servers.keys() & self.brokers.keys():
+            raise FieldError(("brokers", name), f"{name!r} names both a server and a broker; bindings refer to "
+                                                "either by name, so each name is given once")
         for index, binding in enumerate(self.bindings):
-            if binding.server not in self.servers:
+            if binding.server in self.brokers and not binding.over_mqtt:
+                raise FieldError(("bindings", index, "server"), f"{binding.server!r} is an MQTT broker: bind a "
+                                                                "'topic' or a 'sparkplug' metric, not an OPC-UA node")
+            if binding.server in self.servers and binding.over_mqtt:
+                raise FieldError(("bindings", index, "server"), f"{binding.server!r} is an OPC-UA server: bind a "
+                                                                "'node' or 'browse_path'; topics come from brokers")
+            if binding.server not in self.servers and binding.server not in self.brokers:
                 raise FieldError(("bindings", index, "server"),
-                                 f"unknown server {binding.server!r}; servers: {sorted(self.servers)}")
+                                 f"unknown server {binding.server!r}; servers: {sorted(self.servers)}"
+                                 + (f", brokers: {sorted(self.brokers)}" if self.brokers else ""))
         return self
 
 
-_NESTED: dict[str, type[_Spec]] = {"security": SecuritySpec, "deadband": DeadbandSpec, "limits": LimitsSpec}
-_SECTION_ERRORS = {"servers": "'servers' must map names to servers", "bindings": "'bindings' must be a list"}
+_NESTED: dict[str, type[_Spec]] = {"security": SecuritySpec, "deadband": DeadbandSpec, "limits": LimitsSpec,
+                                   "tls": TlsSpec}
+_SECTION_ERRORS = {"servers": "'servers' must map names to servers", "brokers": "'brokers' must map names to brokers",
+                   "bindings": "'bindings' must be a list"}
 
 
 def _read_yaml(path: Path) -> tuple[yaml.Node, object]:
@@ -409,9 +562,13 @@ class _Document:
         """What the error is about: "server 'plc'", "binding ns=2;s=Speed limits", "binding 2:A/2:B alarm"."""
         if loc[0] == "servers":
             return f"server {loc[1]!r}" + (" security" if len(loc) > 3 else "")
+        if loc[0] == "brokers":
+            return f"broker {loc[1]!r}" + (" tls" if len(loc) > 3 else "")
         entry = self.value(loc[:2])
         probe = entry if isinstance(entry, dict) else {}
-        label = f"binding {probe.get('node') or probe.get('browse_path') or '?'}"
+        source = (probe.get("node") or probe.get("browse_path") or probe.get("topic")
+                  or (f"{probe.get('sparkplug')}:{probe.get('metric')}" if probe.get("sparkplug") else None))
+        label = f"binding {source or '?'}"
         if len(loc) > 3 and loc[2] == "alarms":
             label += " alarm"
         elif len(loc) > 3 and loc[2] in _NESTED:
@@ -426,9 +583,12 @@ class _Document:
 
     def validate(self, endpoint_overrides: dict[str, str]) -> BindingFileSpec:
         servers = self.data.get("servers") if isinstance(self.data, dict) else None
-        for name, endpoint in endpoint_overrides.items():  # checked like the file's own endpoints
+        brokers = self.data.get("brokers") if isinstance(self.data, dict) else None
+        for name, endpoint in endpoint_overrides.items():  # checked like the file's own endpoints (or URLs)
             if endpoint and isinstance(servers, dict) and isinstance(servers.get(name), dict):
                 servers[name]["endpoint"] = endpoint
+            elif endpoint and isinstance(brokers, dict) and isinstance(brokers.get(name), dict):
+                brokers[name]["url"] = endpoint
         try:
             return BindingFileSpec.model_validate(self.data)
         except ValidationError as error:
@@ -442,14 +602,16 @@ class _Document:
             return BindingError(self.path, "the file must be a mapping", line=1)
         if len(loc) == 1:
             if kind == "extra_forbidden":
-                return self.error(loc, f"unknown section {name!r} (expected 'servers' and 'bindings')")
+                return self.error(loc, f"unknown section {name!r} (expected 'servers', 'brokers' and 'bindings')")
             if kind == "missing":
                 return BindingError(self.path, f"missing section {name!r}", line=1)
+            if kind == "value_error":  # no servers and no brokers
+                return BindingError(self.path, sentence(error, None, name, None), line=1)
             return self.error(loc, _SECTION_ERRORS[name])
         if len(loc) == 2 and kind != "value_error":
             return BindingError(self.path, f"{self.label(loc)} must be a mapping", line=self.line(loc))
         model: type[_Spec] = (_NESTED[str(loc[2])] if len(loc) == 4 else ServerSpec if loc[0] == "servers"
-                              else BindingSpec)
+                              else BrokerSpec if loc[0] == "brokers" else BindingSpec)
         if kind == "extra_forbidden":
             return self.error(loc, f"unknown key {name!r} (allowed: {', '.join(sorted(model.model_fields))})")
         return self.error(loc, sentence(error, model, name, self.value(loc)))
@@ -469,10 +631,12 @@ def load_bindings(path: str | Path, endpoint_overrides: dict[str, str] | None = 
     document = _Document(path)
     spec = document.validate(endpoint_overrides or {})
     for name in endpoint_overrides or {}:
-        if name not in spec.servers:
+        if name not in spec.servers and name not in spec.brokers:
             raise BindingError(path, f"endpoint override for unknown server {name!r}; servers: {sorted(spec.servers)}")
     servers = {name: server.config(name, document.line(("servers", name)), path.parent)
                for name, server in spec.servers.items()}
+    brokers = {name: broker.config(name, document.line(("brokers", name)), path.parent)
+               for name, broker in spec.brokers.items()}
     bindings: list[Binding] = []
     targets: dict[tuple[str, str], Binding] = {}
     for index, binding_spec in enumerate(spec.bindings):
@@ -483,7 +647,7 @@ def load_bindings(path: str | Path, endpoint_overrides: dict[str, str] | None = 
             raise document.error(loc, f"{binding.prim}.{binding.attr} is already fed by {first.source} "
                                       f"(line {first.line})")
         bindings.append(binding)
-    return BindingFile(path, servers, tuple(bindings))
+    return BindingFile(path, servers, tuple(bindings), brokers)
 
 
 def _alarms(document: _Document, loc: Location, spec: BindingSpec) -> tuple[AlarmRule, ...]:
