@@ -4,24 +4,35 @@ Nodes mirror the prim hierarchy and carry the prim's transform relative to its p
 viewer can set a robot link's local matrix from the stream exactly as the runtime computes it.
 glTF is +Y up in metres: one top node, `STAGE_FRAME`, turns the stage's up axis and units into that
 frame, so every node below it keeps the stage's own local transforms.
+
+Any composed stage exports: references and payloads (loaded), instanceable prims (nodes per instance
+proxy, each named by its proxy path, sharing one glTF mesh per prototype prim), point instancers (a node
+per instance, named `instance N of <instancer>` so a click selects the instancer, sharing the prototypes'
+meshes), UsdPreviewSurface materials as glTF PBR, `materialBind` GeomSubsets as primitives of their own,
+displayColor when no material is bound. Invisible prims and guide or proxy purposes are left out.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import trimesh
-from pxr import Usd, UsdGeom
-from trimesh.visual.material import PBRMaterial
+from pxr import Usd, UsdGeom, UsdShade
 
 from twin.core.stage import usd_to_numpy
 
+from .glb_writer import GlbBuilder
 from .layout import open_layout
+from .usd_geometry import Surface, surface_of
 
+EXPORTER_VERSION = 2  # part of the served GLB's cache key: bump when the output changes
 DEFAULT_COLOR = (0.7, 0.7, 0.7)
 STAGE_FRAME = "stage-frame"
 _UP_TO_Y_UP = {UsdGeom.Tokens.y: np.eye(3), UsdGeom.Tokens.z: np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], float)}
+_CHILDREN = Usd.TraverseInstanceProxies(Usd.PrimDefaultPredicate)
+_HIDDEN_PURPOSES = (UsdGeom.Tokens.guide, UsdGeom.Tokens.proxy)
+_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
 def export_glb(stage: Usd.Stage | str | Path, out_path: str | Path) -> Path:
@@ -30,39 +41,13 @@ def export_glb(stage: Usd.Stage | str | Path, out_path: str | Path) -> Path:
         stage = open_layout(stage)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(stage_to_scene(stage).export(file_type="glb", include_normals=True))
+    out_path.write_bytes(stage_to_glb(stage))
     return out_path
 
 
-def stage_to_scene(stage: Usd.Stage) -> trimesh.Scene:
-    """A trimesh scene graph mirroring the stage's visible Xformable prims."""
-    scene = trimesh.Scene()
-    scene.graph.update(frame_from=scene.graph.base_frame, frame_to=STAGE_FRAME, matrix=stage_to_gltf(stage))
-    cache = UsdGeom.XformCache()
-    emitted: set[str] = set()
-    for prim in stage.Traverse():
-        if not prim.IsA(UsdGeom.Xformable):
-            continue
-        if UsdGeom.Imageable(prim).ComputeVisibility() == UsdGeom.Tokens.invisible:
-            continue
-        parent = prim.GetParent()
-        while parent and str(parent.GetPath()) not in emitted:
-            parent = parent.GetParent()
-        if parent:
-            matrix = usd_to_numpy(cache.ComputeRelativeTransform(prim, parent)[0])
-            parent_name = str(parent.GetPath())
-        else:
-            matrix = usd_to_numpy(cache.GetLocalToWorldTransform(prim))
-            parent_name = STAGE_FRAME
-        name = str(prim.GetPath())
-        emitted.add(name)
-        geometry = _geometry(prim)
-        if geometry is None:
-            scene.graph.update(frame_from=parent_name, frame_to=name, matrix=matrix)
-        else:
-            scene.add_geometry(geometry, node_name=name, geom_name=name, parent_node_name=parent_name,
-                               transform=matrix)
-    return scene
+def stage_to_glb(stage: Usd.Stage) -> bytes:
+    """The GLB's bytes for the composed stage."""
+    return _Exporter(stage).run()
 
 
 def stage_to_gltf(stage: Usd.Stage) -> np.ndarray:
@@ -72,91 +57,246 @@ def stage_to_gltf(stage: Usd.Stage) -> np.ndarray:
     return matrix
 
 
-def _geometry(prim: Usd.Prim) -> trimesh.Trimesh | None:
-    """Triangles of a Mesh or of a Cube / Sphere / Cylinder, coloured from displayColor."""
-    if prim.IsA(UsdGeom.Mesh):
-        mesh, face_of_triangle = _triangulate(UsdGeom.Mesh(prim))
-    elif prim.IsA(UsdGeom.Cube):
-        mesh = trimesh.creation.box(extents=[UsdGeom.Cube(prim).GetSizeAttr().Get()] * 3)
-        face_of_triangle = np.arange(len(mesh.faces))
-    elif prim.IsA(UsdGeom.Sphere):
-        mesh = trimesh.creation.icosphere(subdivisions=2, radius=UsdGeom.Sphere(prim).GetRadiusAttr().Get())
-        face_of_triangle = np.arange(len(mesh.faces))
-    elif prim.IsA(UsdGeom.Cylinder):
-        cylinder = UsdGeom.Cylinder(prim)
-        turn = {"X": [[0, 0, 1, 0], [0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 1]],
-                "Y": [[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]]}
-        turn = turn.get(cylinder.GetAxisAttr().Get())
-        mesh = trimesh.creation.cylinder(cylinder.GetRadiusAttr().Get(), cylinder.GetHeightAttr().Get(),
-                                         sections=24, transform=turn)
-        face_of_triangle = np.arange(len(mesh.faces))
-    else:
+@dataclass(frozen=True)
+class Look:
+    """A UsdPreviewSurface's inputs as glTF's metallic-roughness model understands them."""
+
+    name: str
+    base_color: tuple[float, float, float] = (0.18, 0.18, 0.18)
+    opacity: float = 1.0
+    opacity_threshold: float = 0.0
+    metallic: float = 0.0
+    roughness: float = 0.5
+    emissive: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    texture: str | None = None  # a resolved PNG or JPEG file for the base colour
+    uv_primvar: str | None = None
+
+
+def look_of(material: UsdShade.Material) -> Look | None:
+    """The material's UsdPreviewSurface (None when its universal surface is something else, such as MDL only)."""
+    shader = material.ComputeSurfaceSource()[0]
+    if not shader or shader.GetIdAttr().Get() != "UsdPreviewSurface":
         return None
-    if mesh is None:
-        return None
-    _paint(mesh, UsdGeom.Gprim(prim), face_of_triangle)
-    mesh.vertex_normals = _unit_normals(mesh.vertex_normals)
-    return mesh
-
-
-def _unit_normals(normals: np.ndarray) -> np.ndarray:
-    """glTF requires unit normals; a vertex of no real triangle (or whose faces cancel) gets +Z."""
-    normals = np.array(normals, np.float64)
-    lengths = np.linalg.norm(normals, axis=1)
-    degenerate = lengths < 1e-9
-    normals[degenerate] = (0.0, 0.0, 1.0)
-    lengths[degenerate] = 1.0
-    return normals / lengths[:, None]
-
-
-def _triangulate(usd_mesh: UsdGeom.Mesh) -> tuple[trimesh.Trimesh | None, np.ndarray]:
-    """Fan-triangulate the polygons; also says which polygon each triangle came from."""
-    points = np.asarray(usd_mesh.GetPointsAttr().Get() or [], np.float64).reshape(-1, 3)
-    counts = np.asarray(usd_mesh.GetFaceVertexCountsAttr().Get() or [], np.int64)
-    indices = np.asarray(usd_mesh.GetFaceVertexIndicesAttr().Get() or [], np.int64)
-    if len(points) == 0 or len(counts) == 0:
-        return None, np.zeros(0, np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    fans = np.maximum(counts - 2, 0)
-    face_of_triangle = np.repeat(np.arange(len(counts)), fans)
-    corner = np.arange(len(face_of_triangle)) - np.repeat(np.cumsum(fans) - fans, fans)
-    first = starts[face_of_triangle]
-    triangles = np.stack([indices[first], indices[first + corner + 1], indices[first + corner + 2]], axis=1)
-    corners = points[triangles]
-    has_area = np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1) > 0
-    triangles, face_of_triangle = triangles[has_area], face_of_triangle[has_area]  # glTF flags zero-area ones
-    if len(triangles) == 0:
-        return None, face_of_triangle
-    if usd_mesh.GetOrientationAttr().Get() == UsdGeom.Tokens.leftHanded:
-        triangles = triangles[:, ::-1]
-    normals = usd_mesh.GetNormalsAttr().Get()
-    kwargs = {}
-    if normals is not None and len(normals) == len(points) and usd_mesh.GetNormalsInterpolation() in (
-        UsdGeom.Tokens.vertex, UsdGeom.Tokens.varying
-    ):
-        kwargs["vertex_normals"] = np.asarray(normals, np.float64)
-    return trimesh.Trimesh(points, triangles, process=False, **kwargs), face_of_triangle
-
-
-def _paint(mesh: trimesh.Trimesh, gprim: UsdGeom.Gprim, face_of_triangle: np.ndarray) -> None:
-    """displayColor as a glTF material (one colour) or as vertex colours (per vertex or per face)."""
-    primvar = gprim.GetDisplayColorPrimvar()
-    colors = primvar.ComputeFlattened() if primvar and primvar.HasAuthoredValue() else None
-    colors = np.asarray(colors if colors is not None and len(colors) else [DEFAULT_COLOR], np.float64)
-    interpolation = primvar.GetInterpolation() if primvar else UsdGeom.Tokens.constant
-    base = [*colors[0], 1.0] if len(colors) == 1 else [1.0, 1.0, 1.0, 1.0]
-    visual = trimesh.visual.TextureVisuals(
-        material=PBRMaterial(baseColorFactor=base, metallicFactor=0.1, roughnessFactor=0.7)
+    values: dict[str, object] = {}
+    for name in ("diffuseColor", "opacity", "opacityThreshold", "metallic", "roughness", "emissiveColor"):
+        shader_input = shader.GetInput(name)
+        if not shader_input:
+            continue
+        sources = shader_input.GetConnectedSources()[0]
+        if sources:
+            if name == "diffuseColor":
+                values.update(_texture_inputs(UsdShade.Shader(sources[0].source.GetPrim())))
+            continue  # other textured inputs keep the default factor
+        value = shader_input.Get()
+        if value is not None:
+            values[name] = tuple(float(v) for v in value) if hasattr(value, "__len__") else float(value)
+    return Look(
+        name=str(material.GetPath()),
+        base_color=values.get("diffuseColor", Look.base_color),  # type: ignore[arg-type]
+        opacity=values.get("opacity", 1.0),  # type: ignore[arg-type]
+        opacity_threshold=values.get("opacityThreshold", 0.0),  # type: ignore[arg-type]
+        metallic=values.get("metallic", 0.0),  # type: ignore[arg-type]
+        roughness=values.get("roughness", 0.5),  # type: ignore[arg-type]
+        emissive=values.get("emissiveColor", Look.emissive),  # type: ignore[arg-type]
+        texture=values.get("texture"),  # type: ignore[arg-type]
+        uv_primvar=values.get("uv_primvar"),  # type: ignore[arg-type]
     )
-    per_vertex = None
-    if len(colors) > 1 and interpolation in (UsdGeom.Tokens.vertex, UsdGeom.Tokens.varying) and len(
-        colors
-    ) == len(mesh.vertices):
-        per_vertex = colors
-    elif len(colors) > 1 and interpolation == UsdGeom.Tokens.uniform and len(colors) > face_of_triangle.max():
-        mesh.unmerge_vertices()  # one colour per face needs the face's own vertices
-        per_vertex = np.repeat(colors[face_of_triangle], 3, axis=0)
-    if per_vertex is not None:
-        rgba = np.concatenate([per_vertex, np.ones((len(per_vertex), 1))], axis=1)
-        visual.vertex_attributes["color"] = np.round(np.clip(rgba, 0, 1) * 255).astype(np.uint8)
-    mesh.visual = visual
+
+
+def _texture_inputs(texture: UsdShade.Shader) -> dict[str, object]:
+    """A UsdUVTexture's image (PNG or JPEG, resolved) and the primvar its coordinates come from."""
+    if texture.GetIdAttr().Get() != "UsdUVTexture" or not texture.GetInput("file"):
+        return {}
+    asset = texture.GetInput("file").Get()
+    path = asset.resolvedPath if asset is not None else ""
+    if not path or Path(path).suffix.lower() not in _IMAGE_TYPES:
+        return {}
+    found: dict[str, object] = {"texture": path, "uv_primvar": "st"}
+    st_input = texture.GetInput("st")
+    readers = st_input.GetConnectedSources()[0] if st_input else []
+    if readers:
+        varname = UsdShade.Shader(readers[0].source.GetPrim()).GetInput("varname")
+        if varname and varname.Get():
+            found["uv_primvar"] = str(varname.Get())
+    return found
+
+
+class _Exporter:
+    """One pass over the stage writing nodes; meshes, materials and images are written once and shared."""
+
+    def __init__(self, stage: Usd.Stage):
+        self.stage = stage
+        self.glb = GlbBuilder()
+        self.xforms = UsdGeom.XformCache()
+        self.meshes: dict[tuple, int | None] = {}
+        self.materials: dict[tuple, int] = {}
+        self.images: dict[str, int] = {}
+        self.looks: dict[str, Look | None] = {}
+
+    def run(self) -> bytes:
+        frame = self.glb.add_node({"name": STAGE_FRAME, **_matrix(stage_to_gltf(self.stage))}, None)
+        for prim in self.stage.GetPseudoRoot().GetFilteredChildren(_CHILDREN):
+            self._visit(prim, frame, None)
+        return self.glb.to_bytes()
+
+    def _visit(self, prim: Usd.Prim, parent_node: int, parent_prim: Usd.Prim | None,
+               instance_root: bool = False, in_instancer: bool = False) -> None:
+        """Emit the prim's node (if Xformable) and its subtree; `parent_prim` is the nearest emitted ancestor."""
+        if prim.IsA(UsdGeom.Imageable):
+            imageable = UsdGeom.Imageable(prim)
+            if imageable.GetVisibilityAttr().Get() == UsdGeom.Tokens.invisible:
+                return
+            if imageable.GetPurposeAttr().Get() in _HIDDEN_PURPOSES:
+                return
+        if prim.IsA(UsdGeom.Xformable):
+            node: dict = {"name": prim.GetName() if in_instancer else str(prim.GetPath())}
+            if not instance_root:  # a point instance's transform already holds its prototype root's
+                node.update(_matrix(self._local(prim, parent_prim)))
+            if prim.IsA(UsdGeom.Gprim):
+                mesh = self._mesh(prim)
+                if mesh is not None:
+                    node["mesh"] = mesh
+            parent_node, parent_prim = self.glb.add_node(node, parent_node), prim
+            if prim.IsA(UsdGeom.PointInstancer):
+                self._instances(UsdGeom.PointInstancer(prim), parent_node)
+                return  # the prototypes below an instancer are drawn only as its instances
+        for child in prim.GetFilteredChildren(_CHILDREN):
+            self._visit(child, parent_node, parent_prim, in_instancer=in_instancer)
+
+    def _local(self, prim: Usd.Prim, parent: Usd.Prim | None) -> np.ndarray:
+        world = usd_to_numpy(self.xforms.GetLocalToWorldTransform(prim))
+        if parent is None:
+            return world
+        relative, resets = self.xforms.ComputeRelativeTransform(prim, parent)
+        if resets:
+            return np.linalg.inv(usd_to_numpy(self.xforms.GetLocalToWorldTransform(parent))) @ world
+        return usd_to_numpy(relative)
+
+    def _instances(self, instancer: UsdGeom.PointInstancer, node: int) -> None:
+        """A node per visible instance holding its prototype's subtree; the meshes are the prototypes'."""
+        prototypes = [self.stage.GetPrimAtPath(path) for path in instancer.GetPrototypesRel().GetForwardedTargets()]
+        proto_indices = instancer.GetProtoIndicesAttr().Get() or []
+        time = Usd.TimeCode.Default()
+        transforms = instancer.ComputeInstanceTransformsAtTime(time, time)
+        mask = instancer.ComputeMaskAtTime(time) or [True] * len(proto_indices)
+        where = instancer.GetPath()
+        for i, (proto, matrix, shown) in enumerate(zip(proto_indices, transforms, mask, strict=False)):
+            if not shown or not 0 <= proto < len(prototypes) or not prototypes[proto]:
+                continue
+            instance = self.glb.add_node({"name": f"instance {i} of {where}", **_matrix(usd_to_numpy(matrix))}, node)
+            self._visit(prototypes[proto], instance, None, instance_root=True, in_instancer=True)
+
+    def _mesh(self, prim: Usd.Prim) -> int | None:
+        """The glTF mesh of a gprim, shared by every instance of the same prototype prim with the same looks."""
+        gprim = UsdGeom.Gprim(prim)
+        look = self._bound_look(prim)
+        subsets = UsdGeom.Subset.GetGeomSubsets(UsdGeom.Imageable(prim), UsdGeom.Tokens.face, "materialBind")
+        subset_looks = {str(s.GetPath()): self._bound_look(s.GetPrim()) or look for s in subsets}
+        source = prim.GetPrimInPrototype() if prim.IsInstanceProxy() else prim
+        key = (str(source.GetPath()), look, tuple(subset_looks.values()))
+        if key in self.meshes:
+            return self.meshes[key]
+        textured = [entry for entry in (look, *subset_looks.values()) if entry and entry.texture]
+        surface = surface_of(prim, uv_primvar=textured[0].uv_primvar if textured else None,
+                             vertex_colors=look is None)
+        self.meshes[key] = None if surface is None else self._write_mesh(str(source.GetPath()), surface, gprim, look,
+                                                                          subset_looks)
+        return self.meshes[key]
+
+    def _bound_look(self, prim: Usd.Prim) -> Look | None:
+        material = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()[0]
+        if not material:
+            return None
+        path = str(material.GetPath())
+        if path not in self.looks:
+            self.looks[path] = look_of(material)
+        return self.looks[path]
+
+    def _write_mesh(self, name: str, surface: Surface, gprim: UsdGeom.Gprim, look: Look | None,
+                    subset_looks: dict[str, Look | None]) -> int:
+        attributes = {"POSITION": self.glb.add_accessor(surface.positions, bounds=True),
+                      "NORMAL": self.glb.add_accessor(surface.normals)}
+        if surface.uvs is not None:
+            attributes["TEXCOORD_0"] = self.glb.add_accessor(surface.uvs)
+        if surface.colors is not None:
+            rgba = np.concatenate([surface.colors, np.ones((len(surface.colors), 1), np.float32)], axis=1)
+            attributes["COLOR_0"] = self.glb.add_accessor(np.round(rgba * 255).astype(np.uint8), normalized=True)
+        double_sided = bool(gprim.GetDoubleSidedAttr().Get())
+        primitives = []
+        for triangles, subset in surface.groups:
+            group_look = subset_looks[str(subset.GetPath())] if subset else look
+            if group_look is None:
+                material = self._display_material(gprim, surface.colors is not None, double_sided)
+            else:
+                material = self._look_material(group_look, double_sided, surface.uvs is not None)
+            primitives.append({"attributes": attributes, "material": material,
+                               "indices": self.glb.add_indices(triangles, len(surface.positions))})
+        return self.glb.add("meshes", {"name": name, "primitives": primitives})
+
+    def _display_material(self, gprim: UsdGeom.Gprim, vertex_colors: bool, double_sided: bool) -> int:
+        """displayColor and displayOpacity when no material is bound: white under per-vertex colours."""
+        color, opacity = DEFAULT_COLOR, 1.0
+        if vertex_colors:
+            color = (1.0, 1.0, 1.0)
+        else:
+            colors = gprim.GetDisplayColorPrimvar().ComputeFlattened()
+            if colors:
+                color = tuple(float(c) for c in colors[0])
+        opacities = gprim.GetDisplayOpacityPrimvar().ComputeFlattened()
+        if opacities:
+            opacity = float(opacities[0])
+        key = ("display", color, opacity, double_sided)
+        if key not in self.materials:
+            material: dict = {"pbrMetallicRoughness": {"baseColorFactor": [*_unit(color), _unit(opacity)],
+                                                       "metallicFactor": 0.1, "roughnessFactor": 0.7}}
+            if opacity < 1.0:
+                material["alphaMode"] = "BLEND"
+            if double_sided:
+                material["doubleSided"] = True
+            self.materials[key] = self.glb.add("materials", material)
+        return self.materials[key]
+
+    def _look_material(self, look: Look, double_sided: bool, has_uvs: bool) -> int:
+        key = ("look", look, double_sided, has_uvs)
+        if key in self.materials:
+            return self.materials[key]
+        textured = look.texture is not None and has_uvs
+        pbr: dict = {"baseColorFactor": [*(_unit(look.base_color) if not textured else [1.0, 1.0, 1.0]),
+                                         _unit(look.opacity)],
+                     "metallicFactor": _unit(look.metallic), "roughnessFactor": _unit(look.roughness)}
+        if textured:
+            pbr["baseColorTexture"] = {"index": self._texture(look.texture)}
+        material: dict = {"name": look.name, "pbrMetallicRoughness": pbr}
+        if any(look.emissive):
+            material["emissiveFactor"] = _unit(look.emissive)  # glTF caps emission at 1 without an extension
+        if look.opacity_threshold > 0.0:
+            material["alphaMode"], material["alphaCutoff"] = "MASK", look.opacity_threshold
+        elif look.opacity < 1.0:
+            material["alphaMode"] = "BLEND"
+        if double_sided:
+            material["doubleSided"] = True
+        self.materials[key] = self.glb.add("materials", material)
+        return self.materials[key]
+
+    def _texture(self, path: str) -> int:
+        if path not in self.images:
+            if "samplers" not in self.glb.gltf:
+                self.glb.add("samplers", {})
+            view = self.glb.add_view(Path(path).read_bytes())
+            image = self.glb.add("images", {"bufferView": view, "mimeType": _IMAGE_TYPES[Path(path).suffix.lower()]})
+            self.images[path] = self.glb.add("textures", {"source": image, "sampler": 0})
+        return self.images[path]
+
+
+def _matrix(matrix: np.ndarray) -> dict:
+    """A node's `matrix` entry (glTF is column-major); nothing for the identity."""
+    if np.allclose(matrix, np.eye(4), atol=1e-12):
+        return {}
+    return {"matrix": [float(v) for v in np.asarray(matrix, np.float64).T.reshape(-1)]}
+
+
+def _unit(value: float | tuple[float, ...]) -> float | list[float]:
+    """Factors clipped to glTF's [0, 1]."""
+    if isinstance(value, tuple):
+        return [min(max(float(v), 0.0), 1.0) for v in value]
+    return min(max(float(value), 0.0), 1.0)
