@@ -66,9 +66,8 @@ def create_app(
     app.add_exception_handler(AuthError, _auth_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    # Inside the role check: an error raised reading the body would reach FastAPI wrapped by its task group.
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.middleware("http")(_viewers_on_loopback)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # inside the role check: who may not call is told so
+    app.add_middleware(ViewersOnLoopback)
     for module in ROUTERS:
         app.include_router(module.router)
     _serve_viewer(app, app.state.settings.static_dir)
@@ -146,9 +145,22 @@ class BodyLimit:
         return f"request bodies are limited to {self.max_bytes:,} bytes"
 
 
-async def _viewers_on_loopback(request: Request, call_next: Callable) -> Response:
+class ViewersOnLoopback:
     """Every API call needs at least the viewer role (anonymous counts as one only on loopback), and so does the
-    API's description unless the server was told to open it."""
+    API's description unless the server was told to open it. Plain ASGI rather than Starlette's
+    BaseHTTPMiddleware: behind that one, `Request.is_disconnected()` never turns true, and the heavy routes stop
+    their work when it does."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = _refusal(Request(scope)) if scope["type"] == "http" else None
+        await (refusal or self.app)(scope, receive, send)
+
+
+def _refusal(request: Request) -> Response | None:
+    """The answer to a request that may not reach the routes, or None."""
     settings: ServerSettings = request.app.state.settings
     access = settings.access
     if access.loopback_only and not loopback_host(request.headers.get("host")):
@@ -162,7 +174,7 @@ async def _viewers_on_loopback(request: Request, call_next: Callable) -> Respons
             access.require(request.headers.get("authorization"), "viewer")
         except AuthError as error:
             return JSONResponse({"detail": str(error)}, status_code=error.status)
-    return await call_next(request)
+    return None
 
 
 def _serve_viewer(app: FastAPI, static_dir: Path) -> None:

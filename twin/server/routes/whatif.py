@@ -88,11 +88,14 @@ async def line(jobs: JobsDep) -> dict:
 
 
 @router.post("/whatif", status_code=202)
-async def start(body: WhatIfBody, principal: Viewer, jobs: JobsDep) -> dict:
+async def start(body: WhatIfBody, principal: Viewer, jobs: JobsDep, client: Request) -> dict:
+    """Queue a study; one whose client left while it was checked is not queued (nobody would learn its id)."""
     request = WhatIfRequest([SweepParameter(s.prim, s.attr, s.values) for s in body.sweep], body.replications,
                             body.hours, body.warmup_hours, body.seed, body.start)
     try:
         await asyncio.to_thread(jobs.check, request)  # its size is counted first; then up to 20,000 points checked
+        if await client.is_disconnected():
+            raise HTTPException(499, "the client left before its study was queued")
         job = jobs.enqueue(request, principal.user)
     except TwinError as error:
         raise HTTPException(429 if "already waiting" in str(error) else 422, str(error)) from None
