@@ -1,0 +1,574 @@
+"""Collision checks of robot motion on Warp: joint trajectories against the cell's geometry and the robot itself.
+
+Every body is a Warp mesh with its own BVH in its own frame: one per link (the meshes under the link prim:
+those with UsdPhysics.CollisionAPI if any, else the visual meshes) and one for the cell (every Mesh and Cube
+gprim within the robot's reach that is not part of a robot). A check is one thread per (configuration,
+body pair): the pair's bounding boxes are compared, then the triangles of one body inside the other's box
+are brought into the other's frame and tested triangle against triangle through that body's BVH.
+
+Pairs checked: every moving link (one moved by a joint) against the cell, and two links of the robot when at
+least two joints separate them and they do not already touch at the clamped zero configuration (adjacent
+links overlap at their joints by design). Contact means the surfaces meet; a link wholly inside a solid
+without crossing its surface is not seen, which a trajectory starting free cannot reach unnoticed.
+
+Between two trajectory samples the joints are interpolated linearly, in steps small enough that no point of
+any link moves more than `resolution` (bounded by joint change x the farthest reach of the geometry that
+joint carries), so an obstacle thicker than `resolution` cannot be passed between two checks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import warp as wp
+from pxr import Usd, UsdGeom, UsdPhysics
+
+from twin.core.errors import KinematicsError
+from twin.core.motion import MotionCheck
+from twin.core.stage import usd_to_numpy
+from twin.core.transforms import matrix_to_pose
+from twin.kinematics.chain import Chain
+from twin.kinematics.device import default_device
+from twin.kinematics.joints import PRISMATIC, REVOLUTE
+from twin.kinematics.usd import read_robot
+
+CELL = -1  # a body's link index when it is the cell's static geometry
+DEFAULT_RESOLUTION = 0.005  # metres a link point may move between two checks
+DEFAULT_MAX_DISTANCE = 0.5  # metres: clearances beyond this are reported as None
+MAX_CHECKS = 2_000_000  # interpolated configurations per call
+CHUNK = 32_768  # configurations per launch: bounds the pose buffers
+MAX_CELL_EDGE = 0.1  # metres: longer cell triangles are split (see _split_near)
+
+
+# --------------------------------------------------------------------------- kernels
+@wp.func
+def _segment_hits_triangle(p: wp.vec3, q: wp.vec3, a: wp.vec3, b: wp.vec3, c: wp.vec3) -> bool:
+    """Moller-Trumbore restricted to the segment p..q."""
+    e1 = b - a
+    e2 = c - a
+    d = q - p
+    h = wp.cross(d, e2)
+    det = wp.dot(e1, h)
+    if det == 0.0:
+        return False
+    f = 1.0 / det
+    s = p - a
+    u = f * wp.dot(s, h)
+    if u < 0.0 or u > 1.0:
+        return False
+    k = wp.cross(s, e1)
+    v = f * wp.dot(d, k)
+    if v < 0.0 or u + v > 1.0:
+        return False
+    t = f * wp.dot(e2, k)
+    return t >= 0.0 and t <= 1.0
+
+
+@wp.func
+def _triangles_meet(a0: wp.vec3, a1: wp.vec3, a2: wp.vec3, b0: wp.vec3, b1: wp.vec3, b2: wp.vec3) -> bool:
+    """Two non-coplanar triangles meet exactly when an edge of one crosses the other."""
+    return (_segment_hits_triangle(a0, a1, b0, b1, b2) or _segment_hits_triangle(a1, a2, b0, b1, b2)
+            or _segment_hits_triangle(a2, a0, b0, b1, b2) or _segment_hits_triangle(b0, b1, a0, a1, a2)
+            or _segment_hits_triangle(b1, b2, a0, a1, a2) or _segment_hits_triangle(b2, b0, a0, a1, a2))
+
+
+@wp.func
+def _body_pose(link_world: wp.array2d(dtype=wp.transform), config: int, link: int) -> wp.transform:
+    if link < 0:
+        return wp.transform_identity()
+    return link_world[config, link]
+
+
+@wp.func
+def _box_lower(t: wp.transform, lower: wp.vec3, upper: wp.vec3) -> wp.vec3:
+    """Lower corner of the box (lower, upper) moved by t, as an axis-aligned box."""
+    center = wp.transform_point(t, 0.5 * (lower + upper))
+    half = 0.5 * (upper - lower)
+    r = wp.quat_to_matrix(wp.transform_get_rotation(t))
+    extent = wp.vec3(wp.abs(r[0, 0]) * half[0] + wp.abs(r[0, 1]) * half[1] + wp.abs(r[0, 2]) * half[2],
+                     wp.abs(r[1, 0]) * half[0] + wp.abs(r[1, 1]) * half[1] + wp.abs(r[1, 2]) * half[2],
+                     wp.abs(r[2, 0]) * half[0] + wp.abs(r[2, 1]) * half[1] + wp.abs(r[2, 2]) * half[2])
+    return center - extent
+
+
+@wp.func
+def _box_upper(t: wp.transform, lower: wp.vec3, upper: wp.vec3) -> wp.vec3:
+    return 2.0 * wp.transform_point(t, 0.5 * (lower + upper)) - _box_lower(t, lower, upper)
+
+
+@wp.kernel
+def _pair_contact_kernel(
+    link_world: wp.array2d(dtype=wp.transform), pair_a: wp.array(dtype=int), pair_b: wp.array(dtype=int),
+    body_link: wp.array(dtype=int), body_mesh: wp.array(dtype=wp.uint64), body_lower: wp.array(dtype=wp.vec3),
+    body_upper: wp.array(dtype=wp.vec3), hit_face: wp.array2d(dtype=int),
+):
+    """hit_face[c, p]: -1 when pair p is apart in configuration c, else the face of body b that meets body a."""
+    config, pair = wp.tid()
+    hit_face[config, pair] = -1
+    a = pair_a[pair]
+    b = pair_b[pair]
+    a_pose = _body_pose(link_world, config, body_link[a])
+    b_pose = _body_pose(link_world, config, body_link[b])
+    b_to_a = wp.transform_multiply(wp.transform_inverse(a_pose), b_pose)
+    a_to_b = wp.transform_inverse(b_to_a)
+    low = wp.max(_box_lower(a_to_b, body_lower[a], body_upper[a]), body_lower[b])
+    high = wp.min(_box_upper(a_to_b, body_lower[a], body_upper[a]), body_upper[b])
+    if low[0] > high[0] or low[1] > high[1] or low[2] > high[2]:
+        return
+    mesh_a = body_mesh[a]
+    mesh_b = body_mesh[b]
+    query = wp.mesh_query_aabb(mesh_b, low, high)
+    face_b = int(0)
+    while wp.mesh_query_aabb_next(query, face_b):
+        b0 = wp.transform_point(b_to_a, wp.mesh_get_point(mesh_b, face_b * 3))
+        b1 = wp.transform_point(b_to_a, wp.mesh_get_point(mesh_b, face_b * 3 + 1))
+        b2 = wp.transform_point(b_to_a, wp.mesh_get_point(mesh_b, face_b * 3 + 2))
+        inner = wp.mesh_query_aabb(mesh_a, wp.min(wp.min(b0, b1), b2), wp.max(wp.max(b0, b1), b2))
+        face_a = int(0)
+        while wp.mesh_query_aabb_next(inner, face_a):
+            a0 = wp.mesh_get_point(mesh_a, face_a * 3)
+            a1 = wp.mesh_get_point(mesh_a, face_a * 3 + 1)
+            a2 = wp.mesh_get_point(mesh_a, face_a * 3 + 2)
+            if _triangles_meet(a0, a1, a2, b0, b1, b2):
+                hit_face[config, pair] = face_b
+                return
+
+
+@wp.kernel
+def _pair_proximity_kernel(
+    link_world: wp.array2d(dtype=wp.transform), configs: wp.array(dtype=int), pairs: wp.array(dtype=int),
+    pair_a: wp.array(dtype=int), pair_b: wp.array(dtype=int), body_link: wp.array(dtype=int),
+    body_mesh: wp.array(dtype=wp.uint64), body_points: wp.array(dtype=wp.vec3),
+    body_point_start: wp.array(dtype=int), max_distance: float,
+    clearance: wp.array(dtype=float), depth: wp.array(dtype=float),
+):
+    """For each (configuration, pair, side) row: the least clearance and the deepest penetration of the side's
+    vertices against the other body, within max_distance (signs from the nearest face's normal)."""
+    row, side = wp.tid()
+    config = configs[row]
+    this = pair_a[pairs[row]]
+    that = pair_b[pairs[row]]
+    if side == 1:
+        this = pair_b[pairs[row]]
+        that = pair_a[pairs[row]]
+    to_that = wp.transform_multiply(wp.transform_inverse(_body_pose(link_world, config, body_link[that])),
+                                    _body_pose(link_world, config, body_link[this]))
+    least = max_distance
+    deepest = float(0.0)
+    for vertex in range(body_point_start[this], body_point_start[this + 1]):
+        point = wp.transform_point(to_that, body_points[vertex])
+        found = wp.mesh_query_point_sign_normal(body_mesh[that], point, max_distance)
+        if found.result:
+            gap = wp.length(point - wp.mesh_eval_position(body_mesh[that], found.face, found.u, found.v))
+            if found.sign < 0.0:
+                deepest = wp.max(deepest, gap)
+            else:
+                least = wp.min(least, gap)
+    clearance[row * 2 + side] = least
+    depth[row * 2 + side] = deepest
+
+
+# --------------------------------------------------------------------------- geometry from the layout
+@dataclass
+class _Body:
+    name: str  # a prim path (the link's prim, or the cell)
+    link: int  # chain link index, CELL for the cell
+    points: np.ndarray  # (V, 3) float32 in the body's frame, metres
+    faces: np.ndarray  # (F, 3) int32
+
+
+def _triangles(prim: Usd.Prim) -> tuple[np.ndarray, np.ndarray] | None:
+    """(points, triangles) of a Mesh (polygons fanned) or Cube prim in its own frame, None for other prims."""
+    if prim.IsA(UsdGeom.Mesh):
+        mesh = UsdGeom.Mesh(prim)
+        points = np.asarray(mesh.GetPointsAttr().Get() or [], np.float64).reshape(-1, 3)
+        counts = np.asarray(mesh.GetFaceVertexCountsAttr().Get() or [], np.int64)
+        indices = np.asarray(mesh.GetFaceVertexIndicesAttr().Get() or [], np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        fans = [np.stack([indices[starts[counts > k]], indices[starts[counts > k] + k - 1],
+                          indices[starts[counts > k] + k]], axis=1) for k in range(2, int(counts.max(initial=0)))]
+        faces = np.concatenate(fans) if fans else np.zeros((0, 3), np.int64)
+        return points, faces
+    if prim.IsA(UsdGeom.Cube):
+        half = 0.5 * float(UsdGeom.Cube(prim).GetSizeAttr().Get())
+        corners = np.array([[x, y, z] for x in (-half, half) for y in (-half, half) for z in (-half, half)])
+        faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                          [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+        return corners, faces
+    return None
+
+
+def _world(prim: Usd.Prim, meters: float) -> np.ndarray:
+    matrix = usd_to_numpy(UsdGeom.Xformable(prim).ComputeLocalToWorldTransform(Usd.TimeCode.Default()))
+    matrix[:3, :] *= meters  # points in stage units become metres
+    return matrix
+
+
+def _is_robot(prim: Usd.Prim) -> bool:
+    kind = prim.GetAttribute("twin:kind")
+    return prim.HasAPI(UsdPhysics.ArticulationRootAPI) or bool(kind and kind.Get() == "robot")
+
+
+def _geometry_under(prim: Usd.Prim, stop: set[str]) -> list[Usd.Prim]:
+    """The gprims below `prim`, not descending into prims whose path is in `stop`; collision ones win."""
+    found: list[Usd.Prim] = []
+    iterator = iter(Usd.PrimRange(prim))
+    for child in iterator:
+        if child != prim and str(child.GetPath()) in stop:
+            iterator.PruneChildren()
+            continue
+        if _triangles_type(child) and UsdGeom.Imageable(child).ComputePurpose() != UsdGeom.Tokens.guide:
+            found.append(child)
+    collision = [p for p in found if p.HasAPI(UsdPhysics.CollisionAPI)]
+    return collision or found
+
+
+def _triangles_type(prim: Usd.Prim) -> bool:
+    return prim.IsA(UsdGeom.Mesh) or prim.IsA(UsdGeom.Cube)
+
+
+def _gather(prims: list[Usd.Prim], frame_inverse: np.ndarray, meters: float) -> tuple[np.ndarray, np.ndarray,
+                                                                                       np.ndarray]:
+    """Points (in the frame whose inverse is given), faces, and the index of the prim of each face."""
+    points, faces, owners, offset = [], [], [], 0
+    for index, prim in enumerate(prims):
+        local = _triangles(prim)
+        if local is None or not len(local[1]):
+            continue
+        transform = frame_inverse @ _world(prim, meters)
+        points.append(local[0] @ transform[:3, :3].T + transform[:3, 3])
+        faces.append(local[1] + offset)
+        owners.append(np.full(len(local[1]), index))
+        offset += len(local[0])
+    if not faces:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros(0, np.int64)
+    return np.concatenate(points), np.concatenate(faces), np.concatenate(owners)
+
+
+def _split_near(triangles: np.ndarray, owners: np.ndarray, center: np.ndarray, radius: float,
+                longest: float = MAX_CELL_EDGE) -> tuple[np.ndarray, np.ndarray]:
+    """The triangles (T, 3, 3) within `radius` of `center`, halved across their longest edge until none is
+    longer than `longest`: a big face (a floor, a table top) seen from a tilted link then bounds only the
+    link triangles near it, not the whole link."""
+    kept_triangles, kept_owners = [], []
+    while len(triangles):
+        near = np.linalg.norm(np.clip(center, triangles.min(1), triangles.max(1)) - center, axis=1) <= radius
+        triangles, owners = triangles[near], owners[near]
+        edges = np.linalg.norm(triangles[:, [1, 2, 0]] - triangles, axis=2)  # edge k runs from vertex k to k+1
+        small = edges.max(1) <= longest
+        kept_triangles.append(triangles[small])
+        kept_owners.append(owners[small])
+        triangles, owners, edges = triangles[~small], owners[~small], edges[~small]
+        k = edges.argmax(1)
+        rows = np.arange(len(triangles))
+        start, end, apex = triangles[rows, k], triangles[rows, (k + 1) % 3], triangles[rows, (k + 2) % 3]
+        middle = 0.5 * (start + end)
+        triangles = np.concatenate([np.stack([start, middle, apex], 1), np.stack([middle, end, apex], 1)])
+        owners = np.concatenate([owners, owners])
+    return np.concatenate(kept_triangles or [np.zeros((0, 3, 3))]), np.concatenate(kept_owners or [np.zeros(0, int)])
+
+
+def _rigid_inverse(matrix: np.ndarray) -> np.ndarray:
+    rotation = matrix[:3, :3] / np.linalg.norm(matrix[:3, :3], axis=0)
+    inverse = np.eye(4)
+    inverse[:3, :3] = rotation.T
+    inverse[:3, 3] = -rotation.T @ matrix[:3, 3]
+    return inverse
+
+
+# --------------------------------------------------------------------------- the checker
+class MotionChecker:
+    """One robot of a layout and the cell around it, as Warp meshes on `device`, checked in batches."""
+
+    def __init__(self, stage: Usd.Stage, robot_path: str, *, device: str | None = None,
+                 resolution: float = DEFAULT_RESOLUTION):
+        if not resolution > 0:
+            raise ValueError(f"resolution must be a positive number of metres, got {resolution}")
+        self.device = device or default_device()
+        self.resolution = float(resolution)
+        self.robot_path = robot_path
+        self.chain = Chain.from_usd(stage, robot_path)
+        meters = UsdGeom.GetStageMetersPerUnit(stage)
+        robot_prim = stage.GetPrimAtPath(robot_path)
+        self.robot_world = _world(robot_prim, meters)
+        self.robot_world[:3, :3] /= np.linalg.norm(self.robot_world[:3, :3], axis=0)
+        link_paths = read_robot(stage, robot_path).links
+        rest = self.chain.fk(np.clip(np.zeros((1, self.chain.n_joints)), self.chain.lower, self.chain.upper),
+                             base=self.robot_world)[0]
+        bodies: list[_Body] = []
+        for index, name in enumerate(self.chain.link_names):
+            if name not in link_paths:
+                continue
+            prims = _geometry_under(stage.GetPrimAtPath(link_paths[name]), set(link_paths.values()))
+            points, faces, _ = _gather(prims, _rigid_inverse(_world(stage.GetPrimAtPath(link_paths[name]), meters)),
+                                       meters)
+            if len(faces):
+                bodies.append(_Body(link_paths[name], index, points, faces))
+        self.link_radius = np.zeros(self.chain.n_links)
+        for body in bodies:
+            self.link_radius[body.link] = float(np.linalg.norm(body.points, axis=1).max())
+        self.reach = self._reach()
+        robots = {str(p.GetPath()) for p in stage.Traverse() if _is_robot(p)}
+        cell_prims = [p for p in _geometry_under(stage.GetPseudoRoot(), robots)
+                      if not any(p.GetPath().HasPrefix(r) for r in robots)]
+        cell_points, cell_faces, owners = _gather(cell_prims, np.eye(4), meters)
+        center = rest[0][:3, 3]
+        radius = float(self.reach.max(initial=0.0) + self.link_radius.max(initial=0.0)) + 0.1
+        triangles, owners = _split_near(cell_points[cell_faces], owners, center, radius)
+        self.cell_faces_prim = [str(cell_prims[i].GetPath()) for i in owners]
+        self.cell_prims = sorted(set(self.cell_faces_prim))
+        bodies.append(_Body("cell", CELL, triangles.reshape(-1, 3), np.arange(3 * len(triangles)).reshape(-1, 3)))
+        self.bodies = bodies
+        self._pairs(rest)
+
+    def _reach(self) -> np.ndarray:
+        """Per link: how far from its joint any geometry it carries can be (path lengths plus mesh radii)."""
+        chain = self.chain
+        reach = np.zeros(chain.n_links)
+        for link in range(chain.n_links):  # walk up from each link, adding the offsets on the way
+            distance, node = self.link_radius[link], link
+            while node >= 0:
+                reach[node] = max(reach[node], distance)
+                distance += float(np.linalg.norm(chain.joint_origin[node][:3, 3]))
+                node = int(chain.link_parent[node])
+        return reach
+
+    def _moving_joints_between(self, a: int, b: int) -> int:
+        parents = self.chain.link_parent
+
+        def ancestry(link: int) -> list[int]:
+            path = []
+            while link >= 0:
+                path.append(link)
+                link = int(parents[link])
+            return path
+
+        up_a, up_b = ancestry(a), ancestry(b)
+        common = set(up_a) & set(up_b)
+        path = [k for k in up_a + up_b if k not in common]
+        return sum(int(self.chain.joint_type[k]) in (REVOLUTE, PRISMATIC) for k in path)
+
+    def _pairs(self, rest: np.ndarray) -> None:
+        cell = len(self.bodies) - 1
+        links = [i for i in range(cell)]
+        moves = [self._moving_joints_between(0, self.bodies[i].link) > 0 for i in links]
+        pairs = [(i, cell) for i in links if moves[i] and len(self.bodies[cell].faces)]
+        candidates = [(i, j) for i in links for j in links
+                      if i < j and self._moving_joints_between(self.bodies[i].link, self.bodies[j].link) >= 2]
+        self._upload([*pairs, *candidates])
+        if candidates:
+            faces = self._contacts(rest[None])[0]
+            touching = {candidates[k] for k in range(len(candidates)) if faces[len(pairs) + k] >= 0}
+            candidates = [pair for pair in candidates if pair not in touching]
+        self.pairs = [*pairs, *candidates]
+        self._upload(self.pairs)
+
+    def _upload(self, pairs: list[tuple[int, int]]) -> None:
+        device = self.device
+        if not hasattr(self, "_meshes"):
+            self._meshes = [wp.Mesh(points=wp.array(b.points.astype(np.float32), dtype=wp.vec3, device=device),
+                                    indices=wp.array(b.faces.astype(np.int32).ravel(), dtype=int, device=device))
+                            if len(b.faces) else None for b in self.bodies]
+            lower = [b.points.min(0) if len(b.faces) else np.full(3, 1.0) for b in self.bodies]
+            upper = [b.points.max(0) if len(b.faces) else np.full(3, -1.0) for b in self.bodies]
+            self._body_link = wp.array([b.link for b in self.bodies], dtype=int, device=device)
+            self._body_mesh = wp.array([m.id if m else 0 for m in self._meshes], dtype=wp.uint64, device=device)
+            self._body_lower = wp.array(np.array(lower, np.float32), dtype=wp.vec3, device=device)
+            self._body_upper = wp.array(np.array(upper, np.float32), dtype=wp.vec3, device=device)
+            self._body_points = wp.array(np.concatenate([b.points for b in self.bodies]).astype(np.float32),
+                                         dtype=wp.vec3, device=device)
+            starts = np.concatenate([[0], np.cumsum([len(b.points) for b in self.bodies])])
+            self._body_point_start = wp.array(starts.astype(np.int32), dtype=int, device=device)
+        pair_array = np.array(pairs, np.int32).reshape(-1, 2)
+        self._pair_a = wp.array(pair_array[:, 0], dtype=int, device=device)
+        self._pair_b = wp.array(pair_array[:, 1], dtype=int, device=device)
+        self._pair_count = len(pairs)
+
+    # ----------------------------------------------------------------- batched evaluation
+    def _link_world(self, q: np.ndarray) -> wp.array:
+        with wp.ScopedDevice(self.device):
+            q_device = wp.array(np.ascontiguousarray(q, np.float32), dtype=float)
+            base = wp.array(np.tile(matrix_to_pose(self.robot_world).astype(np.float32), (len(q), 1)),
+                            dtype=wp.transform)
+            link_world = wp.zeros((len(q), self.chain.n_links), dtype=wp.transform)
+            self.chain.forward_evaluator(self.device).launch(q_device, base, link_world)
+        return link_world
+
+    def _contacts(self, link_world_or_poses) -> np.ndarray:
+        """(N, pairs) face of body b met by body a, -1 where apart, for FK poses (wp array) or (N, L, 4, 4)."""
+        link_world = link_world_or_poses
+        if isinstance(link_world, np.ndarray):
+            link_world = wp.array(matrix_to_pose(link_world).astype(np.float32), dtype=wp.transform,
+                                  device=self.device)
+        faces = wp.empty((link_world.shape[0], self._pair_count), dtype=int, device=self.device)
+        wp.launch(_pair_contact_kernel, dim=faces.shape, device=self.device,
+                  inputs=[link_world, self._pair_a, self._pair_b, self._body_link, self._body_mesh,
+                          self._body_lower, self._body_upper], outputs=[faces])
+        return faces.numpy()
+
+    def contacts(self, q) -> np.ndarray:
+        """(B, pairs) for joint vectors (B, n): the face of the pair's second body that is met, -1 where apart."""
+        q = self.chain.check_q(q)
+        return np.concatenate([self._contacts(self._link_world(q[i:i + CHUNK])) for i in range(0, len(q), CHUNK)]
+                              or [np.zeros((0, self._pair_count), int)])
+
+    def collides(self, q) -> np.ndarray:
+        """(B,) bool: does each joint vector put the robot in contact with the cell or itself."""
+        return (self.contacts(q) >= 0).any(axis=1)
+
+    def _steps(self, trajectories: np.ndarray) -> np.ndarray:
+        """(B, T-1) checks per segment so that no link point moves more than `resolution` within one step."""
+        chain = self.chain
+        weights = np.zeros(chain.n_joints)
+        for link in range(chain.n_links):
+            index = int(chain.joint_q_index[link])
+            if index >= 0:
+                lever = self.reach[link] if int(chain.joint_type[link]) == REVOLUTE else 1.0
+                weights[index] += abs(float(chain.mimic_multiplier[link])) * lever
+        moved = np.abs(np.diff(trajectories, axis=1)) @ weights
+        return np.maximum(1, np.ceil(moved / self.resolution)).astype(np.int64)
+
+    def check_motion(self, trajectory, *, times=None, distance: bool = True,
+                     max_distance: float = DEFAULT_MAX_DISTANCE) -> MotionCheck | list[MotionCheck]:
+        """The first contact along a trajectory (T, n), or along each of a batch (B, T, n); a (n,) vector is a
+        trajectory of one sample. `times` (T,) or (B, T) in seconds, default the sample index."""
+        trajectories, single = self._check_trajectories(trajectory)
+        count, samples, _ = trajectories.shape
+        times = self._check_times(times, count, samples)
+        steps = self._steps(trajectories) if samples > 1 else np.zeros((count, 0), np.int64)
+        total = int(steps.sum()) + count
+        if total > MAX_CHECKS:
+            raise ValueError(f"trajectory: {total:,} interpolated configurations to check at resolution "
+                             f"{self.resolution} m, more than {MAX_CHECKS:,}; send fewer or coarser trajectories")
+        owner, position, q = self._interpolate(trajectories, steps)
+        faces = self.contacts(q)
+        hit = (faces >= 0).any(axis=1)
+        results: list[MotionCheck] = []
+        first_rows = [int(np.flatnonzero(hit & (owner == b))[0]) if (hit & (owner == b)).any() else -1
+                      for b in range(count)]
+        contact_rows = [r for r in first_rows if r >= 0]
+        contact_pairs = np.array([int(np.flatnonzero(faces[r] >= 0)[0]) for r in contact_rows], np.int64)
+        depths = self._proximity_rows(q[contact_rows], np.arange(len(contact_rows)), contact_pairs,
+                                         max_distance)[1] if contact_rows else []
+        clearances = self._clearances(trajectories, [b for b in range(count) if first_rows[b] < 0], max_distance) \
+            if distance else {}
+        for b in range(count):
+            row = first_rows[b]
+            if row < 0:
+                results.append(MotionCheck(False, min_distance=clearances.get(b)))
+                continue
+            k = contact_rows.index(row)
+            pair = self.pairs[int(contact_pairs[k])]
+            sample = int(math.floor(position[row]))
+            fraction = float(position[row] - sample)
+            time = float(times[b, sample] + fraction * (times[b, sample + 1] - times[b, sample])) \
+                if fraction > 0 else float(times[b, sample])
+            link_body, other_body = self.bodies[pair[0]], self.bodies[pair[1]]
+            other = self.cell_faces_prim[int(faces[row, contact_pairs[k]])] if other_body.link == CELL \
+                else other_body.name
+            results.append(MotionCheck(True, sample, fraction, time, self.chain.link_names[link_body.link], other,
+                                       float(depths[k]), None, q[row].tolist()))
+        return results[0] if single else results
+
+    def _clearances(self, trajectories: np.ndarray, free: list[int], max_distance: float) -> dict[int, float | None]:
+        """Least clearance over each free trajectory's own samples (None beyond max_distance)."""
+        if not free or not self._pair_count:
+            return {}
+        q = trajectories[free].reshape(-1, self.chain.n_joints)
+        rows = np.repeat(np.arange(len(q)), self._pair_count)
+        pairs = np.tile(np.arange(self._pair_count), len(q))
+        clearance = np.empty(0)
+        for start in range(0, len(rows), CHUNK):  # a chunk of (sample, pair) rows over the samples they need
+            part = slice(start, start + CHUNK)
+            used = np.unique(rows[part])
+            local = np.searchsorted(used, rows[part])
+            least, _ = self._proximity_rows(q[used], local, pairs[part], max_distance)
+            clearance = np.concatenate([clearance, least])
+        per_sample = clearance.reshape(len(q), self._pair_count).min(1).reshape(len(free), -1).min(1)
+        return {b: (float(value) if value < max_distance else None) for b, value in zip(free, per_sample, strict=True)}
+
+    def _proximity_rows(self, q: np.ndarray, rows: np.ndarray, pairs: np.ndarray,
+                        max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+        link_world = self._link_world(q)
+        count = len(rows)
+        clearance = wp.empty(2 * count, dtype=float, device=self.device)
+        depth = wp.empty(2 * count, dtype=float, device=self.device)
+        wp.launch(_pair_proximity_kernel, dim=(count, 2), device=self.device,
+                  inputs=[link_world, wp.array(rows.astype(np.int32), dtype=int, device=self.device),
+                          wp.array(pairs.astype(np.int32), dtype=int, device=self.device), self._pair_a, self._pair_b,
+                          self._body_link, self._body_mesh, self._body_points, self._body_point_start,
+                          float(max_distance)], outputs=[clearance, depth])
+        return clearance.numpy().reshape(count, 2).min(1), depth.numpy().reshape(count, 2).max(1)
+
+    def _interpolate(self, trajectories: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every configuration to check, in order: (owner trajectory, position in samples, joint vector)."""
+        owners, positions, configs = [], [], []
+        for b, trajectory in enumerate(trajectories):
+            fractions = [np.arange(n) / n + s for s, n in enumerate(steps[b])] + [np.array([len(trajectory) - 1.0])]
+            position = np.concatenate(fractions)
+            lower = np.minimum(np.floor(position).astype(np.int64), len(trajectory) - 1)
+            upper = np.minimum(lower + 1, len(trajectory) - 1)
+            weight = (position - lower)[:, None]
+            configs.append(trajectory[lower] * (1.0 - weight) + trajectory[upper] * weight)
+            owners.append(np.full(len(position), b))
+            positions.append(position)
+        return np.concatenate(owners), np.concatenate(positions), np.concatenate(configs)
+
+    def _check_trajectories(self, trajectory) -> tuple[np.ndarray, bool]:
+        array = np.asarray(trajectory, np.float64)
+        n = self.chain.n_joints
+        single = array.ndim < 3
+        if array.ndim == 1:
+            array = array[None]
+        if array.ndim == 2:
+            array = array[None]
+        if array.ndim != 3 or array.shape[2] != n or array.shape[1] == 0 or array.shape[0] == 0:
+            raise KinematicsError(f"robot {self.chain.name!r}: trajectory must have shape (T, {n}) or (B, T, {n}) "
+                                  f"with T >= 1, got {np.shape(trajectory)}")
+        if not np.all(np.isfinite(array)):
+            bad = np.argwhere(~np.isfinite(array))[0]
+            raise KinematicsError(f"robot {self.chain.name!r}: trajectory[{bad[0]}][{bad[1]}][{bad[2]}] is not finite")
+        return array, single
+
+    def _check_times(self, times, count: int, samples: int) -> np.ndarray:
+        if times is None:
+            return np.tile(np.arange(samples, dtype=np.float64), (count, 1))
+        array = np.asarray(times, np.float64)
+        if array.ndim == 1:
+            array = np.tile(array, (count, 1))
+        if array.shape != (count, samples) or not np.all(np.isfinite(array)) or np.any(np.diff(array, axis=1) < 0):
+            raise KinematicsError(f"times must be finite, non-decreasing, one per sample ({samples}), got shape "
+                                  f"{np.shape(times)}")
+        return array
+
+
+def check_motion(stage: Usd.Stage, robot_path: str, trajectory, **options) -> MotionCheck | list[MotionCheck]:
+    """One-off check (builds the meshes each call; keep a `MotionChecker` for repeated checks)."""
+    device = options.pop("device", None)
+    resolution = options.pop("resolution", DEFAULT_RESOLUTION)
+    return MotionChecker(stage, robot_path, device=device, resolution=resolution).check_motion(trajectory, **options)
+
+
+class MotionCheckers:
+    """The checkers of one layout's robots, each built on first use (meshes and BVHs take seconds)."""
+
+    def __init__(self, stage: Usd.Stage, robot_paths: list[str], *, device: str | None = None):
+        self.stage = stage
+        self.robot_paths = list(robot_paths)
+        self.device = device
+        self._checkers: dict[str, MotionChecker] = {}
+        self._lock = threading.Lock()  # REST calls run on worker threads; a checker's buffers are its own
+
+    def checker(self, robot: str) -> MotionChecker:
+        if robot not in self.robot_paths:
+            raise KeyError(f"no robot at {robot}; robots: {', '.join(self.robot_paths) or 'none'}")
+        if robot not in self._checkers:
+            self._checkers[robot] = MotionChecker(self.stage, robot, device=self.device)
+        return self._checkers[robot]
+
+    def check_motion(self, robot: str, trajectory, **options) -> MotionCheck | list[MotionCheck]:
+        with self._lock:
+            return self.checker(robot).check_motion(trajectory, **options)
