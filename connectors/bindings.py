@@ -96,6 +96,19 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
+class PublishConfig:
+    """What the twin publishes to a broker: as a Sparkplug B edge node (group/edge_node) or JSON (topic_root)."""
+
+    broker: BrokerConfig
+    format: str  # "sparkplug" or "json"
+    group: str = "Twin"
+    edge_node: str = ""
+    topic_root: str = ""
+    period_s: float = 1.0  # how often changes are published
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Deadband:
     kind: str  # "absolute" or "percent" (of the node's EURange)
     value: float
@@ -152,6 +165,7 @@ class BindingFile:
     servers: dict[str, ServerConfig]
     bindings: tuple[Binding, ...]
     brokers: dict[str, BrokerConfig] = field(default_factory=dict)
+    publish: PublishConfig | None = None
 
     def error(self, binding: Binding, message: str) -> BindingError:
         return BindingError(self.path, f"{binding.describe()}: {message}", line=binding.line)
@@ -293,6 +307,23 @@ class BrokerSpec(_Spec):
         tls = (self.tls or TlsSpec()).config(folder) if self.url.startswith("mqtts://") else None
         return BrokerConfig(name=name, url=self.url, line=line, client_id=self.client_id, tls=tls,
                             username=self.username, password_env=self.password_env, keepalive_s=self.keepalive_s)
+
+
+class PublishSpec(_Spec):
+    broker: str
+    format: Literal["sparkplug", "json"] = "sparkplug"
+    group: str = Field(default="Twin", pattern=r"^[^/+#\s]+$", description="an id without '/', '+' or '#'")
+    edge_node: str = Field(default="", pattern=r"^[^/+#\s]*$", description="an id without '/', '+' or '#'")
+    topic_root: str = Field(default="", pattern=r"^[^+#]*$", description="a topic prefix without wildcards")
+    period_s: float = Field(default=1.0, ge=0.05)
+
+    @model_validator(mode="after")
+    def _named(self) -> PublishSpec:
+        if self.format == "sparkplug" and not self.edge_node:
+            raise FieldError("edge_node", "a Sparkplug B publisher needs its edge_node id")
+        if self.format == "json" and not self.topic_root.strip("/"):
+            raise FieldError("topic_root", "a JSON publisher needs a topic_root, e.g. 'twin/line1'")
+        return self
 
 
 class DeadbandSpec(_Spec):
@@ -461,6 +492,7 @@ class BindingSpec(_Spec):
 class BindingFileSpec(_Spec):
     servers: dict[str, ServerSpec] = {}
     brokers: dict[str, BrokerSpec] = {}
+    publish: PublishSpec | None = None
     bindings: list[BindingSpec]
 
     @model_validator(mode="after")
@@ -470,6 +502,9 @@ class BindingFileSpec(_Spec):
         for name in self.servers.keys() & self.brokers.keys():
             raise FieldError(("brokers", name), f"{name!r} names both a server and a broker; bindings refer to "
                                                 "either by name, so each name is given once")
+        if self.publish is not None and self.publish.broker not in self.brokers:
+            raise FieldError(("publish", "broker"), f"unknown broker {self.publish.broker!r}; brokers: "
+                                                    f"{sorted(self.brokers)}")
         for index, binding in enumerate(self.bindings):
             if binding.server in self.brokers and not binding.over_mqtt:
                 raise FieldError(("bindings", index, "server"), f"{binding.server!r} is an MQTT broker: bind a "
@@ -487,6 +522,7 @@ class BindingFileSpec(_Spec):
 _NESTED: dict[str, type[_Spec]] = {"security": SecuritySpec, "deadband": DeadbandSpec, "limits": LimitsSpec,
                                    "tls": TlsSpec}
 _SECTION_ERRORS = {"servers": "'servers' must map names to servers", "brokers": "'brokers' must map names to brokers",
+                   "publish": "'publish' must be a mapping",
                    "bindings": "'bindings' must be a list"}
 
 
@@ -602,12 +638,18 @@ class _Document:
             return BindingError(self.path, "the file must be a mapping", line=1)
         if len(loc) == 1:
             if kind == "extra_forbidden":
-                return self.error(loc, f"unknown section {name!r} (expected 'servers', 'brokers' and 'bindings')")
+                return self.error(loc, f"unknown section {name!r} (expected 'servers', 'brokers', 'publish' and "
+                                       "'bindings')")
             if kind == "missing":
                 return BindingError(self.path, f"missing section {name!r}", line=1)
             if kind == "value_error":  # no servers and no brokers
                 return BindingError(self.path, sentence(error, None, name, None), line=1)
             return self.error(loc, _SECTION_ERRORS[name])
+        if loc[0] == "publish":
+            if kind == "extra_forbidden":
+                return self.error(loc, f"publish: unknown key {name!r} (allowed: "
+                                       f"{', '.join(sorted(PublishSpec.model_fields))})")
+            return self.error(loc, "publish: " + sentence(error, PublishSpec, name, self.value(loc)))
         if len(loc) == 2 and kind != "value_error":
             return BindingError(self.path, f"{self.label(loc)} must be a mapping", line=self.line(loc))
         model: type[_Spec] = (_NESTED[str(loc[2])] if len(loc) == 4 else ServerSpec if loc[0] == "servers"
@@ -647,7 +689,12 @@ def load_bindings(path: str | Path, endpoint_overrides: dict[str, str] | None = 
             raise document.error(loc, f"{binding.prim}.{binding.attr} is already fed by {first.source} "
                                       f"(line {first.line})")
         bindings.append(binding)
-    return BindingFile(path, servers, tuple(bindings), brokers)
+    publish = None
+    if spec.publish is not None:
+        p = spec.publish
+        publish = PublishConfig(brokers[p.broker], p.format, p.group, p.edge_node, p.topic_root.strip("/"),
+                                p.period_s, document.line(("publish",)))
+    return BindingFile(path, servers, tuple(bindings), brokers, publish)
 
 
 def _alarms(document: _Document, loc: Location, spec: BindingSpec) -> tuple[AlarmRule, ...]:

@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 import paho.mqtt.client as paho
 
@@ -59,6 +60,27 @@ def _epoch(value: object) -> float:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         return moment.timestamp() if moment.tzinfo else (moment - datetime(1970, 1, 1)).total_seconds()
     return value / 1000.0 if value > 1e11 else float(value)
+
+
+def broker_client(config: BrokerConfig, binding_path: Path, *, min_backoff: float = 1.0, max_backoff: float = 10.0,
+                  client_id: str = "") -> paho.Client:
+    """A paho client set up as the binding file says (credentials, TLS, reconnect backoff), not yet connected."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or config.client_id,
+                         protocol=paho.MQTTv311)
+    if config.username is not None:
+        password = os.environ.get(config.password_env or "")
+        if password is None:
+            raise RuntimeError(f"{binding_path}:{config.line}: broker {config.name!r}: the password environment "
+                               f"variable {config.password_env} is not set")
+        client.username_pw_set(config.username, password)
+    if config.tls is not None:
+        tls = config.tls
+        client.tls_set(ca_certs=str(tls.ca) if tls.ca else None,
+                       certfile=str(tls.certificate) if tls.certificate else None,
+                       keyfile=str(tls.private_key) if tls.private_key else None, cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_insecure_set(tls.insecure)
+    client.reconnect_delay_set(max(1, round(min_backoff)), max(1, round(max_backoff)))
+    return client
 
 
 @dataclass
@@ -102,27 +124,12 @@ class _BrokerSession:
 
     # ------------------------------------------------------------------ the link
     def start(self) -> None:
-        config = self.config
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=config.client_id or "",
-                             protocol=paho.MQTTv311)
-        if config.username is not None:
-            password = os.environ.get(config.password_env or "")
-            if password is None:
-                raise RuntimeError(f"{self.binding_file.path}:{config.line}: broker {config.name!r}: the password "
-                                   f"environment variable {config.password_env} is not set")
-            client.username_pw_set(config.username, password)
-        if config.tls is not None:
-            tls = config.tls
-            client.tls_set(ca_certs=str(tls.ca) if tls.ca else None,
-                           certfile=str(tls.certificate) if tls.certificate else None,
-                           keyfile=str(tls.private_key) if tls.private_key else None,
-                           cert_reqs=ssl.CERT_REQUIRED)
-            client.tls_insecure_set(tls.insecure)
-        client.reconnect_delay_set(max(1, round(self.min_backoff)), max(1, round(self.max_backoff)))
+        client = broker_client(self.config, self.binding_file.path, min_backoff=self.min_backoff,
+                               max_backoff=self.max_backoff)
         client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
         client.on_message, client.on_connect_fail = self._on_message, self._on_connect_fail
         self.client = client
-        client.connect_async(config.host, config.port, keepalive=round(config.keepalive_s))
+        client.connect_async(self.config.host, self.config.port, keepalive=round(self.config.keepalive_s))
         client.loop_start()
 
     def stop(self) -> None:
