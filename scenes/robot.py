@@ -33,13 +33,18 @@ def add_robot(
     urdf_path: str | Path,
     base_transform: np.ndarray | Sequence[float],
     package_dirs: dict[str, Path] | None = None,
+    xacro_args: dict[str, str] | None = None,
 ) -> Usd.Prim:
-    """Author the robot of a URDF at `prim_path`, its base at a 4x4 pose or (x, y, yaw) on the floor."""
-    robot = load_urdf(urdf_path, check_meshes=True, package_dirs=package_dirs)
+    """Author the robot of a URDF (or xacro file, expanded with `xacro_args`) at `prim_path`, its base at a
+    4x4 pose or (x, y, yaw) on the floor."""
+    robot = load_urdf(urdf_path, check_meshes=True, package_dirs=package_dirs, xacro_args=xacro_args)
     chain = Chain.from_description(robot)
     rest = chain.fk(np.zeros((1, chain.n_joints)))[0]
+    source = str(Path(urdf_path).resolve())
+    if xacro_args:  # one xacro file with other arguments is another robot (robots of one source share a chain)
+        source += "?" + "&".join(f"{key}={value}" for key, value in sorted(xacro_args.items()))
     prim = define_xform(stage, prim_path, as_matrix(base_transform), kind="robot", name=robot.name,
-                        urdf=str(Path(urdf_path).resolve()), jointNames=list(chain.joint_names))
+                        urdf=source, jointNames=list(chain.joint_names))
     UsdPhysics.ArticulationRootAPI.Apply(prim)
 
     link_paths = dict(zip(chain.link_names, _child_paths(prim_path, chain.link_names), strict=True))

@@ -90,6 +90,7 @@ async def serve(
     operator_token: bool = False,
     history: Path | None = None,
     retention: Retention | None = None,
+    http: dict | None = None,
 ) -> None:
     import uvicorn
 
@@ -131,6 +132,7 @@ async def serve(
         on_startup=([connector.start] if connector else []) + ([start_history] if historian else []),
         on_shutdown=([connector.stop] if connector else []) + ([stop_history] if historian else []),
         historian=historian,
+        **(http or {}),
     )
     if operator_token:
         print(f"twin: operator token (for POST /api/write): {access.issue('demo-operator', 'operator')}", flush=True)
@@ -176,7 +178,8 @@ def run_demo(args: argparse.Namespace) -> int:
         bindings = Path(sample_plc.__file__).with_name("bindings.yaml")
         asyncio.run(serve(layout, bindings, host=args.host, port=args.port, glb=layout.with_suffix(".glb"),
                           endpoints={"plc": endpoint}, tick_hz=args.tick_hz, operator_token=True,
-                          history=workdir / f"history-{args.port}.duckdb"))  # one store per running demo
+                          history=workdir / f"history-{args.port}.duckdb",  # one store per running demo
+                          http=http_options(args)))
     except KeyboardInterrupt:
         pass
     except SystemExit as exit_request:  # 0 from SIGTERM; uvicorn exits 1 when it cannot bind its port
@@ -193,15 +196,17 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from twin.server.assets import layout_glb
+
     endpoints = dict(item.split("=", 1) for item in args.endpoint)
-    glb = Path(args.glb) if args.glb else None
+    glb = Path(args.glb) if args.glb else layout_glb(Path(args.layout))  # built from the stage, cached by content
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(Path(args.layout), Path(args.bindings) if args.bindings else None,
                           history=Path(args.history) if args.history else None,
                           retention=history_retention(args.history_raw_days, args.history_step_s,
                                                       args.history_keep_days),
                           host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz,
-                          tokens=Path(args.tokens) if args.tokens else None))
+                          tokens=Path(args.tokens) if args.tokens else None, http=http_options(args)))
     return 0
 
 
@@ -217,6 +222,25 @@ def run_build_sample(args: argparse.Namespace) -> int:
     layout = build_sample(Path(args.out), force=True)
     print(f"twin: sample factory written to {layout} and {layout.with_suffix('.glb')}")
     return 0
+
+
+def run_layout_build(args: argparse.Namespace) -> int:
+    from twin.line.check import check_layout
+    from twin.scenes.plant import build_plant
+
+    layout = build_plant(Path(args.plant), Path(args.out) if args.out else None)
+    print(f"twin: layout written to {layout} and {layout.with_suffix('.glb')}")
+    report = check_layout(layout)
+    print(report.text())
+    return 1 if report.errors else 0
+
+
+def run_layout_check(args: argparse.Namespace) -> int:
+    from twin.line.check import check_layout
+
+    report = check_layout(Path(args.layout), Path(args.bindings) if args.bindings else None)
+    print(report.text())
+    return 1 if report.errors else 0
 
 
 def run_opcua_browse(args: argparse.Namespace) -> int:
@@ -237,7 +261,31 @@ def run_opcua_certs(args: argparse.Namespace) -> int:
     return certs_command(Path(args.folder) if args.folder else None)
 
 
-def main(argv: list[str] | None = None) -> int:
+def byte_count(text: str) -> int:
+    """A whole number of bytes > 0, for argparse (which names the option in its error)."""
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of bytes > 0, got {text[:40]!r}")
+    return int(text)
+
+
+def add_http_options(command: argparse.ArgumentParser) -> None:
+    """The HTTP server's limits, the same for `twin serve` and `twin demo` (docs/architecture.md, Limits)."""
+    command.add_argument("--max-body-bytes", type=byte_count, metavar="N",
+                         help="refuse request bodies over N bytes with 413 before reading them (default: 1 MiB)")
+    command.add_argument("--open-docs", action="store_true",
+                         help="serve the API description (/docs, /openapi.json) to anyone; by default it needs "
+                              "the viewer role, as the API does (anonymous is a viewer only on loopback)")
+
+
+def http_options(args: argparse.Namespace) -> dict:
+    """create_app's keyword arguments from the flags of add_http_options (its own defaults where not given)."""
+    options: dict = {"open_docs": args.open_docs}
+    if args.max_body_bytes is not None:
+        options["max_body_bytes"] = args.max_body_bytes
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twin", description="Factory digital twin")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -249,12 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--rebuild", action="store_true", help="rebuild the sample factory")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--tick-hz", type=float, default=30.0)
+    add_http_options(demo)
     demo.set_defaults(handler=run_demo)
 
     serve_cmd = commands.add_parser("serve", help="serve a layout fed by the OPC-UA servers of a binding file")
     serve_cmd.add_argument("layout")
     serve_cmd.add_argument("--bindings")
-    serve_cmd.add_argument("--glb", help="GLB of the layout for the viewer")
+    serve_cmd.add_argument("--glb", help="GLB of the layout for the viewer (default: built from the layout's stage "
+                           "and cached in ~/.cache/twin/glb until a file it composes changes)")
     serve_cmd.add_argument("--endpoint", action="append", default=[], metavar="SERVER=URL",
                            help="override a server's endpoint from the binding file")
     serve_cmd.add_argument("--port", type=int, default=8000)
@@ -266,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--history-step-s", type=float, default=10.0,
                            help="after that, one sample per signal per this many seconds")
     serve_cmd.add_argument("--history-keep-days", type=float, default=31.0, help="drop samples older (0: never)")
+    add_http_options(serve_cmd)
     serve_cmd.set_defaults(handler=run_serve)
 
     snapshot = commands.add_parser("snapshot", help="save the live state of a running twin as a USD layer")
@@ -276,6 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     build = commands.add_parser("build-sample", help="author the sample factory's USD and GLB")
     build.add_argument("out")
     build.set_defaults(handler=run_build_sample)
+
+    layout_cmd = commands.add_parser("layout", help="author and check layouts").add_subparsers(
+        dest="layout_command", required=True)
+    layout_build = layout_cmd.add_parser("build", help="author a layout (USD and GLB) from a plant file (YAML)")
+    layout_build.add_argument("plant", help="the plant file (docs/tutorial.md)")
+    layout_build.add_argument("--out", help="folder for the .usda and .glb (default: beside the plant file)")
+    layout_build.set_defaults(handler=run_layout_build)
+    layout_check = layout_cmd.add_parser("check", help="say what the twin will do with a layout; fails on errors")
+    layout_check.add_argument("layout")
+    layout_check.add_argument("--bindings", help="a binding file whose prims must be in the layout")
+    layout_check.set_defaults(handler=run_layout_check)
 
     opcua = commands.add_parser("opcua", help="OPC-UA tools").add_subparsers(dest="opcua_command", required=True)
     browse_cmd = opcua.add_parser("browse", help="print a server's address space and draft a binding file")
@@ -289,7 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     certs.add_argument("--folder", help="where the certificate and key live (default: ~/.config/twin/pki)")
     certs.set_defaults(handler=run_opcua_certs)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # the connector logs connection trouble itself
 
