@@ -103,12 +103,13 @@ class AsyncTwinClient:
                         idle_timeout: float = 30.0) -> AsyncGenerator[Update, None]:
         """Updates as the twin changes: the first holds everything in scope, then only what changed.
         Subscribe to signal keys and/or prim subtrees (nothing named: everything). Alarm transitions come
-        as updates too. Frames are never queued up: a slow reader gets the latest state, not a backlog."""
+        as updates too. Frames are never queued up: each is acknowledged once the reader asks for the next
+        update, and the server sends a slow reader the latest state when it is ready, not a backlog."""
         ws_url = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws"
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         state = StreamState()
         try:
-            # max_queue=1: frames wait in the socket, not here, so the server's latest-wins applies to a slow reader
+            # max_queue=1: the frames in flight (at most the server's max_unacked) wait in the socket, not here
             socket = await websockets.connect(ws_url, additional_headers=headers, max_size=None, compression=None,
                                               max_queue=1)
         except (OSError, websockets.InvalidHandshake) as error:
@@ -132,6 +133,7 @@ class AsyncTwinClient:
                 if isinstance(decoded, Frame):
                     if not awaiting_scope:
                         yield update_from_frame(decoded, state)
+                    await socket.send(json.dumps({"type": "ack", "version": decoded.version}))
                 elif decoded.get("type") == "subscribed":
                     awaiting_scope = False
                 elif decoded.get("type") == "alarms" and decoded["events"]:

@@ -1,7 +1,9 @@
 """The live simulation's clock: one asyncio task steps the twin at `tick_hz` and wakes the stream's clients.
 
 Each client then sends itself a frame of what changed since its own last frame (twin/stream/hub.py), so a
-slow client slows only itself.
+slow client slows only itself. A value written between ticks (a connector, the write API) wakes the stream
+within `WRITE_CHECK_S` instead of waiting for the next tick: that wait was most of what the twin added to a
+PLC value's way to the page.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from twin.sim.runtime import Twin
 from twin.stream.hub import StreamHub
 
 log = logging.getLogger("twin.server")
+
+WRITE_CHECK_S = 0.005  # between ticks, how often the cache's version is compared (only while clients listen)
 
 
 @dataclass
@@ -43,7 +47,18 @@ async def run_ticks(twin: Twin, hub: StreamHub, clock: SimulationClock) -> None:
         clock.ticks += 1
         hub.notify()
         next_time += period
-        delay = next_time - time.monotonic()
-        if delay < -period:  # fell behind: don't try to catch up with a burst
+        if next_time - time.monotonic() < -period:  # fell behind: don't try to catch up with a burst
             next_time = time.monotonic()
-        await asyncio.sleep(max(delay, 0.0))
+        await _until(next_time, twin, hub)
+
+
+async def _until(deadline: float, twin: Twin, hub: StreamHub) -> None:
+    """Wait for the next tick; meanwhile notify the hub whenever the cache changed (no step: the simulation
+    keeps its rate, the stream carries the written value at once)."""
+    notified = twin.cache.version
+    while (delay := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(delay, WRITE_CHECK_S) if hub.sessions else delay)
+        if twin.cache.version != notified:
+            notified = twin.cache.version
+            hub.notify()
+    await asyncio.sleep(0)  # a tick under way still yields to the event loop

@@ -2,11 +2,15 @@
 
 Each tick the server wakes every session. A session asks the hub for the frame from the cache
 version it last sent to now, for its scope; the hub encodes each distinct (base, scope) once per
-cache version, so a hundred clients in step cost one encoding. Backpressure is latest-value-wins:
-a session has at most one frame in flight, and while a slow client's send is pending the cache
-keeps changing; its next frame then covers everything since the version it has, whatever was
-skipped in between. A client that has not taken a frame for `stall_s` is dropped with close code
-4001, so a stalled client costs neither the others' latency nor the server's memory.
+cache version, so a hundred clients in step cost one encoding. Backpressure is latest-value-wins,
+by one of two rules. A client that acknowledges frames ({"type": "ack", "version": V}) has at most
+`max_unacked` of them unacknowledged: while it is behind, the cache keeps changing and nothing is
+sent; its next frame covers everything since the version it was last sent, so a page that renders
+4 times a second gets fresh frames instead of a queue of stale ones. A client that never acks is
+paced by its socket: the next frame waits until the previous one has left the server's write buffer.
+A client whose socket takes no message for `stall_s` is dropped with close code 4001, so a stalled
+client costs neither the others' latency nor the server's memory. (A client that is slow to ack
+costs nothing meanwhile and is not dropped; it still gets heartbeats.)
 Protocol: docs/protocol.md.
 """
 
@@ -17,6 +21,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -41,6 +46,7 @@ class StreamLimits:
     max_message_bytes: int = 64 * 1024  # control messages from a client
     messages_per_s: float = 20.0  # sustained control-message rate per client (bursts of twice that)
     abuse_limit: int = 200  # messages over the rate before the client is dropped
+    max_unacked: int = 2  # frames in flight to a client that acknowledges them
 
 
 @dataclass
@@ -117,6 +123,11 @@ class _Session:
         self.seq = 0  # JSON frames only: the binary ones carry their base and version
         self.alarms_version = -1  # of the alarm list last sent
         self.alarm_seq = hub.alarms.last_seq if hub.alarms else 0  # events before the session are not replayed
+        # Flow control: versions of the data frames not yet acknowledged, oldest first; kept for a client that
+        # never acks too (bounded), so that its first ack counts what is already in flight.
+        self.unacked: deque[int] = deque(maxlen=max(64, hub.limits.max_unacked))
+        self.acking = False  # from the client's first ack on, at most max_unacked frames are in flight
+        self.last_sent = -1  # version of the last data frame sent
         self.wake = asyncio.Event()
         self.closing: tuple[int, str] | None = None
         self.tokens = hub.limits.messages_per_s * 2
@@ -146,7 +157,7 @@ class _Session:
             await self.send_json({"type": "hello", "protocol": PROTOCOL, "format": "json" if self.json else "binary",
                                   "heartbeat_s": limits.heartbeat_s, "stall_s": limits.stall_s,
                                   "max_message_bytes": limits.max_message_bytes,
-                                  "messages_per_s": limits.messages_per_s})
+                                  "messages_per_s": limits.messages_per_s, "max_unacked": limits.max_unacked})
             last_sent = time.monotonic()
             while not receiver.done() and self.closing is None:
                 sent = await self._send_update()
@@ -185,6 +196,8 @@ class _Session:
 
     async def _send_update(self) -> bool:
         cache = self.hub.cache
+        if self.acking and len(self.unacked) >= self.hub.limits.max_unacked:
+            return False  # behind: the frame after its next ack covers what changes meanwhile
         current_schema = schema_id(cache)
         if current_schema != self.schema or self.snapshot_requested:
             # Rows were added (new names, then a snapshot), or the client asked for one. A request that
@@ -196,6 +209,7 @@ class _Session:
             if frame is None:
                 self.version = version
                 return False
+            self._sent(version)  # before sending: the client's ack may come back before the send returns
             await self.send_json(frame)
             self.seq += 1
         else:
@@ -204,12 +218,38 @@ class _Session:
             data, version = self.hub.frame(self.version, self.scope)
             if data is None:  # nothing in scope changed: the client keeps the version it holds, the next
                 return False  # delta is based on it (never on a version this client was not sent)
+            self._sent(version)
             await self._send(data)
         self.schema = current_schema
         self.version = version
         if self.hub.stats.first_frame is None:
             self.hub.stats.first_frame = time.time()
         return True
+
+    def _sent(self, version: int) -> None:
+        self.unacked.append(version)
+        self.last_sent = version
+
+    def _acknowledge(self, request: dict) -> str | None:
+        """Apply an ack; the error to answer, if any. Frames up to its version are no longer in flight."""
+        version = request.get("version")
+        if type(version) is not int or version < 0:
+            return "ack: version must be the non-negative integer version of a frame"
+        if version > self.last_sent:
+            return f"ack: version {version} was not sent to this client (the last frame sent has {self.last_sent})"
+        held_back = len(self.unacked) >= self.hub.limits.max_unacked
+        self.acking = True
+        while self.unacked and self.unacked[0] <= version:
+            self.unacked.popleft()
+        if held_back:
+            self.wake.set()  # what changed while the client was behind goes out now, not at the next tick
+        return None
+
+    def _acknowledges_a_frame(self, request) -> bool:
+        """Whether `request` is an ack of a frame in flight: those are not counted toward the rate limit
+        (at most one per frame sent), every other message is."""
+        return (isinstance(request, dict) and request.get("type") == "ack" and bool(self.unacked)
+                and type(request.get("version")) is int and self.unacked[0] <= request["version"] <= self.last_sent)
 
     async def _send_alarms(self) -> bool:
         """The open alarms and the transitions since the last message, whenever they changed."""
@@ -238,21 +278,26 @@ class _Session:
                 self.closing = (CLOSE_TOO_BIG, f"message over {limits.max_message_bytes} bytes")
                 self.wake.set()
                 return
-            if not self._allow():  # every message counts, binary ones and bad ones too
+            request, problem = None, "binary messages are not accepted; send JSON text"
+            if binary is None:
+                try:
+                    request, problem = json.loads(message.get("text") or "", parse_constant=_refuse_constant), None
+                except json.JSONDecodeError as error:
+                    problem = f"message is not JSON: {error.msg} at character {error.pos}"
+                except ValueError as error:  # NaN or Infinity
+                    problem = f"message is not JSON: {error}"
+            if self._acknowledges_a_frame(request):
+                self._acknowledge(request)
+                continue
+            if not self._allow():  # every other message counts, binary ones and bad ones too
                 if self.excess > limits.abuse_limit:
                     self.closing = (CLOSE_POLICY, "too many messages")
                     self.wake.set()
                     return
                 await self._error(f"too many messages: at most {limits.messages_per_s:g} per second")
                 continue
-            if binary is not None:
-                await self._error("binary messages are not accepted; send JSON text")
-                continue
-            try:
-                request = json.loads(message.get("text") or "", parse_constant=_refuse_constant)
-            except (json.JSONDecodeError, ValueError) as error:
-                reason = f"{error.msg} at character {error.pos}" if isinstance(error, json.JSONDecodeError) else error
-                await self._error(f"message is not JSON: {reason}")
+            if problem is not None:
+                await self._error(problem)
                 continue
             await self._handle(request)
 
@@ -269,7 +314,12 @@ class _Session:
 
     async def _handle(self, request) -> None:
         kind = request.get("type") if isinstance(request, dict) else None
-        if kind == "resync":
+        if kind == "ack":
+            error = self._acknowledge(request)
+            if error is not None:
+                await self._error(error)
+        elif kind == "resync":
+            self._restart_window()
             self.snapshot_requested = True
             self.wake.set()
         elif kind == "subscribe":
@@ -281,6 +331,7 @@ class _Session:
             except ValueError as error:
                 await self._error(f"subscribe: {error}")
                 return
+            self._restart_window()
             self.snapshot_requested = True  # a snapshot of the new scope
             await self.send_json({"type": "subscribed", "subtrees": list(self.scope.subtrees),
                                   "signals": list(self.scope.signals), "instances": self.scope.instances})
@@ -292,7 +343,12 @@ class _Session:
                 return
             await self.send_json({"type": "pong", "id": ping_id, "time": time.time()})
         else:
-            await self._error(f"unknown message type {kind!r}: use subscribe, resync or ping")
+            await self._error(f"unknown message type {kind!r}: use subscribe, resync, ack or ping")
+
+    def _restart_window(self) -> None:
+        """Resync and subscribe: the client drops the frames in flight, so they need no ack; the snapshot that
+        answers is sent even to a client that is behind."""
+        self.unacked.clear()
 
     async def _error(self, text: str) -> None:
         await self.send_json({"type": "error", "error": text})

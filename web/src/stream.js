@@ -1,6 +1,8 @@
 // The live stream (docs/protocol.md): JSON control messages and binary frames over one websocket.
 // Reconnects with exponential backoff; a frame that does not follow the version the page holds
 // (a gap) triggers a resync; a stream silent for three heartbeats counts as stale and reconnects.
+// Each applied frame is acknowledged, so the server keeps at most a couple of frames in flight and a page
+// that renders slowly gets the newest state when it is ready instead of a queue of stale frames.
 import { decodeFrame } from './protocol.js';
 
 const BACKOFF_MIN_MS = 500;
@@ -105,6 +107,7 @@ export class Stream {
     this.version = frame.version;
     this.stats.frames += 1;
     this.onFrame(frame, this.schema);
+    this.send({ type: 'ack', version: frame.version });
   }
 
   #watch() {
