@@ -94,6 +94,7 @@ async def serve(
     import uvicorn
 
     from twin.connectors.bindings import load_bindings, validate_against_stage
+    from twin.connectors.mqtt import MqttConnector
     from twin.connectors.opcua import OpcUaConnector
     from twin.server.app import create_app
     from twin.server.auth import Access
@@ -102,11 +103,18 @@ async def serve(
 
     twin = Twin(layout)
     access = Access.load(tokens, loopback_only=host in ("127.0.0.1", "localhost", "::1"))
-    connector = None
+    connector = mqtt_in = publisher = None
     if bindings is not None:
         binding_file = load_bindings(bindings, endpoints)
         validate_against_stage(binding_file, twin.stage.stage)
         connector = OpcUaConnector(binding_file, twin.cache, audit_path=layout.parent / "audit.jsonl")
+        if binding_file.brokers:
+            mqtt_in = MqttConnector(binding_file, twin.cache)
+        if binding_file.publish is not None:
+            from twin.server.publish_mqtt import MqttPublisher, finished_studies, published_rows
+
+            publisher = MqttPublisher(binding_file.publish, binding_file.path, twin.cache, published_rows(twin),
+                                      twin.alarms, whatif=lambda: finished_studies(app.state.whatif))
         twin.alarms.add_rules(rule for binding in binding_file.bindings for rule in binding.alarms)
     twin.alarms.check()  # the connector has registered its signals: every rule can be matched to one
     for rule in twin.alarms.unresolved():
@@ -122,14 +130,23 @@ async def serve(
     async def start_history() -> None:
         historian.start()
 
+    connectors = [part for part in (connector, mqtt_in, publisher) if part is not None]
+
+    def connectors_health() -> dict:
+        """The OPC-UA servers' and MQTT brokers' sessions by name, and the publisher's."""
+        health = {**connector.health(), **(mqtt_in.health() if mqtt_in else {})}
+        if publisher is not None:
+            health[f"{publisher.config.broker.name} (publish)"] = publisher.health()
+        return health
+
     async def stop_history() -> None:
         await asyncio.to_thread(historian.stop)
 
     app = create_app(
         twin, glb_path=glb, tick_hz=tick_hz, writer=connector, access=access,
-        connector_health=connector.health if connector else None,
-        on_startup=([connector.start] if connector else []) + ([start_history] if historian else []),
-        on_shutdown=([connector.stop] if connector else []) + ([stop_history] if historian else []),
+        connector_health=connectors_health if connector else None,
+        on_startup=[part.start for part in connectors] + ([start_history] if historian else []),
+        on_shutdown=[part.stop for part in connectors] + ([stop_history] if historian else []),
         historian=historian,
     )
     if operator_token:
