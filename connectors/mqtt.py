@@ -182,9 +182,9 @@ class _BrokerSession:
     def _on_message(self, client: paho.Client, userdata, message: paho.MQTTMessage) -> None:
         try:
             if message.topic in self.json_topics:
-                self._json(message.topic, message.payload)
+                self._json(message.topic, bytes(message.payload))
             elif (topic := sp.parse_topic(message.topic)) is not None and topic.node_key in self.nodes:
-                self._sparkplug(topic, message.payload)
+                self._sparkplug(topic, bytes(message.payload))
         except Exception:  # a callback that raises would stop paho's thread: never lose the link over a message
             log.exception("%s: message on %s", self._where("unexpected error"), message.topic)
 
@@ -240,7 +240,7 @@ class _BrokerSession:
             return
         kind = topic.message
         if kind == "NDEATH":
-            bd_seq = next((sp.metric_value(m) for m in payload.metrics if m.name == sp.BD_SEQ_METRIC), None)
+            bd_seq = sp.bd_seq(payload)
             if node.bd_seq is not None and bd_seq is not None and bd_seq != node.bd_seq:
                 return  # the will of an earlier session, delivered late: the node has been born again since
             node.born, node.seq = False, None
@@ -250,7 +250,7 @@ class _BrokerSession:
             return
         if kind == "NBIRTH":
             node.born, node.seq, node.aliases = True, payload.seq, {}
-            node.bd_seq = next((sp.metric_value(m) for m in payload.metrics if m.name == sp.BD_SEQ_METRIC), None)
+            node.bd_seq = sp.bd_seq(payload)
         else:
             expected = None if node.seq is None else (node.seq + 1) % 256
             node.seq = payload.seq

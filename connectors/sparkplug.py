@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
@@ -34,7 +35,7 @@ _TEXT_TYPES = {STRING, TEXT, UUID}
 QUALITY_GOOD, QUALITY_STALE, QUALITY_BAD = 192, 500, 0
 
 
-def _build_schema() -> tuple[type, type]:
+def _build_schema() -> tuple[Any, Any]:
     T = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(name="twin_sparkplug_b.proto", package="org.eclipse.tahu.protobuf",
                                               syntax="proto2")
@@ -145,7 +146,7 @@ def metric_value(metric) -> object:
     return raw
 
 
-def set_metric_value(metric, kind: int, value: object) -> None:
+def set_metric_value(metric, kind: int, value: Any) -> None:
     """Fill a metric's datatype and value field (or is_null) the way the spec encodes that type."""
     metric.datatype = kind
     if value is None:
@@ -155,23 +156,23 @@ def set_metric_value(metric, kind: int, value: object) -> None:
     elif kind in _LONG_FIELD:
         metric.long_value = int(value) & 0xFFFFFFFFFFFFFFFF
     elif kind == FLOAT:
-        metric.float_value = float(value)  # type: ignore[arg-type]
+        metric.float_value = float(value)
     elif kind == DOUBLE:
-        metric.double_value = float(value)  # type: ignore[arg-type]
+        metric.double_value = float(value)
     elif kind == BOOLEAN:
         metric.boolean_value = bool(value)
     elif kind in _TEXT_TYPES:
         metric.string_value = str(value)
     elif kind in ARRAY_FORMATS:
-        items = list(value)  # type: ignore[call-overload]
+        items = list(value)
         metric.bytes_value = struct.pack(f"<{len(items)}{ARRAY_FORMATS[kind]}", *items)
     elif kind == BYTES:
-        metric.bytes_value = bytes(value)  # type: ignore[call-overload]
+        metric.bytes_value = bytes(value)
     else:
         raise SparkplugError(f"metric {metric.name}: writing datatype {kind} is not supported")
 
 
-def add_metric(payload, name: str | None, kind: int, value: object, *, alias: int | None = None,
+def add_metric(payload, name: str | None, kind: int, value: Any, *, alias: int | None = None,
                timestamp: int | None = None):
     metric = payload.metrics.add()
     if name is not None:
@@ -190,6 +191,15 @@ def metric_quality(metric) -> int | None:
     for key, item in zip(metric.properties.keys, metric.properties.values, strict=False):
         if key.lower() == "quality" and item.WhichOneof("value") in ("int_value", "long_value"):
             return int(getattr(item, item.WhichOneof("value")))
+    return None
+
+
+def bd_seq(payload) -> int | None:
+    """The birth/death sequence number a NBIRTH or NDEATH carries, or None."""
+    for metric in payload.metrics:
+        if metric.name == BD_SEQ_METRIC:
+            value = metric_value(metric)
+            return int(value) if isinstance(value, int) else None
     return None
 
 

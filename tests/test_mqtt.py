@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import threading
 import time
 from pathlib import Path
@@ -309,3 +310,155 @@ def test_broker_settings_are_checked(tmp_path):
     path.write_text("bindings: []\n")
     with pytest.raises(BindingError, match="missing section 'servers'"):
         load_bindings(path)
+
+
+# ---------------------------------------------------------------------------------------------- MQTT out
+def wire(data: bytes) -> list[tuple[int, object]]:
+    """Protobuf's wire format read by hand, (field number, value) pairs: an independent check of the field
+    numbers the Sparkplug B spec gives (Payload: 1 timestamp, 2 metrics, 3 seq; Metric: 1 name, 2 alias,
+    3 timestamp, 4 datatype, 9 properties, 10 int, 11 long, 13 double, 15 string)."""
+    fields, at = [], 0
+
+    def varint() -> int:
+        nonlocal at
+        value = shift = 0
+        while True:
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while at < len(data):
+        key = varint()
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            fields.append((number, varint()))
+        elif kind == 1:
+            fields.append((number, struct.unpack_from("<d", data, at)[0]))
+            at += 8
+        elif kind == 2:
+            size = varint()
+            fields.append((number, data[at:at + size]))
+            at += size
+        elif kind == 5:
+            fields.append((number, struct.unpack_from("<f", data, at)[0]))
+            at += 4
+        else:
+            raise AssertionError(f"unexpected wire type {kind}")
+    return fields
+
+
+def decoded(data: bytes) -> dict:
+    """A Sparkplug payload as {seq, metrics: [{name, alias, datatype, value}]}, by the wire reader."""
+    top = wire(data)
+    metrics = []
+    for number, raw in top:
+        if number == 2:
+            fields = dict(wire(raw))
+            value = next((v for n, v in wire(raw) if n in (10, 11, 12, 13, 14, 15, 16)), None)
+            metrics.append({"name": fields.get(1, b"").decode(), "alias": fields.get(2), "datatype": fields.get(4),
+                            "value": value.decode() if isinstance(value, bytes) and fields.get(4) == 12 else value})
+    return {"seq": dict(top).get(3, 0), "metrics": metrics}
+
+
+def publisher_setup(tmp_path: Path, broker: Broker, publish: str):
+    from twin.core.alarms import AlarmEngine, parse_rule
+    from twin.server.publish_mqtt import MqttPublisher
+
+    path = tmp_path / "bindings.yaml"
+    path.write_text(f"brokers:\n  uns:\n    url: mqtt://127.0.0.1:{broker.port}\npublish:\n{publish}bindings: []\n")
+    config = load_bindings(path).publish
+    cache = RuntimeCache()
+    oee = cache.add_signal("/F/Line", "twin:kpi:oee")
+    state = cache.add_signal("/F/Press", "twin:state", kind="int", labels={0: "idle", 1: "working"})
+    cache.write_signal(oee, 0.5)
+    cache.write_signal(state, 1.0, label="working")
+    alarms = AlarmEngine(cache, [parse_rule({"high": 0.9, "name": "oee_high"}, "/F/Line.twin:kpi:oee")])
+    studies = [{"id": "job-1", "status": "done", "finished": 1.0, "result": {"throughput": 12}}]
+    return MqttPublisher(config, path, cache, [oee, state], alarms, whatif=lambda: studies), cache, alarms, oee
+
+
+def test_sparkplug_publisher_births_data_and_death(tmp_path, broker):
+    import asyncio
+
+    received: list[tuple[str, bytes]] = []
+    reader = client(broker, "scada")
+    reader.on_message = lambda c, u, m: received.append((m.topic, m.payload))
+    reader.subscribe("spBv1.0/Twin/#", 1)
+    publisher, cache, alarms, oee = publisher_setup(
+        tmp_path, broker, "  broker: uns\n  group: Twin\n  edge_node: Line1\n  period_s: 0.1\n")
+
+    def messages(kind: str) -> list[dict]:
+        return [decoded(payload) for topic, payload in list(received) if topic.split("/")[2] == kind]
+
+    async def scenario() -> None:
+        await publisher.start()
+        await asyncio.to_thread(wait, lambda: len(messages("DBIRTH")) == 2, "the births")
+        nbirth = messages("NBIRTH")[0]
+        names = {m["name"]: m for m in nbirth["metrics"]}
+        assert names["bdSeq"]["value"] == 0 and nbirth["seq"] == 0
+        assert json.loads(names["WhatIf/Last"]["value"])["result"] == {"throughput": 12}
+        signals = next(m for t, m in [(t, decoded(p)) for t, p in received] if t.endswith("DBIRTH/Line1/Signals"))
+        assert [(m["name"], m["alias"], m["datatype"]) for m in signals["metrics"]] == [
+            ("F/Line.twin:kpi:oee", 1, sp.DOUBLE), ("F/Press.twin:state", 2, sp.INT64)]
+        assert signals["metrics"][0]["value"] == 0.5 and signals["metrics"][1]["value"] == 1
+
+        cache.write_signal(oee, 0.95)
+        alarms.evaluate()
+        await asyncio.to_thread(wait, lambda: len(messages("DDATA")) == 2, "the KPI's and the alarm's data")
+        data = messages("DDATA")
+        assert data[0]["metrics"] == [{"name": "", "alias": 1, "datatype": sp.DOUBLE, "value": 0.95}]
+        assert {m["value"] for m in data[1]["metrics"]} >= {"raised", "active"}
+        assert [m["seq"] for m in messages("NBIRTH") + messages("DBIRTH") + data] == [0, 1, 2, 3, 4]
+
+        reader.publish("spBv1.0/Twin/NCMD/Line1", sp.rebirth_request())
+        await asyncio.to_thread(wait, lambda: len(messages("NBIRTH")) == 2, "a rebirth on request")
+        await publisher.stop()
+        await asyncio.to_thread(wait, lambda: messages("NDEATH"), "the death certificate")
+        assert decoded_death(messages("NDEATH")[0]) == 0  # the same bdSeq as the birth
+
+    def decoded_death(death: dict) -> int:
+        return next(m["value"] for m in death["metrics"] if m["name"] == "bdSeq")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        reader.disconnect()
+        reader.loop_stop()
+
+
+def test_json_publisher_and_its_will(tmp_path, broker):
+    import asyncio
+
+    received: dict[str, list] = {}
+    reader = client(broker, "dashboard")
+    reader.on_message = lambda c, u, m: received.setdefault(m.topic, []).append(json.loads(m.payload))
+    reader.subscribe("twin/line1/#", 1)
+    publisher, cache, alarms, oee = publisher_setup(
+        tmp_path, broker, "  broker: uns\n  format: json\n  topic_root: twin/line1\n  period_s: 0.1\n")
+
+    async def scenario() -> None:
+        await publisher.start()
+        await asyncio.to_thread(wait, lambda: "twin/line1/whatif/job-1" in received, "the retained state")
+        assert received["twin/line1/status"][-1]["online"] is True
+        assert received["twin/line1/signals/F/Press/twin:state"][-1] | {"time": 0} == {
+            "value": 1, "quality": "good", "time": 0, "unit": "", "state": "working"}
+        assert received["twin/line1/alarms/F/Line.twin:kpi:oee:oee_high"][-1]["state"] == "normal"
+        cache.write_signal(oee, 0.95)
+        alarms.evaluate()
+        await asyncio.to_thread(wait, lambda: "twin/line1/alarms/events" in received, "the alarm event")
+        assert received["twin/line1/alarms/events"][0]["event"] == "raised"
+        assert received["twin/line1/signals/F/Line/twin:kpi:oee"][-1]["value"] == 0.95
+        await asyncio.to_thread(wait, lambda: received["twin/line1/alarms/F/Line.twin:kpi:oee:oee_high"][-1]["state"]
+                                == "active", "the alarm's state")
+        publisher.client._sock.close()  # the twin vanishes: the broker publishes its will
+        await asyncio.to_thread(wait, lambda: received["twin/line1/status"][-1] == {"online": False}, "the will")
+        publisher.client.loop_stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        reader.disconnect()
+        reader.loop_stop()
