@@ -90,6 +90,7 @@ async def serve(
     operator_token: bool = False,
     history: Path | None = None,
     retention: Retention | None = None,
+    http: dict | None = None,
 ) -> None:
     import uvicorn
 
@@ -148,6 +149,7 @@ async def serve(
         on_startup=[part.start for part in connectors] + ([start_history] if historian else []),
         on_shutdown=[part.stop for part in connectors] + ([stop_history] if historian else []),
         historian=historian,
+        **(http or {}),
     )
     if operator_token:
         print(f"twin: operator token (for POST /api/write): {access.issue('demo-operator', 'operator')}", flush=True)
@@ -193,7 +195,8 @@ def run_demo(args: argparse.Namespace) -> int:
         bindings = Path(sample_plc.__file__).with_name("bindings.yaml")
         asyncio.run(serve(layout, bindings, host=args.host, port=args.port, glb=layout.with_suffix(".glb"),
                           endpoints={"plc": endpoint}, tick_hz=args.tick_hz, operator_token=True,
-                          history=workdir / f"history-{args.port}.duckdb"))  # one store per running demo
+                          history=workdir / f"history-{args.port}.duckdb",  # one store per running demo
+                          http=http_options(args)))
     except KeyboardInterrupt:
         pass
     except SystemExit as exit_request:  # 0 from SIGTERM; uvicorn exits 1 when it cannot bind its port
@@ -210,15 +213,17 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from twin.server.assets import layout_glb
+
     endpoints = dict(item.split("=", 1) for item in args.endpoint)
-    glb = Path(args.glb) if args.glb else None
+    glb = Path(args.glb) if args.glb else layout_glb(Path(args.layout))  # built from the stage, cached by content
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(Path(args.layout), Path(args.bindings) if args.bindings else None,
                           history=Path(args.history) if args.history else None,
                           retention=history_retention(args.history_raw_days, args.history_step_s,
                                                       args.history_keep_days),
                           host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz,
-                          tokens=Path(args.tokens) if args.tokens else None))
+                          tokens=Path(args.tokens) if args.tokens else None, http=http_options(args)))
     return 0
 
 
@@ -267,13 +272,59 @@ def run_opcua_browse(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_commission(args: argparse.Namespace) -> int:
+    from twin.commission.server import serve
+
+    if not args.export_nodeset:
+        ensure_port_free("127.0.0.1", args.port, "OPC-UA", "--port")
+    asyncio.run(serve(args.layout, port=args.port, lockstep=args.lockstep, speedup=args.speedup,
+                      cycle_s=args.cycle_ms / 1000.0, watchdog_s=args.watchdog_s, seed=args.seed,
+                      export_nodeset=Path(args.export_nodeset) if args.export_nodeset else None))
+    return 0
+
+
+def positive_number(text: str) -> float:
+    """A finite number > 0, for argparse (which names the option in its error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text[:40]!r}")
+    return value
+
+
 def run_opcua_certs(args: argparse.Namespace) -> int:
     from twin.connectors.security import certs_command
 
     return certs_command(Path(args.folder) if args.folder else None)
 
 
-def main(argv: list[str] | None = None) -> int:
+def byte_count(text: str) -> int:
+    """A whole number of bytes > 0, for argparse (which names the option in its error)."""
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of bytes > 0, got {text[:40]!r}")
+    return int(text)
+
+
+def add_http_options(command: argparse.ArgumentParser) -> None:
+    """The HTTP server's limits, the same for `twin serve` and `twin demo` (docs/architecture.md, Limits)."""
+    command.add_argument("--max-body-bytes", type=byte_count, metavar="N",
+                         help="refuse request bodies over N bytes with 413 before reading them (default: 1 MiB)")
+    command.add_argument("--open-docs", action="store_true",
+                         help="serve the API description (/docs, /openapi.json) to anyone; by default it needs "
+                              "the viewer role, as the API does (anonymous is a viewer only on loopback)")
+
+
+def http_options(args: argparse.Namespace) -> dict:
+    """create_app's keyword arguments from the flags of add_http_options (its own defaults where not given)."""
+    options: dict = {"open_docs": args.open_docs}
+    if args.max_body_bytes is not None:
+        options["max_body_bytes"] = args.max_body_bytes
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twin", description="Factory digital twin")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -285,12 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--rebuild", action="store_true", help="rebuild the sample factory")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--tick-hz", type=float, default=30.0)
+    add_http_options(demo)
     demo.set_defaults(handler=run_demo)
 
     serve_cmd = commands.add_parser("serve", help="serve a layout fed by the OPC-UA servers of a binding file")
     serve_cmd.add_argument("layout")
     serve_cmd.add_argument("--bindings")
-    serve_cmd.add_argument("--glb", help="GLB of the layout for the viewer")
+    serve_cmd.add_argument("--glb", help="GLB of the layout for the viewer (default: built from the layout's stage "
+                           "and cached in ~/.cache/twin/glb until a file it composes changes)")
     serve_cmd.add_argument("--endpoint", action="append", default=[], metavar="SERVER=URL",
                            help="override a server's endpoint from the binding file")
     serve_cmd.add_argument("--port", type=int, default=8000)
@@ -302,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--history-step-s", type=float, default=10.0,
                            help="after that, one sample per signal per this many seconds")
     serve_cmd.add_argument("--history-keep-days", type=float, default=31.0, help="drop samples older (0: never)")
+    add_http_options(serve_cmd)
     serve_cmd.set_defaults(handler=run_serve)
 
     snapshot = commands.add_parser("snapshot", help="save the live state of a running twin as a USD layer")
@@ -324,6 +378,20 @@ def main(argv: list[str] | None = None) -> int:
     layout_check.add_argument("--bindings", help="a binding file whose prims must be in the layout")
     layout_check.set_defaults(handler=run_layout_check)
 
+    commission = commands.add_parser("commission", help="serve a layout's simulated line to control programs "
+                                                        "over OPC-UA (virtual commissioning, docs/commissioning.md)")
+    commission.add_argument("layout")
+    commission.add_argument("--port", type=int, default=4841)
+    commission.add_argument("--lockstep", action="store_true", help="the controller advances time with Step")
+    commission.add_argument("--speedup", type=positive_number, default=1.0, help="free-run: plant s per wall s")
+    commission.add_argument("--cycle-ms", type=positive_number, default=50.0, help="plant time per cycle")
+    commission.add_argument("--watchdog-s", type=positive_number, default=1.0,
+                            help="outputs fall back to safe values after the controller is silent this long")
+    commission.add_argument("--seed", type=int, default=1, help="of part arrivals and station failures")
+    commission.add_argument("--export-nodeset", metavar="FILE", help="write the address space as UANodeSet XML "
+                                                                     "and exit")
+    commission.set_defaults(handler=run_commission)
+
     opcua = commands.add_parser("opcua", help="OPC-UA tools").add_subparsers(dest="opcua_command", required=True)
     browse_cmd = opcua.add_parser("browse", help="print a server's address space and draft a binding file")
     browse_cmd.add_argument("endpoint", help="opc.tcp://HOST:PORT[/path]")
@@ -336,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     certs.add_argument("--folder", help="where the certificate and key live (default: ~/.config/twin/pki)")
     certs.set_defaults(handler=run_opcua_certs)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # the connector logs connection trouble itself
 
