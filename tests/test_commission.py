@@ -15,7 +15,7 @@ import pytest
 from asyncua import Client, Server, ua
 from pxr import Usd
 
-from twin.cli import free_port
+from twin.cli import free_port, main
 from twin.commission.address import NAMESPACE, OUTPUT
 from twin.commission.plant import Plant
 from twin.commission.server import CommissionServer
@@ -152,9 +152,9 @@ def test_watchdog_puts_outputs_to_safe_values_when_the_controller_stops_stepping
     asyncio.run(scenario())
 
 
-def test_nodeset_export_imports_into_another_server(line, tmp_path):
+def test_nodeset_exported_by_the_cli_imports_into_another_server(line, sample_layout, tmp_path):
     path = tmp_path / "line.xml"
-    line.call(line.server.export_nodeset(path))
+    assert main(["commission", str(sample_layout), "--export-nodeset", str(path)]) == 0
     outputs = [signal for signal in line.server.signals if signal.direction == OUTPUT]
 
     async def scenario():

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal as os_signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,13 +63,17 @@ class CommissionServer:
         self._cycle_lock = asyncio.Lock()
 
     # ----------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
+    async def build(self) -> None:
+        """The address space, without serving it (enough to export the nodeset)."""
         await self.server.init()
         self.server.set_endpoint(self.endpoint)
         self.server.set_server_name("Factory twin virtual commissioning")
         self.server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         self.namespace_index = await self.server.register_namespace(NAMESPACE)
         await self._build()
+
+    async def start(self) -> None:
+        await self.build()
         service = self.server.iserver.attribute_service
         checked_write = self._checked_write(service.write)
         service.write = checked_write  # type: ignore[method-assign]
@@ -252,3 +257,24 @@ class CommissionServer:
             self._apply_outputs()
             self.plant.watchdog_tripped = True
             await self._publish()
+
+
+async def serve(layout: str | Path, *, port: int, lockstep: bool, speedup: float, cycle_s: float,
+                watchdog_s: float, seed: int, export_nodeset: Path | None = None) -> None:
+    """`twin commission`: serve until SIGINT or SIGTERM; with `export_nodeset`, write the UANodeSet instead."""
+    server = CommissionServer(layout, port=port, lockstep=lockstep, speedup=speedup, cycle_s=cycle_s,
+                              watchdog_s=watchdog_s, seed=seed)
+    if export_nodeset is not None:
+        await server.build()
+        await server.export_nodeset(export_nodeset)
+        print(f"twin commission: {len(server.nodes)} nodes written to {export_nodeset}", flush=True)
+        return
+    async with server:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (os_signal.SIGINT, os_signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        mode = "lock-step: call Line.Simulation.Step" if lockstep else f"free-run at {speedup:g}x real time"
+        print(f"twin commission: {len(server.signals)} signals at {server.endpoint} ({mode}); "
+              f"namespace {NAMESPACE} is ns={server.namespace_index}", flush=True)
+        await stop.wait()
