@@ -178,7 +178,8 @@ class PlantFile:
         try:
             self.spec = PlantSpec.model_validate(data)
         except ValidationError as error:
-            raise self._explain(error.errors(include_url=False)[0]) from None
+            errors = error.errors(include_url=False)  # a misspelt key explains the missing one: name it first
+            raise self._explain(next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])) from None
 
     def line(self, loc: Location) -> int:
         """The line of the deepest key or list item of `loc` present in the file; 1-based."""
