@@ -375,9 +375,11 @@ def publisher_setup(tmp_path: Path, broker: Broker, publish: str):
     state = cache.add_signal("/F/Press", "twin:state", kind="int", labels={0: "idle", 1: "working"})
     cache.write_signal(oee, 0.5)
     cache.write_signal(state, 1.0, label="working")
+    cache.add_signal("/F/Line", "twin:kpi:wip")  # no value yet: published as null, bad
     alarms = AlarmEngine(cache, [parse_rule({"high": 0.9, "name": "oee_high"}, "/F/Line.twin:kpi:oee")])
     studies = [{"id": "job-1", "status": "done", "finished": 1.0, "result": {"throughput": 12}}]
-    return MqttPublisher(config, path, cache, [oee, state], alarms, whatif=lambda: studies), cache, alarms, oee
+    rows = [oee, state, cache.signal_row("/F/Line", "twin:kpi:wip")]
+    return MqttPublisher(config, path, cache, rows, alarms, whatif=lambda: studies), cache, alarms, oee
 
 
 def test_sparkplug_publisher_births_data_and_death(tmp_path, broker):
@@ -402,8 +404,10 @@ def test_sparkplug_publisher_births_data_and_death(tmp_path, broker):
         assert json.loads(names["WhatIf/Last"]["value"])["result"] == {"throughput": 12}
         signals = next(m for t, m in [(t, decoded(p)) for t, p in received] if t.endswith("DBIRTH/Line1/Signals"))
         assert [(m["name"], m["alias"], m["datatype"]) for m in signals["metrics"]] == [
-            ("F/Line.twin:kpi:oee", 1, sp.DOUBLE), ("F/Press.twin:state", 2, sp.INT64)]
+            ("F/Line.twin:kpi:oee", 1, sp.DOUBLE), ("F/Press.twin:state", 2, sp.INT64),
+            ("F/Line.twin:kpi:wip", 3, sp.DOUBLE)]
         assert signals["metrics"][0]["value"] == 0.5 and signals["metrics"][1]["value"] == 1
+        assert signals["metrics"][2]["value"] is None  # null: no value field, is_null set
 
         cache.write_signal(oee, 0.95)
         alarms.evaluate()
@@ -446,6 +450,8 @@ def test_json_publisher_and_its_will(tmp_path, broker):
         assert received["twin/line1/signals/F/Press/twin:state"][-1] | {"time": 0} == {
             "value": 1, "quality": "good", "time": 0, "unit": "", "state": "working"}
         assert received["twin/line1/alarms/F/Line.twin:kpi:oee:oee_high"][-1]["state"] == "normal"
+        assert received["twin/line1/signals/F/Line/twin:kpi:wip"][-1] == {"value": None, "quality": "bad", "time": None,
+                                                                          "unit": ""}
         cache.write_signal(oee, 0.95)
         alarms.evaluate()
         await asyncio.to_thread(wait, lambda: "twin/line1/alarms/events" in received, "the alarm event")

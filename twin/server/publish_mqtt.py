@@ -172,7 +172,7 @@ class MqttPublisher:
         value, quality, source_time = self._signal(row)
         kind = 31 if info.width > 1 else _DATATYPE.get(info.kind, sp.DOUBLE)  # 31: DoubleArray
         metric = sp.add_metric(payload, _name(info.key) if birth else None, kind, value, alias=alias,
-                               timestamp=int(source_time * 1000) if source_time else None)
+                               timestamp=int(source_time * 1000) if math.isfinite(source_time) else None)
         metric.properties.keys.append("Quality")
         metric.properties.values.add(type=sp.INT32, int_value=_QUALITY[quality])
 
@@ -222,7 +222,8 @@ class MqttPublisher:
     def _publish_json_signal(self, row: int) -> None:
         info = self.cache.signals[row]
         value, quality, source_time = self._signal(row)
-        body = {"value": value, "quality": quality, "time": source_time, "unit": info.unit}
+        body = {"value": value, "quality": quality, "time": source_time if math.isfinite(source_time) else None,
+                "unit": info.unit}
         if info.labels and self.cache.text[row]:
             body["state"] = self.cache.text[row]
         self.client.publish(self._json_topic("signals", _name(info.prim), info.attr), json.dumps(body), qos=1,
