@@ -1,8 +1,9 @@
 """Collision checks of robot motion on Warp: joint trajectories against the cell's geometry and the robot itself.
 
 Every body is a Warp mesh with its own BVH in its own frame: one per link (the meshes under the link prim:
-those with UsdPhysics.CollisionAPI if any, else the visual meshes) and one for the cell (every Mesh and Cube
-gprim within the robot's reach that is not part of a robot). A check is one thread per (configuration,
+those with UsdPhysics.CollisionAPI if any, else the visual meshes) and one for the cell (every visible Mesh and
+Cube gprim within the robot's reach that is not part of a robot: what the viewer shows, not the hidden boxes
+that stand in for it in the parts physics). A check is one thread per (configuration,
 body pair): the pair's bounding boxes are compared, then the triangles of one body inside the other's box
 are brought into the other's frame and tested triangle against triangle through that body's BVH.
 
@@ -212,8 +213,9 @@ def _is_robot(prim: Usd.Prim) -> bool:
     return prim.HasAPI(UsdPhysics.ArticulationRootAPI) or bool(kind and kind.Get() == "robot")
 
 
-def _geometry_under(prim: Usd.Prim, stop: set[str]) -> list[Usd.Prim]:
-    """The gprims below `prim`, not descending into prims whose path is in `stop`; collision ones win."""
+def _geometry_under(prim: Usd.Prim, stop: set[str], *, collision_first: bool) -> list[Usd.Prim]:
+    """The Mesh and Cube prims below `prim`, not descending into prims whose path is in `stop`: those with
+    UsdPhysics.CollisionAPI when `collision_first` and there are any, else the visible ones (no guides)."""
     found: list[Usd.Prim] = []
     iterator = iter(Usd.PrimRange(prim))
     for child in iterator:
@@ -222,8 +224,8 @@ def _geometry_under(prim: Usd.Prim, stop: set[str]) -> list[Usd.Prim]:
             continue
         if _triangles_type(child) and UsdGeom.Imageable(child).ComputePurpose() != UsdGeom.Tokens.guide:
             found.append(child)
-    collision = [p for p in found if p.HasAPI(UsdPhysics.CollisionAPI)]
-    return collision or found
+    collision = [p for p in found if p.HasAPI(UsdPhysics.CollisionAPI)] if collision_first else []
+    return collision or [p for p in found if UsdGeom.Imageable(p).ComputeVisibility() != UsdGeom.Tokens.invisible]
 
 
 def _triangles_type(prim: Usd.Prim) -> bool:
@@ -302,7 +304,8 @@ class MotionChecker:
         for index, name in enumerate(self.chain.link_names):
             if name not in link_paths:
                 continue
-            prims = _geometry_under(stage.GetPrimAtPath(link_paths[name]), set(link_paths.values()))
+            prims = _geometry_under(stage.GetPrimAtPath(link_paths[name]), set(link_paths.values()),
+                                    collision_first=True)
             points, faces, _ = _gather(prims, _rigid_inverse(_world(stage.GetPrimAtPath(link_paths[name]), meters)),
                                        meters)
             if len(faces):
@@ -312,7 +315,7 @@ class MotionChecker:
             self.link_radius[body.link] = float(np.linalg.norm(body.points, axis=1).max())
         self.reach = self._reach()
         robots = {str(p.GetPath()) for p in stage.Traverse() if _is_robot(p)}
-        cell_prims = [p for p in _geometry_under(stage.GetPseudoRoot(), robots)
+        cell_prims = [p for p in _geometry_under(stage.GetPseudoRoot(), robots, collision_first=False)
                       if not any(p.GetPath().HasPrefix(r) for r in robots)]
         cell_points, cell_faces, owners = _gather(cell_prims, np.eye(4), meters)
         center = rest[0][:3, 3]

@@ -11,6 +11,7 @@ Values and errors are the same types the remote client returns.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import math
@@ -24,6 +25,7 @@ import numpy as np
 from twin.core.cache import RuntimeCache
 from twin.core.errors import KinematicsError, TwinError, UnknownSignalError
 from twin.line.sweep import SweepParameter
+from twin.physics.collision import DEFAULT_MAX_DISTANCE, MotionCheck, MotionCheckers
 from twin.sdk.types import (
     Alarm,
     ConflictError,
@@ -58,6 +60,7 @@ class LocalTwin:
         except (KeyError, OSError):  # a container without a user entry
             self.user = "local"
         self._jobs: WhatIfJobs | None = None
+        self._motion_checkers: MotionCheckers | None = None
         if history is not None:
             from twin.history.store import Historian
 
@@ -232,6 +235,17 @@ class LocalTwin:
     def ik(self, robot: str, targets, *, link: str | None = None, seeds: int = 8) -> IkSolution:
         result = self._kinematics(self.twin.robots.inverse_world, robot, targets, link, seeds)
         return IkSolution(result.q, result.success, result.position_error, result.rotation_error)
+
+    def check_motion(self, robot: str, trajectory, *, times=None, distance: bool = True,
+                     max_distance: float = DEFAULT_MAX_DISTANCE) -> MotionCheck | list[MotionCheck]:
+        """First contact of a joint trajectory (T, n), or of each of a batch (B, T, n), with the cell or the robot
+        itself; clearance when free. See docs/robots.md."""
+        if self._motion_checkers is None:
+            self._motion_checkers = MotionCheckers(self.twin.stage.authored_stage,
+                                                   [r.path for r in self.twin.robots.robots], device=self.twin.device)
+        check = functools.partial(self._motion_checkers.check_motion, times=times, distance=distance,
+                                  max_distance=max_distance)
+        return self._kinematics(check, robot, trajectory)
 
     # ------------------------------------------------------------------ what-if
     def whatif(self, *, sweep: Sequence[SweepParameter] = (), replications: int = 30, hours: float = 8.0,

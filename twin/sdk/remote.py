@@ -23,6 +23,7 @@ import numpy as np
 import websockets
 
 from twin.core.errors import TwinError
+from twin.core.motion import MotionCheck
 from twin.line.sweep import SweepParameter, whatif_request
 from twin.sdk.types import Alarm, History, IkSolution, Robot, Sample, Update, api_error, prim_paths, update_from_frame
 from twin.stream.protocol import Frame, Gap, StreamState
@@ -200,6 +201,17 @@ class AsyncTwinClient:
         return IkSolution.from_json(await self._call("POST", "/api/robots/ik", body=body))
 
     # ------------------------------------------------------------------ what-if
+    async def check_motion(self, robot: str, trajectory, *, times=None, distance: bool = True,
+                           max_distance: float = 0.5) -> MotionCheck | list[MotionCheck]:
+        """First contact of a joint trajectory (T, n), or of each of a batch (B, T, n), with the cell or the
+        robot itself; clearance when free. See docs/robots.md."""
+        body = {"robot": robot, "trajectory": np.asarray(trajectory, np.float64).tolist(), "distance": distance,
+                "max_distance": max_distance, "times": None if times is None else np.asarray(times).tolist()}
+        found = await self._call("POST", "/api/robots/check_motion", body=body)
+        if "results" in found:
+            return [MotionCheck.from_json(result) for result in found["results"]]
+        return MotionCheck.from_json(found)
+
     async def whatif(self, *, sweep: Sequence[SweepParameter] = (), replications: int = 30, hours: float = 8.0,
                      warmup_hours: float = 0.0, seed: int = 1, start: str = "empty", wait: bool = True,
                      timeout: float = 600.0) -> dict:
@@ -313,6 +325,11 @@ class TwinClient:
 
     def ik(self, robot: str, targets, *, link: str | None = None, seeds: int = 8) -> IkSolution:
         return self._run(self._async.ik(robot, targets, link=link, seeds=seeds))
+
+    def check_motion(self, robot: str, trajectory, *, times=None, distance: bool = True,
+                     max_distance: float = 0.5) -> MotionCheck | list[MotionCheck]:
+        return self._run(self._async.check_motion(robot, trajectory, times=times, distance=distance,
+                                                  max_distance=max_distance))
 
     def whatif(self, *, sweep: Sequence[SweepParameter] = (), replications: int = 30, hours: float = 8.0,
                warmup_hours: float = 0.0, seed: int = 1, start: str = "empty", wait: bool = True,

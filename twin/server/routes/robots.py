@@ -7,6 +7,8 @@ this gripper over that pallet" without knowing where the robot stands.
 from __future__ import annotations
 
 import asyncio
+import functools
+import weakref
 from typing import Annotated
 
 import numpy as np
@@ -15,13 +17,16 @@ from pydantic import Field
 
 from twin.core.errors import KinematicsError
 from twin.kinematics.ik import IkResult
+from twin.physics.collision import DEFAULT_MAX_DISTANCE, MotionCheckers
 from twin.server.deps import ApiModel, TwinDep
 from twin.sim.robots import SceneRobots
+from twin.sim.runtime import Twin
 
 MAX_REST_FK = 2_000  # joint vectors per request: the answer is JSON, 2,000 x 9 links x 16 numbers is ~5 MB
 MAX_REST_IK = 4_096  # targets x seeds per request: about 2 s of solving on a 2-core CPU
 FK_CHUNK = 500  # joint vectors, and IK solves, between two checks that the client is still there
 IK_CHUNK = 512
+MAX_REST_CHECK_SAMPLES = 10_000  # trajectory samples per request (each may be interpolated into several checks)
 
 
 class ForwardBody(ApiModel):
@@ -34,6 +39,17 @@ class InverseBody(ApiModel):
     targets: list[list[list[float]]] | list[list[float]]
     link: str | None = None
     seeds: int = Field(8, ge=1, le=64)
+
+
+class CheckMotionBody(ApiModel):
+    robot: str
+    trajectory: list[list[list[float]]] | list[list[float]] | list[float]
+    times: list[list[float]] | list[float] | None = None
+    distance: bool = True
+    max_distance: float = Field(DEFAULT_MAX_DISTANCE, gt=0.0, le=10.0)
+
+
+_CHECKERS: weakref.WeakKeyDictionary[Twin, MotionCheckers] = weakref.WeakKeyDictionary()
 
 
 async def get_robots(twin: TwinDep) -> SceneRobots:
@@ -98,3 +114,23 @@ async def inverse(body: InverseBody, robots: RobotsDep, request: Request) -> dic
     result = IkResult(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
     return {"q": result.q.tolist(), "success": result.success.tolist(),
             "position_error": result.position_error.tolist(), "rotation_error": result.rotation_error.tolist()}
+
+
+@router.post("/check_motion")
+async def check_motion(body: CheckMotionBody, twin: TwinDep) -> dict:
+    """The first contact of a joint trajectory (T, n), or of each of a batch (B, T, n), with the cell or the
+    robot itself; clearance when free (twin/physics/collision.py)."""
+    batch = body.trajectory
+    count = sum(len(t) if t and isinstance(t[0], list) else 1 for t in batch) if batch and isinstance(batch[0], list) \
+        else 1  # samples, counted before any array is made (ragged lists are refused by the checker)
+    if count > MAX_REST_CHECK_SAMPLES:
+        raise HTTPException(422, f"trajectory: at most {MAX_REST_CHECK_SAMPLES:,} samples per request, got "
+                                 f"{count:,}; larger batches belong in-process (twin.open)")
+    checkers = _CHECKERS.get(twin)
+    if checkers is None:
+        checkers = _CHECKERS[twin] = MotionCheckers(twin.stage.authored_stage, [r.path for r in twin.robots.robots],
+                                                    device=twin.device)
+    check = functools.partial(checkers.check_motion, times=body.times, distance=body.distance,
+                              max_distance=body.max_distance)
+    found = await asyncio.to_thread(_guarded, check, body.robot, body.trajectory)
+    return {"results": [result.to_dict() for result in found]} if isinstance(found, list) else found.to_dict()
