@@ -20,6 +20,7 @@ from twin.scenes import (
     export_glb,
     new_layout,
 )
+from twin.scenes.collision import add_collision_boxes
 from twin.scenes.meshes import DARK_GREY, SAFETY_YELLOW, STEEL, add_boxes, define_xform, pose, set_attributes
 
 FLOOR_GREY = (0.42, 0.43, 0.44)
@@ -92,7 +93,9 @@ def _floor(stage) -> None:
     length, centre = xs[1] - xs[0] + 2 * margin, (xs[0] + xs[1]) / 2
     floor = f"{layout.LINE}/Floor"
     define_xform(stage, floor)
-    add_boxes(stage, f"{floor}/Slab", [((length, 8.0, 0.1), (centre, 0.0, -0.05))], FLOOR_GREY)
+    slab = ((length, 8.0, 0.1), (centre, 0.0, -0.05))
+    add_boxes(stage, f"{floor}/Slab", [slab], FLOOR_GREY)
+    add_collision_boxes(stage, f"{floor}/Collision", [("Slab", *slab)])
     bases = [spec.base[:2] for spec in layout.ROBOTS]
     add_boxes(stage, f"{floor}/BasePlates", [((0.9, 0.9, 0.02), (x, y, 0.01)) for x, y in bases], DARK_GREY)
     (x0, y0), (x1, y1) = np.min(bases, axis=0) - CELL_MARGIN, np.max(bases, axis=0) + CELL_MARGIN

@@ -7,6 +7,7 @@ import math
 import numpy as np
 from pxr import Usd
 
+from .collision import add_collision_boxes
 from .meshes import (
     BELT_GREY,
     DARK_GREY,
@@ -43,8 +44,8 @@ def add_conveyor(
     prim = define_xform(stage, path, transform, **attributes)
 
     drum = 0.05  # drum radius: the belt wraps the drums at both ends
-    add_boxes(stage, f"{path}/Belt", [((length, width, 2 * drum), (length / 2, 0.0, belt_height - drum))],
-              BELT_GREY)
+    belt = ((length, width, 2 * drum), (length / 2, 0.0, belt_height - drum))
+    add_boxes(stage, f"{path}/Belt", [belt], BELT_GREY)
     add_mesh(stage, f"{path}/Drums", merge(
         cylinder(drum, width, (x, 0.0, belt_height - drum), axis="y", sections=12) for x in (0.0, length)
     ), STEEL)
@@ -58,6 +59,8 @@ def add_conveyor(
     legs = [((0.06, 0.06, leg_height), (x, side * rail_y, leg_height / 2)) for x in leg_x for side in (-1, 1)]
     braces = [((0.04, 2 * rail_y, 0.04), (x, 0.0, 0.25)) for x in leg_x]
     add_boxes(stage, f"{path}/Frame", rails + legs + braces, SAFETY_YELLOW)
+    add_collision_boxes(stage, f"{path}/Collision", [("Belt", *belt)], role="belt")
+    add_collision_boxes(stage, f"{path}/Collision", [(f"Guard{i}", *rail) for i, rail in enumerate(rails)])
     add_boxes(stage, f"{path}/Feet", [((0.12, 0.12, 0.015), (x, side * rail_y, 0.0075))
                                       for x in leg_x for side in (-1, 1)], DARK_GREY)
 
@@ -67,3 +70,19 @@ def add_conveyor(
         box((0.16, 0.1, 0.16), (length - 0.05, motor_y + 0.12, belt_height - drum)),
     ]), MOTOR_BLUE)
     return prim
+
+
+def add_stopper(stage: Usd.Stage, conveyor: Usd.Prim, at: float, *, height: float = 0.06) -> Usd.Prim:
+    """A stopper bar across `conveyor` whose upstream face is `at` metres from the belt's start.
+
+    Physics holds the parts that reach it while it is raised (docs/physics.md).
+    """
+    length = conveyor.GetAttribute("twin:length").Get()
+    if not 0.0 < at <= length:
+        raise ValueError(f"{conveyor.GetPath()}: stopper at {at} m is off the belt (0 to {length} m)")
+    width, belt_height = conveyor.GetAttribute("twin:width").Get(), conveyor.GetAttribute("twin:beltHeight").Get()
+    bar = ((0.03, width, height), (at + 0.015, 0.0, belt_height + height / 2 + 0.005))
+    path = f"{conveyor.GetPath()}/Stopper"
+    define_xform(stage, path)
+    add_boxes(stage, f"{path}/Bar", [bar], SAFETY_YELLOW)
+    return add_collision_boxes(stage, f"{path}/Collision", [("Bar", *bar)], role="stopper")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from pxr import Usd
 
+from .collision import add_collision_boxes
 from .meshes import DARK_GREY, STEEL, Color, add_boxes, add_mesh, cylinder, define_xform
 
 LIGHT_GREEN, LIGHT_AMBER, LIGHT_RED = (0.1, 0.75, 0.2), (1.0, 0.6, 0.0), (0.85, 0.1, 0.1)
@@ -34,14 +35,17 @@ def add_machine(
     head = max(0.3, 0.25 * sz)  # housing height at the top
     zone = sz - head - table_height  # open work zone between table and housing
     wall = 0.08
-    add_boxes(stage, f"{path}/Body", [
+    body = [
         ((sx, sy, table_height - 0.04), (0.0, 0.0, (table_height - 0.04) / 2)),  # cabinet
         ((sx, sy, head), (0.0, 0.0, sz - head / 2)),  # head housing
         ((sx, wall, zone), (0.0, sy / 2 - wall / 2, table_height + zone / 2)),  # back wall
         *[((wall, wall, zone), (x, -sy / 2 + wall / 2, table_height + zone / 2))
           for x in (-sx / 2 + wall / 2, sx / 2 - wall / 2)],  # front pillars
-    ], color)
-    add_boxes(stage, f"{path}/Table", [((sx * 0.8, sy * 0.8, 0.04), (0.0, 0.0, table_height - 0.02))], STEEL)
+    ]
+    table = ((sx * 0.8, sy * 0.8, 0.04), (0.0, 0.0, table_height - 0.02))
+    add_boxes(stage, f"{path}/Body", body, color)
+    add_boxes(stage, f"{path}/Table", [table], STEEL)
+    add_collision_boxes(stage, f"{path}/Collision", [*_named("Body", body), ("Table", *table)])
     add_boxes(stage, f"{path}/Trim", [
         ((sx + 0.01, sy + 0.01, 0.08), (0.0, 0.0, 0.04)),  # plinth
         ((0.3, 0.12, 0.4), (sx / 2 + 0.06, -sy / 2 + 0.2, table_height + 0.35)),  # control panel
@@ -66,7 +70,9 @@ def add_table(
     """A work table of footprint `size` (x, y) with its top at `table_height`."""
     prim = _station(stage, path, transform, title, cycle_time, table_height)
     sx, sy = size[0], size[1]
-    add_boxes(stage, f"{path}/Top", [((sx, sy, 0.05), (0.0, 0.0, table_height - 0.025))], STEEL)
+    top = ((sx, sy, 0.05), (0.0, 0.0, table_height - 0.025))
+    add_boxes(stage, f"{path}/Top", [top], STEEL)
+    add_collision_boxes(stage, f"{path}/Collision", [("Top", *top)])
     leg = table_height - 0.05
     add_boxes(stage, f"{path}/Legs", [
         *[((0.06, 0.06, leg), (x, y, leg / 2)) for x in (-sx / 2 + 0.06, sx / 2 - 0.06)
@@ -84,16 +90,26 @@ def _station(stage, path, transform, title: str, cycle_time: float, table_height
 def add_source(stage: Usd.Stage, path: str, transform: np.ndarray, *, height: float) -> Usd.Prim:
     """Where raw parts enter: a stand of `height` (the belt top) with a crate of parts."""
     prim = define_xform(stage, path, transform, kind="source")
-    add_boxes(stage, f"{path}/Stand", [((0.7, 0.7, height - 0.05), (0.0, 0.0, (height - 0.05) / 2))], STEEL)
-    add_boxes(stage, f"{path}/Crate", _open_box(0.6, 0.6, 0.3, height - 0.05), CRATE_BLUE)
+    stand = [((0.7, 0.7, height - 0.05), (0.0, 0.0, (height - 0.05) / 2))]
+    crate = _open_box(0.6, 0.6, 0.3, height - 0.05)
+    add_boxes(stage, f"{path}/Stand", stand, STEEL)
+    add_boxes(stage, f"{path}/Crate", crate, CRATE_BLUE)
+    add_collision_boxes(stage, f"{path}/Collision", [*_named("Stand", stand), *_named("Crate", crate)])
     return prim
 
 
 def add_sink(stage: Usd.Stage, path: str, transform: np.ndarray, *, height: float) -> Usd.Prim:
     """Where finished parts leave: an open bin whose rim sits just below the belt top at `height`."""
     prim = define_xform(stage, path, transform, kind="sink")
-    add_boxes(stage, f"{path}/Bin", _open_box(0.8, 0.8, height - 0.05, 0.0), CRATE_BLUE)
+    bin_ = _open_box(0.8, 0.8, height - 0.05, 0.0)
+    add_boxes(stage, f"{path}/Bin", bin_, CRATE_BLUE)
+    add_collision_boxes(stage, f"{path}/Collision", _named("Bin", bin_))
     return prim
+
+
+def _named(name: str, boxes: list) -> list:
+    """(size, centre) boxes as the (name, size, centre) triples that collision boxes take."""
+    return [(f"{name}{i}", size, centre) for i, (size, centre) in enumerate(boxes)]
 
 
 def _open_box(sx: float, sy: float, sz: float, bottom: float, wall: float = 0.03) -> list:

@@ -275,8 +275,10 @@ def test_glb_nodes_are_prim_paths_with_local_transforms(tmp_path, robot_stages):
     out = export_glb(stage, tmp_path / "out" / "scene.glb")
 
     scene = trimesh.load(out)
-    xformables = {str(p.GetPath()) for p in stage.Traverse() if p.IsA(UsdGeom.Xformable)}
-    gprims = {str(p.GetPath()) for p in stage.Traverse() if p.IsA(UsdGeom.Gprim)}
+    shown = [p for p in stage.Traverse()  # invisible prims (physics collision boxes) are never exported
+             if p.IsA(UsdGeom.Xformable) and UsdGeom.Imageable(p).ComputeVisibility() != UsdGeom.Tokens.invisible]
+    xformables = {str(p.GetPath()) for p in shown}
+    gprims = {str(p.GetPath()) for p in shown if p.IsA(UsdGeom.Gprim)}
     assert set(scene.graph.nodes) - {scene.graph.base_frame, STAGE_FRAME} == xformables
     assert set(scene.geometry) == gprims
     parents = scene.graph.transforms.parents

@@ -1,0 +1,290 @@
+"""The line's rigid-body physics on Newton: a `PhysicsModel` built once from the layout and uploaded to one
+Warp device, and `PhysicsState`s that it steps at a fixed step (docs/physics.md).
+
+On the CPU Newton hands the model to MuJoCo's C solver; on CUDA to MuJoCo Warp. Belts and stoppers are
+*driven* bodies: heavy bodies on a prismatic joint whose position and velocity are prescribed before every
+step, so a belt stays where the layout puts it while its surface moves at the belt speed, and parts ride on
+it by friction. Parts come from a fixed pool of free bodies; a part not in play is parked far below the
+floor and pinned there, so spawning and removing never rebuild the model.
+"""
+
+from __future__ import annotations
+
+import newton
+import numpy as np
+import warp as wp
+from pxr import Usd
+
+from .shapes import Box, LayoutShapes, read_shapes
+
+GRAVITY = 9.81
+STEP = 1.0 / 240.0  # seconds: the fixed step
+BELT_FRICTION = 0.8  # rubber belt on a part; MuJoCo takes the larger of two surfaces' coefficients
+SURFACE_FRICTION = 0.5  # steel and painted surfaces, parts included
+DRIVEN_MASS = 1000.0  # kg: parts barely disturb a belt within the one step before it is prescribed again
+STOPPER_DROP = 0.2  # metres a lowered stopper sinks below its raised pose
+PARK_DEPTH = -50.0  # parked parts wait on a grid this far below the floor, a metre apart
+DEFAULT_PART_MASS = 2.0  # kg
+
+
+@wp.kernel
+def _prescribe_driven(
+    q_index: wp.array(dtype=wp.int32),
+    qd_index: wp.array(dtype=wp.int32),
+    q_value: wp.array(dtype=wp.float32),
+    qd_value: wp.array(dtype=wp.float32),
+    joint_q: wp.array(dtype=wp.float32),
+    joint_qd: wp.array(dtype=wp.float32),
+):
+    i = wp.tid()
+    joint_q[q_index[i]] = q_value[i]
+    joint_qd[qd_index[i]] = qd_value[i]
+
+
+@wp.kernel
+def _pin_parked(
+    active: wp.array(dtype=wp.int32),
+    q_start: wp.array(dtype=wp.int32),
+    qd_start: wp.array(dtype=wp.int32),
+    park: wp.array(dtype=wp.vec3),
+    joint_q: wp.array(dtype=wp.float32),
+    joint_qd: wp.array(dtype=wp.float32),
+):
+    i = wp.tid()
+    if active[i] != 0:
+        return
+    q, qd = q_start[i], qd_start[i]
+    for k in range(3):
+        joint_q[q + k] = park[i][k]
+        joint_q[q + 3 + k] = 0.0
+    joint_q[q + 6] = 1.0
+    for k in range(6):
+        joint_qd[qd + k] = 0.0
+
+
+@wp.kernel
+def _place_part(
+    q_start: int,
+    qd_start: int,
+    pose: wp.transform,
+    joint_q: wp.array(dtype=wp.float32),
+    joint_qd: wp.array(dtype=wp.float32),
+):
+    p, r = wp.transform_get_translation(pose), wp.transform_get_rotation(pose)
+    for k in range(3):
+        joint_q[q_start + k] = p[k]
+    for k in range(4):
+        joint_q[q_start + 3 + k] = r[k]
+    for k in range(6):
+        joint_qd[qd_start + k] = 0.0
+
+
+def _transform(centre: np.ndarray, rotation: np.ndarray) -> wp.transform:
+    quat = wp.quat_from_matrix(wp.mat33(*rotation.ravel().tolist()))
+    return wp.transform(wp.vec3(*centre.tolist()), quat)
+
+
+class PhysicsModel:
+    """Everything fixed for a run: the Newton model on `device`, its solver, and which body is what.
+
+    `belts` and `stoppers` are the paths callers name them by (conveyor paths, stopper paths).
+    """
+
+    def __init__(self, shapes: LayoutShapes, *, device: str = "cpu", max_parts: int = 64,
+                 part_size: float | None = None, part_mass: float = DEFAULT_PART_MASS, dt: float = STEP):
+        size = part_size if part_size is not None else shapes.part_size
+        if size is None or size <= 0.0:
+            raise ValueError(f"part size must be positive (got {size}); author twin:partLength or pass part_size")
+        if part_mass <= 0.0 or max_parts < 0 or dt <= 0.0:
+            raise ValueError(f"part_mass ({part_mass}) and dt ({dt}) must be positive, max_parts ({max_parts}) >= 0")
+        self.device, self.dt, self.part_size, self.part_mass = str(device), float(dt), float(size), float(part_mass)
+        self.belts = tuple(box.owner for box in shapes.belts)
+        self.stoppers = tuple(box.owner for box in shapes.stoppers)
+        self.nominal_speeds = np.array([box.speed for box in shapes.belts], np.float32)
+        builder = newton.ModelBuilder(up_axis=newton.Axis.Z, gravity=(0.0, 0.0, -GRAVITY))
+        static = [builder.add_shape_box(-1, xform=_transform(b.centre, b.rotation), hx=b.half_extents[0],
+                                        hy=b.half_extents[1], hz=b.half_extents[2], cfg=self._config(SURFACE_FRICTION),
+                                        label=b.path) for b in shapes.static]
+        driven_joints, driven_shapes = [], []
+        for box in shapes.belts:
+            driven_joints.append(self._driven(builder, box, box.direction, driven_shapes))
+        for box in shapes.stoppers:
+            driven_joints.append(self._driven(builder, box, box.rotation.T @ np.array([0.0, 0.0, 1.0]),
+                                              driven_shapes))
+        for index, shape in enumerate(driven_shapes):  # driven bodies touch only parts
+            for other in static + driven_shapes[index + 1:]:
+                builder.add_shape_collision_filter_pair(shape, other)
+        half = self.part_size / 2
+        self.part_bodies = []
+        for i in range(max_parts):
+            body = builder.add_body(xform=wp.transform(self._park(i), wp.quat_identity()), label=f"part{i}")
+            builder.add_shape_box(body, hx=half, hy=half, hz=half,
+                                  cfg=self._config(SURFACE_FRICTION, self.part_mass / self.part_size ** 3))
+            self.part_bodies.append(body)
+        self.newton = builder.finalize(device=self.device)
+        q_start, qd_start = self.newton.joint_q_start.numpy(), self.newton.joint_qd_start.numpy()
+        part_joints = self._joints_of(self.part_bodies)
+        self._part_q = wp.array(q_start[part_joints], dtype=wp.int32, device=self.device)
+        self._part_qd = wp.array(qd_start[part_joints], dtype=wp.int32, device=self.device)
+        self._part_q_host, self._part_qd_host = q_start[part_joints], qd_start[part_joints]
+        self._park_positions = wp.array([self._park(i) for i in range(max_parts)], dtype=wp.vec3, device=self.device)
+        self._driven_q = wp.array(q_start[driven_joints], dtype=wp.int32, device=self.device)
+        self._driven_qd = wp.array(qd_start[driven_joints], dtype=wp.int32, device=self.device)
+        self.solver = newton.solvers.SolverMuJoCo(self.newton, use_mujoco_cpu=self.device == "cpu")
+
+    @classmethod
+    def from_stage(cls, stage: Usd.Stage, **options) -> PhysicsModel:
+        """Build from a layout's UsdPhysics collision boxes; `options` as for the constructor."""
+        return cls(read_shapes(stage), **options)
+
+    @property
+    def max_parts(self) -> int:
+        return len(self.part_bodies)
+
+    def new_state(self) -> PhysicsState:
+        """A line with every part parked, belts at their authored speed and stoppers raised."""
+        return PhysicsState(self)
+
+    def step(self, state: PhysicsState, steps: int = 1) -> None:
+        """Advance `state` by `steps` fixed steps."""
+        for _ in range(steps):
+            current, following = state._states
+            if self._driven_q.shape[0]:
+                wp.launch(_prescribe_driven, dim=self._driven_q.shape[0], device=self.device,
+                          inputs=[self._driven_q, self._driven_qd, state._driven_position, state._driven_velocity,
+                                  current.joint_q, current.joint_qd])
+            if self.max_parts:
+                wp.launch(_pin_parked, dim=self.max_parts, device=self.device,
+                          inputs=[state._active, self._part_q, self._part_qd, self._park_positions,
+                                  current.joint_q, current.joint_qd])
+            current.clear_forces()
+            self.solver.step(current, following, state._control, None, self.dt)
+            state._states = (following, current)
+            state.steps += 1
+
+    def advance_to(self, state: PhysicsState, time: float) -> int:
+        """Run the whole fixed steps that fit before `time` (seconds since the state began); returns how many.
+
+        The runtime calls this once per tick with its clock, so physics keeps its fixed step whatever the tick.
+        """
+        steps = max(0, int(np.floor(time / self.dt + 1e-9)) - state.steps)
+        self.step(state, steps)
+        return steps
+
+    def _config(self, friction: float, density: float = 0.0) -> newton.ModelBuilder.ShapeConfig:
+        return newton.ModelBuilder.ShapeConfig(mu=friction, density=density)
+
+    def _driven(self, builder: newton.ModelBuilder, box: Box, axis: np.ndarray, shapes: list[int]) -> int:
+        """A heavy body for `box` on a prismatic joint along `axis` (in the box's frame); returns the joint."""
+        pose = _transform(box.centre, box.rotation)
+        volume = 8.0 * float(np.prod(box.half_extents))
+        body = builder.add_link(xform=pose, label=box.path)
+        friction = BELT_FRICTION if box.role == "belt" else SURFACE_FRICTION
+        shapes.append(builder.add_shape_box(body, hx=box.half_extents[0], hy=box.half_extents[1],
+                                            hz=box.half_extents[2], cfg=self._config(friction, DRIVEN_MASS / volume)))
+        joint = builder.add_joint_prismatic(-1, body, parent_xform=pose, axis=wp.vec3(*axis.tolist()),
+                                            label=box.path)
+        builder.add_articulation([joint])
+        return joint
+
+    def _joints_of(self, bodies: list[int]) -> np.ndarray:
+        child = self.newton.joint_child.numpy()
+        joint_of_body = {int(body): joint for joint, body in enumerate(child)}
+        return np.array([joint_of_body[body] for body in bodies], np.int64)
+
+    @staticmethod
+    def _park(index: int) -> tuple[float, float, float]:
+        return (float(index % 32), float(index // 32), PARK_DEPTH)
+
+
+class PhysicsState:
+    """The moving part of a run: body poses and velocities, belt speeds, stopper positions, parts in play."""
+
+    def __init__(self, model: PhysicsModel):
+        self.model = model
+        self.steps = 0
+        device = model.device
+        first, second = model.newton.state(), model.newton.state()
+        newton.eval_fk(model.newton, model.newton.joint_q, model.newton.joint_qd, first)
+        self._states = (first, second)
+        self._control = model.newton.control()
+        self._speeds = model.nominal_speeds.copy()
+        self._raised = np.ones(len(model.stoppers), bool)
+        self._driven_position = wp.zeros(len(model.belts) + len(model.stoppers), dtype=wp.float32, device=device)
+        self._driven_velocity = wp.zeros_like(self._driven_position)
+        self._active_host = np.zeros(model.max_parts, np.int32)
+        self._active = wp.zeros(model.max_parts, dtype=wp.int32, device=device)
+        self._upload_driven()
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds since the state began."""
+        return self.steps * self.model.dt
+
+    def belt_speed(self, belt: str) -> float:
+        return float(self._speeds[self._index(self.model.belts, belt, "belt")])
+
+    def set_belt_speed(self, belt: str, speed: float) -> None:
+        """The surface speed (m/s) of the conveyor at path `belt` along its +X; negative runs it backwards."""
+        if not np.isfinite(speed):
+            raise ValueError(f"{belt}: belt speed must be finite, got {speed}")
+        self._speeds[self._index(self.model.belts, belt, "belt")] = speed
+        self._upload_driven()
+
+    def set_stopper(self, stopper: str, raised: bool) -> None:
+        """Raise (holds parts) or lower (lets them pass) the stopper at path `stopper`."""
+        self._raised[self._index(self.model.stoppers, stopper, "stopper")] = bool(raised)
+        self._upload_driven()
+
+    def spawn_part(self, position, yaw: float = 0.0) -> int:
+        """Put a part at rest with its centre at `position` (world, metres); returns its id (a pool slot)."""
+        position = np.asarray(position, np.float64)
+        if position.shape != (3,) or not np.all(np.isfinite(position)):
+            raise ValueError(f"part position must be three finite numbers, got {position.tolist()}")
+        free = np.flatnonzero(self._active_host == 0)
+        if not len(free):
+            raise RuntimeError(f"all {self.model.max_parts} parts are in play; build the model with more max_parts")
+        part = int(free[0])
+        current = self._states[0]
+        pose = wp.transform(wp.vec3(*position.tolist()), wp.quat_from_axis_angle(wp.vec3(0.0, 0.0, 1.0), float(yaw)))
+        wp.launch(_place_part, dim=1, device=self.model.device,
+                  inputs=[int(self.model._part_q_host[part]), int(self.model._part_qd_host[part]), pose,
+                          current.joint_q, current.joint_qd])
+        newton.eval_fk(self.model.newton, current.joint_q, current.joint_qd, current)
+        self._set_active(part, 1)
+        return part
+
+    def remove_part(self, part: int) -> None:
+        """Take part `part` out of play (it is parked at the next step)."""
+        if not 0 <= part < self.model.max_parts or not self._active_host[part]:
+            raise KeyError(f"no part {part} in play")
+        self._set_active(part, 0)
+
+    def parts(self) -> np.ndarray:
+        """The ids of the parts in play, ascending."""
+        return np.flatnonzero(self._active_host)
+
+    def part_poses(self) -> np.ndarray:
+        """(n, 7) poses of the parts in play, in `parts()` order: x, y, z and the quaternion x, y, z, w."""
+        bodies = np.asarray(self.model.part_bodies, np.int64)[self.parts()]
+        return self._states[0].body_q.numpy()[bodies].astype(np.float64)
+
+    def part_velocities(self) -> np.ndarray:
+        """(n, 6) linear then angular velocities of the parts in play (world frame)."""
+        bodies = np.asarray(self.model.part_bodies, np.int64)[self.parts()]
+        return self._states[0].body_qd.numpy()[bodies].astype(np.float64)
+
+    def _set_active(self, part: int, value: int) -> None:
+        self._active_host[part] = value
+        self._active.assign(self._active_host)
+
+    def _upload_driven(self) -> None:
+        lowered = np.where(self._raised, 0.0, -STOPPER_DROP).astype(np.float32)
+        self._driven_position.assign(np.concatenate([np.zeros(len(self._speeds), np.float32), lowered]))
+        self._driven_velocity.assign(np.concatenate([self._speeds, np.zeros(len(lowered), np.float32)]))
+
+    @staticmethod
+    def _index(names: tuple[str, ...], name: str, what: str) -> int:
+        if name not in names:
+            raise KeyError(f"no {what} {name!r} in the physics model; known: {list(names)}")
+        return names.index(name)
