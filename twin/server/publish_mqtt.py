@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import paho.mqtt.client as paho
@@ -28,8 +29,10 @@ from twin.connectors.bindings import PublishConfig
 from twin.connectors.mqtt import broker_client
 from twin.core.alarms import AlarmEngine, AlarmEvent
 from twin.core.cache import RuntimeCache, quality_name
-from twin.server.routes.whatif import WhatIfStudies
-from twin.sim.runtime import Twin
+
+if TYPE_CHECKING:  # for hints only: importing them loads the simulation stack
+    from twin.server.routes.whatif import WhatIfStudies
+    from twin.sim.runtime import Twin
 
 log = logging.getLogger("twin.server.publish_mqtt")
 
