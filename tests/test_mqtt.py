@@ -468,3 +468,39 @@ def test_json_publisher_and_its_will(tmp_path, broker):
     finally:
         reader.disconnect()
         reader.loop_stop()
+
+
+def test_payloads_encoded_by_hand_from_the_spec_decode():
+    """A DDATA payload written byte by byte with the spec's field numbers and encodings (two's complement in
+    int_value, little-endian DoubleArray in bytes_value, a Quality property) reads back as the spec means it."""
+
+    def varint(value: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value else 0))
+            if not value:
+                return bytes(out)
+
+    def field(number: int, kind: int, body: bytes) -> bytes:
+        return varint(number << 3 | kind) + (varint(len(body)) + body if kind == 2 else body)
+
+    quality = field(1, 2, b"Quality") + field(2, 2, field(1, 0, varint(sp.INT32)) + field(3, 0, varint(500)))
+    metrics = [
+        field(2, 0, varint(5)) + field(3, 0, varint(1_700_000_000_123)) + field(4, 0, varint(sp.INT16))
+        + field(10, 0, varint(65536 - 42)),  # Int16 -42, by alias
+        field(1, 2, b"Temp") + field(4, 0, varint(sp.DOUBLE)) + field(13, 1, struct.pack("<d", 81.5))
+        + field(9, 2, quality),
+        field(1, 2, b"Axes") + field(4, 0, varint(31)) + field(16, 2, struct.pack("<2d", 1.5, -2.0)),
+        field(1, 2, b"Name") + field(4, 0, varint(sp.STRING)) + field(15, 2, "Pressé 1".encode()),
+        field(1, 2, b"Gone") + field(4, 0, varint(sp.DOUBLE)) + field(7, 0, varint(1)),
+    ]
+    raw = field(1, 0, varint(1_700_000_000_000)) + b"".join(field(2, 2, m) for m in metrics) + field(3, 0, varint(17))
+    payload = sp.Payload.FromString(raw)
+    assert payload.seq == 17 and payload.timestamp == 1_700_000_000_000
+    decoded_metrics = list(payload.metrics)
+    assert (decoded_metrics[0].alias, decoded_metrics[0].timestamp) == (5, 1_700_000_000_123)
+    assert [sp.metric_value(m) for m in decoded_metrics] == [-42, 81.5, (1.5, -2.0), "Pressé 1", None]
+    assert sp.metric_quality(decoded_metrics[1]) == sp.QUALITY_STALE
+    assert sp.parse_topic("spBv1.0/Plant/DDATA/Line1/Press") == sp.Topic("Plant", "DDATA", "Line1", "Press")
+    assert sp.parse_topic("spBv1.0/STATE/host") is None and sp.parse_topic("plant/line1") is None
