@@ -417,11 +417,18 @@ def test_sparkplug_publisher_births_data_and_death(tmp_path, broker):
         assert {m["value"] for m in data[1]["metrics"]} >= {"raised", "active"}
         assert [m["seq"] for m in messages("NBIRTH") + messages("DBIRTH") + data] == [0, 1, 2, 3, 4]
 
-        reader.publish("spBv1.0/Twin/NCMD/Line1", sp.rebirth_request())
-        await asyncio.to_thread(wait, lambda: len(messages("NBIRTH")) == 2, "a rebirth on request")
-        await publisher.stop()
-        await asyncio.to_thread(wait, lambda: messages("NDEATH"), "the death certificate")
+        publisher.client._sock.close()  # the twin drops off the network: the broker sends its will...
+        await asyncio.to_thread(wait, lambda: messages("NDEATH"), "the will")
         assert decoded_death(messages("NDEATH")[0]) == 0  # the same bdSeq as the birth
+        await asyncio.to_thread(wait, lambda: len(messages("NBIRTH")) == 2, "the births after reconnecting")
+        assert decoded_death(messages("NBIRTH")[1]) == 1  # ...and the next session counts on
+
+        reader.publish("spBv1.0/Twin/NCMD/Line1", sp.rebirth_request())
+        await asyncio.to_thread(wait, lambda: len(messages("NBIRTH")) == 3, "a rebirth on request")
+        assert [m["seq"] for m in messages("NBIRTH")] == [0, 0, 0]
+        await publisher.stop()
+        await asyncio.to_thread(wait, lambda: len(messages("NDEATH")) == 2, "the death certificate on stopping")
+        assert decoded_death(messages("NDEATH")[1]) == 1
 
     def decoded_death(death: dict) -> int:
         return next(m["value"] for m in death["metrics"] if m["name"] == "bdSeq")
