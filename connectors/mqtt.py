@@ -250,6 +250,7 @@ class _BrokerSession:
             return
         if kind == "NBIRTH":
             node.born, node.seq, node.aliases = True, payload.seq, {}
+            node.rebirth_asked = 0.0  # the request was answered: the next gap is asked about at once
             node.bd_seq = sp.bd_seq(payload)
         else:
             expected = None if node.seq is None else (node.seq + 1) % 256
@@ -290,7 +291,7 @@ class _BrokerSession:
     def _ask_rebirth(self, key: tuple[str, str], why: str) -> None:
         node = self.nodes[key]
         now = time.monotonic()
-        if self.client is None or now - node.rebirth_asked < REBIRTH_INTERVAL_S and node.rebirth_asked:
+        if self.client is None or (node.rebirth_asked and now - node.rebirth_asked < REBIRTH_INTERVAL_S):
             return
         node.rebirth_asked = now
         node.rebirths += 1
