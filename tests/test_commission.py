@@ -10,13 +10,14 @@ import math
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from asyncua import Client, Server, ua
 from pxr import Usd
 
 from twin.cli import free_port, main
-from twin.commission.address import NAMESPACE, OUTPUT
+from twin.commission.address import NAMESPACE, OUTPUT, markdown_table
 from twin.commission.plant import Plant
 from twin.commission.server import CommissionServer
 from twin.core.errors import LayoutError
@@ -152,9 +153,9 @@ def test_watchdog_puts_outputs_to_safe_values_when_the_controller_stops_stepping
     asyncio.run(scenario())
 
 
-def test_nodeset_exported_by_the_cli_imports_into_another_server(line, sample_layout, tmp_path):
+def test_nodeset_export_imports_into_another_server(line, tmp_path):
     path = tmp_path / "line.xml"
-    assert main(["commission", str(sample_layout), "--export-nodeset", str(path)]) == 0
+    line.call(line.server.export_nodeset(path))
     outputs = [signal for signal in line.server.signals if signal.direction == OUTPUT]
 
     async def scenario():
@@ -167,13 +168,20 @@ def test_nodeset_exported_by_the_cli_imports_into_another_server(line, sample_la
             node = other.get_node(f"ns={ns};s={signal.node}")
             assert (await node.read_browse_name()).Name == signal.path[-1]
             assert await node.read_data_type() == ua.NodeId(ua.VariantType[signal.type].value, 0), signal.node
+            if signal.unit:
+                unit = await node.get_child(ua.QualifiedName("EngineeringUnits", 0))
+                assert await unit.read_value() == signal.unit, signal.node
         for signal in outputs:
             level = await other.get_node(f"ns={ns};s={signal.node}").read_attribute(ua.AttributeIds.AccessLevel)
             assert level.Value.Value & ua.AccessLevel.CurrentWrite.mask, signal.node
         axis = other.get_node(f"ns={ns};s=Line.MotionDeviceSystem.MotionDevices.Robot2.Axes")
         assert len(await axis.get_children()) == 6
+        speed_range = other.get_node(f"ns={ns};s={C1}.SpeedSetpoint.EURange")
+        assert (await speed_range.read_value()).High == pytest.approx(0.7)
         step = other.get_node(f"ns={ns};s=Line.Simulation.Step")
         assert await step.read_node_class() == ua.NodeClass.Method
+        arguments = await step.get_child(ua.QualifiedName("InputArguments", 0))
+        assert (await arguments.read_value())[0].DataType == ua.NodeId(ua.ObjectIds.UInt32)
 
     asyncio.run(scenario())
 
@@ -183,6 +191,19 @@ def test_layout_the_plant_cannot_run_is_refused_naming_the_prim(sample_layout):
     stage.GetPrimAtPath("/Factory/Line/Conveyor2").GetAttribute("twin:partPitch").Set(0.15)
     with pytest.raises(LayoutError, match=r"Conveyor2: twin:partLength 0.2 is not shorter than twin:partPitch"):
         Plant(stage)
+
+
+def test_cli_refuses_a_missing_layout_and_a_speedup_that_is_not_positive(tmp_path, capsys):
+    assert main(["commission", str(tmp_path / "none.usda"), "--export-nodeset", str(tmp_path / "x.xml")]) == 2
+    assert "none.usda: cannot be opened as a USD layout" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["commission", str(tmp_path / "none.usda"), "--speedup", "0"])
+    assert "--speedup: expected a number > 0, got '0'" in capsys.readouterr().err
+
+
+def test_docs_list_every_node_of_the_sample_with_type_direction_and_unit(line):
+    docs = (Path(__file__).parents[1] / "docs" / "commissioning.md").read_text()
+    assert markdown_table(line.server.signals) in docs
 
 
 @pytest.mark.slow

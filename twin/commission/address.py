@@ -137,3 +137,15 @@ def _robot(name: str, robot: Robot, add_input, add_output) -> None:
     add_input((*task, "Holding"), "Boolean", lambda: robot.holding is not None, "a part is in the gripper")
     add_input((*task, "Fault"), "Boolean", lambda: robot.fault, "gripped where there was no part; clear with Reset")
     add_input((*task, "Cycles"), "UInt32", lambda: robot.cycles, "programs completed", "cycles")
+
+
+def markdown_table(signals: list[Signal]) -> str:
+    """The signals as the Markdown table docs/commissioning.md lists (a test keeps the two equal)."""
+    rows = ["| Node (`ns=<urn:factory-twin:commission>;s=...`) | Type | Direction | Unit | Range | Safe | Meaning |",
+            "|---|---|---|---|---|---|---|"]
+    for signal in signals:
+        span = f"{signal.low:g} to {signal.high:g}" if signal.low is not None and signal.high is not None else ""
+        safe = "" if signal.direction == INPUT else str(signal.safe).lower()
+        rows.append(f"| `{signal.node}` | {signal.type} | {signal.direction} | {signal.unit} | {span} | {safe} | "
+                    f"{signal.description} |")
+    return "\n".join(rows) + "\n"

@@ -143,8 +143,12 @@ class CommissionServer:
         return f"ns={self.namespace_index};s={node}"
 
     async def export_nodeset(self, path: str | Path) -> None:
-        """The line's address space as UANodeSet XML, for other stacks to import."""
-        await self.server.export_xml(list(self.nodes.values()), str(path))
+        """The line's address space as UANodeSet XML, for other stacks to import: every node with its properties
+        (units, ranges, the Step method's arguments), or the importer finds references to nodes it never got."""
+        nodes = list(self.nodes.values())
+        for node in list(nodes):
+            nodes += await node.get_children(refs=ua.ObjectIds.HasProperty)
+        await self.server.export_xml(nodes, str(path), export_values=True)
 
     # ----------------------------------------------------------------- writes
     def _checked_write(self, write):
