@@ -10,6 +10,7 @@ floor and pinned there, so spawning and removing never rebuild the model.
 
 from __future__ import annotations
 
+import mujoco
 import newton
 import numpy as np
 import warp as wp
@@ -25,6 +26,9 @@ DRIVEN_MASS = 1000.0  # kg: parts barely disturb a belt within the one step befo
 STOPPER_DROP = 0.2  # metres a lowered stopper sinks below its raised pose
 PARK_DEPTH = -50.0  # parked parts wait on a grid this far below the floor, a metre apart
 DEFAULT_PART_MASS = 2.0  # kg
+# Contacts are found this far before touching. Newton's default (0.1 m) made MuJoCo carry ~15 candidate
+# contacts per part on a line of 0.2 m boxes; a step covers at most a few millimetres at line speeds.
+CONTACT_GAP = 0.01
 
 
 @wp.kernel
@@ -102,6 +106,7 @@ class PhysicsModel:
         self.stoppers = tuple(box.owner for box in shapes.stoppers)
         self.nominal_speeds = np.array([box.speed for box in shapes.belts], np.float32)
         builder = newton.ModelBuilder(up_axis=newton.Axis.Z, gravity=(0.0, 0.0, -GRAVITY))
+        builder.rigid_gap = CONTACT_GAP
         static = [builder.add_shape_box(-1, xform=_transform(b.centre, b.rotation), hx=b.half_extents[0],
                                         hy=b.half_extents[1], hz=b.half_extents[2], cfg=self._config(SURFACE_FRICTION),
                                         label=b.path) for b in shapes.static]
@@ -131,6 +136,8 @@ class PhysicsModel:
         self._driven_q = wp.array(q_start[driven_joints], dtype=wp.int32, device=self.device)
         self._driven_qd = wp.array(qd_start[driven_joints], dtype=wp.int32, device=self.device)
         self.solver = newton.solvers.SolverMuJoCo(self.newton, use_mujoco_cpu=self.device == "cpu")
+        if self.device == "cpu":
+            self._index_mujoco(driven_joints, part_joints)
 
     @classmethod
     def from_stage(cls, stage: Usd.Stage, **options) -> PhysicsModel:
@@ -147,6 +154,9 @@ class PhysicsModel:
 
     def step(self, state: PhysicsState, steps: int = 1) -> None:
         """Advance `state` by `steps` fixed steps."""
+        if self.device == "cpu":
+            self._step_mujoco_cpu(state, steps)
+            return
         for _ in range(steps):
             current, following = state._states
             if self._driven_q.shape[0]:
@@ -161,6 +171,48 @@ class PhysicsModel:
             self.solver.step(current, following, state._control, None, self.dt)
             state._states = (following, current)
             state.steps += 1
+
+    def _step_mujoco_cpu(self, state: PhysicsState, steps: int) -> None:
+        """The CPU path: MuJoCo's C solver stepped in a tight loop on Newton's own MuJoCo model.
+
+        Newton's per-step exchange between its state arrays and MuJoCo's data costs more than the step itself
+        for a line of boxes, so the state goes to MuJoCo once per call and comes back once; in between only the
+        driven joints and the parked parts are written, straight into MuJoCo's arrays.
+        """
+        if steps <= 0:
+            return
+        current, following = state._states
+        data, mj_model = self.solver.mj_data, self.solver.mj_model
+        self.solver._update_mjc_data(data, self.newton, current)
+        mj_model.opt.timestep = self.dt
+        parked = state._active_host == 0
+        park_q, park_qd = self._mj_part_q[parked], self._mj_part_qd[parked]
+        park_values = self._park_qpos[parked]
+        driven_q, driven_qd = state._driven_position.numpy(), state._driven_velocity.numpy()
+        qpos, qvel = data.qpos, data.qvel
+        for _ in range(steps):
+            qpos[self._mj_driven_q] = driven_q
+            qvel[self._mj_driven_qd] = driven_qd
+            qpos[park_q] = park_values
+            qvel[park_qd] = 0.0
+            mujoco.mj_step(mj_model, data)
+        self.solver._update_newton_state(self.newton, following, data, state_prev=current)
+        state._states = (following, current)
+        state.steps += steps
+
+    def _index_mujoco(self, driven_joints: list[int], part_joints: np.ndarray) -> None:
+        """Where each driven joint and each part's free joint sit in MuJoCo's qpos and qvel."""
+        mj_model = self.solver.mj_model
+        mujoco_joint = {int(joint): index for index, joint in enumerate(self.solver.mjc_jnt_to_newton_jnt.numpy()[0])}
+        driven = np.array([mujoco_joint[joint] for joint in driven_joints], np.int64)
+        parts = np.array([mujoco_joint[int(joint)] for joint in part_joints], np.int64)
+        self._mj_driven_q = mj_model.jnt_qposadr[driven] if len(driven) else np.zeros(0, np.int64)
+        self._mj_driven_qd = mj_model.jnt_dofadr[driven] if len(driven) else np.zeros(0, np.int64)
+        starts_q = mj_model.jnt_qposadr[parts] if len(parts) else np.zeros(0, np.int64)
+        starts_qd = mj_model.jnt_dofadr[parts] if len(parts) else np.zeros(0, np.int64)
+        self._mj_part_q = starts_q[:, None] + np.arange(7)  # MuJoCo's free joint: x, y, z, qw, qx, qy, qz
+        self._mj_part_qd = starts_qd[:, None] + np.arange(6)
+        self._park_qpos = np.array([[*self._park(i), 1.0, 0.0, 0.0, 0.0] for i in range(len(parts))]).reshape(-1, 7)
 
     def advance_to(self, state: PhysicsState, time: float) -> int:
         """Run the whole fixed steps that fit before `time` (seconds since the state began); returns how many.
