@@ -67,7 +67,7 @@ class ControlProgram:
                 outputs += [f"{base}.Run", f"{base}.SpeedSetpoint", f"{base}.Stopper"]
                 inputs += [f"{base}.PartAtStart", f"{base}.PartAtEnd"]
                 for child in await node(base).get_children():
-                    name = (await child.read_browse_name()).Name
+                    name = str((await child.read_browse_name()).Name)
                     if name not in CONVEYOR_SIGNALS:
                         self._eyes.append(f"{base}.{name}")
             elif element.kind == STATION:
@@ -81,9 +81,9 @@ class ControlProgram:
         self._input_nodes = [node(name) for name in inputs]
         self._output_nodes = {name: node(name) for name in outputs}
         for name, output in self._output_nodes.items():
-            value = await output.read_data_value()
-            self._output_types[name] = value.Value.VariantType
-            self.outputs[name] = value.Value.Value
+            variant = (await output.read_data_value()).Value
+            assert variant is not None, f"{name} has no value"
+            self._output_types[name], self.outputs[name] = variant.VariantType, variant.Value
         self.edges = dict.fromkeys(self._eyes, 0)
         self._simulation = node("Line.Simulation")
         self._step = node("Line.Simulation.Step")
@@ -104,6 +104,7 @@ class ControlProgram:
 
     async def step(self, cycles: int = 1) -> int:
         """Lock-step only: advance the plant; returns its cycle count."""
+        assert self._simulation is not None and self._step is not None, "call setup() first"
         return await self._simulation.call_method(self._step, ua.Variant(cycles, ua.VariantType.UInt32))
 
     async def run(self, scans: int, *, lockstep: bool, scan_s: float = 0.05) -> None:
@@ -127,7 +128,7 @@ class ControlProgram:
         base = self._name(element)
         if element.kind == CONVEYOR:
             return bool(self.inputs[f"{base}.PartAtEnd"])
-        return element.kind == STATION and self.inputs[f"{base}.Done"] and not self.inputs[f"{base}.Fault"]
+        return element.kind == STATION and bool(self.inputs[f"{base}.Done"] and not self.inputs[f"{base}.Fault"])
 
     def logic(self) -> None:
         model, i, o = self.model, self.inputs, self.outputs

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from .plant import ENCODER_COUNTS_PER_M, PROGRAM_PICK_AND_PLACE, Conveyor, Plant, Robot, Station
 
@@ -35,6 +37,16 @@ class Signal:
     def node(self) -> str:
         return ".".join(self.path)
 
+    def value(self) -> object:
+        """An input's value in the plant now."""
+        assert self.read is not None, f"{self.node} is an output"
+        return self.read()
+
+    def apply(self, value: object) -> None:
+        """Hand an output's value to the plant."""
+        assert self.write is not None, f"{self.node} is an input"
+        self.write(value)
+
     def out_of_range(self, value: object) -> bool:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
@@ -43,7 +55,7 @@ class Signal:
         return (self.low is not None and value < self.low) or (self.high is not None and value > self.high)
 
 
-def _setter(target: object, attribute: str, convert: Callable[[object], object]) -> Callable[[object], None]:
+def _setter(target: object, attribute: str, convert: Callable[[Any], object]) -> Callable[[object], None]:
     return lambda value: setattr(target, attribute, convert(value))
 
 
@@ -74,7 +86,8 @@ def line_signals(plant: Plant) -> list[Signal]:
     add_output(("Reset",), "Boolean", reset, "rising edge: clear latched faults of repaired stations and robots",
                safe=False)
     for name, source in plant.sources.items():
-        add_input(("Sources", name, "PartsOut"), "UInt32", lambda s=source: s.parts_out, "parts released", "parts")
+        add_input(("Sources", name, "PartsOut"), "UInt32", partial(getattr, source, "parts_out"), "parts released",
+                  "parts")
     for name, conveyor in plant.conveyors.items():
         _conveyor(name, conveyor, add_input, add_output)
     for name, station in plant.stations.items():
@@ -82,7 +95,7 @@ def line_signals(plant: Plant) -> list[Signal]:
     for name, robot in plant.robots.items():
         _robot(name, robot, add_input, add_output)
     for name, sink in plant.sinks.items():
-        add_input(("Sinks", name, "PartsIn"), "UInt32", lambda s=sink: s.parts_in, "parts received", "parts")
+        add_input(("Sinks", name, "PartsIn"), "UInt32", partial(getattr, sink, "parts_in"), "parts received", "parts")
     return signals
 
 

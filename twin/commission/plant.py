@@ -188,6 +188,13 @@ class Station(PlantElement):
             self._draw_failure()
 
 
+@dataclass(frozen=True)
+class ProgramStep:
+    kind: str  # "move", "grip", "release" or "wait"
+    seconds: float = 0.0  # of a grip, release or wait
+    samples: np.ndarray | None = None  # a move's joint positions, one row per plant cycle
+
+
 @dataclass
 class Robot(PlantElement):
     """Runs its taught route (`twin:route` through `twin:pose:*`) when started with program 1."""
@@ -195,7 +202,7 @@ class Robot(PlantElement):
     element: Element
     dt: float
     axes: tuple[str, ...]
-    plan: list[tuple[str, np.ndarray | float]]  # ("move", samples) | ("grip"|"release"|"wait", seconds)
+    plan: list[ProgramStep]
     home: np.ndarray
     pick_from: list[PlantElement] = field(default_factory=list)
     place_to: list[PlantElement] = field(default_factory=list)
@@ -227,15 +234,15 @@ class Robot(PlantElement):
             self.busy, self.done, self.step_index, self.elapsed = True, False, 0, 0.0
         if not self.busy:
             return
-        kind, what = self.plan[self.step_index]
+        step = self.plan[self.step_index]
+        kind, samples = step.kind, step.samples
         self.elapsed += dt
-        if kind == "move":
-            samples = what
+        if samples is not None:
             index = min(int(round(self.elapsed / self.dt)) - 1, len(samples) - 1)
             self.q = samples[max(index, 0)].copy()
             finished = index >= len(samples) - 1
         else:
-            finished = self.elapsed >= what - 1e-9
+            finished = self.elapsed >= step.seconds - 1e-9
         if finished and kind == "grip":
             source = next((e for e in self.pick_from if _ready_to_pick(e)), None)
             if source is None:
@@ -319,10 +326,11 @@ class Plant:
             stream = random.Random(rng.random())
             distribution = DISTRIBUTION_NAMES[element.distribution]
             if element.kind == SOURCE:
-                item: PlantElement = Source(element, stream, distribution)
-                item.next_arrival = _sample(stream, element.parameters["twin:interarrival"],
-                                            element.parameters["twin:arrivalSpread"], distribution)
-                self.sources[element.name] = item
+                source = Source(element, stream, distribution)
+                source.next_arrival = _sample(stream, element.parameters["twin:interarrival"],
+                                              element.parameters["twin:arrivalSpread"], distribution)
+                item: PlantElement = source
+                self.sources[element.name] = source
             elif element.kind == CONVEYOR:
                 item = self.conveyors[element.name] = Conveyor(element, _photo_eyes(stage, element, self.model))
                 if item.part_length >= item.pitch:
@@ -374,7 +382,8 @@ class Plant:
                 conveyor.parts.pop()
         for station in self.stations.values():
             station.step(self.dt)
-            if station.unload and station.done and not station.fault and self._hand_on(station, station.part):
+            part = station.part
+            if station.unload and station.done and not station.fault and part and self._hand_on(station, part):
                 station.take()
         for robot in self.robots.values():
             robot.step(self.dt)
@@ -382,8 +391,10 @@ class Plant:
             conveyor.update_eyes()
 
     def reset(self) -> None:
-        for item in (*self.stations.values(), *self.robots.values()):
-            item.reset()
+        for station in self.stations.values():
+            station.reset()
+        for robot in self.robots.values():
+            robot.reset()
 
 
 def _photo_eyes(stage: Usd.Stage, element: Element, model: LineModel) -> list[PhotoEye]:
@@ -407,9 +418,9 @@ def _robot(stage: Usd.Stage, element: Element, dt: float, model: LineModel) -> R
     route_attribute = prim.GetAttribute("twin:route")
     p = element.parameters
     if not route_attribute or not route_attribute.HasAuthoredValue():  # a robot known by its times only
-        plan = [("wait", p["twin:pickTime"]), ("grip", 0.0), ("wait", p["twin:placeTime"]), ("release", 0.0),
-                ("wait", p["twin:returnTime"])]
-        return Robot(element, dt, (), plan, np.zeros(0))
+        timed = [ProgramStep("wait", p["twin:pickTime"]), ProgramStep("grip"), ProgramStep("wait", p["twin:placeTime"]),
+                 ProgramStep("release"), ProgramStep("wait", p["twin:returnTime"])]
+        return Robot(element, dt, (), timed, np.zeros(0))
     from twin.kinematics.chain import Chain
     from twin.kinematics.trajectory import chain_joint_move
 
@@ -421,12 +432,12 @@ def _robot(stage: Usd.Stage, element: Element, dt: float, model: LineModel) -> R
 
     speed, acceleration = number("twin:jointSpeed", 1.0), number("twin:jointAcceleration", 4.0)
     grip = number("twin:gripTime", 0.0)
-    plan: list[tuple[str, np.ndarray | float]] = []
+    plan: list[ProgramStep] = []
     previous: np.ndarray | None = None
     home: np.ndarray | None = None
     for step in route_attribute.Get():  # read_line has checked the route and its poses
         if step in ("grip", "release"):
-            plan.append((step, grip))
+            plan.append(ProgramStep(step, grip))
             continue
         pose = np.array(prim.GetAttribute(f"twin:pose:{step}").Get(), np.float64)
         if previous is None:
@@ -436,7 +447,7 @@ def _robot(stage: Usd.Stage, element: Element, dt: float, model: LineModel) -> R
                                     profile="quintic")
             duration = float(move.duration[0])
             times = np.minimum(np.arange(dt, duration + dt, dt), duration)
-            plan.append(("move", move.sample(times)[0][0]))
+            plan.append(ProgramStep("move", samples=move.sample(times)[0][0]))
         previous = pose
     assert home is not None
     return Robot(element, dt, chain.joint_names, plan, home)

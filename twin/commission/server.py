@@ -114,7 +114,7 @@ class CommissionServer:
             if signal.node in self.nodes:
                 raise LayoutError(self.plant.model.source_file, f"two signals are both named {signal.node}")
             parent = await self._folder(signal.path[:-1])
-            value = signal.safe if signal.direction == OUTPUT else signal.read()
+            value = signal.safe if signal.direction == OUTPUT else signal.value()
             kind = ua.VariantType[signal.type]
             node = await parent.add_variable(ua.NodeId(signal.node, self.namespace_index),
                                              ua.QualifiedName(signal.path[-1], self.namespace_index),
@@ -194,14 +194,16 @@ class CommissionServer:
     def _apply_outputs(self) -> None:
         for signal in self.signals:
             if signal.direction == OUTPUT:
-                signal.write(self.server.read_attribute_value(self.nodes[signal.node].nodeid).Value.Value)
+                written = self.server.read_attribute_value(self.nodes[signal.node].nodeid).Value
+                assert written is not None, f"{signal.node} lost its value"
+                signal.apply(written.Value)
 
     async def _publish(self) -> None:
         now = datetime.now(UTC)
         for signal in self.signals:
             if signal.direction != INPUT:
                 continue
-            value = signal.read()
+            value = signal.value()
             if value == self._published[signal.node]:
                 continue
             self._published[signal.node] = value
