@@ -229,3 +229,31 @@ def test_control_program_runs_the_line_in_lockstep_and_counts_every_part_at_each
               for name, conveyor in plant.conveyors.items() for eye in conveyor.eyes}
     assert passed == program.edges  # no rising edge missed, none counted twice
     assert all(count >= 1 for count in passed.values())
+
+
+@pytest.mark.slow
+def test_free_run_moves_the_line_on_its_own_clock_and_stops_it_when_the_controller_disconnects(sample_layout):
+    served = ServedLine(CommissionServer(sample_layout, port=free_port(), cycle_s=0.05, speedup=20.0,
+                                         watchdog_s=0.3))
+    plant = served.server.plant
+    try:
+        async def scenario():
+            async with Client(served.server.endpoint) as client:
+                program = ControlProgram(client, read_line(Usd.Stage.Open(str(sample_layout))))
+                await program.setup()
+                started = time.monotonic()
+                while plant.sources["Source"].parts_out < 2:  # the plant's clock, not the scans, moves time
+                    assert time.monotonic() - started < 30, "no parts in 30 s at 20x real time"
+                    await program.run(1, lockstep=False, scan_s=0.01)
+                return program.scans
+
+        scans = asyncio.run(scenario())
+        assert plant.cycles > scans and plant.conveyors["Conveyor1"].travel > 0
+        deadline = time.monotonic() + 5.0
+        while not plant.watchdog_tripped:  # the controller disconnected
+            assert time.monotonic() < deadline, "the watchdog did not trip after the controller left"
+            time.sleep(0.05)
+        assert all(not conveyor.run and conveyor.speed == 0.0 for conveyor in plant.conveyors.values())
+        assert all(conveyor.stopper for conveyor in plant.conveyors.values())
+    finally:
+        served.close()
