@@ -72,7 +72,16 @@ def test_unsupported_collision_shape_is_a_layout_error(tmp_path):
         read_shapes(stage)
 
 
-def test_part_on_belt_arrives_after_length_over_speed(model):
+@pytest.fixture(params=["mujoco loop", "newton exchange"])
+def transit_model(request, model, tmp_path):
+    """The CPU's tight MuJoCo loop, and Newton's per-step exchange (the path CUDA takes) on the same device."""
+    if request.param == "mujoco loop" or model.device != "cpu":
+        return model
+    return PhysicsModel.from_stage(_layout(tmp_path / "line.usda"), max_parts=8, part_size=PART, cpu_loop=False)
+
+
+def test_part_on_belt_arrives_after_length_over_speed(transit_model):
+    model = transit_model
     state = model.new_state()
     speed = 0.8
     state.set_belt_speed(LOOSE, speed)
@@ -145,3 +154,19 @@ def test_spawn_and_remove_reuse_the_pool_and_name_bad_input(model):
         state.set_belt_speed("/Factory/Nowhere", 1.0)
     with pytest.raises(ValueError, match="three finite numbers"):
         state.spawn_part((0.0, float("nan"), 1.0))
+
+
+@pytest.mark.slow
+def test_sample_line_drops_its_finished_parts_into_the_sink_bin(tmp_path):
+    from twin.sample_factory import layout
+    from twin.sample_factory.scene import build_sample_factory
+    from twin.scenes import open_layout
+
+    model = PhysicsModel.from_stage(open_layout(build_sample_factory(tmp_path)), max_parts=2)
+    assert model.part_size == layout.PART_SIZE  # from the conveyors' twin:partLength
+    last = layout.CONVEYORS[-1]
+    state = model.new_state()
+    state.spawn_part(_on_belt(last.start[0] + 2.5))
+    model.step(state, round(4.0 / model.dt))
+    x, y, z = state.part_poses()[0, :3]
+    assert abs(x - layout.SINK[0]) < 0.4 - 0.03 and abs(y - layout.SINK[1]) < 0.4 - 0.03 and z < BELT_HEIGHT - 0.05

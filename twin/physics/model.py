@@ -91,11 +91,14 @@ def _transform(centre: np.ndarray, rotation: np.ndarray) -> wp.transform:
 class PhysicsModel:
     """Everything fixed for a run: the Newton model on `device`, its solver, and which body is what.
 
-    `belts` and `stoppers` are the paths callers name them by (conveyor paths, stopper paths).
+    `belts` and `stoppers` are the paths callers name them by (conveyor paths, stopper paths). `max_parts`
+    sizes the pool of part bodies; `part_size` (default: the layout's `twin:partLength`) and `part_mass` make
+    them cubes of that edge and mass.
     """
 
     def __init__(self, shapes: LayoutShapes, *, device: str = "cpu", max_parts: int = 64,
-                 part_size: float | None = None, part_mass: float = DEFAULT_PART_MASS, dt: float = STEP):
+                 part_size: float | None = None, part_mass: float = DEFAULT_PART_MASS, dt: float = STEP,
+                 cpu_loop: bool = True):
         size = part_size if part_size is not None else shapes.part_size
         if size is None or size <= 0.0:
             raise ValueError(f"part size must be positive (got {size}); author twin:partLength or pass part_size")
@@ -136,7 +139,8 @@ class PhysicsModel:
         self._driven_q = wp.array(q_start[driven_joints], dtype=wp.int32, device=self.device)
         self._driven_qd = wp.array(qd_start[driven_joints], dtype=wp.int32, device=self.device)
         self.solver = newton.solvers.SolverMuJoCo(self.newton, use_mujoco_cpu=self.device == "cpu")
-        if self.device == "cpu":
+        self.cpu_loop = cpu_loop and self.device == "cpu"  # False: Newton's per-step exchange, as on CUDA
+        if self.cpu_loop:
             self._index_mujoco(driven_joints, part_joints)
 
     @classmethod
@@ -154,7 +158,7 @@ class PhysicsModel:
 
     def step(self, state: PhysicsState, steps: int = 1) -> None:
         """Advance `state` by `steps` fixed steps."""
-        if self.device == "cpu":
+        if self.cpu_loop:
             self._step_mujoco_cpu(state, steps)
             return
         for _ in range(steps):
