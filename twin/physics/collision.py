@@ -20,7 +20,9 @@ joint carries), so an obstacle thicker than `resolution` cannot be passed betwee
 from __future__ import annotations
 
 import math
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +72,20 @@ def _segment_hits_triangle(p: wp.vec3, q: wp.vec3, a: wp.vec3, b: wp.vec3, c: wp
 
 @wp.func
 def _triangles_meet(a0: wp.vec3, a1: wp.vec3, a2: wp.vec3, b0: wp.vec3, b1: wp.vec3, b2: wp.vec3) -> bool:
-    """Two non-coplanar triangles meet exactly when an edge of one crosses the other."""
+    """Two non-coplanar triangles meet exactly when an edge of one crosses the other. Cheap rejection first:
+    all three corners of one strictly on one side of the other's plane."""
+    normal_a = wp.cross(a1 - a0, a2 - a0)
+    d0 = wp.dot(normal_a, b0 - a0)
+    d1 = wp.dot(normal_a, b1 - a0)
+    d2 = wp.dot(normal_a, b2 - a0)
+    if (d0 > 0.0 and d1 > 0.0 and d2 > 0.0) or (d0 < 0.0 and d1 < 0.0 and d2 < 0.0):
+        return False
+    normal_b = wp.cross(b1 - b0, b2 - b0)
+    e0 = wp.dot(normal_b, a0 - b0)
+    e1 = wp.dot(normal_b, a1 - b0)
+    e2 = wp.dot(normal_b, a2 - b0)
+    if (e0 > 0.0 and e1 > 0.0 and e2 > 0.0) or (e0 < 0.0 and e1 < 0.0 and e2 < 0.0):
+        return False
     return (_segment_hits_triangle(a0, a1, b0, b1, b2) or _segment_hits_triangle(a1, a2, b0, b1, b2)
             or _segment_hits_triangle(a2, a0, b0, b1, b2) or _segment_hits_triangle(b0, b1, a0, a1, a2)
             or _segment_hits_triangle(b1, b2, a0, a1, a2) or _segment_hits_triangle(b2, b0, a0, a1, a2))
@@ -117,7 +132,12 @@ def _pair_contact_kernel(
     a_to_b = wp.transform_inverse(b_to_a)
     low = wp.max(_box_lower(a_to_b, body_lower[a], body_upper[a]), body_lower[b])
     high = wp.min(_box_upper(a_to_b, body_lower[a], body_upper[a]), body_upper[b])
+    # the same overlap seen from a: b's box in a's frame, clipped to a's box; b's triangles outside it are skipped
+    a_low = wp.max(_box_lower(b_to_a, body_lower[b], body_upper[b]), body_lower[a])
+    a_high = wp.min(_box_upper(b_to_a, body_lower[b], body_upper[b]), body_upper[a])
     if low[0] > high[0] or low[1] > high[1] or low[2] > high[2]:
+        return
+    if a_low[0] > a_high[0] or a_low[1] > a_high[1] or a_low[2] > a_high[2]:
         return
     mesh_a = body_mesh[a]
     mesh_b = body_mesh[b]
@@ -127,7 +147,11 @@ def _pair_contact_kernel(
         b0 = wp.transform_point(b_to_a, wp.mesh_get_point(mesh_b, face_b * 3))
         b1 = wp.transform_point(b_to_a, wp.mesh_get_point(mesh_b, face_b * 3 + 1))
         b2 = wp.transform_point(b_to_a, wp.mesh_get_point(mesh_b, face_b * 3 + 2))
-        inner = wp.mesh_query_aabb(mesh_a, wp.min(wp.min(b0, b1), b2), wp.max(wp.max(b0, b1), b2))
+        tri_low = wp.max(wp.min(wp.min(b0, b1), b2), a_low)
+        tri_high = wp.min(wp.max(wp.max(b0, b1), b2), a_high)
+        if tri_low[0] > tri_high[0] or tri_low[1] > tri_high[1] or tri_low[2] > tri_high[2]:
+            continue
+        inner = wp.mesh_query_aabb(mesh_a, tri_low, tri_high)
         face_a = int(0)
         while wp.mesh_query_aabb_next(inner, face_a):
             a0 = wp.mesh_get_point(mesh_a, face_a * 3)
@@ -273,6 +297,15 @@ def _split_near(triangles: np.ndarray, owners: np.ndarray, center: np.ndarray, r
     return np.concatenate(kept_triangles or [np.zeros((0, 3, 3))]), np.concatenate(kept_owners or [np.zeros(0, int)])
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="twin-collision")
+    return _POOLS[workers]
+
+
 def _rigid_inverse(matrix: np.ndarray) -> np.ndarray:
     rotation = matrix[:3, :3] / np.linalg.norm(matrix[:3, :3], axis=0)
     inverse = np.eye(4)
@@ -298,8 +331,9 @@ class MotionChecker:
         self.robot_world = _world(robot_prim, meters)
         self.robot_world[:3, :3] /= np.linalg.norm(self.robot_world[:3, :3], axis=0)
         link_paths = read_robot(stage, robot_path).links
-        rest = self.chain.fk(np.clip(np.zeros((1, self.chain.n_joints)), self.chain.lower, self.chain.upper),
-                             base=self.robot_world)[0]
+        self._workers = (os.cpu_count() or 1) if wp.get_device(self.device).is_cpu else 1
+        self._rest_q = np.clip(np.zeros(self.chain.n_joints), self.chain.lower, self.chain.upper)
+        rest = self.chain.fk(self._rest_q, base=self.robot_world)[0]
         bodies: list[_Body] = []
         for index, name in enumerate(self.chain.link_names):
             if name not in link_paths:
@@ -359,11 +393,12 @@ class MotionChecker:
         links = [i for i in range(cell)]
         moves = [self._moving_joints_between(0, self.bodies[i].link) > 0 for i in links]
         pairs = [(i, cell) for i in links if moves[i] and len(self.bodies[cell].faces)]
-        candidates = [(i, j) for i in links for j in links
+        counts = [len(self.bodies[i].faces) for i in links]  # the body with fewer triangles goes second: the outer loop
+        candidates = [(i, j) if counts[i] >= counts[j] else (j, i) for i in links for j in links
                       if i < j and self._moving_joints_between(self.bodies[i].link, self.bodies[j].link) >= 2]
         self._upload([*pairs, *candidates])
         if candidates:
-            faces = self._contacts(rest[None])[0]
+            faces = self._contacts(self._link_world(self._rest_q[None]))[0]
             touching = {candidates[k] for k in range(len(candidates)) if faces[len(pairs) + k] >= 0}
             candidates = [pair for pair in candidates if pair not in touching]
         self.pairs = [*pairs, *candidates]
@@ -400,16 +435,25 @@ class MotionChecker:
             self.chain.forward_evaluator(self.device).launch(q_device, base, link_world)
         return link_world
 
-    def _contacts(self, link_world_or_poses) -> np.ndarray:
-        """(N, pairs) face of body b met by body a, -1 where apart, for FK poses (wp array) or (N, L, 4, 4)."""
-        link_world = link_world_or_poses
-        if isinstance(link_world, np.ndarray):
-            link_world = wp.array(matrix_to_pose(link_world).astype(np.float32), dtype=wp.transform,
-                                  device=self.device)
-        faces = wp.empty((link_world.shape[0], self._pair_count), dtype=int, device=self.device)
-        wp.launch(_pair_contact_kernel, dim=faces.shape, device=self.device,
-                  inputs=[link_world, self._pair_a, self._pair_b, self._body_link, self._body_mesh,
-                          self._body_lower, self._body_upper], outputs=[faces])
+    def _contacts(self, link_world: wp.array) -> np.ndarray:
+        """(N, pairs) face of body b met by body a, -1 where apart, for link poses (N, n_links) on the device.
+
+        Warp runs a CPU launch on one thread, so on the CPU the configurations are cut into one slice per
+        core, each launched from its own Python thread (launches release the GIL)."""
+        count = link_world.shape[0]
+        faces = wp.empty((count, self._pair_count), dtype=int, device=self.device)
+        slices = min(self._workers, max(1, count // 256))
+        bounds = np.linspace(0, count, slices + 1).astype(int)
+
+        def launch(lo: int, hi: int) -> None:
+            wp.launch(_pair_contact_kernel, dim=(int(hi - lo), self._pair_count), device=self.device,
+                      inputs=[link_world[lo:hi], self._pair_a, self._pair_b, self._body_link, self._body_mesh,
+                              self._body_lower, self._body_upper], outputs=[faces[lo:hi]])
+
+        if slices == 1:
+            launch(0, count)
+        else:
+            list(_pool(self._workers).map(launch, bounds[:-1], bounds[1:]))
         return faces.numpy()
 
     def contacts(self, q) -> np.ndarray:
