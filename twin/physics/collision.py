@@ -121,8 +121,9 @@ def _pair_contact_kernel(
     body_link: wp.array(dtype=int), body_mesh: wp.array(dtype=wp.uint64), body_lower: wp.array(dtype=wp.vec3),
     body_upper: wp.array(dtype=wp.vec3), hit_face: wp.array2d(dtype=int),
 ):
-    """hit_face[c, p]: -1 when pair p is apart in configuration c, else the face of body b that meets body a."""
-    config, pair = wp.tid()
+    """hit_face[c, p]: -1 when pair p is apart in configuration c, else the face of body b that meets body a.
+    Pair-major threads: on the CPU, consecutive threads reuse the same two meshes."""
+    pair, config = wp.tid()
     hit_face[config, pair] = -1
     a = pair_a[pair]
     b = pair_b[pair]
@@ -446,7 +447,7 @@ class MotionChecker:
         bounds = np.linspace(0, count, slices + 1).astype(int)
 
         def launch(lo: int, hi: int) -> None:
-            wp.launch(_pair_contact_kernel, dim=(int(hi - lo), self._pair_count), device=self.device,
+            wp.launch(_pair_contact_kernel, dim=(self._pair_count, int(hi - lo)), device=self.device,
                       inputs=[link_world[lo:hi], self._pair_a, self._pair_b, self._body_link, self._body_mesh,
                               self._body_lower, self._body_upper], outputs=[faces[lo:hi]])
 
