@@ -5,11 +5,11 @@ conveyors, floor: every visible mesh within reach). Work: a batch of random conf
 the joint limits (+-pi for unlimited joints), each checked for any contact between a moving link and the cell
 or two links at least two joints apart (the checker's 21 pairs).
 
-- Ours (`per_s`): `MotionChecker.collides(q)`: FK, then one Warp thread per (configuration, pair) with the
-  triangle tests, numpy in and out; the CPU batch cut into one slice per core.
-- Peer (`peer_per_s`): python-fcl 0.7 on the same triangles (fcl.BVHModel, OBBRSS) and the same pairs, in a
-  Python loop: set each link's transform from the same FK, `fcl.collide` pair by pair, stopping at the first
-  contact (so fcl skips the rest of a colliding configuration; ours always checks every pair).
+- Ours (`per_s`): `MotionChecker.collides(q)`: FK, then one Warp thread per configuration through the pairs
+  until one meets, numpy in and out; the CPU batch cut into one slice per core.
+- Peer (`peer_per_s`): python-fcl 0.7 on the same triangles (fcl.BVHModel, OBBRSS) and the same pairs in
+  the same order, in a Python loop: set each link's transform from the same FK, `fcl.collide` pair by pair,
+  stopping at the first contact, as ours does.
 - Both verdicts are compared on the peer's configurations; the run stops if they disagree where fcl's
   distance is over 1 mm.
 - Timing: one warm-up call (kernel compilation excluded); ours and the peer are timed alternately, three

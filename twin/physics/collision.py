@@ -3,9 +3,9 @@
 Every body is a Warp mesh with its own BVH in its own frame: one per link (the meshes under the link prim:
 those with UsdPhysics.CollisionAPI if any, else the visual meshes) and one for the cell (every visible Mesh and
 Cube gprim within the robot's reach that is not part of a robot: what the viewer shows, not the hidden boxes
-that stand in for it in the parts physics). A check is one thread per (configuration,
-body pair): the pair's bounding boxes are compared, then the triangles of one body inside the other's box
-are brought into the other's frame and tested triangle against triangle through that body's BVH.
+that stand in for it in the parts physics). A check is one thread per configuration, going through the body
+pairs until one meets: the pair's bounding boxes are compared, then the triangles of one body inside the
+other's box are brought into the other's frame and tested triangle against triangle through that body's BVH.
 
 Pairs checked: every moving link (one moved by a joint) against the cell, and two links of the robot when at
 least two joints separate them and they do not already touch at the clamped zero configuration (adjacent
@@ -115,18 +115,12 @@ def _box_upper(t: wp.transform, lower: wp.vec3, upper: wp.vec3) -> wp.vec3:
     return 2.0 * wp.transform_point(t, 0.5 * (lower + upper)) - _box_lower(t, lower, upper)
 
 
-@wp.kernel
-def _pair_contact_kernel(
-    link_world: wp.array2d(dtype=wp.transform), pair_a: wp.array(dtype=int), pair_b: wp.array(dtype=int),
-    body_link: wp.array(dtype=int), body_mesh: wp.array(dtype=wp.uint64), body_lower: wp.array(dtype=wp.vec3),
-    body_upper: wp.array(dtype=wp.vec3), hit_face: wp.array2d(dtype=int),
-):
-    """hit_face[c, p]: -1 when pair p is apart in configuration c, else the face of body b that meets body a.
-    Pair-major threads: on the CPU, consecutive threads reuse the same two meshes."""
-    pair, config = wp.tid()
-    hit_face[config, pair] = -1
-    a = pair_a[pair]
-    b = pair_b[pair]
+@wp.func
+def _met_face(
+    link_world: wp.array2d(dtype=wp.transform), config: int, a: int, b: int, body_link: wp.array(dtype=int),
+    body_mesh: wp.array(dtype=wp.uint64), body_lower: wp.array(dtype=wp.vec3), body_upper: wp.array(dtype=wp.vec3),
+) -> int:
+    """The face of body b that meets body a in configuration `config`, -1 when they are apart."""
     a_pose = _body_pose(link_world, config, body_link[a])
     b_pose = _body_pose(link_world, config, body_link[b])
     b_to_a = wp.transform_multiply(wp.transform_inverse(a_pose), b_pose)
@@ -137,9 +131,9 @@ def _pair_contact_kernel(
     a_low = wp.max(_box_lower(b_to_a, body_lower[b], body_upper[b]), body_lower[a])
     a_high = wp.min(_box_upper(b_to_a, body_lower[b], body_upper[b]), body_upper[a])
     if low[0] > high[0] or low[1] > high[1] or low[2] > high[2]:
-        return
+        return -1
     if a_low[0] > a_high[0] or a_low[1] > a_high[1] or a_low[2] > a_high[2]:
-        return
+        return -1
     mesh_a = body_mesh[a]
     mesh_b = body_mesh[b]
     query = wp.mesh_query_aabb(mesh_b, low, high)
@@ -159,8 +153,28 @@ def _pair_contact_kernel(
             a1 = wp.mesh_get_point(mesh_a, face_a * 3 + 1)
             a2 = wp.mesh_get_point(mesh_a, face_a * 3 + 2)
             if _triangles_meet(a0, a1, a2, b0, b1, b2):
-                hit_face[config, pair] = face_b
-                return
+                return face_b
+    return -1
+
+
+@wp.kernel
+def _contact_kernel(
+    link_world: wp.array2d(dtype=wp.transform), pair_a: wp.array(dtype=int), pair_b: wp.array(dtype=int),
+    body_link: wp.array(dtype=int), body_mesh: wp.array(dtype=wp.uint64), body_lower: wp.array(dtype=wp.vec3),
+    body_upper: wp.array(dtype=wp.vec3), first_only: int, hit_face: wp.array2d(dtype=int),
+):
+    """hit_face[c, p]: the face of pair p's body b that meets its body a in configuration c, -1 where apart.
+    With `first_only`, the pairs after the first that meets are left at -1 unchecked (most of the work in a
+    colliding configuration is in the pairs that are near too)."""
+    config = wp.tid()
+    for pair in range(pair_a.shape[0]):
+        hit_face[config, pair] = -1
+    for pair in range(pair_a.shape[0]):
+        face = _met_face(link_world, config, pair_a[pair], pair_b[pair], body_link, body_mesh, body_lower,
+                         body_upper)
+        hit_face[config, pair] = face
+        if face >= 0 and first_only != 0:
+            return
 
 
 @wp.kernel
@@ -393,13 +407,14 @@ class MotionChecker:
         cell = len(self.bodies) - 1
         links = [i for i in range(cell)]
         moves = [self._moving_joints_between(0, self.bodies[i].link) > 0 for i in links]
-        pairs = [(i, cell) for i in links if moves[i] and len(self.bodies[cell].faces)]
+        # the cell first, from the tool back (the likeliest contacts end a colliding configuration's check soonest)
+        pairs = [(i, cell) for i in reversed(links) if moves[i] and len(self.bodies[cell].faces)]
         counts = [len(self.bodies[i].faces) for i in links]  # the body with fewer triangles goes second: the outer loop
         candidates = [(i, j) if counts[i] >= counts[j] else (j, i) for i in links for j in links
                       if i < j and self._moving_joints_between(self.bodies[i].link, self.bodies[j].link) >= 2]
         self._upload([*pairs, *candidates])
         if candidates:
-            faces = self._contacts(self._link_world(self._rest_q[None]))[0]
+            faces = self._contacts(self._link_world(self._rest_q[None]), first_only=False)[0]
             touching = {candidates[k] for k in range(len(candidates)) if faces[len(pairs) + k] >= 0}
             candidates = [pair for pair in candidates if pair not in touching]
         self.pairs = [*pairs, *candidates]
@@ -436,8 +451,9 @@ class MotionChecker:
             self.chain.forward_evaluator(self.device).launch(q_device, base, link_world)
         return link_world
 
-    def _contacts(self, link_world: wp.array) -> np.ndarray:
-        """(N, pairs) face of body b met by body a, -1 where apart, for link poses (N, n_links) on the device.
+    def _contacts(self, link_world: wp.array, first_only: bool = True) -> np.ndarray:
+        """(N, pairs) face of body b met by body a, -1 where apart (or, with `first_only`, after the first pair
+        that meets), for link poses (N, n_links) on the device.
 
         Warp runs a CPU launch on one thread, so on the CPU the configurations are cut into one slice per
         core, each launched from its own Python thread (launches release the GIL)."""
@@ -447,9 +463,9 @@ class MotionChecker:
         bounds = np.linspace(0, count, slices + 1).astype(int)
 
         def launch(lo: int, hi: int) -> None:
-            wp.launch(_pair_contact_kernel, dim=(self._pair_count, int(hi - lo)), device=self.device,
+            wp.launch(_contact_kernel, dim=int(hi - lo), device=self.device,
                       inputs=[link_world[lo:hi], self._pair_a, self._pair_b, self._body_link, self._body_mesh,
-                              self._body_lower, self._body_upper], outputs=[faces[lo:hi]])
+                              self._body_lower, self._body_upper, int(first_only)], outputs=[faces[lo:hi]])
 
         if slices == 1:
             launch(0, count)
@@ -458,7 +474,8 @@ class MotionChecker:
         return faces.numpy()
 
     def contacts(self, q) -> np.ndarray:
-        """(B, pairs) for joint vectors (B, n): the face of the pair's second body that is met, -1 where apart."""
+        """(B, pairs) for joint vectors (B, n): the face of the pair's second body that is met, -1 where apart;
+        a configuration's pairs after its first contact are not checked (-1)."""
         q = self.chain.check_q(q)
         return np.concatenate([self._contacts(self._link_world(q[i:i + CHUNK])) for i in range(0, len(q), CHUNK)]
                               or [np.zeros((0, self._pair_count), int)])
