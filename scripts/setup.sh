@@ -17,7 +17,7 @@ stamp="$VENV/.twin-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log "installing Python packages (pyproject.toml)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+  "$VENV/bin/python" -m pip install --quiet -e ".[test,ray]"  # ray: tests/test_whatif_ray.py
   touch "$stamp"
 fi
 

@@ -91,6 +91,7 @@ async def serve(
     history: Path | None = None,
     retention: Retention | None = None,
     http: dict | None = None,
+    ray_address: str | None = None,
 ) -> None:
     import uvicorn
 
@@ -148,7 +149,7 @@ async def serve(
         connector_health=connectors_health if connector else None,
         on_startup=[part.start for part in connectors] + ([start_history] if historian else []),
         on_shutdown=[part.stop for part in connectors] + ([stop_history] if historian else []),
-        historian=historian,
+        historian=historian, ray_address=ray_address,
         **(http or {}),
     )
     if operator_token:
@@ -223,7 +224,8 @@ def run_serve(args: argparse.Namespace) -> int:
                           retention=history_retention(args.history_raw_days, args.history_step_s,
                                                       args.history_keep_days),
                           host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz,
-                          tokens=Path(args.tokens) if args.tokens else None, http=http_options(args)))
+                          tokens=Path(args.tokens) if args.tokens else None, http=http_options(args),
+                          ray_address=args.ray_address))
     return 0
 
 
@@ -307,6 +309,16 @@ def byte_count(text: str) -> int:
     return int(text)
 
 
+def ray_address(text: str) -> str:
+    """A Ray cluster's address, for argparse (which names the option in its error)."""
+    from twin.line.distributed import check_address
+
+    try:
+        return check_address(text)
+    except TwinError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_http_options(command: argparse.ArgumentParser) -> None:
     """The HTTP server's limits, the same for `twin serve` and `twin demo` (docs/architecture.md, Limits)."""
     command.add_argument("--max-body-bytes", type=byte_count, metavar="N",
@@ -355,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--history-step-s", type=float, default=10.0,
                            help="after that, one sample per signal per this many seconds")
     serve_cmd.add_argument("--history-keep-days", type=float, default=31.0, help="drop samples older (0: never)")
+    serve_cmd.add_argument("--ray-address", type=ray_address, metavar="ADDR",
+                           help="run what-if studies on this Ray cluster: auto, ray://HOST:PORT or HOST:PORT "
+                                "(docs/scale.md; needs `pip install 'factory-twin[ray]'`)")
     add_http_options(serve_cmd)
     serve_cmd.set_defaults(handler=run_serve)
 

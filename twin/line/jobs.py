@@ -72,11 +72,13 @@ class Job:
 
 
 class WhatIfJobs:
-    def __init__(self, model: LineModel, live_start=None, device: str | None = None):
-        """`live_start()` returns a LiveStart of the plant now (the server reads its runtime cache)."""
+    def __init__(self, model: LineModel, live_start=None, device: str | None = None, ray_address: str | None = None):
+        """`live_start()` returns a LiveStart of the plant now (the server reads its runtime cache); with a
+        `ray_address` studies run as batches on that Ray cluster (twin.line.distributed), not in this process."""
         self.model = model
         self.live_start = live_start
         self.device = device
+        self.ray_address = ray_address
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="twin-whatif")
@@ -140,7 +142,9 @@ class WhatIfJobs:
         try:
             job.result = run_whatif(self.model, sweep=request.sweep, replications=request.replications,
                                     hours=request.hours, warmup_hours=request.warmup_hours, seed=request.seed,
-                                    device=self.device, start=job.live_start, progress=progress)
+                                    device=self.device, start=job.live_start, progress=progress,
+                                    executor="local" if self.ray_address is None else "ray",
+                                    ray_address=self.ray_address)
             job.result.kpis = {}  # per-variant arrays: the summaries keep what the API serves
             job.status = "done"
         except Cancelled as error:

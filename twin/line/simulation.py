@@ -61,8 +61,11 @@ class LineSimulation:
     """The state of `len(variants)` copies of the line, advanced together on `device`."""
 
     def __init__(self, model: LineModel, variants: Sequence[Variant], *, seed: int = 1,
-                 device: str | None = None, record_variant: int = -1, start_time: float = 0.0):
+                 device: str | None = None, record_variant: int = -1, start_time: float = 0.0,
+                 threads: int | None = None):
+        """`threads` caps the CPU threads a run uses (default: one per core); a Ray task holds one CPU."""
         self.model = model
+        self.threads = threads
         self.variants = list(variants)
         self.device = device or default_device()
         self.seed = int(seed)
@@ -109,7 +112,7 @@ class LineSimulation:
         if warmup is not None:
             self.warmup = float(warmup)
         count = len(self.variants)
-        workers = _workers(self.device, count)
+        workers = _workers(self.device, count, self.threads)
         bounds = np.linspace(0, count, workers + 1).astype(int)
 
         def launch(first: int, last: int) -> None:
@@ -165,10 +168,10 @@ class LineSimulation:
                 setattr(self.state, name, wp.array(np.ascontiguousarray(array), dtype=current.dtype))
 
 
-def _workers(device: str, count: int) -> int:
+def _workers(device: str, count: int, threads: int | None = None) -> int:
     if not str(device).startswith("cpu"):
         return 1
-    return max(1, min(os.cpu_count() or 1, count // 8 or 1))
+    return max(1, min(threads or os.cpu_count() or 1, count // 8 or 1))
 
 
 def _csr(lists: list[list[int]]) -> tuple[wp.array, wp.array]:

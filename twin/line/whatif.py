@@ -21,7 +21,7 @@ from twin.core.errors import TwinError
 
 from .kpis import summarize, variant_kpis
 from .model import COLUMN, LineModel
-from .simulation import LineSimulation, Variant
+from .simulation import LineSimulation, Variant, variant_parameters
 from .sweep import SweepParameter
 
 MAX_VARIANTS = 200_000
@@ -105,27 +105,44 @@ def sweep_variants(model: LineModel, sweep: Sequence[SweepParameter], replicatio
 
 def run_whatif(model: LineModel, *, sweep: Sequence[SweepParameter] = (), replications: int = 30,
                hours: float = 8.0, warmup_hours: float = 0.0, seed: int = 1, device: str | None = None,
-               start=None, progress: Callable[[float], None] | None = None, steps: int | None = None) -> WhatIfResult:
+               start=None, progress: Callable[[float], None] | None = None, steps: int | None = None,
+               executor: str = "local", ray_address: str | None = None) -> WhatIfResult:
     """Simulate every point of `sweep` `replications` times for `hours`, from an empty line or `start`.
 
     `start` is a `LiveStart` (twin.line.live): the plant as its signals show it now. `progress` gets
     the completed fraction after each of `steps` slices of simulated time; by default a slice is about
     500 variant-hours (well under a second on a 2-core CPU), so progress moves and a caller can stop.
+    `executor="ray"` runs batches of points as tasks on the Ray cluster at `ray_address`
+    (twin.line.distributed), with the same results; progress then moves as batches finish.
     """
     check_horizon(hours, warmup_hours, live=start is not None)
+    if executor not in ("local", "ray"):
+        raise TwinError(f"executor must be 'local' or 'ray', got {executor!r}")
     sweep = list(sweep)
     points, variants = sweep_variants(model, sweep, replications, start.changes if start else ())
-    simulation = LineSimulation(model, variants, seed=seed, device=device)
-    if start is not None:
-        start.apply(simulation)
     horizon, warmup = hours * 3600.0, warmup_hours * 3600.0
     if steps is None:
         steps = int(min(10_000, max(16, math.ceil(len(variants) * hours / SLICE_VARIANT_HOURS))))
-    for step in range(1, steps + 1):
-        simulation.run(horizon * step / steps, warmup=warmup)
-        if progress is not None:
-            progress(step / steps)
-    kpis = variant_kpis(model, simulation.parameters, simulation.totals_numpy(), horizon - warmup)
+    if executor == "ray":
+        from .distributed import simulate_on_ray
+
+        variant_parameters(model, variants[::replications])  # bad values are found here, not on a worker
+        run = simulate_on_ray(model, variants, replications=replications, horizon=horizon, warmup=warmup,
+                              steps=steps, seed=seed, device=device, start=start, address=ray_address,
+                              progress=progress)
+        kpis, used_device = run.kpis, run.device
+        if start is not None:
+            start.assumptions.extend(note for note in run.assumptions if note not in start.assumptions)
+    else:
+        simulation = LineSimulation(model, variants, seed=seed, device=device)
+        if start is not None:
+            start.apply(simulation)
+        for step in range(1, steps + 1):
+            simulation.run(horizon * step / steps, warmup=warmup)
+            if progress is not None:
+                progress(step / steps)
+        kpis = variant_kpis(model, simulation.parameters, simulation.totals_numpy(), horizon - warmup)
+        used_device = simulation.device
     summaries = []
     for index, point in enumerate(points):
         members = np.arange(index * replications, (index + 1) * replications)
@@ -139,5 +156,5 @@ def run_whatif(model: LineModel, *, sweep: Sequence[SweepParameter] = (), replic
                 parts = summary["kpis"]["parts_out"]
                 summary["kpis"]["output_at_end"] = {key: None if value is None else value + start.sink_count
                                                     for key, value in parts.items()}
-    return WhatIfResult(sweep, summaries, hours, warmup_hours, replications, seed, simulation.device,
+    return WhatIfResult(sweep, summaries, hours, warmup_hours, replications, seed, used_device,
                         "empty" if start is None else "live", live, variants, kpis)

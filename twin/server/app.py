@@ -47,20 +47,22 @@ def create_app(
     historian: Historian | None = None,
     open_docs: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
+    ray_address: str | None = None,
 ) -> FastAPI:
     """The twin's web app. `connector_health()` describes the OPC-UA sessions and their bindings;
     `on_startup`/`on_shutdown` are async callables (connectors);
     `writer` takes operators' writes to the plant; `access` decides who may do what, the API description
-    included unless `open_docs`; request bodies over `max_body_bytes` are refused with 413."""
+    included unless `open_docs`; request bodies over `max_body_bytes` are refused with 413; with a
+    `ray_address` what-if studies run on that Ray cluster (docs/scale.md)."""
     app = FastAPI(title="Factory twin", version="0.1.0", lifespan=_lifespan)
     app.state.settings = ServerSettings(access or Access(), static_dir or WEB_DIST, glb_path, connector_health, writer,
-                                        tuple(on_startup), tuple(on_shutdown), open_docs)
+                                        tuple(on_startup), tuple(on_shutdown), open_docs, ray_address)
     app.state.twin = twin
     app.state.hub = StreamHub(twin.cache, stream_limits, alarms=twin.alarms)
     app.state.clock = SimulationClock(tick_hz)
     app.state.historian = historian
     app.state.replay = Replay(twin, historian) if historian is not None else None
-    app.state.whatif = whatif.WhatIfStudies(twin)
+    app.state.whatif = whatif.WhatIfStudies(twin, ray_address)
     if historian is not None:
         historian.attach_alarms(twin.alarms)
     app.add_exception_handler(AuthError, _auth_error)

@@ -64,6 +64,7 @@ class ServerSettings:
     on_startup: tuple[Callable, ...] = ()  # async callables: the connectors' start and stop
     on_shutdown: tuple[Callable, ...] = ()
     open_docs: bool = False  # serve /docs, /redoc and /openapi.json to anyone, even where the API needs a token
+    ray_address: str | None = None  # what-if studies run on this Ray cluster, not in the server's process
 
 
 async def get_twin(connection: HTTPConnection) -> Twin:

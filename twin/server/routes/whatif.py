@@ -44,8 +44,9 @@ class WhatIfBody(ApiModel):
 class WhatIfStudies:
     """The study queue, made on first use from the layout's line; stopped with the server."""
 
-    def __init__(self, twin: Twin):
+    def __init__(self, twin: Twin, ray_address: str | None = None):
         self.twin = twin
+        self.ray_address = ray_address  # studies run on this Ray cluster (`twin serve --ray-address`)
         self.playback_lock = asyncio.Lock()  # one playback at a time: each is a simulation and many frames
         self._jobs: WhatIfJobs | None = None
 
@@ -57,7 +58,7 @@ class WhatIfStudies:
             except TwinError as error:
                 raise HTTPException(409, f"this layout has no line to simulate: {error}") from None
             self._jobs = WhatIfJobs(model, lambda: LiveStart.from_cache(model, self.twin.cache),
-                                    device=self.twin.device)
+                                    device=self.twin.device, ray_address=self.ray_address)
         return self._jobs
 
     def shutdown(self) -> None:
