@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade
 
+from tests.helpers import BROWSER
 from tests.test_valid_outputs import gltf_issues
 from twin.core.stage import usd_to_numpy
 from twin.scenes.gltf import STAGE_FRAME, export_glb
@@ -332,3 +333,28 @@ def test_cache_hits_until_a_composed_file_changes(authored, tmp_path):
     write_png(authored.with_name("wood.png"), (10, 10, 10))  # an asset the layout names
     assert layout_glb(authored, cache) not in (first, changed)
     assert len(list(cache.glob("*.glb"))) == 3 and not list(cache.glob("*.part"))
+
+
+# --------------------------------------------------------------------------- in the viewer
+@pytest.mark.slow
+@BROWSER[0]
+@BROWSER[1]
+def test_viewer_shows_and_selects_prims_of_a_foreign_layout(authored, tmp_path):
+    """The served GLB of a layout without twin attributes: an instance proxy is an object of the page at its
+    world pose, and selecting it shows its attributes."""
+    from tests.helpers import serve_app, viewer_page
+    from twin.server.app import create_app
+    from twin.sim.runtime import Twin
+
+    stage = Usd.Stage.Open(str(authored))
+    body = "/World/Parts/P2/Body"
+    expected = CM_Y_UP_TO_GLTF @ usd_to_numpy(UsdGeom.XformCache().GetLocalToWorldTransform(stage.GetPrimAtPath(body)))
+    app = create_app(Twin(authored), glb_path=layout_glb(authored, tmp_path / "cache"), tick_hz=10)
+    with serve_app(app) as url, viewer_page(url) as page:
+        shown = np.array(page.evaluate(f"window.twin.worldMatrix({body!r})")).reshape(4, 4).T  # three.js: by column
+        np.testing.assert_allclose(shown, expected, atol=1e-5)
+        page.evaluate(f"window.twin.select({body!r})")
+        inspector = "document.querySelector('#inspector-body')"
+        page.wait_for_function(f"{inspector}.querySelector('.prim-path')?.textContent === {body!r}"
+                               f" && !{inspector}.textContent.includes('loading')", timeout=20_000)
+        assert "faceVertexCounts" in page.text_content("#inspector-body")
