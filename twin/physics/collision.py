@@ -43,7 +43,7 @@ DEFAULT_RESOLUTION = 0.005  # metres a link point may move between two checks
 DEFAULT_MAX_DISTANCE = 0.5  # metres: clearances beyond this are reported as None
 MAX_CHECKS = 2_000_000  # interpolated configurations per call
 CHUNK = 32_768  # configurations per launch: bounds the pose buffers
-MAX_CELL_EDGE = 0.1  # metres: longer cell triangles are split (see _split_near)
+MAX_CELL_EDGE = 0.2  # metres: longer cell triangles are split (see _split_near)
 
 
 # --------------------------------------------------------------------------- kernels
