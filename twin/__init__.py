@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "open": ("twin.sdk.local", "open_twin"),
     "TwinClient": "twin.sdk.remote",
     "AsyncTwinClient": "twin.sdk.remote",
+    "Site": "twin.sdk.site",
     "LocalTwin": "twin.sdk.local",
     "Sample": "twin.sdk.types",
     "History": "twin.sdk.types",
@@ -57,7 +58,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
 __all__ = [
     "Alarm", "ApiError", "AsyncTwinClient", "BindingError", "Chain", "ConflictError", "History", "IkSolution",
     "InvalidRequestError", "KinematicsBatch", "KinematicsError", "LayoutError", "LineModel", "LiveStart", "LocalTwin",
-    "NotFoundError", "PermissionDeniedError", "Robot", "RuntimeCache", "Sample", "SweepParameter", "Twin",
+    "NotFoundError", "PermissionDeniedError", "Robot", "RuntimeCache", "Sample", "Site", "SweepParameter", "Twin",
     "TwinClient", "TwinError", "TwinStage", "Update", "UrdfError", "WhatIfClient", "WhatIfError", "connect",
     "connect_async", "load_urdf", "open", "read_line", "run_whatif",
 ]

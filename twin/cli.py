@@ -285,6 +285,12 @@ def run_commission(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_site(args: argparse.Namespace) -> int:
+    from twin.site.app import run_site as serve_site
+
+    return serve_site(Path(args.site))
+
+
 def positive_number(text: str) -> float:
     """A finite number > 0, for argparse (which names the option in its error)."""
     try:
@@ -406,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     commission.add_argument("--export-nodeset", metavar="FILE", help="write the address space as UANodeSet XML "
                                                                      "and exit")
     commission.set_defaults(handler=run_commission)
+
+    site_cmd = commands.add_parser("site", help="run one twin per line of a site and a site server over them "
+                                                "(docs/site.md)")
+    site_cmd.add_argument("site", help="the site file (SITE.yaml)")
+    site_cmd.set_defaults(handler=run_site)
 
     opcua = commands.add_parser("opcua", help="OPC-UA tools").add_subparsers(dest="opcua_command", required=True)
     browse_cmd = opcua.add_parser("browse", help="print a server's address space and draft a binding file")
