@@ -160,6 +160,8 @@ class _Exporter:
             if prim.IsA(UsdGeom.PointInstancer):
                 self._instances(UsdGeom.PointInstancer(prim), parent_node)
                 return  # the prototypes below an instancer are drawn only as its instances
+        elif instance_root:
+            parent_prim = prim  # a prototype root without a transform (a Scope): its children sit in the instance
         for child in prim.GetFilteredChildren(_CHILDREN):
             self._visit(child, parent_node, parent_prim, in_instancer=in_instancer)
 
@@ -207,6 +209,8 @@ class _Exporter:
         material = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()[0]
         if not material:
             return None
+        if material.GetPrim().IsInstanceProxy():  # every instance's copy of a prototype's material is one look
+            material = UsdShade.Material(material.GetPrim().GetPrimInPrototype())
         path = str(material.GetPath())
         if path not in self.looks:
             self.looks[path] = look_of(material)

@@ -88,11 +88,13 @@ def _mesh_surface(mesh: UsdGeom.Mesh, uv_primvar: str | None, vertex_colors: boo
     indices = np.asarray(mesh.GetFaceVertexIndicesAttr().Get() or [], np.int64)
     if len(points) == 0 or len(counts) == 0:
         return None
+    if counts.min() < 0:
+        raise _error(prim, f"{prim.GetPath()}: faceVertexCounts holds a negative count ({counts.min()})")
     where = f"{prim.GetPath()}"
     if counts.sum() != len(indices):
         raise _error(prim, f"{where}: faceVertexCounts add up to {counts.sum()}, but there are {len(indices)} "
                            "faceVertexIndices")
-    if indices.min() < 0 or indices.max() >= len(points):
+    if len(indices) and (indices.min() < 0 or indices.max() >= len(points)):
         raise _error(prim, f"{where}: faceVertexIndices reach point {indices.max()}, but there are {len(points)} "
                            "points")
     primvars: dict[str, tuple[np.ndarray, str]] = {}
