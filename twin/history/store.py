@@ -29,6 +29,9 @@ from twin.core.alarms import AlarmEngine, alarms_from_events
 from twin.core.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
 from twin.core.errors import TwinError, UnknownSignalError
 
+# DuckDB keeps every block it wrote cached until its memory limit, 80 % of the RAM by default: the server's
+# memory grew with the stored history (about 60 MB/h for the demo, bench/soak.py). Queries spill beyond this.
+MEMORY_LIMIT = "64MB"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS signals (id INTEGER PRIMARY KEY, key VARCHAR UNIQUE NOT NULL, width INTEGER NOT NULL,
                                     unit VARCHAR NOT NULL, kind VARCHAR NOT NULL);
@@ -64,7 +67,7 @@ class Historian:
         self.retention = retention or Retention()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = duckdb.connect(str(self.path))
+            self._db = duckdb.connect(str(self.path), config={"memory_limit": MEMORY_LIMIT})
         except duckdb.Error as error:  # most often: another twin has it open
             raise TwinError(f"{self.path}: cannot open the history store: {error}") from None
         self._db.execute(SCHEMA)
