@@ -30,7 +30,7 @@ from twin.core.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_
 from twin.core.errors import TwinError, UnknownSignalError
 
 # DuckDB keeps every block it wrote cached until its memory limit, 80 % of the RAM by default: the server's
-# memory grew with the stored history (about 60 MB/h for the demo, bench/soak.py). Queries spill beyond this.
+# memory grew with the stored history (35-47 MB/h for the demo, bench/soak.py). Queries spill beyond this.
 MEMORY_LIMIT = "64MB"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS signals (id INTEGER PRIMARY KEY, key VARCHAR UNIQUE NOT NULL, width INTEGER NOT NULL,
