@@ -239,7 +239,8 @@ class _Exporter:
 
     def _display_material(self, gprim: UsdGeom.Gprim, vertex_colors: bool, double_sided: bool) -> int:
         """displayColor and displayOpacity when no material is bound: white under per-vertex colours."""
-        color, opacity = DEFAULT_COLOR, 1.0
+        color: tuple[float, ...] = DEFAULT_COLOR
+        opacity = 1.0
         if vertex_colors:
             color = (1.0, 1.0, 1.0)
         else:
@@ -251,7 +252,7 @@ class _Exporter:
             opacity = float(opacities[0])
         key = ("display", color, opacity, double_sided)
         if key not in self.materials:
-            material: dict = {"pbrMetallicRoughness": {"baseColorFactor": [*_unit(color), _unit(opacity)],
+            material: dict = {"pbrMetallicRoughness": {"baseColorFactor": [*_units(color), _unit(opacity)],
                                                        "metallicFactor": 0.1, "roughnessFactor": 0.7}}
             if opacity < 1.0:
                 material["alphaMode"] = "BLEND"
@@ -265,14 +266,14 @@ class _Exporter:
         if key in self.materials:
             return self.materials[key]
         textured = look.texture is not None and has_uvs
-        pbr: dict = {"baseColorFactor": [*(_unit(look.base_color) if not textured else [1.0, 1.0, 1.0]),
+        pbr: dict = {"baseColorFactor": [*(_units(look.base_color) if not textured else [1.0, 1.0, 1.0]),
                                          _unit(look.opacity)],
                      "metallicFactor": _unit(look.metallic), "roughnessFactor": _unit(look.roughness)}
-        if textured:
+        if look.texture is not None and has_uvs:
             pbr["baseColorTexture"] = {"index": self._texture(look.texture)}
         material: dict = {"name": look.name, "pbrMetallicRoughness": pbr}
         if any(look.emissive):
-            material["emissiveFactor"] = _unit(look.emissive)  # glTF caps emission at 1 without an extension
+            material["emissiveFactor"] = _units(look.emissive)  # glTF caps emission at 1 without an extension
         if look.opacity_threshold > 0.0:
             material["alphaMode"], material["alphaCutoff"] = "MASK", look.opacity_threshold
         elif look.opacity < 1.0:
@@ -299,8 +300,10 @@ def _matrix(matrix: np.ndarray) -> dict:
     return {"matrix": [float(v) for v in np.asarray(matrix, np.float64).T.reshape(-1)]}
 
 
-def _unit(value: float | tuple[float, ...]) -> float | list[float]:
-    """Factors clipped to glTF's [0, 1]."""
-    if isinstance(value, tuple):
-        return [min(max(float(v), 0.0), 1.0) for v in value]
+def _unit(value: float) -> float:
+    """A factor clipped to glTF's [0, 1]."""
     return min(max(float(value), 0.0), 1.0)
+
+
+def _units(values: tuple[float, ...]) -> list[float]:
+    return [_unit(v) for v in values]
