@@ -10,7 +10,9 @@ import contextlib
 import logging
 import re
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -93,8 +95,10 @@ class ViewersOnly:
 
 
 def run_site(path: Path) -> int:
-    """Run the site until Ctrl-C or SIGTERM (uvicorn turns both into a clean shutdown: every line stopped)."""
+    """Run the site until Ctrl-C or SIGTERM: uvicorn turns both into a clean shutdown (every line stopped), then
+    passes SIGTERM on to the handler it found, which exits normally so that the working folder goes too."""
     site_config = load_site(path)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per proxied request
     workdir = Path(tempfile.mkdtemp(prefix="twin-site-"))
     try:

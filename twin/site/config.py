@@ -129,6 +129,20 @@ class _Document:
                             line=mark.line + 1 if mark else None) from None
         if not isinstance(self.data, dict):
             raise SiteError(path, "the file must be a mapping with 'broker' and 'lines'", line=1)
+        self._refuse_duplicate_keys(self.root)
+
+    def _refuse_duplicate_keys(self, node: yaml.Node) -> None:
+        """YAML keeps the last of two equal keys, and the first would be lost without a word."""
+        if isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                self._refuse_duplicate_keys(item)
+        elif isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if key.value in seen:
+                    raise SiteError(self.path, f"key {key.value!r} appears twice", line=key.start_mark.line + 1)
+                seen.add(key.value)
+                self._refuse_duplicate_keys(value)
 
     def line(self, loc: Location) -> int:
         node, line = self.root, self.root.start_mark.line + 1

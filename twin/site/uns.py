@@ -177,7 +177,7 @@ class SiteNamespace:
             line.alarms = {}
             for metric in payload.metrics:
                 rule, _, name = metric.name.rpartition("/")
-                line.alarm_aliases[metric.alias] = (rule, name)
+                line.alarm_aliases[metric.alias] = ("/" + rule, name)  # the rule's id, as JSON and the line say it
         elif line.state != "up":
             self._ask_rebirth(line, f"{kind} before its birth")
             return
@@ -188,7 +188,7 @@ class SiteNamespace:
                     line.kpis[kpi] = sp.metric_value(metric)
         elif topic.device == ALARMS_DEVICE:
             for metric in payload.metrics:
-                rule, name = line.alarm_aliases.get(metric.alias) or metric.name.rpartition("/")[::2]
+                rule, name = line.alarm_aliases.get(metric.alias, ("", ""))
                 if name in ("State", "Message", "Severity"):
                     line.alarms.setdefault(rule, {})[name.lower()] = sp.metric_value(metric)
 
