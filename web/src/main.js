@@ -7,6 +7,7 @@ import { Inspector } from './inspector.js';
 import { PlantStatus } from './plant_status.js';
 import { QUALITIES } from './protocol.js';
 import { Replay } from './replay.js';
+import './site.js';
 import { Stream } from './stream.js';
 import { PrimTree } from './tree.js';
 import { Viewer } from './viewer.js';
@@ -254,8 +255,9 @@ async function start() {
   }
   // Connect only once the GLB's nodes exist: deltas carry only what changed, so transforms
   // that arrived earlier would be lost for prims that then stand still.
-  const protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  twin.stream = new Stream(withToken(`${protocol}//${location.host}/ws`), {
+  // relative to the page, as the other URLs: "/ws" on a line's server, "/lines/NAME/ws" through a site
+  const socketUrl = new URL('ws', location.href).href.replace(/^http/, 'ws');
+  twin.stream = new Stream(withToken(socketUrl), {
     onFrame: (frame, schema) => (replay.state.active ? recordFrame(frame, schema) : applyFrame(frame, schema)),
     onStatus: setStatus,
     onAlarms: (message) => {
