@@ -181,12 +181,13 @@ def _contact_kernel(
 def _pair_proximity_kernel(
     link_world: wp.array2d(dtype=wp.transform), configs: wp.array(dtype=int), pairs: wp.array(dtype=int),
     pair_a: wp.array(dtype=int), pair_b: wp.array(dtype=int), body_link: wp.array(dtype=int),
-    body_mesh: wp.array(dtype=wp.uint64), body_points: wp.array(dtype=wp.vec3),
-    body_point_start: wp.array(dtype=int), max_distance: float,
+    body_mesh: wp.array(dtype=wp.uint64), body_lower: wp.array(dtype=wp.vec3), body_upper: wp.array(dtype=wp.vec3),
+    body_points: wp.array(dtype=wp.vec3), body_point_start: wp.array(dtype=int), max_distance: float, with_sign: int,
     clearance: wp.array(dtype=float), depth: wp.array(dtype=float),
 ):
     """For each (configuration, pair, side) row: the least clearance and the deepest penetration of the side's
-    vertices against the other body, within max_distance (signs from the nearest face's normal)."""
+    vertices within max_distance of the other body's box against the other body (signs from the nearest
+    face's normal)."""
     row, side = wp.tid()
     config = configs[row]
     this = pair_a[pairs[row]]
@@ -196,10 +197,23 @@ def _pair_proximity_kernel(
         that = pair_a[pairs[row]]
     to_that = wp.transform_multiply(wp.transform_inverse(_body_pose(link_world, config, body_link[that])),
                                     _body_pose(link_world, config, body_link[this]))
+    to_this = wp.transform_inverse(to_that)
+    margin = wp.vec3(max_distance, max_distance, max_distance)
+    low = wp.max(_box_lower(to_this, body_lower[that] - margin, body_upper[that] + margin), body_lower[this])
+    high = wp.min(_box_upper(to_this, body_lower[that] - margin, body_upper[that] + margin), body_upper[this])
     least = max_distance
     deepest = float(0.0)
     for vertex in range(body_point_start[this], body_point_start[this + 1]):
-        point = wp.transform_point(to_that, body_points[vertex])
+        own = body_points[vertex]
+        if own[0] < low[0] or own[1] < low[1] or own[2] < low[2] or own[0] > high[0] or own[1] > high[1] \
+                or own[2] > high[2]:
+            continue
+        point = wp.transform_point(to_that, own)
+        if with_sign == 0:  # clearance only: the unsigned query is the cheaper one
+            nearest = wp.mesh_query_point_no_sign(body_mesh[that], point, least)
+            if nearest.result:
+                least = wp.length(point - wp.mesh_eval_position(body_mesh[that], nearest.face, nearest.u, nearest.v))
+            continue
         found = wp.mesh_query_point_sign_normal(body_mesh[that], point, max_distance)
         if found.result:
             gap = wp.length(point - wp.mesh_eval_position(body_mesh[that], found.face, found.u, found.v))
@@ -372,7 +386,8 @@ class MotionChecker:
         triangles, owners = _split_near(cell_points[cell_faces], owners, center, radius)
         self.cell_faces_prim = [str(cell_prims[i].GetPath()) for i in owners]
         self.cell_prims = sorted(set(self.cell_faces_prim))
-        bodies.append(_Body("cell", CELL, triangles.reshape(-1, 3), np.arange(3 * len(triangles)).reshape(-1, 3)))
+        points, corners = np.unique(triangles.reshape(-1, 3), axis=0, return_inverse=True)
+        bodies.append(_Body("cell", CELL, points, corners.reshape(-1, 3)))
         self.bodies = bodies
         self._pairs(rest)
 
@@ -428,14 +443,14 @@ class MotionChecker:
                             if len(b.faces) else None for b in self.bodies]
             lower = [b.points.min(0) if len(b.faces) else np.full(3, 1.0) for b in self.bodies]
             upper = [b.points.max(0) if len(b.faces) else np.full(3, -1.0) for b in self.bodies]
-            self._body_link = wp.array([b.link for b in self.bodies], dtype=int, device=device)
-            self._body_mesh = wp.array([m.id if m else 0 for m in self._meshes], dtype=wp.uint64, device=device)
-            self._body_lower = wp.array(np.array(lower, np.float32), dtype=wp.vec3, device=device)
-            self._body_upper = wp.array(np.array(upper, np.float32), dtype=wp.vec3, device=device)
             self._body_points = wp.array(np.concatenate([b.points for b in self.bodies]).astype(np.float32),
                                          dtype=wp.vec3, device=device)
             starts = np.concatenate([[0], np.cumsum([len(b.points) for b in self.bodies])])
             self._body_point_start = wp.array(starts.astype(np.int32), dtype=int, device=device)
+            self._body_link = wp.array([b.link for b in self.bodies], dtype=int, device=device)
+            self._body_mesh = wp.array([m.id if m else 0 for m in self._meshes], dtype=wp.uint64, device=device)
+            self._body_lower = wp.array(np.array(lower, np.float32), dtype=wp.vec3, device=device)
+            self._body_upper = wp.array(np.array(upper, np.float32), dtype=wp.vec3, device=device)
         pair_array = np.array(pairs, np.int32).reshape(-1, 2)
         self._pair_a = wp.array(pair_array[:, 0], dtype=int, device=device)
         self._pair_b = wp.array(pair_array[:, 1], dtype=int, device=device)
@@ -550,13 +565,14 @@ class MotionChecker:
             part = slice(start, start + CHUNK)
             used = np.unique(rows[part])
             local = np.searchsorted(used, rows[part])
-            least, _ = self._proximity_rows(q[used], local, pairs[part], max_distance)
+            least, _ = self._proximity_rows(q[used], local, pairs[part], max_distance, signed=False)
             clearance = np.concatenate([clearance, least])
         per_sample = clearance.reshape(len(q), self._pair_count).min(1).reshape(len(free), -1).min(1)
         return {b: (float(value) if value < max_distance else None) for b, value in zip(free, per_sample, strict=True)}
 
-    def _proximity_rows(self, q: np.ndarray, rows: np.ndarray, pairs: np.ndarray,
-                        max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+    def _proximity_rows(self, q: np.ndarray, rows: np.ndarray, pairs: np.ndarray, max_distance: float,
+                        signed: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Per (row, pair): least clearance and (when `signed`) deepest penetration, either body into the other."""
         link_world = self._link_world(q)
         count = len(rows)
         clearance = wp.empty(2 * count, dtype=float, device=self.device)
@@ -564,8 +580,8 @@ class MotionChecker:
         wp.launch(_pair_proximity_kernel, dim=(count, 2), device=self.device,
                   inputs=[link_world, wp.array(rows.astype(np.int32), dtype=int, device=self.device),
                           wp.array(pairs.astype(np.int32), dtype=int, device=self.device), self._pair_a, self._pair_b,
-                          self._body_link, self._body_mesh, self._body_points, self._body_point_start,
-                          float(max_distance)], outputs=[clearance, depth])
+                          self._body_link, self._body_mesh, self._body_lower, self._body_upper, self._body_points,
+                          self._body_point_start, float(max_distance), int(signed)], outputs=[clearance, depth])
         return clearance.numpy().reshape(count, 2).min(1), depth.numpy().reshape(count, 2).max(1)
 
     def _interpolate(self, trajectories: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
