@@ -316,13 +316,18 @@ def byte_count(text: str) -> int:
 
 
 def ray_address(text: str) -> str:
-    """A Ray cluster's address, for argparse (which names the option in its error)."""
+    """A Ray cluster's address, for argparse (which names the option in its error); Ray must be installed."""
+    import importlib.util
+
     from twin.line.distributed import check_address
 
     try:
-        return check_address(text)
+        check_address(text)
     except TwinError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if importlib.util.find_spec("ray") is None:
+        raise argparse.ArgumentTypeError("what-if studies on Ray need Ray: pip install 'factory-twin[ray]'")
+    return text
 
 
 def add_http_options(command: argparse.ArgumentParser) -> None:
