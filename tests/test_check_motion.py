@@ -189,11 +189,15 @@ def test_bad_requests_answer_422_naming_the_field(served):
     assert wrong.status_code == 422 and "trajectory must have shape (T, 6)" in wrong.json()["detail"]
     nan = post(json.dumps({"robot": ROBOT, "trajectory": [[0, 0, float("nan"), 0, 0, 0]]}))
     assert nan.status_code == 422 and "trajectory" in json.dumps(nan.json()["detail"])
-    huge = post(json.dumps({"robot": ROBOT, "trajectory": [[[0.0] * 6] * 101] * 100}))
+    huge = post(json.dumps({"robot": ROBOT, "trajectory": [[[0.0] * 6] * 101] * 100, "distance": False}))
     assert huge.status_code == 422 and "trajectory: at most 10,000 samples" in huge.json()["detail"]
+    far = post(json.dumps({"robot": ROBOT, "trajectory": [[-3.0] * 6, [3.0] * 6] * 50, "distance": False}))
+    assert far.status_code == 422 and "interpolated configurations" in far.json()["detail"]
+    many = post(json.dumps({"robot": ROBOT, "trajectory": [[0.0] * 6] * 201}))
+    assert many.status_code == 422 and "at most 200 samples per request with distance" in many.json()["detail"]
     times = post(json.dumps({"robot": ROBOT, "trajectory": [[0.0] * 6] * 2, "times": [1.0, 0.0]}))
     assert times.status_code == 422 and "times must be" in times.json()["detail"]
     missing = post(json.dumps({"robot": "/Factory/Nope", "trajectory": [0.0] * 6}))
     assert missing.status_code == 404 and "no robot at /Factory/Nope" in missing.json()["detail"]
     with pytest.raises(twin.InvalidRequestError, match="at most 10,000 samples"):
-        served["client"].check_motion(ROBOT, np.zeros((10_001, 6)))
+        served["client"].check_motion(ROBOT, np.zeros((10_001, 6)), distance=False)

@@ -511,8 +511,8 @@ class MotionChecker:
         moved = np.abs(np.diff(trajectories, axis=1)) @ weights
         return np.maximum(1, np.ceil(moved / self.resolution)).astype(np.int64)
 
-    def check_motion(self, trajectory, *, times=None, distance: bool = True,
-                     max_distance: float = DEFAULT_MAX_DISTANCE) -> MotionCheck | list[MotionCheck]:
+    def check_motion(self, trajectory, *, times=None, distance: bool = True, max_distance: float = DEFAULT_MAX_DISTANCE,
+                     max_checks: int = MAX_CHECKS) -> MotionCheck | list[MotionCheck]:
         """The first contact along a trajectory (T, n), or along each of a batch (B, T, n); a (n,) vector is a
         trajectory of one sample. `times` (T,) or (B, T) in seconds, default the sample index."""
         trajectories, single = self._check_trajectories(trajectory)
@@ -520,9 +520,9 @@ class MotionChecker:
         times = self._check_times(times, count, samples)
         steps = self._steps(trajectories) if samples > 1 else np.zeros((count, 0), np.int64)
         total = int(steps.sum()) + count
-        if total > MAX_CHECKS:
+        if total > max_checks:
             raise ValueError(f"trajectory: {total:,} interpolated configurations to check at resolution "
-                             f"{self.resolution} m, more than {MAX_CHECKS:,}; send fewer or coarser trajectories")
+                             f"{self.resolution} m, more than {max_checks:,}; send fewer or coarser trajectories")
         owner, position, q = self._interpolate(trajectories, steps)
         faces = self.contacts(q)
         hit = (faces >= 0).any(axis=1)

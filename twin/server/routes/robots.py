@@ -27,6 +27,8 @@ MAX_REST_IK = 4_096  # targets x seeds per request: about 2 s of solving on a 2-
 FK_CHUNK = 500  # joint vectors, and IK solves, between two checks that the client is still there
 IK_CHUNK = 512
 MAX_REST_CHECK_SAMPLES = 10_000  # trajectory samples per request (each may be interpolated into several checks)
+MAX_REST_CHECKS = 200_000  # interpolated configurations per request: a few seconds on a 2-core CPU
+MAX_REST_CLEARANCE_SAMPLES = 200  # samples whose clearance is asked for: ~30 ms each on a 2-core CPU
 
 
 class ForwardBody(ApiModel):
@@ -126,11 +128,14 @@ async def check_motion(body: CheckMotionBody, twin: TwinDep) -> dict:
     if count > MAX_REST_CHECK_SAMPLES:
         raise HTTPException(422, f"trajectory: at most {MAX_REST_CHECK_SAMPLES:,} samples per request, got "
                                  f"{count:,}; larger batches belong in-process (twin.open)")
+    if body.distance and count > MAX_REST_CLEARANCE_SAMPLES:
+        raise HTTPException(422, f"trajectory: at most {MAX_REST_CLEARANCE_SAMPLES:,} samples per request with "
+                                 f"distance (the clearance), got {count:,}; send distance=false for the contacts alone")
     checkers = _CHECKERS.get(twin)
     if checkers is None:
         checkers = _CHECKERS[twin] = MotionCheckers(twin.stage.authored_stage, [r.path for r in twin.robots.robots],
                                                     device=twin.device)
     check = functools.partial(checkers.check_motion, times=body.times, distance=body.distance,
-                              max_distance=body.max_distance)
+                              max_distance=body.max_distance, max_checks=MAX_REST_CHECKS)
     found = await asyncio.to_thread(_guarded, check, body.robot, body.trajectory)
     return {"results": [result.to_dict() for result in found]} if isinstance(found, list) else found.to_dict()
