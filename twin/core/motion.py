@@ -31,4 +31,5 @@ class MotionCheck:
 
     @classmethod
     def from_json(cls, data: dict) -> MotionCheck:
-        return cls(**{key: data.get(key) for key in cls.__dataclass_fields__})
+        return cls(bool(data["collides"]), **{key: data.get(key) for key in cls.__dataclass_fields__
+                                              if key != "collides"})
