@@ -53,6 +53,7 @@ const whatif = new WhatIfPanel($('whatif'), $('whatif-toggle'), viewer, {
   },
 });
 let lastParts = null;
+let newestFrameTime = null; // server time (Unix s) of the newest live frame applied
 // Replay owns the page while active: live frames only feed the sparklines' rings, and the page resyncs
 // the stream (a fresh snapshot) when it goes live again.
 const replay = new Replay($('timebar'), $('replay-badge'), {
@@ -96,6 +97,7 @@ async function showAlarmsAt(instant) {
 const twin = {
   ready: false, // true once the GLB is loaded and the first snapshot applied
   frames: 0, // stream frames taken (applied, or during a replay recorded for the sparklines)
+  frameAge: () => (newestFrameTime === null ? null : Date.now() / 1000 - newestFrameTime), // s, of what the page shows
   objects: viewer.objects,
   signals,
   worldMatrix: (path) => viewer.worldMatrix(path),
@@ -133,7 +135,10 @@ function pickTarget(object) {
   return clicked;
 }
 
-/** Each signal of a frame as the page keeps it: `visit(key, {v, q, s, t, u, k, l?})`. */
+/**
+ * Each signal of a frame as the page keeps it: `visit(key, {v, q, s, t, u, k, l?}, time)`, where `time` is
+ * the server time of the frame that carried the value (a merged frame keeps it per signal).
+ */
 function forEachSignal(frame, schema, visit) {
   const { signals: changed, text } = frame;
   let offset = 0;
@@ -147,17 +152,18 @@ function forEachSignal(frame, schema, visit) {
     else value = Array.from(changed.values.subarray(offset, offset + width), (x) => (Number.isNaN(x) ? null : x));
     offset += width;
     const age = changed.age[i];
+    const time = changed.times ? changed.times[i] : frame.time;
     const signal = { v: value, q: QUALITIES[changed.quality[i]], s: changed.status[i],
-      t: Number.isNaN(age) ? null : frame.time - age, u: info.unit, k: info.kind };
+      t: Number.isNaN(age) ? null : time - age, u: info.unit, k: info.kind };
     if (info.kind !== 'text' && text[row] !== undefined) signal.l = text[row];
-    visit(info.key, signal);
+    visit(info.key, signal, time);
   }
 }
 
 /** A live frame during a replay: the page shows the past, the sparklines' rings keep recording. */
 function recordFrame(frame, schema) {
-  forEachSignal(frame, schema, (key, signal) => history.record(key, frame.time, signal.v));
-  twin.frames += 1;
+  forEachSignal(frame, schema, (key, signal, time) => history.record(key, time, signal.v));
+  twin.frames += frame.frames;
 }
 
 /**
@@ -169,11 +175,11 @@ function applyFrame(frame, schema, replayed = false) {
   for (let i = 0; i < transforms.rows.length; i++) {
     viewer.applyPose(schema.transforms[transforms.rows[i]], transforms.positions, transforms.quaternions, i);
   }
-  forEachSignal(frame, schema, (key, signal) => {
+  forEachSignal(frame, schema, (key, signal, time) => {
     signals.set(key, signal);
     inspector.update(key, signal);
     plant.update(key, signal);
-    if (!replayed) history.record(key, frame.time, signal.v);
+    if (!replayed) history.record(key, time, signal.v);
   });
   for (const set of instances) {
     if (schema.instances[set.set] !== 'parts') continue;
@@ -187,7 +193,10 @@ function applyFrame(frame, schema, replayed = false) {
     }
     partsElement.textContent = String(set.count);
   }
-  if (!replayed) twin.frames += 1;
+  if (!replayed) {
+    twin.frames += frame.frames; // a live frame merges every stream frame since the last one applied
+    newestFrameTime = frame.time;
+  }
   if (frame.snapshot && glbLoaded) twin.ready = true;
 }
 

@@ -1,5 +1,7 @@
 // Decoding of the stream's binary frames (docs/protocol.md, twin/protocol.py): typed-array views over
 // the received buffer, no copies. A frame applies only on top of the version the page holds.
+// MergedFrames coalesces consecutive frames into one, so a page that renders slowly applies the newest state
+// once per render instead of every frame in turn.
 
 const HEADER_BYTES = 52;
 const MAGIC = 0x4e495754; // "TWIN" read as a little-endian u32
@@ -61,6 +63,95 @@ export function decodeFrame(buffer, widths) {
   }
   const text = textBytes ? JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, offset, textBytes))) : {};
   return { ...header, transforms, signals: { rows, status, quality, age, values }, instances, text };
+}
+
+/**
+ * Consecutive frames of one schema merged into one frame: the newest pose of each transform row and instance
+ * set, the newest value of each signal row. `take()` returns it in decodeFrame's shape on fresh typed arrays
+ * (transferable to another thread), with `frames` (how many were merged) and, per signal, `times` (server
+ * time of the frame that carried the value: ages are relative to it) and `received` (when that frame
+ * arrived, `clock()`), and starts empty again.
+ */
+export class MergedFrames {
+  constructor() {
+    this.#clear();
+  }
+
+  get empty() {
+    return this.frames === 0;
+  }
+
+  /** Merge a decoded frame that follows the ones merged so far; `received` is when it arrived. */
+  add(frame, widths, received) {
+    if (this.frames === 0) this.base = frame.base;
+    this.frames += 1;
+    this.snapshot ||= frame.snapshot;
+    Object.assign(this, { schema: frame.schema, version: frame.version, time: frame.time });
+    const { transforms, signals, instances, text } = frame;
+    for (let i = 0; i < transforms.rows.length; i++) {
+      this.transforms.set(transforms.rows[i], [transforms.positions.slice(3 * i, 3 * i + 3),
+        transforms.quaternions.slice(4 * i, 4 * i + 4)]);
+    }
+    let offset = 0;
+    for (let i = 0; i < signals.rows.length; i++) {
+      const row = signals.rows[i];
+      const width = widths[row];
+      this.signals.set(row, { status: signals.status[i], quality: signals.quality[i], age: signals.age[i],
+        time: frame.time, received, values: signals.values.slice(offset, offset + width), text: text[row] });
+      offset += width;
+    }
+    for (const set of instances) {
+      this.instances.set(set.set, { set: set.set, count: set.count, positions: set.positions.slice(),
+        quaternions: set.quaternions.slice() });
+    }
+  }
+
+  /** The merged frame and the buffers to transfer with it; empties this. */
+  take() {
+    const nTransforms = this.transforms.size;
+    const transforms = { rows: new Uint32Array(nTransforms), positions: new Float32Array(nTransforms * 3),
+      quaternions: new Int16Array(nTransforms * 4) };
+    let i = 0;
+    for (const [row, [position, quaternion]] of this.transforms) {
+      transforms.rows[i] = row;
+      transforms.positions.set(position, 3 * i);
+      transforms.quaternions.set(quaternion, 4 * i);
+      i += 1;
+    }
+    const nSignals = this.signals.size;
+    let valueCount = 0;
+    for (const signal of this.signals.values()) valueCount += signal.values.length;
+    const signals = { rows: new Uint32Array(nSignals), status: new Uint32Array(nSignals),
+      quality: new Uint8Array(nSignals), age: new Float32Array(nSignals), times: new Float64Array(nSignals),
+      received: new Float64Array(nSignals), values: new Float64Array(valueCount) };
+    const text = {};
+    let offset = 0;
+    i = 0;
+    for (const [row, signal] of this.signals) {
+      signals.rows[i] = row;
+      signals.status[i] = signal.status;
+      signals.quality[i] = signal.quality;
+      signals.age[i] = signal.age;
+      signals.times[i] = signal.time;
+      signals.received[i] = signal.received;
+      signals.values.set(signal.values, offset);
+      offset += signal.values.length;
+      if (signal.text !== undefined) text[row] = signal.text;
+      i += 1;
+    }
+    const instances = [...this.instances.values()];
+    const frame = { protocol: PROTOCOL, snapshot: this.snapshot, replay: false, schema: this.schema, base: this.base,
+      version: this.version, time: this.time, frames: this.frames, transforms, signals, instances, text };
+    const transfer = [...Object.values(transforms), ...Object.values(signals),
+      ...instances.flatMap((set) => [set.positions, set.quaternions])].map((array) => array.buffer);
+    this.#clear();
+    return { frame, transfer };
+  }
+
+  #clear() {
+    Object.assign(this, { frames: 0, snapshot: false, schema: null, base: null, version: null, time: null,
+      transforms: new Map(), signals: new Map(), instances: new Map() });
+  }
 }
 
 export { QUATERNION_SCALE };
