@@ -71,6 +71,7 @@ class Conveyor(PlantElement):
     stopper: bool = True  # raised: parts wait at the belt's end
     parts: list[Part] = field(default_factory=list)  # ascending positions
     travel: float = 0.0  # belt metres run so far (the encoder)
+    drive_failed: bool = False  # failed on demand (twin.commission.forcing): the belt stands though commanded
 
     def __post_init__(self) -> None:
         p = self.element.parameters
@@ -83,7 +84,7 @@ class Conveyor(PlantElement):
 
     @property
     def speed(self) -> float:
-        return self.speed_setpoint if self.run else 0.0
+        return self.speed_setpoint if self.run and not self.drive_failed else 0.0
 
     @property
     def end(self) -> float:

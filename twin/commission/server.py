@@ -26,6 +26,7 @@ from pxr import Usd
 from twin.core.errors import LayoutError
 
 from .address import INPUT, NAMESPACE, OUTPUT, Signal, line_signals
+from .forcing import ALL, OFFLINE, Force, Forces
 from .plant import Plant
 
 log = logging.getLogger("twin.commission")
@@ -51,6 +52,7 @@ class CommissionServer:
         stage = layout if isinstance(layout, Usd.Stage) else open_layout(layout)
         self.plant = Plant(stage, dt=cycle_s, seed=seed)
         self.signals = line_signals(self.plant)
+        self.forces = Forces(self.plant, self.signals)
         self.lockstep, self.speedup, self.watchdog_s = lockstep, speedup, watchdog_s
         self.endpoint = f"opc.tcp://{host}:{port}/twin/commission/"
         self.server = Server()
@@ -203,12 +205,16 @@ class CommissionServer:
         for signal in self.signals:
             if signal.direction != INPUT:
                 continue
-            value = signal.value()
+            value = self.forces.value(signal, signal.value())
             if value == self._published[signal.node]:
                 continue
             self._published[signal.node] = value
-            data = ua.DataValue(ua.Variant(value, ua.VariantType[signal.type]), SourceTimestamp=now,
-                                ServerTimestamp=now)
+            if value is OFFLINE:  # a read answers Bad, as for a sensor whose I/O module dropped off the bus
+                data = ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNoCommunication),
+                                    SourceTimestamp=now, ServerTimestamp=now)
+            else:
+                data = ua.DataValue(ua.Variant(value, ua.VariantType[signal.type]), SourceTimestamp=now,
+                                    ServerTimestamp=now)
             await self.server.write_attribute_value(self.nodes[signal.node].nodeid, data)
 
     async def cycle(self, cycles: int = 1) -> int:
@@ -219,6 +225,21 @@ class CommissionServer:
                 self.plant.step()
             await self._publish()
             return self.plant.cycles
+
+    async def force(self, node: str, mode: str = "value", value: object = None, *, period_s: float | None = None,
+                    user: str) -> Force:
+        """Force an input or fail a drive or station (twin.commission.forcing); the controller reads it at once."""
+        async with self._cycle_lock:
+            force = self.forces.force(node, mode, value, period_s=period_s, user=user)
+            await self._publish()
+        return force
+
+    async def release(self, node: str = ALL, *, user: str) -> list[str]:
+        """Lift the force on `node`, or every force with "all"."""
+        async with self._cycle_lock:
+            released = self.forces.release(node, user=user)
+            await self._publish()
+        return released
 
     async def _step_method(self, parent: ua.NodeId, cycles: ua.Variant) -> list[ua.Variant] | ua.StatusCode:
         """Step(cycles: UInt32) -> CycleCount: UInt64; refused (not raised: asyncua would say BadUnexpectedError)
