@@ -275,13 +275,23 @@ def run_opcua_browse(args: argparse.Namespace) -> int:
 
 
 def run_commission(args: argparse.Namespace) -> int:
-    from twin.commission.server import serve
+    from twin.commission.server import open_layout, serve
 
-    if not args.export_nodeset:
-        ensure_port_free("127.0.0.1", args.port, "OPC-UA", "--port")
-    asyncio.run(serve(args.layout, port=args.port, lockstep=args.lockstep, speedup=args.speedup,
-                      cycle_s=args.cycle_ms / 1000.0, watchdog_s=args.watchdog_s, seed=args.seed,
-                      export_nodeset=Path(args.export_nodeset) if args.export_nodeset else None))
+    options = {"port": args.port, "lockstep": args.lockstep, "speedup": args.speedup, "watchdog_s": args.watchdog_s,
+               "cycle_s": args.cycle_ms / 1000.0, "seed": args.seed}
+    if args.export_nodeset or not args.http_port:
+        if not args.export_nodeset:
+            ensure_port_free("127.0.0.1", args.port, "OPC-UA", "--port")
+        asyncio.run(serve(args.layout, **options,
+                          export_nodeset=Path(args.export_nodeset) if args.export_nodeset else None))
+        return 0
+    from twin.server.commissioning import serve_commission
+
+    open_layout(args.layout)  # a missing layout is refused before anything starts
+    ensure_port_free("127.0.0.1", args.port, "OPC-UA", "--port")
+    ensure_port_free("127.0.0.1", args.http_port, "the viewer's HTTP", "--http-port")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_commission(Path(args.layout), http_port=args.http_port, **options))
     return 0
 
 
@@ -414,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     commission.add_argument("--watchdog-s", type=positive_number, default=1.0,
                             help="outputs fall back to safe values after the controller is silent this long")
     commission.add_argument("--seed", type=int, default=1, help="of part arrivals and station failures")
+    commission.add_argument("--http-port", type=int, default=8000,
+                            help="the twin's HTTP API and viewer of the simulated line (0: none)")
     commission.add_argument("--export-nodeset", metavar="FILE", help="write the address space as UANodeSet XML "
                                                                      "and exit")
     commission.set_defaults(handler=run_commission)

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncGenerator, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -99,6 +100,23 @@ class AsyncTwinClient:
         """Send a value to the plant through the signal's writable binding (operator role)."""
         prim, _, attr = key.rpartition(".")
         return await self._call("POST", "/api/write", body={"prim": prim, "attr": attr, "value": value})
+
+    # ------------------------------------------------------------------ commissioning (docs/commissioning.md)
+    async def force(self, node: str, value: object = None, *, mode: str | None = None,
+                    period_s: float | None = None) -> dict:
+        """Force a commissioned line's input to `value`, or by `mode` ("stuck", "flicker" with `period_s`,
+        "offline"); fail a drive or a station with mode "fail" (operator role)."""
+        body = {"node": node, "mode": mode or "value", "value": value, "period_s": period_s}
+        return await self._call("POST", "/api/commission/forces", body=body)
+
+    async def release(self, node: str = "all") -> list[str]:
+        """Lift the force on `node`, or every force ("all", the default); returns the nodes released."""
+        path = "/api/commission/forces" + ("" if node == "all" else f"/{quote(node, safe='')}")
+        return (await self._call("DELETE", path))["released"]
+
+    async def forces(self) -> list[dict]:
+        """The forces in effect on a commissioned line."""
+        return await self._call("GET", "/api/commission/forces")
 
     async def subscribe(self, signals: Sequence[str] = (), subtrees: Sequence[str] = (), *,
                         idle_timeout: float = 30.0) -> AsyncGenerator[Update, None]:
@@ -283,6 +301,16 @@ class TwinClient:
 
     def write(self, key: str, value: float | int | bool | str) -> dict:
         return self._run(self._async.write(key, value))
+
+    def force(self, node: str, value: object = None, *, mode: str | None = None,
+              period_s: float | None = None) -> dict:
+        return self._run(self._async.force(node, value, mode=mode, period_s=period_s))
+
+    def release(self, node: str = "all") -> list[str]:
+        return self._run(self._async.release(node))
+
+    def forces(self) -> list[dict]:
+        return self._run(self._async.forces())
 
     def subscribe(self, signals: Sequence[str] = (), subtrees: Sequence[str] = (), *,
                   idle_timeout: float = 30.0) -> Iterator[Update]:

@@ -18,18 +18,31 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from twin.commission.server import CommissionServer
 from twin.history.replay import Replay
 from twin.history.store import Historian
 from twin.server.assets import WEB_DIST
 from twin.server.auth import Access, AuthError
 from twin.server.clock import SimulationClock, run_ticks
 from twin.server.deps import MAX_BODY_BYTES, ServerSettings, SignalWriter, loopback_host, quoted
-from twin.server.routes import alarms, health, history, robots, scene, signals, simulation, snapshot, stream, whatif
+from twin.server.routes import (
+    alarms,
+    commission,
+    health,
+    history,
+    robots,
+    scene,
+    signals,
+    simulation,
+    snapshot,
+    stream,
+    whatif,
+)
 from twin.sim.runtime import Twin
 from twin.stream.hub import StreamHub, StreamLimits
 
 __all__ = ["WEB_DIST", "create_app"]
-ROUTERS = (signals, whatif, history, alarms, robots, health, simulation, scene, snapshot, stream)
+ROUTERS = (signals, whatif, history, alarms, robots, health, simulation, scene, snapshot, stream, commission)
 
 
 def create_app(
@@ -48,12 +61,14 @@ def create_app(
     open_docs: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
     ray_address: str | None = None,
+    commission: CommissionServer | None = None,
 ) -> FastAPI:
     """The twin's web app. `connector_health()` describes the OPC-UA sessions and their bindings;
     `on_startup`/`on_shutdown` are async callables (connectors);
     `writer` takes operators' writes to the plant; `access` decides who may do what, the API description
     included unless `open_docs`; request bodies over `max_body_bytes` are refused with 413; with a
-    `ray_address` what-if studies run on that Ray cluster (docs/scale.md)."""
+    `ray_address` what-if studies run on that Ray cluster (docs/scale.md); `commission` is the line a
+    `twin commission` serves, which /api/commission shows and forces (docs/commissioning.md)."""
     app = FastAPI(title="Factory twin", version="0.1.0", lifespan=_lifespan)
     app.state.settings = ServerSettings(access or Access(), static_dir or WEB_DIST, glb_path, connector_health, writer,
                                         tuple(on_startup), tuple(on_shutdown), open_docs, ray_address)
@@ -61,6 +76,7 @@ def create_app(
     app.state.hub = StreamHub(twin.cache, stream_limits, alarms=twin.alarms)
     app.state.clock = SimulationClock(tick_hz)
     app.state.historian = historian
+    app.state.commission = commission
     app.state.replay = Replay(twin, historian) if historian is not None else None
     app.state.whatif = whatif.WhatIfStudies(twin, ray_address)
     if historian is not None:
