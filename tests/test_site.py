@@ -21,7 +21,7 @@ import paho.mqtt.client as paho
 import pytest
 
 import twin
-from tests.helpers import free_port
+from tests.helpers import BROWSER, free_port, viewer_page
 from tests.mqtt_broker import Broker, needs_mosquitto, start_broker
 from twin.core.errors import BindingError
 from twin.site.config import SiteError, line_bindings, load_site
@@ -77,7 +77,7 @@ class RunningSite:
             try:
                 if predicate():
                     return
-            except (httpx.TransportError, StopIteration, KeyError):
+            except (httpx.TransportError, ValueError, StopIteration, KeyError):  # not up yet, or starting
                 pass
             time.sleep(0.2)
         pytest.fail(f"timed out after {timeout} s waiting for {what}; site: {self._state()}")
@@ -161,6 +161,23 @@ def test_site_alarms_list_each_lines_alarms(running_site):
     for alarm in alarms:
         assert alarm == {"line": alarm["line"], "rule": "/Factory/Line/Conveyor1.twin:temperature:hot",
                          "state": "active", "severity": "high", "message": "conveyor 1 too hot"}
+
+
+@needs_mosquitto
+@pytest.mark.slow
+@BROWSER[0]
+@BROWSER[1]
+def test_the_viewer_switches_lines(running_site):
+    """The site's viewer shows a line's scene and live stream through the proxy, and a switcher of the lines;
+    choosing one opens that line's page."""
+    with viewer_page(f"{running_site.url}/") as page:
+        assert page.url.endswith("/lines/north/")
+        assert page.locator("#status").inner_text() == "live"
+        page.wait_for_function("document.querySelectorAll('#line-switcher option').length === 2")
+        assert page.locator("#line-switcher option").all_inner_texts() == ["north (up)", "south (up)"]
+        page.select_option("#line-switcher", "south")
+        page.wait_for_url("**/lines/south/")
+        page.wait_for_function("document.querySelector('#line-switcher')?.value === 'south'")
 
 
 @needs_mosquitto
