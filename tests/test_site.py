@@ -110,9 +110,13 @@ def running_site(sample_layout, tmp_path_factory) -> Iterator[RunningSite]:
     try:
         yield site
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        if process.poll() is None:  # a run of some of the tests: stop it as a user would
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
         plant.loop_stop()
         broker.stop()
 

@@ -44,7 +44,14 @@ def free_port() -> int:
 def create_site_app(site_config: Site, workdir: Path, access: Access | None = None) -> FastAPI:
     """The site server; the lines start with it (lifespan) and stop with it. `workdir` holds each line's
     generated binding file and log."""
-    ports = {line.name: line.port or free_port() for line in site_config.lines}
+    ports: dict[str, int] = {}
+    taken = {site_config.port, *(line.port for line in site_config.lines)}
+    for line in site_config.lines:
+        port = line.port  # as written, or 0: a free one that is not the site's nor another line's
+        while not port or (port in taken and not line.port):
+            port = free_port()
+        ports[line.name] = port
+        taken.add(port)
     app = FastAPI(title="Factory twin site", version="0.1.0", lifespan=_lifespan)
     app.state.site = site_config
     app.state.access = access or Access.load(site_config.tokens, loopback_only=loopback_host(site_config.host))
