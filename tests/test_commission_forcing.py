@@ -320,6 +320,7 @@ def test_viewer_shows_simulated_badge_and_a_forced_input_in_the_io_panel(sample_
             assert "forced" in (row.get_attribute("class") or "")
             assert "true" in row.inner_text().lower()
             assert page.locator(f'#io-panel tr[data-node="{C1}.Run"] .direction').inner_text() == "output"
+            row.scroll_into_view_if_needed()
             page.screenshot(path=str(artifacts / "commissioning_io.png"))
             page.locator("#io-release-all").click()
             page.wait_for_function("!document.querySelector('#io-panel tr.forced')", timeout=10_000)

@@ -4,6 +4,7 @@ import './style.css';
 import { authHeaders, withToken } from './auth.js';
 import { SignalHistory } from './history.js';
 import { Inspector } from './inspector.js';
+import { IoPanel } from './io_panel.js';
 import { PlantStatus } from './plant_status.js';
 import { QUALITIES } from './protocol.js';
 import { Replay } from './replay.js';
@@ -250,6 +251,8 @@ function listenForKeys() {
 async function start() {
   listenForKeys();
   watchFrameRate();
+  new IoPanel({ stats: document.querySelector('#topbar .stats'), toolbar: document.querySelector('#viewport .toolbar'),
+    parent: $('viewport') }).start(); // commissioning mode only
   const treeLoaded = loadTree();
   try {
     await viewer.load('scene.glb');
