@@ -270,6 +270,10 @@ def test_rest_refuses_bad_forces_with_422_and_unknown_nodes_with_404(api):
         answer = http.post("/api/commission/forces", json={"node": f"{C1}.PhotoEye", "mode": "flicker",
                                                              "period_s": -1})
         assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "period_s"]
+        answer = http.post("/api/commission/forces", json={"node": f"{C1}.Encoder", "value": 2**70})
+        assert answer.status_code == 422
+        answer = http.post("/api/commission/forces", json={"node": f"{C1}.Encoder", "value": 2**33})
+        assert answer.status_code == 422 and "outside UInt32" in answer.json()["detail"]
         answer = http.post("/api/commission/forces", json={"node": "Line.Stations.Nope", "mode": "fail"})
         assert answer.status_code == 404 and "Line.Stations.Nope" in answer.json()["detail"]
         answer = http.delete(f"/api/commission/forces/{C1}.PartAtEnd")

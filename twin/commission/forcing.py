@@ -194,14 +194,21 @@ def _checked(signal: Signal, value: object) -> object:
         if isinstance(value, int) and not isinstance(value, bool):
             if 0 <= value < 2 ** _UINT_BITS[kind]:
                 return value
-            raise ForceError(f"{signal.node}: {value} is outside {kind} (0 to 2^{_UINT_BITS[kind]} - 1)")
+            raise ForceError(f"{signal.node}: {_shown(value)} is outside {kind} (0 to 2^{_UINT_BITS[kind]} - 1)")
     elif kind == "Double":
         if isinstance(value, int | float) and not isinstance(value, bool):
-            if math.isfinite(value):
+            if abs(value) < 1e300:  # finite, and an int that a float can hold
                 return float(value)
-            raise ForceError(f"{signal.node}: {value} is not a finite number")
+            raise ForceError(f"{signal.node}: {_shown(value)} is not a finite number a Double holds")
     elif kind == "String" and isinstance(value, str):
         if len(value) <= MAX_TEXT:
             return value
         raise ForceError(f"{signal.node}: a forced text is at most {MAX_TEXT} characters")
-    raise ForceError(f"{signal.node} is a {kind} input; {str(value)[:40]!r} ({type(value).__name__}) is not one")
+    raise ForceError(f"{signal.node} is a {kind} input; {_shown(value)!r} ({type(value).__name__}) is not one")
+
+
+def _shown(value: object) -> str:
+    """A value as an error message quotes it: short, and no 4,300-digit number (Python refuses to print one)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit number"
+    return str(value)[:40]

@@ -33,7 +33,8 @@ CommissionDep = Annotated[CommissionServer, Depends(need_commission)]
 class ForceRequest(ApiModel):
     node: str = Field(max_length=300)
     mode: Mode = "value"
-    value: bool | int | float | Annotated[str, Field(max_length=MAX_TEXT)] | None = None
+    value: bool | Annotated[int, Field(ge=-(2**64), le=2**64)] | float | Annotated[str, Field(max_length=MAX_TEXT)] \
+        | None = None
     period_s: Annotated[Finite, Field(gt=0)] | None = None
 
 
