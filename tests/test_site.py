@@ -194,6 +194,8 @@ def test_a_killed_line_shows_down_then_up_again(running_site):
     site.wait(lambda: site.line("north")["state"] == "down", 10, "north down (its will, after its keepalive)")
     assert time.monotonic() - killed < 6  # the broker's keepalive (1 s) x 1.5, plus its check interval
     assert site.line("south")["state"] == "up"
+    answer = httpx.get(f"{site.url}/lines/north/api/health", timeout=10)  # its new process is not serving yet
+    assert answer.status_code == 502 and "line north does not answer" in answer.json()["detail"]
     site.wait(lambda: site.line("north")["state"] == "up", 90, "north up again after its restart")
     after = site.line("north")["process"]
     assert after["starts"] == before["starts"] + 1 and after["pid"] != before["pid"] and after["last_exit"] == -9
