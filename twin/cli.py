@@ -92,6 +92,7 @@ async def serve(
     retention: Retention | None = None,
     http: dict | None = None,
     ray_address: str | None = None,
+    physics: bool = False,
 ) -> None:
     import uvicorn
 
@@ -103,7 +104,7 @@ async def serve(
     from twin.server.http import server_config
     from twin.sim.runtime import Twin
 
-    twin = Twin(layout)
+    twin = Twin(layout, physics=physics)  # physics: part poses from the line run on Newton (docs/physics.md)
     access = Access.load(tokens, loopback_only=host in ("127.0.0.1", "localhost", "::1"))
     connector = mqtt_in = publisher = None
     if bindings is not None:
@@ -197,7 +198,7 @@ def run_demo(args: argparse.Namespace) -> int:
         asyncio.run(serve(layout, bindings, host=args.host, port=args.port, glb=layout.with_suffix(".glb"),
                           endpoints={"plc": endpoint}, tick_hz=args.tick_hz, operator_token=True,
                           history=workdir / f"history-{args.port}.duckdb",  # one store per running demo
-                          http=http_options(args)))
+                          http=http_options(args), physics=args.physics))
     except KeyboardInterrupt:
         pass
     except SystemExit as exit_request:  # 0 from SIGTERM; uvicorn exits 1 when it cannot bind its port
@@ -225,7 +226,7 @@ def run_serve(args: argparse.Namespace) -> int:
                                                       args.history_keep_days),
                           host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz,
                           tokens=Path(args.tokens) if args.tokens else None, http=http_options(args),
-                          ray_address=args.ray_address))
+                          ray_address=args.ray_address, physics=args.physics))
     return 0
 
 
@@ -369,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rebuild", action="store_true", help="rebuild the sample factory")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--tick-hz", type=float, default=30.0)
+    demo.add_argument("--physics", action="store_true", help="parts move on Newton physics (docs/physics.md)")
     add_http_options(demo)
     demo.set_defaults(handler=run_demo)
 
@@ -382,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--tick-hz", type=float, default=30.0)
+    serve_cmd.add_argument("--physics", action="store_true",
+                           help="run the layout's line on Newton physics for part poses (docs/physics.md)")
     serve_cmd.add_argument("--tokens", help="JSON file of API tokens and roles (see twin/auth.py)")
     serve_cmd.add_argument("--history", help="keep every signal update in this DuckDB file (docs/history.md)")
     serve_cmd.add_argument("--history-raw-days", type=float, default=1.0, help="keep raw samples this long")

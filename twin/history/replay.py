@@ -21,6 +21,7 @@ import numpy as np
 from twin.core.cache import BAD_WAITING_FOR_INITIAL_DATA, RuntimeCache, state_name
 from twin.history.store import Historian
 from twin.sim.parts import PartTracker
+from twin.sim.physics_runtime import RecordedPartPoses
 from twin.sim.robots import SceneRobots
 from twin.sim.runtime import Twin
 from twin.stream.protocol import Scope, encode_frame
@@ -54,7 +55,10 @@ class _Shadow:
         link_rows = self.robots.all_link_rows if self.robots.batch is not None else np.zeros(0, np.int64)
         self.start_poses = np.array([twin.stage.local_transform(cache.transform_prims[row], authored=True)
                                      for row in link_rows]).reshape(-1, 4, 4)
-        self.parts = PartTracker(twin.stage, cache, self.robots, device=twin.device)
+        if twin.physics is not None:  # a physics run records its part poses as one signal
+            self.parts = RecordedPartPoses(cache, twin.physics.poses_row, twin.physics.capacity)
+        else:
+            self.parts = PartTracker(twin.stage, cache, self.robots, device=twin.device)
         if cache.schema != registered:
             raise RuntimeError("the replay's derivations registered rows that the live cache does not have")
         cache.schema = self.schema  # same rows, same schema id: frames decode with the stream's schema

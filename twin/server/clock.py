@@ -3,7 +3,8 @@
 Each client then sends itself a frame of what changed since its own last frame (twin/stream/hub.py), so a
 slow client slows only itself. A value written between ticks (a connector, the write API) wakes the stream
 within `WRITE_CHECK_S` instead of waiting for the next tick: that wait was most of what the twin added to a
-PLC value's way to the page.
+PLC value's way to the page. A twin with physics steps in a worker thread, so the event loop keeps serving
+while the solver runs.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ async def run_ticks(twin: Twin, hub: StreamHub, clock: SimulationClock) -> None:
         period = 1.0 / clock.tick_hz
         started = time.perf_counter()
         try:
-            if clock.running:
+            if clock.running and twin.physics is not None:  # physics steps off the event loop
+                await asyncio.to_thread(twin.step)
+            elif clock.running:
                 twin.step()
         except Exception:  # keep serving; the error is in the log with its traceback
             log.exception("simulation step failed")

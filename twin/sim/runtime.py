@@ -3,7 +3,8 @@
 `Twin.step()` is the simulation stage of the data flow: connectors have written
 signals into the cache; the step turns joint signals into link transforms and line
 signals into part poses (Warp) and line signals into live KPIs, evaluates the alarm rules, then lets
-the live layer catch up at its bounded rate.
+the live layer catch up at its bounded rate. With `physics=True` part poses come from the line run on Newton
+physics instead (twin.sim.physics_runtime), at the runtime's clock or a simulated one.
 """
 
 from __future__ import annotations
@@ -17,27 +18,39 @@ from twin.core.stage import LiveLayerWriter, TwinStage
 from twin.kinematics.device import default_device
 from twin.sim.kpis import LiveKpis
 from twin.sim.parts import PartTracker
+from twin.sim.physics_runtime import PhysicsLine
 from twin.sim.robots import SceneRobots
 
 
 class Twin:
-    def __init__(self, layout: str | Path, *, device: str | None = None, flush_hz: float = 4.0):
+    def __init__(self, layout: str | Path, *, device: str | None = None, flush_hz: float = 4.0,
+                 physics: bool = False, seed: int = 1):
         self.device = device or default_device()
         self.stage = TwinStage(layout)
         self.cache = RuntimeCache()
         self.robots = SceneRobots(self.stage, self.cache, device=self.device)
-        self.parts = PartTracker(self.stage, self.cache, self.robots, device=self.device)
+        self.physics: PhysicsLine | None = None
+        self.parts: PartTracker | None = None
+        self.started = time.time()
+        if physics:
+            self.physics = PhysicsLine(self.stage, self.cache, device=self.device, seed=seed, epoch=self.started)
+        else:
+            self.parts = PartTracker(self.stage, self.cache, self.robots, device=self.device)
         self.kpis = LiveKpis(self.stage, self.cache)
         self.alarms = AlarmEngine(self.cache, rules_from_stage(self.stage.stage, str(self.stage.path)))
         self.live_writer = LiveLayerWriter(self.stage, self.cache, max_rate_hz=flush_hz)
         self.steps = 0
         self.step_seconds = 0.0  # time spent in the last step
 
-    def step(self) -> None:
+    def step(self, sim_time: float | None = None) -> None:
+        """One tick; `sim_time` (seconds since the twin started) drives physics on a simulated clock."""
         started = time.perf_counter()
         self.robots.update()
-        self.parts.update()
-        self.kpis.update()
+        if self.physics is not None:
+            self.physics.advance(time.time() - self.started if sim_time is None else sim_time)
+        else:
+            self.parts.update()
+        self.kpis.update(None if sim_time is None else self.started + sim_time)
         self.alarms.evaluate()
         self.live_writer.maybe_flush()
         self.steps += 1

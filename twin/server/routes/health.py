@@ -36,6 +36,8 @@ async def health(twin: TwinDep, hub: HubDep, clock: ClockDep, settings: Settings
         "transforms": len(twin.cache.transform_prims),
         "live_layer_flushes": twin.live_writer.flushes,
     }
+    if twin.physics is not None:  # physics time, parts, and whether it fell behind real time
+        body["physics"] = twin.physics.health()
     if settings.connector_health:
         body["connectors"] = settings.connector_health()
     return body

@@ -1,0 +1,97 @@
+"""The runtime with physics: parts from the source to the sink's bin on Newton, and sensors read from physics,
+checked against mechanics (a part's travel time over a belt) and geometry (a beam through a box)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pxr import Sdf
+
+from twin.physics.model import BELT_FRICTION, GRAVITY
+from twin.physics.sensors import ENCODER, OCCUPIED, beam_blocked
+from twin.scenes import add_conveyor, add_sensor, add_sink, add_source, new_layout
+from twin.scenes.collision import add_collision_boxes
+from twin.scenes.meshes import define_xform, pose
+from twin.sim.physics_runtime import PARTS, PARTS_IN, PARTS_OUT, POSES
+from twin.sim.runtime import Twin
+
+BELT_HEIGHT, PART, SPEED, LENGTH = 0.75, 0.2, 0.35, 3.0
+EYE_AT = 2.0  # metres along the belt
+INTERARRIVAL = 4.0
+TICK = 1.0 / 30.0
+RUN_S = 18.0  # simulated seconds: four parts, three past the eye, two in the bin
+LINE = "/Factory/Line"
+
+
+def _line(path) -> str:
+    """Source -> one belt with a photo-eye -> sink bin, parts arriving every INTERARRIVAL seconds."""
+    stage = new_layout(path)
+    define_xform(stage, LINE)
+    add_collision_boxes(stage, f"{LINE}/Floor", [("Slab", (10.0, 6.0, 0.1), (1.5, 0.0, -0.05))])
+    add_source(stage, f"{LINE}/Source", pose(-0.7, 0.0), height=BELT_HEIGHT)
+    conveyor = add_conveyor(stage, f"{LINE}/Belt", pose(0.0, 0.0), length=LENGTH, width=0.5,
+                            belt_height=BELT_HEIGHT, capacity=8, speed=SPEED)
+    conveyor.CreateAttribute("twin:partLength", Sdf.ValueTypeNames.Double).Set(PART)
+    add_sink(stage, f"{LINE}/Sink", pose(LENGTH + 0.5, 0.0), height=BELT_HEIGHT)
+    add_sensor(stage, f"{LINE}/Belt/PhotoEye", (EYE_AT, -0.35, BELT_HEIGHT + 0.1), sensor_type="photoEye")
+    source = stage.GetPrimAtPath(f"{LINE}/Source")
+    source.CreateAttribute("twin:interarrival", Sdf.ValueTypeNames.Double).Set(INTERARRIVAL)
+    source.CreateAttribute("twin:arrivalDistribution", Sdf.ValueTypeNames.String).Set("constant")
+    for here, there in ((f"{LINE}/Source", f"{LINE}/Belt"), (f"{LINE}/Belt", f"{LINE}/Sink")):
+        stage.GetPrimAtPath(here).CreateRelationship("twin:next", custom=False).SetTargets([there])
+    stage.GetRootLayer().Save()
+    return str(path)
+
+
+def test_a_beam_meets_the_boxes_it_crosses_and_no_others():
+    half = 0.1
+    turned = [0.0, 0.0, math.sin(math.pi / 8), math.cos(math.pi / 8)]  # 45 degrees about z
+    poses = np.array([[1.0, 0.0, 0.85, 0, 0, 0, 1], [1.0, 0.5, 0.85, 0, 0, 0, 1], [2.0, 0.0, 0.85, *turned],
+                      [1.0, 0.0, 1.2, 0, 0, 0, 1]])
+    origin, direction = np.array([1.05, -0.35, 0.85]), np.array([0.0, 1.0, 0.0])
+    assert beam_blocked(origin, direction, 0.7, poses, half).tolist() == [True, False, False, False]
+    # the turned cube's corner reaches 0.1 * sqrt(2) = 0.141 m along x from its centre
+    assert beam_blocked(np.array([2.13, -0.35, 0.85]), direction, 0.7, poses, half).tolist() == [
+        False, False, True, False]
+    assert not beam_blocked(np.array([2.15, -0.35, 0.85]), direction, 0.7, poses, half).any()
+
+
+@pytest.mark.slow
+def test_photo_eye_edges_are_the_parts_that_passed_at_the_belt_transit_times(tmp_path):
+    twin = Twin(_line(tmp_path / "line.usda"), physics=True, device="cpu")
+    line, cache = twin.physics, twin.cache
+    eye = cache.signal_row(f"{LINE}/Belt/PhotoEye", OCCUPIED)
+    out_row, in_row = cache.signal_row(f"{LINE}/Source", PARTS_OUT), cache.signal_row(f"{LINE}/Sink", PARTS_IN)
+    spawned, rising, last = [], [], False
+    for tick in range(1, round(RUN_S / TICK) + 1):
+        twin.step(sim_time=tick * TICK)
+        if cache.signal_values(out_row)[0] > len(spawned):
+            spawned.append(cache.source_time[out_row] - twin.started)
+        occupied = cache.signal_values(eye)[0] == 1.0
+        if occupied and not last:
+            rising.append(cache.source_time[eye] - twin.started)
+            assert cache.status[eye] == 0  # good, as a connector writes a good value
+        last = occupied
+    assert len(spawned) == math.floor(RUN_S / INTERARRIVAL)
+    # every part that passed the eye, once each: all but those spawned too late to reach it
+    start = PART / 2 + 0.005  # where the source puts a part's centre
+    travel = EYE_AT - start - PART / 2  # its leading face to the beam
+    # L / v from the source, plus at most the part's settling: set down 1 mm above the belt, it falls, then the
+    # belt's friction brings it up to speed (losing at most half the spin-up time v / (mu g) of travel)
+    settle = math.sqrt(2 * 0.001 / GRAVITY) + SPEED / (2 * BELT_FRICTION * GRAVITY)
+    expected = np.array([t + travel / SPEED for t in spawned if t + travel / SPEED + settle < RUN_S - TICK])
+    assert len(rising) == len(expected) == len(line.sensors.rising_edges[0]) >= 2
+    lag = np.array(rising) - expected
+    assert np.all(lag >= -line.model.dt) and np.all(lag <= settle + line.model.dt), lag
+    assert np.ptp(lag) <= line.model.dt  # every part alike: each edge dated within one step
+    # the encoder is the belt's travel; parts off the belt's end land in the bin and are counted there
+    assert cache.signal_values(cache.signal_row(f"{LINE}/Belt", ENCODER))[0] == pytest.approx(SPEED * RUN_S,
+                                                                                              rel=1e-4)
+    reached = [t for t in spawned if t + (LENGTH - start) / SPEED + 1.0 < RUN_S]
+    assert cache.signal_values(in_row)[0] == len(reached)
+    active = cache.instance_sets[PARTS].active
+    assert active.sum() == len(line.state.parts())
+    poses = cache.signal_values(cache.signal_row(LINE, POSES)).reshape(-1, 7)
+    assert np.array_equal(np.all(np.isfinite(poses), axis=1), active)

@@ -1,0 +1,414 @@
+"""The line on physics inside the runtime: part poses from Newton instead of from line signals (docs/physics.md).
+
+`PhysicsLine` runs the line's flow, read from the layout like the line model reads it (`twin:kind`,
+`twin:next`, `twin:interarrival`, `twin:cycleTime`, robots' taught routes), over a `PhysicsModel` of its
+collision boxes. Parts are created at the source, ride the belts by friction at the belt speeds in the cache,
+stop at a belt's end where a station or robot takes them (a stopper, or an end stop added where the layout has
+none), are held on the station for its cycle, carried by robots in their pick and place times, put on the next
+belt's start, and fall off the last belt into the sink's bin. Held and carried parts are posed kinematically;
+everything on a belt or falling is physics. Part poses go to the `parts` instance set (the stream, the viewer)
+and to the line's `twin:physics:partPoses` signal (the historian, replay).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from twin.core.cache import GOOD, RuntimeCache, quality_name
+from twin.core.errors import LayoutError
+from twin.core.stage import TwinStage
+from twin.core.transforms import matrix_to_pose, pose_to_matrix
+from twin.kinematics.chain import Chain
+from twin.kinematics.trajectory import chain_joint_move
+from twin.physics.model import PhysicsModel
+from twin.physics.sensors import PhysicsSensors
+from twin.physics.shapes import Box, LayoutShapes, read_shapes
+
+log = logging.getLogger("twin.physics")
+
+PARTS = "parts"  # the instance set the viewer draws parts from (as twin.sim.parts)
+POSES = "twin:physics:partPoses"  # on the line prim: (capacity, 7) poses, NaN where no part is
+PARTS_OUT, PARTS_IN = "twin:physics:partsOut", "twin:physics:partsIn"
+END_TOLERANCE = 0.02  # metres: a part this close to the belt's end has reached it
+MAX_STEPS_PER_TICK = 240  # one simulated second per tick at most: beyond that physics has fallen behind
+BIN_KEEP = 6  # finished parts left lying in the sink's bin; older ones are taken out (the bin is emptied)
+LIFT = 0.3  # metres a robot lifts a part between pick and place
+
+
+@dataclass
+class Belt:
+    path: str
+    world: np.ndarray  # the conveyor's frame: belt start on the floor, +X along the belt
+    length: float
+    width: float
+    height: float
+    pitch: float
+    nominal_speed: float
+    speed_row: int
+    next: str
+    end_stop: bool  # parts wait at the end for the element after it
+
+    def local(self, points: np.ndarray) -> np.ndarray:
+        return (points - self.world[:3, 3]) @ self.world[:3, :3]
+
+    def point(self, along: float, lift: float) -> np.ndarray:
+        return self.world[:3, :3] @ np.array([along, 0.0, self.height + lift]) + self.world[:3, 3]
+
+
+@dataclass
+class Held:
+    """A part off the physics: on a station's table or in a robot's gripper."""
+
+    pose: np.ndarray  # (7,)
+
+
+@dataclass
+class Station:
+    path: str
+    cycle: float
+    spread: float
+    top: np.ndarray  # (7,) pose of a part on it
+    next: str
+    part: Held | None = None
+    reserved: bool = False  # a robot is bringing a part
+    done_at: float = math.inf
+
+
+@dataclass
+class Robot:
+    path: str
+    pick: float
+    place: float
+    back: float
+    source: str
+    next: str
+    part: Held | None = None
+    started: float = 0.0
+    start_pose: np.ndarray = field(default_factory=lambda: np.zeros(7))
+    end_pose: np.ndarray = field(default_factory=lambda: np.zeros(7))
+    free_at: float = 0.0
+
+
+class PhysicsLine:
+    """The line's flow on physics; `advance(time)` runs it to `time` seconds since it began."""
+
+    def __init__(self, stage: TwinStage, cache: RuntimeCache, *, device: str = "cpu", max_parts: int | None = None,
+                 seed: int = 1, epoch: float = 0.0):
+        self.cache, self.epoch, self.rng = cache, epoch, random.Random(seed)
+        where = str(stage.path)
+        usd = stage.authored_stage
+        kinds = {str(p.GetPath()): p.GetAttribute("twin:kind").Get() for p in usd.Traverse()}
+        nexts = {path: [str(t) for t in usd.GetPrimAtPath(path).GetRelationship("twin:next").GetTargets()]
+                 for path in kinds if usd.GetPrimAtPath(path).GetRelationship("twin:next")}
+
+        def attribute(path: str, name: str, default=None):
+            value = stage.attribute(path, name, default)
+            if value is None:
+                raise LayoutError(where, f"{path}: {name} is required for physics")
+            return value
+
+        def following(path: str) -> str:
+            targets = nexts.get(path, [])
+            if kinds[path] != "sink" and len(targets) != 1:
+                raise LayoutError(where, f"{path}: physics runs lines with one twin:next per element, found {targets}")
+            return targets[0] if targets else ""
+
+        shapes = read_shapes(usd)
+        stopped = {box.owner.rsplit("/", 1)[0] for box in shapes.stoppers}
+        self.belts: dict[str, Belt] = {}
+        for box in shapes.belts:
+            path = box.owner
+            after = following(path)
+            self.belts[path] = Belt(
+                path, stage.world_transform(path), float(attribute(path, "twin:length")),
+                float(attribute(path, "twin:width", 0.5)), float(attribute(path, "twin:beltHeight", 0.75)),
+                float(attribute(path, "twin:partPitch", 0.3)), box.speed,
+                cache.add_signal(path, "twin:speed", unit="m/s"), after,
+                kinds.get(after) in ("station", "robot"))
+        self.sources = [(path, float(attribute(path, "twin:interarrival")), following(path),
+                         stage.attribute(path, "twin:arrivalDistribution", "exponential") == "constant")
+                        for path, kind in kinds.items() if kind == "source"]
+        extra = tuple(self._end_stop(box) for box in shapes.belts
+                      if self.belts[box.owner].end_stop and box.owner not in stopped)
+        shapes = LayoutShapes(shapes.static, shapes.belts, shapes.stoppers + extra, shapes.part_size)
+        if max_parts is None:  # every belt packed with touching parts, and the bin's
+            size = shapes.part_size or 0.2
+            max_parts = int(sum(belt.length // size for belt in self.belts.values())) + BIN_KEEP + 2
+        self.model = PhysicsModel(shapes, device=device, max_parts=max_parts)
+        self.state = self.model.new_state()
+        self.half = self.model.part_size / 2
+        self.stations: dict[str, Station] = {}
+        for path, kind in kinds.items():
+            if kind == "station":
+                top = stage.world_transform(path)
+                top[:3, 3] += top[:3, :3] @ np.array([0.0, 0.0, float(attribute(path, "twin:tableHeight", 0.8))
+                                                       + self.half])
+                self.stations[path] = Station(path, float(attribute(path, "twin:cycleTime")),
+                                              float(attribute(path, "twin:cycleSpread", 0.0)),
+                                              matrix_to_pose(top), following(path))
+        self.robots = [Robot(path, *_robot_times(usd, path, where), source=self._before(nexts, path),
+                             next=following(path))
+                       for path, kind in kinds.items() if kind == "robot" and path in nexts]
+        self.sinks = {path: stage.world_transform(path)[:3, 3] for path, kind in kinds.items() if kind == "sink"}
+        line = next(iter(self.sinks), next(iter(self.belts), "/")).rsplit("/", 1)[0] or "/"
+        self.sensors = PhysicsSensors(usd, cache, part_size=self.model.part_size, belts=self.model.belts)
+        self.capacity = self.model.max_parts + len(self.stations) + len(self.robots)
+        cache.add_instance_set(PARTS, self.capacity)
+        self.poses_row = cache.add_signal(line, POSES, width=self.capacity * 7, unit="m")
+        self.out_rows = [cache.add_signal(path, PARTS_OUT, unit="parts", kind="int") for path, *_ in self.sources]
+        self.in_rows = [cache.add_signal(path, PARTS_IN, unit="parts", kind="int") for path in self.sinks]
+        self.next_arrival = [self._interarrival(mean, constant) for _, mean, _, constant in self.sources]
+        self.parts_out, self.parts_in, self.parts_lost = 0, 0, 0
+        self.in_bin: list[int] = []  # physics ids of the parts lying in a bin, oldest first
+        self.behind_s = 0.0  # simulated seconds dropped because physics could not keep up
+        self.behind = False
+
+    # ------------------------------------------------------------------ the tick
+    def advance(self, time: float) -> None:
+        """Run the flow and physics to `time` (seconds since the line began, minus what was dropped)."""
+        time -= self.behind_s
+        wanted = int(math.floor(time / self.model.dt + 1e-9)) - self.state.steps
+        if wanted > MAX_STEPS_PER_TICK:
+            self.behind_s += (wanted - MAX_STEPS_PER_TICK) * self.model.dt
+            if not self.behind:
+                log.warning("physics is behind real time by %.2f s: dropping it (%.1f s dropped so far)",
+                            (wanted - MAX_STEPS_PER_TICK) * self.model.dt, self.behind_s)
+            wanted = MAX_STEPS_PER_TICK
+        self.behind = bool(self.behind_s) and wanted == MAX_STEPS_PER_TICK
+        speeds = np.array([self._belt_speed(belt) for belt in self.model.belts])
+        for belt, speed in zip(self.model.belts, speeds, strict=True):
+            if speed != self.state.belt_speed(belt):
+                self.state.set_belt_speed(belt, speed)
+        stepped = max(wanted, 0)
+        self.model.step(self.state, stepped)
+        now = self.state.time
+        ids, poses = self.state.parts(), self.state.part_poses()
+        self._source(now, poses)
+        self._stations_and_robots(now, ids, poses)
+        self._sinks(ids, poses)
+        self._publish(now, stepped * self.model.dt, speeds)
+
+    def _belt_speed(self, path: str) -> float:
+        row = self.belts[path].speed_row
+        value = float(self.cache.signal_values(row)[0])
+        if quality_name(self.cache.status[row]) == "good" and math.isfinite(value):
+            return value
+        return self.belts[path].nominal_speed
+
+    def _source(self, now: float, poses: np.ndarray) -> None:
+        for index, (_, mean, belt_path, constant) in enumerate(self.sources):
+            belt = self.belts[belt_path]
+            if now >= self.next_arrival[index] and self._room_at_start(belt, poses):
+                self.state.spawn_part(belt.point(self.half + 0.005, self.half + 0.001))
+                self.parts_out += 1
+                self.next_arrival[index] = now + self._interarrival(mean, constant)
+                self.cache.write_signal(self.out_rows[index], self.parts_out, status=GOOD,
+                                        source_time=self.epoch + now)
+
+    def _interarrival(self, mean: float, constant: bool) -> float:
+        """Seconds to the next part: `twin:arrivalDistribution` constant, else exponential (the line model's)."""
+        return mean if constant else self.rng.expovariate(1.0 / mean)
+
+    def _room_at_start(self, belt: Belt, poses: np.ndarray) -> bool:
+        local = belt.local(poses[:, :3]) if len(poses) else np.zeros((0, 3))
+        on = (np.abs(local[:, 1]) < belt.width / 2) & (np.abs(local[:, 2] - belt.height - self.half) < self.half)
+        return not np.any(on & (local[:, 0] > -self.half) & (local[:, 0] < self.half + belt.pitch))
+
+    def _part_at_end(self, belt: Belt, ids: np.ndarray, poses: np.ndarray) -> int | None:
+        if not len(ids):
+            return None
+        local = belt.local(poses[:, :3])
+        at_end = (np.abs(local[:, 1]) < belt.width / 2) & (local[:, 2] > belt.height) & \
+                 (local[:, 0] >= belt.length - self.half - END_TOLERANCE) & (local[:, 0] <= belt.length)
+        return int(ids[np.flatnonzero(at_end)[0]]) if at_end.any() else None
+
+    def _take(self, part: int, ids: np.ndarray, poses: np.ndarray) -> Held:
+        pose = poses[int(np.flatnonzero(ids == part)[0])].copy()
+        self.state.remove_part(part)
+        return Held(pose)
+
+    def _stations_and_robots(self, now: float, ids: np.ndarray, poses: np.ndarray) -> None:
+        taken: set[int] = set()
+        for station in self.stations.values():
+            if station.part is not None and now >= station.done_at and station.next in self.belts:
+                belt = self.belts[station.next]
+                if self._room_at_start(belt, poses):
+                    self.state.spawn_part(belt.point(self.half + 0.005, self.half + 0.001))
+                    station.part, station.done_at = None, math.inf
+            upstream = self._before_station(station.path)
+            if station.part is None and not station.reserved and upstream in self.belts:
+                part = self._part_at_end(self.belts[upstream], ids, poses)
+                if part is not None and part not in taken:
+                    taken.add(part)
+                    self._start(station, self._take(part, ids, poses), now)
+        for robot in self.robots:
+            if robot.part is not None and now >= robot.started + robot.pick + robot.place and \
+                    self._deliver(robot, now, poses):
+                robot.part = None
+            if robot.part is not None:  # carried: from the pick pose, lifted, to the place pose
+                share = min(max((now - robot.started - robot.pick) / robot.place, 0.0), 1.0)
+                robot.part.pose = robot.start_pose + share * (robot.end_pose - robot.start_pose)
+                robot.part.pose[2] += LIFT * math.sin(math.pi * share)
+                continue
+            if now < robot.free_at or not self._accepts(robot.next, poses):
+                continue
+            held = None
+            if robot.source in self.belts:
+                part = self._part_at_end(self.belts[robot.source], ids, poses)
+                if part is not None and part not in taken:
+                    taken.add(part)
+                    held = self._take(part, ids, poses)
+            elif robot.source in self.stations:
+                station = self.stations[robot.source]
+                if station.part is not None and now >= station.done_at:
+                    held, station.part, station.done_at = station.part, None, math.inf
+            if held is not None:
+                robot.part, robot.started, robot.start_pose = held, now, held.pose.copy()
+                robot.free_at = now + robot.pick + robot.place + robot.back
+                if robot.next in self.stations:
+                    self.stations[robot.next].reserved = True
+                    robot.end_pose = self.stations[robot.next].top.copy()
+                else:
+                    robot.end_pose = np.array([*self.belts[robot.next].point(self.half + 0.005, self.half + 0.001),
+                                               0.0, 0.0, 0.0, 1.0])
+
+    def _accepts(self, path: str, poses: np.ndarray) -> bool:
+        if path in self.stations:
+            return self.stations[path].part is None and not self.stations[path].reserved
+        return path in self.belts and self._room_at_start(self.belts[path], poses)
+
+    def _deliver(self, robot: Robot, now: float, poses: np.ndarray) -> bool:
+        if robot.next in self.stations:
+            station = self.stations[robot.next]
+            station.reserved = False
+            self._start(station, Held(station.top.copy()), now)
+            return True
+        belt = self.belts[robot.next]
+        if not self._room_at_start(belt, poses):
+            return False
+        self.state.spawn_part(belt.point(self.half + 0.005, self.half + 0.001))
+        return True
+
+    def _start(self, station: Station, part: Held, now: float) -> None:
+        part.pose = station.top.copy()
+        cycle = station.cycle if station.spread <= 0 else max(0.05 * station.cycle, self.rng.gauss(
+            station.cycle, station.cycle * station.spread))
+        station.part, station.done_at = part, now + cycle
+
+    def _before_station(self, path: str) -> str:
+        for belt in self.belts.values():
+            if belt.next == path:
+                return belt.path
+        return ""
+
+    @staticmethod
+    def _before(nexts: dict[str, list[str]], path: str) -> str:
+        return next((other for other, targets in nexts.items() if path in targets), "")
+
+    def _sinks(self, ids: np.ndarray, poses: np.ndarray) -> None:
+        for part, pose in zip(ids, poses, strict=True):
+            part = int(part)
+            if part in self.in_bin:
+                continue
+            sink = next((path for path, centre in self.sinks.items()
+                         if np.all(np.abs(pose[:2] - centre[:2]) < 0.4) and pose[2] < self._belt_top() - self.half),
+                        None)
+            if sink is not None:
+                self.in_bin.append(part)
+                self.parts_in += 1
+                row = self.in_rows[list(self.sinks).index(sink)]
+                self.cache.write_signal(row, self.parts_in, status=GOOD, source_time=self.epoch + self.state.time)
+            elif pose[2] < self.half:  # on the floor, off the line
+                self.state.remove_part(part)
+                self.parts_lost += 1
+                log.warning("a part fell off the line at (%.2f, %.2f): removed", pose[0], pose[1])
+        while len(self.in_bin) > BIN_KEEP:
+            self.state.remove_part(self.in_bin.pop(0))
+
+    def _belt_top(self) -> float:
+        return max((belt.height for belt in self.belts.values()), default=0.75)
+
+    # ------------------------------------------------------------------ outputs
+    def _publish(self, now: float, dt: float, speeds: np.ndarray) -> None:
+        ids, poses = self.state.parts(), self.state.part_poses()
+        velocities = self.state.part_velocities()
+        held = [station.part for station in self.stations.values()] + [robot.part for robot in self.robots]
+        all_poses = np.full((self.capacity, 7), np.nan)
+        all_poses[ids] = poses
+        for index, part in enumerate(held):
+            if part is not None:
+                all_poses[self.model.max_parts + index] = part.pose
+        active = np.all(np.isfinite(all_poses), axis=1)
+        in_play = all_poses[active]
+        velocity = np.zeros((len(in_play), 6))
+        velocity[: len(ids)] = velocities  # physics parts come first in slot order
+        self.sensors.update(now, dt, in_play, velocity, speeds, epoch=self.epoch)
+        transforms = np.tile(np.eye(4), (self.capacity, 1, 1))
+        transforms[active] = pose_to_matrix(in_play)
+        self.cache.write_instances(PARTS, transforms, active)
+        self.cache.write_signal(self.poses_row, all_poses.ravel(), status=GOOD, source_time=self.epoch + now)
+
+    def health(self) -> dict:
+        return {"time_s": round(self.state.time, 3), "behind": self.behind, "dropped_s": round(self.behind_s, 3),
+                "parts": int(len(self.state.parts())), "parts_out": self.parts_out, "parts_in": self.parts_in,
+                "parts_lost": self.parts_lost}
+
+    def _end_stop(self, belt: Box) -> Box:
+        """A fixed bar across `belt`'s end, standing in for a stopper the layout does not author."""
+        along = int(np.argmax(np.abs(belt.direction)))
+        up = int(np.argmax(np.abs(belt.rotation.T @ np.array([0.0, 0.0, 1.0]))))
+        half = belt.half_extents.copy()
+        offset = np.zeros(3)
+        offset[along] = np.sign(belt.direction[along]) * (half[along] + 0.015)
+        offset[up] = half[up] + 0.035
+        half[along], half[up] = 0.015, 0.03
+        return Box(f"{belt.owner}/EndStop", "stopper", belt.centre + belt.rotation @ offset, belt.rotation, half,
+                   owner=f"{belt.owner}/EndStop")
+
+
+def _robot_times(stage, path: str, where: str) -> tuple[float, float, float]:
+    """Pick, place and return seconds of a robot: `twin:pickTime`... or its taught route's quintic moves."""
+    prim = stage.GetPrimAtPath(path)
+    authored = [prim.GetAttribute(name).Get() for name in ("twin:pickTime", "twin:placeTime", "twin:returnTime")]
+    if authored[0] is not None and authored[1] is not None:
+        return float(authored[0]), float(authored[1]), float(authored[2] or 0.0)
+    route = list(prim.GetAttribute("twin:route").Get() or [])
+    if "grip" not in route or "release" not in route:
+        raise LayoutError(where, f"{path}: a robot needs twin:pickTime and twin:placeTime or a twin:route")
+    chain = Chain.from_usd(stage, path)
+    speed = float(prim.GetAttribute("twin:jointSpeed").Get() or 1.0)
+    acceleration = float(prim.GetAttribute("twin:jointAcceleration").Get() or 4.0)
+    grip = float(prim.GetAttribute("twin:gripTime").Get() or 0.0)
+    phases, phase, previous = [0.0, 0.0, 0.0], 0, None
+    for step in route:
+        if step in ("grip", "release"):
+            phases[phase] += grip
+            phase += 1
+            continue
+        pose = np.array(prim.GetAttribute(f"twin:pose:{step}").Get(), np.float64)
+        if previous is not None:
+            move = chain_joint_move(chain, previous[None], pose[None], speed=speed, acceleration=acceleration,
+                                    profile="quintic")
+            phases[phase] += float(move.duration[0])
+        previous = pose
+    return phases[0], phases[1], phases[2]
+
+
+class RecordedPartPoses:
+    """Parts posed from the `twin:physics:partPoses` signal as recorded: how replay shows a physics run."""
+
+    def __init__(self, cache: RuntimeCache, row: int, capacity: int):
+        self.cache, self.row, self.capacity = cache, row, capacity
+        cache.add_instance_set(PARTS, capacity)
+
+    def update(self) -> None:
+        poses = self.cache.signal_values(self.row).reshape(self.capacity, 7)
+        active = np.all(np.isfinite(poses), axis=1)
+        transforms = np.tile(np.eye(4), (self.capacity, 1, 1))
+        transforms[active] = pose_to_matrix(poses[active])
+        self.cache.write_instances(PARTS, transforms, active)
