@@ -95,3 +95,22 @@ def test_photo_eye_edges_are_the_parts_that_passed_at_the_belt_transit_times(tmp
     assert active.sum() == len(line.state.parts())
     poses = cache.signal_values(cache.signal_row(LINE, POSES)).reshape(-1, 7)
     assert np.array_equal(np.all(np.isfinite(poses), axis=1), active)
+
+
+@pytest.mark.slow
+def test_sample_line_on_physics_passes_parts_through_its_stations_into_the_bin(tmp_path):
+    from twin.physics.sensors import HAS_PART
+    from twin.sample_factory.scene import build_sample_factory
+
+    twin = Twin(build_sample_factory(tmp_path), physics=True, device="cpu")
+    line, cache = twin.physics, twin.cache
+    switch = cache.signal_row("/Factory/Line/Machining", HAS_PART)
+    seen_on, run_s = 0, 100.0
+    for tick in range(1, round(run_s / TICK) + 1):
+        twin.step(sim_time=tick * TICK)
+        seen_on += cache.signal_values(switch)[0] == 1.0
+    health = line.health()
+    assert health["parts_in"] >= 1 and health["parts_lost"] == 0 and not health["behind"], health
+    assert seen_on * TICK >= 7.5 * 0.7  # Machining held a part for about its cycle at least once
+    twin.step(sim_time=run_s + 10.0)  # a tick ten seconds late: physics runs one second and says it is behind
+    assert line.health()["behind"] and line.health()["dropped_s"] == pytest.approx(9.0, abs=2 * line.model.dt)
