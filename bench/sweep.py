@@ -4,7 +4,8 @@ The sample factory's line, a sweep of the machining cycle time (100 points x 100
 variants by default), `--hours` simulated hours each. For each worker count a fresh local Ray cluster with
 that many CPUs runs the study (one task per batch, one CPU per task); the peer is run_whatif in this process
 on the same study in the same run, using every core. Each Ray result is checked equal to the peer's. Worker
-start-up is excluded: a small study runs first on each cluster. Last line: one JSON object with the rows,
+start-up is excluded: a small study runs first on each cluster. worker_cpu_share is the CPU time the workers got
+over wall time x workers: below 1 where other work shares the cores. Last line: one JSON object with the rows,
 the ratio of 2 workers to 1 and the target (>= 1.7).
 
     python bench/sweep.py [--variants 10000] [--replications 100] [--hours 2] [--workers 1,2]
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil  # installed with ray[default]
 import ray
 from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
 
@@ -46,6 +48,15 @@ def warm_up(model, workers: int) -> None:
                     batch_points=1)
 
 
+def worker_cpu_seconds() -> dict[int, float]:
+    """CPU seconds so far of every Ray worker process on this machine (their titles start with ray::)."""
+    seconds = {}
+    for process in psutil.process_iter(["cmdline", "cpu_times"]):
+        if (process.info["cmdline"] or [""])[0].startswith("ray::") and process.info["cpu_times"]:
+            seconds[process.pid] = process.info["cpu_times"].user + process.info["cpu_times"].system
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", type=int, default=10_000)
@@ -69,15 +80,18 @@ def main() -> None:
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
         try:
             warm_up(model, workers)
+            before = worker_cpu_seconds()
             started = time.perf_counter()
             result = run_whatif(model, executor="ray", device="cpu", **work)
             elapsed = time.perf_counter() - started
+            used = sum(seconds - before.get(pid, 0.0) for pid, seconds in worker_cpu_seconds().items())
         finally:
             ray.shutdown()
         rate = sim_hours / elapsed
         rows.append({"workers": workers, "variants": variants, "sim_hours_per_s": round(rate, 1),
                      "ratio_to_one_worker": round(rate / rows[0]["sim_hours_per_s"], 2) if rows else 1.0,
-                     "seconds": round(elapsed, 1), "peer_in_process_sim_hours_per_s": round(peer_rate, 1),
+                     "seconds": round(elapsed, 1), "worker_cpu_share": round(used / (elapsed * workers), 2),
+                     "peer_in_process_sim_hours_per_s": round(peer_rate, 1),
                      "equal_to_in_process": result.points == peer.points})
         print(" ".join(f"{key}={value}" for key, value in rows[-1].items()), flush=True)
     ratio = next((row["ratio_to_one_worker"] for row in rows if row["workers"] == 2), None)
