@@ -8,21 +8,23 @@ What a plant engineer sees. Processes, all on loopback and the same machine cloc
   binding file (the variable -> /Factory/Line/Machining.twin:e2eValue; publishing 50 ms as the sample's PLC
   server, the row's sampling interval, queue size 1), `create_app(tick_hz=30)` served by uvicorn with
   `twin.server.http.server_config`. Instance wrappers (production code untouched) time each stage.
-- page: the built viewer in headless Debian chromium (Playwright, software WebGL), rendering as usual. An init
-  script notes when each websocket message reaches the page's handler; once the page is ready, its
-  `window.twin.signals.set` is wrapped on the instance to note when the new value is applied, and the next
-  animation frame (the one that draws it) is taken as "the page shows it". Page times are
-  performance.timeOrigin + performance.now().
+- page: the built viewer in headless Debian chromium (Playwright, software WebGL), rendering as usual. Its
+  stream worker notes when each frame reaches it (the merged frame the page applies carries that time per
+  signal); once the page is ready, its `window.twin.signals.set` is wrapped on the instance to note when the
+  new value is applied, and the next animation frame (the one that draws it) is taken as "the page shows it".
+  Page and worker times are performance.timeOrigin + performance.now().
 - peer: a bare asyncua client in its own process, subscribed to the same node with the same publishing
   interval, sampling interval and queue size, at the same time as the twin: the OPC-UA stack's floor.
 
 Stages of each value (medians in the table, p99s too in the JSON): `publish` SourceTimestamp -> the connector's
 notification arrives; `cache` -> written into the cache; `tick` -> the stream frame carrying that cache version is
 encoded (`tick_wait`: the part until the tick that woke the stream; 0 when it rode one under way); `send` -> the
-frame is handed to the websocket; `page` -> the page shows it (`receive`: its message handler starts, `apply`: the
-value is applied, `paint`: the next animation frame). Also: frames per second sent by the twin (`sent/s`), taken by
-the page (`page/s`) and rendered by it (`fps`) during the writes, and `clock_offset_ms`, the page's clock
-(performance.timeOrigin + performance.now()) minus the system clock (Date.now(), which time.time() also reads).
+frame is handed to the websocket; `page` -> the page shows it (`receive`: the page's stream worker takes the frame,
+`apply`: the page's main thread applies the value (decode and merge in the worker, the wait for the main thread
+between renders, applying), `paint`: the next animation frame). Also: frames per second sent by the twin
+(`sent/s`), taken by the page's stream (`page/s`) and rendered by it (`fps`) during the writes, `clock_offset_ms`,
+the page's clock (performance.timeOrigin + performance.now()) minus the system clock (Date.now(), which
+time.time() also reads), and `load_avg`, the machine's 1-minute load average before and after the row.
 Rows: sampling 100 ms (the sample's setting) and 10 ms with only this variable bound ("idle"), and 100 ms with
 the demo's load ("demo"): the sample PLC runs too (`python -m twin.sample_factory.plc`, as `twin demo` starts it)
 and the twin also takes the sample's own bindings, so robots and parts move in the twin and the page.
@@ -43,6 +45,7 @@ import contextlib
 import json
 import logging
 import multiprocessing as mp
+import os
 import random
 import subprocess
 import sys
@@ -205,30 +208,20 @@ def run_twin(layout: str, binding_path: str, port: int, ready, stop, results) ->
 
 
 # --------------------------------------------------------------------------- the page
-INIT_SCRIPT = """(() => {
-  const clock = () => performance.timeOrigin + performance.now();
-  const e2e = window.__e2e = { clock, lastMessage: 0, seen: [] };
-  const add = WebSocket.prototype.addEventListener;
-  WebSocket.prototype.addEventListener = function (type, listener, options) {
-    if (type !== 'message') return add.call(this, type, listener, options);
-    return add.call(this, type, function (event) {
-      e2e.lastMessage = clock();
-      return listener.call(this, event);
-    }, options);
-  };
-})();"""
-
 WATCH_SCRIPT = """(key) => {
-  const e2e = window.__e2e;
-  const signals = window.twin.signals;
+  const clock = () => performance.timeOrigin + performance.now();
+  const e2e = window.__e2e = { seen: [] };
+  const { signals, stream } = window.twin;
   const set = signals.set;
   let last = signals.get(key)?.v;
   signals.set = function (name, signal) {
     if (name === key && signal.v !== last) {
       last = signal.v;
-      const entry = { v: signal.v, message: e2e.lastMessage, applied: e2e.clock(), shown: null };
+      const frame = stream.applying;  // the merged frame being applied: when each signal's frame reached the worker
+      const index = frame.signals.rows.indexOf(stream.schema.signals.findIndex((info) => info.key === key));
+      const entry = { v: signal.v, message: frame.signals.received[index], applied: clock(), shown: null };
       e2e.seen.push(entry);
-      requestAnimationFrame(() => { entry.shown = e2e.clock(); });
+      requestAnimationFrame(() => { entry.shown = clock(); });
     }
     return set.call(this, name, signal);
   };
@@ -315,8 +308,11 @@ def sample_plc(demo_load: bool) -> Iterator[str | None]:
 
 def measure(sampling_ms: float, demo_load: bool, writes: int, first: int, layout: Path, folder: Path,
             server: dict) -> dict:
+    load_before = os.getloadavg()[0]
     with sample_plc(demo_load) as plc_endpoint:
-        return _measure(sampling_ms, plc_endpoint, writes, first, layout, folder, server)
+        row = _measure(sampling_ms, plc_endpoint, writes, first, layout, folder, server)
+    row["load_avg"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+    return row
 
 
 def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: int, layout: Path, folder: Path,
@@ -346,7 +342,6 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 850})
-            page.add_init_script(INIT_SCRIPT)
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_function("window.twin && window.twin.ready", timeout=120_000)
             page.wait_for_function(f"window.twin.signals.get({json.dumps(KEY)})?.q === 'good'", timeout=60_000)
