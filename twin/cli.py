@@ -218,13 +218,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from twin.server.assets import layout_glb
 
     endpoints = dict(item.split("=", 1) for item in args.endpoint)
+    retention = history_retention(args.history_raw_days, args.history_step_s, args.history_keep_days)
     glb = Path(args.glb) if args.glb else layout_glb(Path(args.layout))  # built from the stage, cached by content
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(Path(args.layout), Path(args.bindings) if args.bindings else None,
                           history=Path(args.history) if args.history else None,
-                          retention=history_retention(args.history_raw_days, args.history_step_s,
-                                                      args.history_keep_days),
-                          host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz,
+                          retention=retention, host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz,
                           tokens=Path(args.tokens) if args.tokens else None, http=http_options(args),
                           ray_address=args.ray_address, physics=args.physics))
     return 0
