@@ -223,7 +223,8 @@ def run_serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(Path(args.layout), Path(args.bindings) if args.bindings else None,
                           history=Path(args.history) if args.history else None,
-                          retention=retention, host=args.host, port=args.port, glb=glb, endpoints=endpoints, tick_hz=args.tick_hz,
+                          retention=retention, host=args.host, port=args.port, glb=glb, endpoints=endpoints,
+                          tick_hz=args.tick_hz,
                           tokens=Path(args.tokens) if args.tokens else None, http=http_options(args),
                           ray_address=args.ray_address, physics=args.physics))
     return 0
