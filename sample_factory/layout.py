@@ -127,6 +127,12 @@ ROBOTS = (
     ),
 )
 
+# The gripper on each robot's tool0 (twin.scenes.robot.add_gripper): its grip face is tool0, on the part's top.
+GRIPPERS = {
+    "Robot1": {"gripper_type": "suction", "suction_radius": 0.04},
+    "Robot2": {"gripper_type": "parallel", "stroke": 0.3},
+}
+
 # Where each robot's tool0 must be at "pick" and "place" (world, metres).
 ROBOT_TARGETS = {
     "Robot1": {"pick": (8.7, 0.0, 0.95), "place": (10.3, 0.0, 1.0)},

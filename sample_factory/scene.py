@@ -22,6 +22,7 @@ from twin.scenes import (
 )
 from twin.scenes.collision import add_collision_boxes
 from twin.scenes.meshes import DARK_GREY, SAFETY_YELLOW, STEEL, add_boxes, define_xform, pose, set_attributes
+from twin.scenes.robot import add_gripper
 
 FLOOR_GREY = (0.42, 0.43, 0.44)
 STATION_COLORS = {"Machining": (0.14, 0.36, 0.62), "Inspection": (0.86, 0.87, 0.88)}
@@ -50,6 +51,7 @@ def build_sample_factory(out_dir: Path) -> Path:
     for spec in layout.ROBOTS:
         robot = add_robot(stage, spec.path, rtb_urdf(spec.urdf), spec.base)
         set_attributes(robot, {"twin:title": spec.title})
+        add_gripper(stage, f"{spec.path}/tool0", **layout.GRIPPERS[spec.name])
     _process(stage)
     for spec in layout.SENSORS:
         add_sensor(stage, spec.path, spec.offset, sensor_type=spec.sensor_type, signal=spec.attr,

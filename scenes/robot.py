@@ -18,7 +18,9 @@ from twin.core.stage import usd_to_numpy
 from twin.core.transforms import matrix_to_pose
 from twin.kinematics.chain import Chain
 from twin.kinematics.urdf import Joint, RobotDescription, Visual, load_urdf
+from twin.physics.gripper import GRIPPER_TYPES
 
+from .collision import add_collision_boxes
 from .meshes import DARK_GREY, Color, add_mesh, as_matrix, box, cylinder, define_xform, set_attributes
 
 KUKA_ORANGE: Color = (1.0, 0.4, 0.0)
@@ -188,3 +190,40 @@ def _embedded_color(mesh: trimesh.Trimesh) -> Color | None:
     else:
         return None
     return tuple(float(c) / 255.0 for c in rgba[:3])
+
+
+PAD_THICKNESS = 0.04  # metres: suction pad and parallel-gripper palm, behind the grip face
+FINGER_THICKNESS = 0.02
+
+
+def add_gripper(stage: Usd.Stage, link_path: str, gripper_type: str, *, suction_radius: float = 0.0,
+                stroke: float = 0.0, reach: float = 0.01, finger_length: float = 0.1) -> Usd.Prim:
+    """Declare a gripper on a robot's tool link (docs/physics.md, "Robots and grippers").
+
+    The grip face is the link's origin, facing its +Z: a taught pick pose puts the link there on the part's
+    face. Suction grippers get a pad of `suction_radius` behind the face; parallel grippers a palm and two
+    fingers opened to `stroke` across the link's Y, reaching `finger_length` past the face. The geometry is
+    hidden collision boxes (`Gripper`); `reach` is how far from the grip face a part is still caught.
+    """
+    link = stage.GetPrimAtPath(link_path)
+    if not link or not link.HasAPI(UsdPhysics.RigidBodyAPI):
+        raise ValueError(f"{link_path}: a gripper goes on a robot link (a prim with UsdPhysics.RigidBodyAPI)")
+    if gripper_type not in GRIPPER_TYPES:
+        raise ValueError(f"{link_path}: unknown gripper type {gripper_type!r}; expected one of {GRIPPER_TYPES}")
+    if reach <= 0.0 or (gripper_type == "suction" and suction_radius <= 0.0) or \
+            (gripper_type == "parallel" and (stroke <= 0.0 or finger_length <= 0.0)):
+        raise ValueError(f"{link_path}: {gripper_type} gripper needs positive reach and "
+                         f"{'suction_radius' if gripper_type == 'suction' else 'stroke and finger_length'}")
+    if gripper_type == "suction":
+        boxes = [("Pad", (2 * suction_radius, 2 * suction_radius, PAD_THICKNESS), (0.0, 0.0, -PAD_THICKNESS / 2))]
+    else:
+        finger_y = stroke / 2 + FINGER_THICKNESS / 2
+        finger = (2 * FINGER_THICKNESS, FINGER_THICKNESS, finger_length + PAD_THICKNESS)
+        finger_z = (finger_length - PAD_THICKNESS) / 2
+        boxes = [("Palm", (2 * FINGER_THICKNESS, stroke + 2 * FINGER_THICKNESS, PAD_THICKNESS),
+                  (0.0, 0.0, -PAD_THICKNESS / 2)),
+                 ("FingerA", finger, (0.0, finger_y, finger_z)), ("FingerB", finger, (0.0, -finger_y, finger_z))]
+    add_collision_boxes(stage, f"{link_path}/Gripper", boxes)
+    set_attributes(link, {"twin:gripper:type": gripper_type, "twin:gripper:suctionRadius": float(suction_radius),
+                          "twin:gripper:stroke": float(stroke), "twin:gripper:reach": float(reach)})
+    return link

@@ -15,7 +15,10 @@ import newton
 import numpy as np
 import warp as wp
 from pxr import Usd
+from scipy.spatial.transform import Rotation
 
+from .gripper import GripResult, part_in_reach
+from .robots import RobotGeometry, RobotMotion, interpolate, read_robots
 from .shapes import Box, LayoutShapes, read_shapes
 
 GRAVITY = 9.81
@@ -26,6 +29,7 @@ DRIVEN_MASS = 1000.0  # kg: parts barely disturb a belt within the one step befo
 STOPPER_DROP = 0.2  # metres a lowered stopper sinks below its raised pose
 PARK_DEPTH = -50.0  # parked parts wait on a grid this far below the floor, a metre apart
 DEFAULT_PART_MASS = 2.0  # kg
+LINK_INERTIA = 100.0  # kg m^2 of a robot link body (DRIVEN_MASS): contacts barely turn it within a step
 # Contacts are found this far before touching. Newton's default (0.1 m) made MuJoCo carry ~15 candidate
 # contacts per part on a line of 0.2 m boxes; a step covers at most a few millimetres at line speeds.
 CONTACT_GAP = 0.01
@@ -67,6 +71,22 @@ def _pin_parked(
 
 
 @wp.kernel
+def _prescribe_free(
+    q_start: wp.array(dtype=wp.int32),
+    qd_start: wp.array(dtype=wp.int32),
+    q_value: wp.array2d(dtype=wp.float32),
+    qd_value: wp.array2d(dtype=wp.float32),
+    joint_q: wp.array(dtype=wp.float32),
+    joint_qd: wp.array(dtype=wp.float32),
+):
+    i = wp.tid()
+    for k in range(7):
+        joint_q[q_start[i] + k] = q_value[i, k]
+    for k in range(6):
+        joint_qd[qd_start[i] + k] = qd_value[i, k]
+
+
+@wp.kernel
 def _place_part(
     q_start: int,
     qd_start: int,
@@ -98,7 +118,7 @@ class PhysicsModel:
 
     def __init__(self, shapes: LayoutShapes, *, device: str = "cpu", max_parts: int = 64,
                  part_size: float | None = None, part_mass: float = DEFAULT_PART_MASS, dt: float = STEP,
-                 cpu_loop: bool = True):
+                 cpu_loop: bool = True, robots: tuple[RobotGeometry, ...] = ()):
         size = part_size if part_size is not None else shapes.part_size
         if size is None or size <= 0.0:
             raise ValueError(f"part size must be positive (got {size}); author twin:partLength or pass part_size")
@@ -129,6 +149,9 @@ class PhysicsModel:
             builder.add_shape_box(body, hx=half, hy=half, hz=half,
                                   cfg=self._config(SURFACE_FRICTION, self.part_mass / self.part_size ** 3))
             self.part_bodies.append(body)
+        self.robots = tuple(robots)
+        others = static + driven_shapes
+        self.robot_bodies = [self._robot_links(builder, robot, others) for robot in self.robots]
         self.newton = builder.finalize(device=self.device)
         q_start, qd_start = self.newton.joint_q_start.numpy(), self.newton.joint_qd_start.numpy()
         part_joints = self._joints_of(self.part_bodies)
@@ -138,15 +161,21 @@ class PhysicsModel:
         self._park_positions = wp.array([self._park(i) for i in range(max_parts)], dtype=wp.vec3, device=self.device)
         self._driven_q = wp.array(q_start[driven_joints], dtype=wp.int32, device=self.device)
         self._driven_qd = wp.array(qd_start[driven_joints], dtype=wp.int32, device=self.device)
+        link_joints = self._joints_of([body for bodies in self.robot_bodies for body in bodies])
+        self._link_q_host, self._link_qd_host = q_start[link_joints], qd_start[link_joints]
         self.solver = newton.solvers.SolverMuJoCo(self.newton, use_mujoco_cpu=self.device == "cpu")
         self.cpu_loop = cpu_loop and self.device == "cpu"  # False: Newton's per-step exchange, as on CUDA
+        self._mj_link_q = self._mj_link_qd = np.zeros(len(link_joints), np.int64)  # MuJoCo's, for the CPU loop
         if self.cpu_loop:
             self._index_mujoco(driven_joints, part_joints)
+            self._mj_link_q, self._mj_link_qd = self._mujoco_starts(link_joints)
 
     @classmethod
     def from_stage(cls, stage: Usd.Stage, **options) -> PhysicsModel:
-        """Build from a layout's UsdPhysics collision boxes; `options` as for the constructor."""
-        return cls(read_shapes(stage), **options)
+        """Build from a layout's UsdPhysics collision boxes; `options` as for the constructor, and `robots=True`
+        for the layout's robots as kinematic bodies with their grippers."""
+        robots = read_robots(stage) if options.pop("robots", False) else ()
+        return cls(read_shapes(stage), robots=robots, **options)
 
     @property
     def max_parts(self) -> int:
@@ -161,7 +190,10 @@ class PhysicsModel:
         if self.cpu_loop:
             self._step_mujoco_cpu(state, steps)
             return
-        for _ in range(steps):
+        prescribed = state._prescribed(steps)
+        prescribed_q = wp.array(prescribed[0], dtype=wp.int32, device=self.device)
+        prescribed_qd = wp.array(prescribed[1], dtype=wp.int32, device=self.device)
+        for step in range(steps):
             current, following = state._states
             if self._driven_q.shape[0]:
                 wp.launch(_prescribe_driven, dim=self._driven_q.shape[0], device=self.device,
@@ -171,10 +203,17 @@ class PhysicsModel:
                 wp.launch(_pin_parked, dim=self.max_parts, device=self.device,
                           inputs=[state._active, self._part_q, self._part_qd, self._park_positions,
                                   current.joint_q, current.joint_qd])
+            if len(prescribed[0]):
+                q_values, qd_values = self._free_values(prescribed, step, newton_order=True)
+                wp.launch(_prescribe_free, dim=len(prescribed[0]), device=self.device,
+                          inputs=[prescribed_q, prescribed_qd, wp.array(q_values, dtype=wp.float32, device=self.device),
+                                  wp.array(qd_values, dtype=wp.float32, device=self.device),
+                                  current.joint_q, current.joint_qd])
             current.clear_forces()
             self.solver.step(current, following, state._control, None, self.dt)
             state._states = (following, current)
             state.steps += 1
+        state._motion_done()
 
     def _step_mujoco_cpu(self, state: PhysicsState, steps: int) -> None:
         """The CPU path: MuJoCo's C solver stepped in a tight loop on Newton's own MuJoCo model.
@@ -194,15 +233,64 @@ class PhysicsModel:
         park_values = self._park_qpos[parked]
         driven_q, driven_qd = state._driven_position.numpy(), state._driven_velocity.numpy()
         qpos, qvel = data.qpos, data.qvel
-        for _ in range(steps):
+        prescribed = state._prescribed(steps)
+        free_q, free_qd = prescribed[2][:, None] + np.arange(7), prescribed[3][:, None] + np.arange(6)
+        for step in range(steps):
             qpos[self._mj_driven_q] = driven_q
             qvel[self._mj_driven_qd] = driven_qd
             qpos[park_q] = park_values
             qvel[park_qd] = 0.0
+            if len(free_q):
+                qpos[free_q], qvel[free_qd] = self._free_values(prescribed, step, newton_order=False)
             mujoco.mj_step(mj_model, data)
         self.solver._update_newton_state(self.newton, following, data, state_prev=current)
         state._states = (following, current)
         state.steps += steps
+        state._motion_done()
+
+    @staticmethod
+    def _free_values(prescribed: tuple, step: int, *, newton_order: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 7) poses and (n, 6) velocities of the prescribed free bodies at `step`: Newton's order (x, y, z,
+        qx, qy, qz, qw; world velocities) or MuJoCo's (x, y, z, qw, qx, qy, qz; angular in the body frame)."""
+        positions, quaternions, linear, angular = prescribed[4:]
+        quaternion = quaternions[step]
+        if newton_order:
+            return np.hstack([positions[step], quaternion]), np.hstack([linear, angular])
+        body_angular = Rotation.from_quat(quaternion).inv().apply(angular)
+        return np.hstack([positions[step], quaternion[:, 3:], quaternion[:, :3]]), np.hstack([linear, body_angular])
+
+    def _robot_links(self, builder: newton.ModelBuilder, robot: RobotGeometry, others: list[int]) -> list[int]:
+        """A heavy free body per link of `robot` with shapes, at its zero-joint pose; shapes touch parts only."""
+        rest = robot.chain.fk(np.zeros((1, robot.chain.n_joints)), base=robot.base)[0]
+        bodies = []
+        for link, shapes in zip(robot.links, robot.shapes, strict=True):
+            pose = rest[link]
+            body = builder.add_body(xform=_transform(pose[:3, 3], pose[:3, :3]), mass=DRIVEN_MASS,
+                                    inertia=wp.mat33(np.eye(3) * LINK_INERTIA), lock_inertia=True,
+                                    label=robot.chain.link_names[link])
+            for shape in shapes:
+                xform = _transform(shape.frame[:3, 3], shape.frame[:3, :3])
+                if shape.half_extents is not None:
+                    hx, hy, hz = shape.half_extents.tolist()
+                    added = builder.add_shape_box(body, xform=xform, hx=hx, hy=hy, hz=hz,
+                                                  cfg=self._config(SURFACE_FRICTION), label=shape.path)
+                else:
+                    hull = newton.Mesh(shape.points, shape.faces)
+                    added = builder.add_shape_convex_hull(body, xform=xform, mesh=hull,
+                                                          cfg=self._config(SURFACE_FRICTION), label=shape.path)
+                for other in others:
+                    builder.add_shape_collision_filter_pair(added, other)
+                others.append(added)  # links of robots do not touch each other either
+            bodies.append(body)
+        return bodies
+
+    def _mujoco_starts(self, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where free joints `joints` (Newton's) start in MuJoCo's qpos and qvel."""
+        mujoco_joint = {int(joint): index for index, joint in enumerate(self.solver.mjc_jnt_to_newton_jnt.numpy()[0])}
+        indices = np.array([mujoco_joint[int(joint)] for joint in joints], np.int64)
+        if not len(indices):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return self.solver.mj_model.jnt_qposadr[indices], self.solver.mj_model.jnt_dofadr[indices]
 
     def _index_mujoco(self, driven_joints: list[int], part_joints: np.ndarray) -> None:
         """Where each driven joint and each part's free joint sit in MuJoCo's qpos and qvel."""
@@ -271,6 +359,7 @@ class PhysicsState:
         self._active_host = np.zeros(model.max_parts, np.int32)
         self._active = wp.zeros(model.max_parts, dtype=wp.int32, device=device)
         self._upload_driven()
+        self._motions = {robot.path: self._rest_motion(robot) for robot in model.robots}
 
     @property
     def time(self) -> float:
@@ -311,9 +400,12 @@ class PhysicsState:
         return part
 
     def remove_part(self, part: int) -> None:
-        """Take part `part` out of play (it is parked at the next step)."""
+        """Take part `part` out of play (it is parked at the next step); a gripper holding it lets go."""
         if not 0 <= part < self.model.max_parts or not self._active_host[part]:
             raise KeyError(f"no part {part} in play")
+        for motion in self._motions.values():
+            if motion.held == part:
+                motion.held = None
         self._set_active(part, 0)
 
     def parts(self) -> np.ndarray:
@@ -329,6 +421,92 @@ class PhysicsState:
         """(n, 6) linear then angular velocities of the parts in play (world frame)."""
         bodies = np.asarray(self.model.part_bodies, np.int64)[self.parts()]
         return self._states[0].body_qd.numpy()[bodies].astype(np.float64)
+
+    # ------------------------------------------------------------------ robots and grippers
+    def set_robot_joints(self, robot: str, q, *, jump: bool = False) -> None:
+        """The joint values of the robot at path `robot`; its links (and the part it holds) move there at constant
+        velocity over the next `step`/`advance_to` call, pushing parts in their way. `jump` puts them there at
+        once, for a robot's first pose."""
+        geometry, motion = self._robot(robot)
+        poses = geometry.chain.fk(q, base=geometry.base, device=self.model.device)[0]
+        motion.end, motion.tool_end = poses[list(geometry.links)], poses[geometry.tool] if geometry.tool >= 0 \
+            else np.eye(4)
+        if jump:
+            self._motion_done()
+
+    def grip(self, robot: str) -> GripResult:
+        """Close the robot's gripper: the part within its reach is attached, keeping its pose relative to the tool as
+        found. With none there, the result carries a fault and nothing moves."""
+        geometry, motion = self._robot(robot)
+        if geometry.gripper is None:
+            raise KeyError(f"robot {robot} has no gripper; author twin:gripper:type on its tool link")
+        if motion.held is not None:
+            return GripResult(robot, None, f"{robot}: the gripper already holds part {motion.held}")
+        held = {other.held for other in self._motions.values()}
+        free = np.array([part for part in self.parts() if part not in held], np.int64)
+        poses = self._states[0].body_q.numpy()[np.asarray(self.model.part_bodies, np.int64)[free]].astype(np.float64)
+        found = part_in_reach(geometry.gripper, motion.start_tool, poses, self.model.part_size)
+        if found is None:
+            where = np.round(motion.start_tool[:3, 3], 3).tolist()
+            return GripResult(robot, None, f"{robot}: no part within reach of the {geometry.gripper.gripper_type} "
+                                           f"gripper at {where}")
+        part_pose = np.eye(4)
+        part_pose[:3, :3] = Rotation.from_quat(poses[found, 3:]).as_matrix()
+        part_pose[:3, 3] = poses[found, :3]
+        motion.held, motion.held_offset = int(free[found]), np.linalg.inv(motion.start_tool) @ part_pose
+        return GripResult(robot, motion.held)
+
+    def release(self, robot: str) -> int | None:
+        """Open the robot's gripper: the part it held (returned; None if none) is free and falls under gravity."""
+        _, motion = self._robot(robot)
+        part, motion.held = motion.held, None
+        return part
+
+    def held(self, robot: str) -> int | None:
+        """The part the robot's gripper holds, None if none."""
+        return self._robot(robot)[1].held
+
+    def _robot(self, robot: str) -> tuple[RobotGeometry, RobotMotion]:
+        if robot not in self._motions:
+            raise KeyError(f"no robot {robot!r} in the physics model; known: {list(self._motions)} "
+                           "(build it with robots=True)")
+        return self.model.robots[list(self._motions).index(robot)], self._motions[robot]
+
+    def _rest_motion(self, robot: RobotGeometry) -> RobotMotion:
+        poses = robot.chain.fk(np.zeros((1, robot.chain.n_joints)), base=robot.base)[0]
+        links, tool = poses[list(robot.links)], poses[robot.tool] if robot.tool >= 0 else np.eye(4)
+        return RobotMotion(links, links.copy(), tool, tool.copy())
+
+    def _prescribed(self, steps: int) -> tuple[np.ndarray, ...]:
+        """The free bodies prescribed over the next `steps` steps (links, held parts): their Newton q and qd
+        starts, MuJoCo qpos and qvel starts, then `interpolate`'s poses and velocities."""
+        model, starts, ends, indices = self.model, [], [], []
+        offset = 0
+        for bodies, motion in zip(model.robot_bodies, self._motions.values(), strict=True):
+            starts.append(motion.start)
+            ends.append(motion.end)
+            links = np.arange(offset, offset + len(bodies))
+            offset += len(bodies)
+            indices.append(np.stack([model._link_q_host[links], model._link_qd_host[links],
+                                     model._mj_link_q[links], model._mj_link_qd[links]], axis=1))
+            if motion.held is not None:
+                starts.append((motion.start_tool @ motion.held_offset)[None])
+                ends.append((motion.tool_end @ motion.held_offset)[None])
+                part = motion.held
+                mujoco_q, mujoco_qd = (model._mj_part_q[part, 0], model._mj_part_qd[part, 0]) if model.cpu_loop \
+                    else (0, 0)
+                indices.append(np.array([[model._part_q_host[part], model._part_qd_host[part], mujoco_q, mujoco_qd]]))
+        if steps <= 0 or not starts or not sum(len(start) for start in starts):
+            return (*np.zeros((4, 0), np.int64), np.zeros((0, 0, 3)), np.zeros((0, 0, 4)), np.zeros((0, 3)),
+                    np.zeros((0, 3)))
+        index = np.concatenate(indices).astype(np.int64)
+        return (index[:, 0], index[:, 1], index[:, 2], index[:, 3],
+                *interpolate(np.concatenate(starts), np.concatenate(ends), steps, model.dt))
+
+    def _motion_done(self) -> None:
+        """The links reached where they were going: the next call starts there."""
+        for motion in self._motions.values():
+            motion.start, motion.start_tool = motion.end.copy(), motion.tool_end.copy()
 
     def _set_active(self, part: int, value: int) -> None:
         self._active_host[part] = value
