@@ -23,6 +23,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 from fastapi import WebSocket, WebSocketDisconnect
 
@@ -245,7 +246,7 @@ class _Session:
             self.wake.set()  # what changed while the client was behind goes out now, not at the next tick
         return None
 
-    def _acknowledges_a_frame(self, request) -> bool:
+    def _acknowledges_a_frame(self, request: Any) -> TypeGuard[dict]:
         """Whether `request` is an ack of a frame in flight: those are not counted toward the rate limit
         (at most one per frame sent), every other message is."""
         return (isinstance(request, dict) and request.get("type") == "ack" and bool(self.unacked)
@@ -278,7 +279,8 @@ class _Session:
                 self.closing = (CLOSE_TOO_BIG, f"message over {limits.max_message_bytes} bytes")
                 self.wake.set()
                 return
-            request, problem = None, "binary messages are not accepted; send JSON text"
+            request: Any = None
+            problem: str | None = "binary messages are not accepted; send JSON text"
             if binary is None:
                 try:
                     request, problem = json.loads(message.get("text") or "", parse_constant=_refuse_constant), None
