@@ -12,11 +12,15 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pxr import Usd, UsdGeom
 
 from twin.line.model import BUFFER, CONVEYOR, ROBOT, SINK, SOURCE, STATION, Element, LineModel, read_line
+
+if TYPE_CHECKING:
+    from twin.kinematics.trajectory import JointMoves
 
 ENCODER_COUNTS_PER_M = 1000  # one encoder count per millimetre of belt travel
 ENCODER_WRAP = 2**32  # the count is a UInt32 and wraps like a real counter card
@@ -192,8 +196,8 @@ class Station(PlantElement):
 @dataclass(frozen=True)
 class ProgramStep:
     kind: str  # "move", "grip", "release" or "wait"
-    seconds: float = 0.0  # of a grip, release or wait
-    samples: np.ndarray | None = None  # a move's joint positions, one row per plant cycle
+    seconds: float = 0.0  # how long the step takes (a move's duration)
+    move: JointMoves | None = None  # a move's synchronised joint trajectory
 
 
 @dataclass
@@ -221,42 +225,50 @@ class Robot(PlantElement):
     def __post_init__(self) -> None:
         self.q = self.home.copy()
         self._was_started = False
+        self._poses = np.zeros((0, len(self.axes)))  # the running move's poses at the cycle ends ahead
+        self._pose_index = 0
 
     @property
     def at_home(self) -> bool:
-        return not self.busy and bool(np.allclose(self.q, self.home, atol=1e-6))
+        return not self.busy and float(np.max(np.abs(self.q - self.home), initial=0.0)) <= 1e-6
 
     def step(self, dt: float) -> None:
+        """Run the program for `dt` in continuous time: a step ending inside the cycle hands the rest of the
+        cycle to the next one, so only the handshakes with the controller wait for cycle boundaries."""
         rising = self.start and not self._was_started
         self._was_started = self.start
         if not self.start:
             self.done = False
         if rising and not self.busy and self.program == PROGRAM_PICK_AND_PLACE:
             self.busy, self.done, self.step_index, self.elapsed = True, False, 0, 0.0
-        if not self.busy:
-            return
-        step = self.plan[self.step_index]
-        kind, samples = step.kind, step.samples
-        self.elapsed += dt
-        if samples is not None:
-            index = min(int(round(self.elapsed / self.dt)) - 1, len(samples) - 1)
-            self.q = samples[max(index, 0)].copy()
-            finished = index >= len(samples) - 1
-        else:
-            finished = self.elapsed >= step.seconds - 1e-9
-        if finished and kind == "grip":
-            source = next((e for e in self.pick_from if _ready_to_pick(e)), None)
-            if source is None:
-                self.fault = True  # gripped at an empty place
-            else:
-                self.holding = _take(source)
-        if finished and kind == "release" and self.holding is not None:
-            target = next((e for e in self.place_to if e.accepts()), None)
-            if target is None:
-                return  # hold the part above its place until there is room
-            target.receive(self.holding)
-            self.holding = None
-        if finished:
+        left = dt
+        while self.busy and left > 0:
+            step = self.plan[self.step_index]
+            if step.move is not None and self.elapsed == 0.0:  # entering a move: its poses at this run's cycle ends
+                self._poses = step.move.sample(np.arange(left, step.seconds, dt))[0][0]
+                self._pose_index = 0
+            if self.elapsed + left < step.seconds - 1e-9:  # the step goes on past this cycle
+                self.elapsed += left
+                if step.move is not None:
+                    self.q = self._poses[min(self._pose_index, len(self._poses) - 1)].copy()
+                    self._pose_index += 1
+                return
+            if step.kind == "release" and self.holding is not None:
+                target = next((e for e in self.place_to if e.accepts()), None)
+                if target is None:  # hold the part above its place until there is room
+                    self.elapsed = step.seconds
+                    return
+                target.receive(self.holding)
+                self.holding = None
+            left -= step.seconds - self.elapsed
+            if step.move is not None:
+                self.q = step.move.end[0].copy()
+            if step.kind == "grip":
+                source = next((e for e in self.pick_from if _ready_to_pick(e)), None)
+                if source is None:
+                    self.fault = True  # gripped at an empty place
+                else:
+                    self.holding = _take(source)
             self.step_index, self.elapsed = self.step_index + 1, 0.0
             if self.step_index >= len(self.plan):
                 self.busy, self.done, self.cycles = False, True, self.cycles + 1
@@ -446,9 +458,7 @@ def _robot(stage: Usd.Stage, element: Element, dt: float, model: LineModel) -> R
         else:
             move = chain_joint_move(chain, previous[None], pose[None], speed=speed, acceleration=acceleration,
                                     profile="quintic")
-            duration = float(move.duration[0])
-            times = np.minimum(np.arange(dt, duration + dt, dt), duration)
-            plan.append(ProgramStep("move", samples=move.sample(times)[0][0]))
+            plan.append(ProgramStep("move", float(move.duration[0]), move))
         previous = pose
     assert home is not None
     return Robot(element, dt, chain.joint_names, plan, home)
