@@ -27,6 +27,7 @@ from twin.core.errors import LayoutError
 
 from .address import INPUT, NAMESPACE, OUTPUT, Signal, line_signals
 from .forcing import ALL, OFFLINE, Force, Forces
+from .nodeset import use_xml_encoding_type_ids
 from .plant import Plant
 
 log = logging.getLogger("twin.commission")
@@ -151,6 +152,7 @@ class CommissionServer:
         for node in list(nodes):
             nodes += await node.get_children(refs=ua.ObjectIds.HasProperty)
         await self.server.export_xml(nodes, str(path), export_values=True)
+        use_xml_encoding_type_ids(path)
 
     # ----------------------------------------------------------------- writes
     def _checked_write(self, write):

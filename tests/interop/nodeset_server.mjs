@@ -1,0 +1,28 @@
+// A node-opcua server whose address space is the standard nodeset plus one UANodeSet file: how another
+// stack imports what `twin commission --export-nodeset FILE` writes.
+// Usage: node nodeset_server.mjs PORT NODESET_FILE
+// Prints "READY <endpoint>" once listening; exits with status 0 on SIGTERM or SIGINT.
+import { nodesets } from "node-opcua-nodesets";
+import { OPCUAServer } from "node-opcua-server";
+
+const [port, nodesetFile] = [Number(process.argv[2]), process.argv[3]];
+const server = new OPCUAServer({
+  port,
+  hostname: "127.0.0.1",
+  resourcePath: "/UA/nodeset",
+  nodesets: [nodesets.standard, nodesetFile],
+  serverInfo: { applicationUri: "urn:factory-twin:interop-server" },
+});
+await server.initialize();
+await server.start();
+console.log(`READY ${server.getEndpointUrl()}`);
+
+let stopping = false;
+async function stop() {
+  if (stopping) return;
+  stopping = true;
+  await server.shutdown(0);
+  process.exit(0);
+}
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
