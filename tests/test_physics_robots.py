@@ -1,0 +1,225 @@
+"""Robots and grippers on physics, checked against geometry and mechanics, not against the code's own output: the
+sample robots pick a part at their taught pick pose and set it down at the taught place pose (within 5 mm once it
+has settled under gravity), a grip with no part within reach is a fault that moves nothing, and a moving link
+pushes a part instead of passing through it (box-box penetration by the separating axes, never over 1 mm)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import warp as wp
+from scipy.spatial.transform import Rotation
+
+from twin.physics.gripper import Gripper, part_in_reach
+from twin.physics.model import PhysicsModel
+from twin.sample_factory import layout
+from twin.scenes import open_layout
+from twin.scenes.robot import PAD_THICKNESS
+
+DEVICES = ["cpu", pytest.param("cuda:0", marks=pytest.mark.skipif(
+    not wp.is_cuda_available(), reason="no CUDA device"))]
+HALF = layout.PART_SIZE / 2
+TICK_STEPS = 8  # physics steps per runtime tick (1/30 s at 1/240 s)
+ROBOT1, ROBOT2 = (f"{layout.LINE}/{name}" for name in ("Robot1", "Robot2"))
+# Where each robot picks and places (tool0 on the part's top face, taught in the sample layout), and the height of
+# the surface the part rests on there: Conveyor2's end, the Assembly table, Conveyor3's start.
+SURFACES = {ROBOT1: (layout.BELT_HEIGHT, layout.TABLE_HEIGHT), ROBOT2: (layout.TABLE_HEIGHT, layout.BELT_HEIGHT)}
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def cell(request, sample_layout):
+    """The sample layout on physics with its robots and grippers; belts stopped so parts only move when pushed."""
+    stage = open_layout(sample_layout)
+    model = PhysicsModel.from_stage(stage, robots=True, device=request.param, max_parts=4)
+    poses = {robot.path: {name: np.array(stage.GetPrimAtPath(robot.path).GetAttribute(f"twin:pose:{name}").Get())
+                          for name in ("above_pick", "pick", "above_place", "place")} for robot in model.robots}
+    return model, poses
+
+
+def _state(model: PhysicsModel):
+    state = model.new_state()
+    for belt in model.belts:
+        state.set_belt_speed(belt, 0.0)
+    return state
+
+
+def _tool(model: PhysicsModel, robot: str, q: np.ndarray) -> np.ndarray:
+    geometry = next(r for r in model.robots if r.path == robot)
+    return geometry.chain.fk(np.asarray(q)[None], base=geometry.base)[0][geometry.tool]
+
+
+def _move(model, state, robot: str, start, end, seconds: float, watch=None) -> None:
+    """Joints from `start` to `end` in straight lines over `seconds`, set once a tick as the runtime does."""
+    ticks = max(1, round(seconds / (TICK_STEPS * model.dt)))
+    for tick in range(1, ticks + 1):
+        q = start + (end - start) * tick / ticks
+        state.set_robot_joints(robot, q)
+        model.step(state, TICK_STEPS)
+        if watch is not None:
+            watch(q)
+
+
+def _target(robot: str, where: str) -> np.ndarray:
+    """The part's centre where the robot's tool0 is taught: under the grip face, resting on the surface there."""
+    x, y, _ = layout.ROBOT_TARGETS[robot.rsplit("/", 1)[1]][where]
+    return np.array([x, y, SURFACES[robot][where == "place"] + HALF])
+
+
+# ---------------------------------------------------------------------------- which part a grip takes (geometry)
+SUCTION = Gripper("/Robot/tool0", "suction", suction_radius=0.04, stroke=0.0, reach=0.01)
+DOWN = np.diag([1.0, -1.0, -1.0, 1.0])  # a tool facing down (+Z to the floor), its jaws across world Y
+
+
+def _tool_at(x: float, y: float, z: float, yaw: float = 0.0) -> np.ndarray:
+    turn = np.eye(4)
+    turn[:2, :2] = [[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]]
+    tool = turn @ DOWN
+    tool[:3, 3] = x, y, z
+    return tool
+
+
+def test_a_suction_pad_takes_the_part_it_sits_on_within_reach():
+    parts = np.array([[0.0, 0.0, HALF, 0, 0, 0, 1], [1.0, 0.0, HALF, 0, 0, 0, 1]])  # cubes on the floor
+    top = 2 * HALF
+    assert part_in_reach(SUCTION, _tool_at(1.0, 0.0, top), parts, 2 * HALF) == 1
+    assert part_in_reach(SUCTION, _tool_at(0.0, 0.0, top + 0.009), parts, 2 * HALF) == 0  # 9 mm above: in reach
+    assert part_in_reach(SUCTION, _tool_at(0.0, 0.0, top + 0.011), parts, 2 * HALF) is None  # 11 mm: out of reach
+    # the pad (radius 4 cm) must lie on the face: its axis up to 10 - 4 cm (+ the 1 cm reach) off the centre
+    assert part_in_reach(SUCTION, _tool_at(0.069, 0.0, top), parts, 2 * HALF) == 0
+    assert part_in_reach(SUCTION, _tool_at(0.071, 0.0, top), parts, 2 * HALF) is None
+    assert part_in_reach(SUCTION, _tool_at(0.5, 0.0, top), parts, 2 * HALF) is None  # between the parts
+
+
+def test_parallel_jaws_close_on_a_part_no_wider_than_their_stroke():
+    part = np.array([[0.0, 0.0, HALF, 0, 0, 0, 1]])
+    top = 2 * HALF
+    wide, narrow = (Gripper("/Robot/tool0", "parallel", 0.0, stroke, 0.01) for stroke in (0.3, 0.25))
+    diagonal = 2 * HALF * math.sqrt(2)  # 0.283 m across the jaws when they meet the cube at 45 degrees
+    assert narrow.stroke < diagonal < wide.stroke
+    assert part_in_reach(narrow, _tool_at(0.0, 0.0, top), part, 2 * HALF) == 0  # square on: 0.2 m across
+    assert part_in_reach(narrow, _tool_at(0.0, 0.0, top, math.pi / 4), part, 2 * HALF) is None
+    assert part_in_reach(wide, _tool_at(0.0, 0.0, top, math.pi / 4), part, 2 * HALF) == 0
+    # the jaws' centre 6 cm off across them: one jaw (15 cm from that centre) would come down on the part (16 cm)
+    assert part_in_reach(wide, _tool_at(0.0, 0.06, top), part, 2 * HALF) is None
+    assert part_in_reach(wide, _tool_at(0.0, 0.04, top), part, 2 * HALF) == 0
+
+
+# ---------------------------------------------------------------------------- the sample robots on physics
+@pytest.mark.slow
+@pytest.mark.parametrize("robot", [ROBOT1, ROBOT2], ids=["suction", "parallel"])
+def test_pick_and_place_sets_the_part_down_at_the_place_pose(cell, robot):
+    model, taught = cell
+    poses = taught[robot]
+    state = _state(model)
+    part = state.spawn_part(_target(robot, "pick") + [0.0, 0.0, 0.001])
+    state.set_robot_joints(robot, poses["above_pick"], jump=True)
+    model.step(state, 60)
+    _move(model, state, robot, poses["above_pick"], poses["pick"], 1.0)
+    assert state.grip(robot).part == part and state.held(robot) == part
+    offsets = []
+
+    def follows(q):  # while held, the part keeps its place under the grip face: carried, not teleported
+        tool = _tool(model, robot, q)
+        offsets.append(np.linalg.norm(state.part_poses()[0, :3] - (tool[:3, 3] + tool[:3, 2] * HALF)))
+
+    _move(model, state, robot, poses["pick"], poses["above_pick"], 1.0, follows)
+    lifted = state.part_poses()[0, 2]
+    _move(model, state, robot, poses["above_pick"], poses["above_place"], 1.5, follows)
+    _move(model, state, robot, poses["above_place"], poses["place"], 1.0, follows)
+    assert lifted > _target(robot, "pick")[2] + 0.3
+    assert max(offsets) < 0.005, max(offsets)
+    assert state.release(robot) == part and state.held(robot) is None
+    _move(model, state, robot, poses["place"], poses["above_place"], 1.0)
+    model.step(state, round(1.0 / model.dt))  # settle under gravity
+    assert np.linalg.norm(state.part_velocities()[0]) < 0.01
+    error = np.linalg.norm(state.part_poses()[0, :3] - _target(robot, "place"))
+    assert error < 0.005, (state.part_poses()[0], _target(robot, "place"))
+
+
+@pytest.mark.slow
+def test_a_grip_with_no_part_in_reach_is_a_fault_that_moves_nothing(cell):
+    model, taught = cell
+    poses = taught[ROBOT1]
+    state = _state(model)
+    aside = _target(ROBOT1, "pick") - [0.35, 0.0, 0.0]  # on the same belt, out from under the pad
+    part = state.spawn_part(aside + [0.0, 0.0, 0.001])
+    state.set_robot_joints(ROBOT1, poses["pick"], jump=True)
+    model.step(state, 60)
+    before = state.part_poses()[0].copy()
+    result = state.grip(ROBOT1)
+    assert result.part is None and state.held(ROBOT1) is None
+    assert result.robot == ROBOT1 and "no part within reach of the suction gripper" in result.fault
+    # the robot carries on with its program: to the place pose, opening a gripper that holds nothing, and back
+    _move(model, state, ROBOT1, poses["pick"], poses["above_place"], 1.0)
+    _move(model, state, ROBOT1, poses["above_place"], poses["place"], 0.5)
+    assert state.release(ROBOT1) is None
+    _move(model, state, ROBOT1, poses["place"], poses["pick"], 1.0)
+    assert np.allclose(state.part_poses()[0, :3], before[:3], atol=0.001)  # the part never moved
+    state.remove_part(part)
+    again = state.spawn_part(_target(ROBOT1, "pick") + [0.0, 0.0, 0.001])  # a part arrives: the next grip works
+    model.step(state, 60)
+    assert state.grip(ROBOT1).part == again
+
+
+def _box_penetration(a: tuple, b: tuple) -> float:
+    """How deep two boxes (centre, rotation, half extents) overlap: the least overlap over the 15 separating axes."""
+    (centre_a, rotation_a, half_a), (centre_b, rotation_b, half_b) = a, b
+    axes = [*rotation_a.T, *rotation_b.T]
+    axes += [np.cross(u, v) for u in rotation_a.T for v in rotation_b.T]
+    overlap = math.inf
+    for axis in axes:
+        norm = np.linalg.norm(axis)
+        if norm < 1e-9:
+            continue
+        axis = axis / norm
+        reach = np.abs(rotation_a.T @ axis) @ half_a + np.abs(rotation_b.T @ axis) @ half_b
+        overlap = min(overlap, reach - abs(float((centre_b - centre_a) @ axis)))
+    return max(overlap, 0.0)
+
+
+def test_box_penetration_is_the_depth_of_overlap():
+    turned = np.array([[math.cos(0.3), -math.sin(0.3), 0], [math.sin(0.3), math.cos(0.3), 0], [0, 0, 1]])
+    cube = (np.zeros(3), np.eye(3), np.full(3, 0.1))
+    assert _box_penetration(cube, (np.array([0.17, 0.0, 0.0]), np.eye(3), np.full(3, 0.1))) == pytest.approx(0.03)
+    assert _box_penetration(cube, (np.array([0.21, 0.0, 0.0]), np.eye(3), np.full(3, 0.1))) == 0.0
+    corner = 0.1 * (math.cos(0.3) + math.sin(0.3))  # a turned cube reaches this far along x
+    assert _box_penetration(cube, (np.array([0.1 + corner - 0.002, 0.0, 0.0]), turned, np.full(3, 0.1))) == \
+        pytest.approx(0.002)
+
+
+@pytest.mark.slow
+def test_a_moving_link_pushes_a_part_instead_of_passing_through_it(cell):
+    """Robot1's suction pad sweeps along the Assembly table at the height of a part's middle, through where the
+    part stands: the part is pushed ahead, and the pad and the part never overlap by more than 1 mm."""
+    model, taught = cell
+    geometry = next(r for r in model.robots if r.path == ROBOT1)
+    table = layout.TABLE_HEIGHT
+    path = np.tile(_tool(model, ROBOT1, taught[ROBOT1]["place"]), (10, 1, 1))  # facing down, as when placing
+    path[:, 0, 3], path[:, 1, 3], path[:, 2, 3] = np.linspace(10.0, 10.45, 10), 0.0, table + 0.12
+    solved = geometry.chain.ik(np.linalg.inv(geometry.base) @ path, "tool0", seeds=taught[ROBOT1]["place"][None],
+                               device=model.device)
+    assert solved.success.all()
+    state = _state(model)
+    start = np.array([10.2, 0.0, table + HALF])
+    state.spawn_part(start + [0.0, 0.0, 0.001])
+    state.set_robot_joints(ROBOT1, solved.q[0], jump=True)
+    model.step(state, 60)
+    pad_half = np.array([layout.GRIPPERS["Robot1"]["suction_radius"]] * 2 + [PAD_THICKNESS / 2])
+    deepest, through = 0.0, 0.0
+    for first, second in zip(solved.q[:-1], solved.q[1:], strict=True):
+        for step in range(1, 13):  # every physics step, 0.05 s per waypoint
+            q = first + (second - first) * step / 12
+            state.set_robot_joints(ROBOT1, q)
+            model.step(state, 1)
+            tool = _tool(model, ROBOT1, q)
+            pad = (tool[:3, :3] @ [0.0, 0.0, -PAD_THICKNESS / 2] + tool[:3, 3], tool[:3, :3], pad_half)
+            pose = state.part_poses()[0]
+            part = (pose[:3], Rotation.from_quat(pose[3:]).as_matrix(), np.full(3, HALF))
+            deepest = max(deepest, _box_penetration(pad, part))
+            through = max(through, _box_penetration(pad, (start, np.eye(3), np.full(3, HALF))))
+    moved = state.part_poses()[0, :3] - start
+    assert through > 0.05  # the pad (8 cm wide) sweeps right through where the part stood
+    assert moved[0] > 0.15, moved  # pushed ahead of the pad
+    assert deepest <= 0.001, deepest
