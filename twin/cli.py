@@ -276,20 +276,24 @@ def run_opcua_browse(args: argparse.Namespace) -> int:
 
 
 def run_commission(args: argparse.Namespace) -> int:
+    from twin.commission.security import EndpointSecurity, require_security
     from twin.commission.server import open_layout, serve
 
+    security = EndpointSecurity.from_environment(args.user, Path(args.pki) if args.pki else None) \
+        if args.user else None
+    require_security(args.host, security)
     options = {"port": args.port, "lockstep": args.lockstep, "speedup": args.speedup, "watchdog_s": args.watchdog_s,
-               "cycle_s": args.cycle_ms / 1000.0, "seed": args.seed}
+               "cycle_s": args.cycle_ms / 1000.0, "seed": args.seed, "host": args.host, "security": security}
     if args.export_nodeset or not args.http_port:
         if not args.export_nodeset:
-            ensure_port_free("127.0.0.1", args.port, "OPC-UA", "--port")
+            ensure_port_free(args.host, args.port, "OPC-UA", "--port")
         asyncio.run(serve(args.layout, **options,
                           export_nodeset=Path(args.export_nodeset) if args.export_nodeset else None))
         return 0
     from twin.server.commissioning import serve_commission
 
     open_layout(args.layout)  # a missing layout is refused before anything starts
-    ensure_port_free("127.0.0.1", args.port, "OPC-UA", "--port")
+    ensure_port_free(args.host, args.port, "OPC-UA", "--port")
     ensure_port_free("127.0.0.1", args.http_port, "the viewer's HTTP", "--http-port")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_commission(Path(args.layout), http_port=args.http_port, **options))
@@ -422,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "over OPC-UA (virtual commissioning, docs/commissioning.md)")
     commission.add_argument("layout")
     commission.add_argument("--port", type=int, default=4841)
+    commission.add_argument("--host", default="127.0.0.1", help="the OPC-UA address to bind; beyond loopback "
+                                                                 "it needs --user (docs/commissioning.md)")
+    commission.add_argument("--user", help="serve Basic256Sha256 SignAndEncrypt only, to this user; the password "
+                                           "comes from $TWIN_COMMISSION_PASSWORD")
+    commission.add_argument("--pki", help="the server certificate and trusted/ client certificates "
+                                          "(default ~/.config/twin/pki/commission)")
     commission.add_argument("--lockstep", action="store_true", help="the controller advances time with Step")
     commission.add_argument("--speedup", type=positive_number, default=1.0, help="free-run: plant s per wall s")
     commission.add_argument("--cycle-ms", type=positive_number, default=50.0, help="plant time per cycle")

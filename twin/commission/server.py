@@ -29,6 +29,7 @@ from .address import INPUT, NAMESPACE, OUTPUT, Signal, line_signals
 from .forcing import ALL, OFFLINE, Force, Forces
 from .nodeset import use_xml_encoding_type_ids
 from .plant import Plant
+from .security import EndpointSecurity, require_security, secure_endpoint
 
 log = logging.getLogger("twin.commission")
 ADMIN = User(role=UserRole.Admin)  # asyncua's own default for in-process writes
@@ -47,7 +48,8 @@ class CommissionServer:
 
     def __init__(self, layout: str | Path | Usd.Stage, *, port: int = 4841, host: str = "127.0.0.1",
                  cycle_s: float = 0.05, lockstep: bool = False, speedup: float = 1.0, watchdog_s: float = 1.0,
-                 seed: int = 1):
+                 seed: int = 1, security: EndpointSecurity | None = None):
+        require_security(host, security)  # before the plant is built: the mistake is the command line's
         if not cycle_s > 0 or not speedup > 0 or not watchdog_s > 0:
             raise ValueError("cycle_s, speedup and watchdog_s must be positive")
         stage = layout if isinstance(layout, Usd.Stage) else open_layout(layout)
@@ -55,6 +57,7 @@ class CommissionServer:
         self.signals = line_signals(self.plant)
         self.forces = Forces(self.plant, self.signals)
         self.lockstep, self.speedup, self.watchdog_s = lockstep, speedup, watchdog_s
+        self.host, self.security = host, security
         self.endpoint = f"opc.tcp://{host}:{port}/twin/commission/"
         self.server = Server()
         self.namespace_index = 0
@@ -71,7 +74,7 @@ class CommissionServer:
         await self.server.init()
         self.server.set_endpoint(self.endpoint)
         self.server.set_server_name("Factory twin virtual commissioning")
-        self.server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await secure_endpoint(self.server, self.security, self.host)
         self.namespace_index = await self.server.register_namespace(NAMESPACE)
         await self._build()
 
@@ -289,10 +292,11 @@ class CommissionServer:
 
 
 async def serve(layout: str | Path, *, port: int, lockstep: bool, speedup: float, cycle_s: float,
-                watchdog_s: float, seed: int, export_nodeset: Path | None = None) -> None:
+                watchdog_s: float, seed: int, export_nodeset: Path | None = None, host: str = "127.0.0.1",
+                security: EndpointSecurity | None = None) -> None:
     """`twin commission`: serve until SIGINT or SIGTERM; with `export_nodeset`, write the UANodeSet instead."""
     server = CommissionServer(layout, port=port, lockstep=lockstep, speedup=speedup, cycle_s=cycle_s,
-                              watchdog_s=watchdog_s, seed=seed)
+                              watchdog_s=watchdog_s, seed=seed, host=host, security=security)
     if export_nodeset is not None:
         await server.build()
         await server.export_nodeset(export_nodeset)

@@ -13,6 +13,7 @@ import uvicorn
 
 from twin.commission.address import NAMESPACE
 from twin.commission.feed import PlantFeed
+from twin.commission.security import EndpointSecurity
 from twin.commission.server import CommissionServer
 from twin.server.app import create_app
 from twin.server.assets import layout_glb
@@ -24,10 +25,11 @@ HOST = "127.0.0.1"  # commissioning serves loopback only, like its OPC-UA endpoi
 
 
 async def serve_commission(layout: str | Path, *, port: int, http_port: int, lockstep: bool, speedup: float,
-                           cycle_s: float, watchdog_s: float, seed: int, tick_hz: float = 30.0) -> None:
+                           cycle_s: float, watchdog_s: float, seed: int, tick_hz: float = 30.0,
+                           host: str = "127.0.0.1", security: EndpointSecurity | None = None) -> None:
     """Serve until SIGINT or SIGTERM (uvicorn handles them and returns)."""
     server = CommissionServer(layout, port=port, lockstep=lockstep, speedup=speedup, cycle_s=cycle_s,
-                              watchdog_s=watchdog_s, seed=seed)
+                              watchdog_s=watchdog_s, seed=seed, host=host, security=security)
     twin = Twin(layout)
     feed = PlantFeed(server.plant, twin.cache)
     twin.alarms.check()
