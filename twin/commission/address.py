@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 from .plant import ENCODER_COUNTS_PER_M, PROGRAM_PICK_AND_PLACE, Conveyor, Plant, Robot, Station
@@ -33,8 +33,9 @@ class Signal:
     read: Callable[[], object] | None = None  # inputs: the plant's current value
     write: Callable[[object], None] | None = None  # outputs: hand a value to the plant
 
-    @property
+    @cached_property
     def node(self) -> str:
+        """The NodeId string; cached, as every cycle looks signals up by it."""
         return ".".join(self.path)
 
     def value(self) -> object:
