@@ -123,5 +123,6 @@ def test_serving_beyond_loopback_without_security_is_refused(sample_layout, tmp_
     monkeypatch.delenv("TWIN_COMMISSION_PASSWORD", raising=False)
     assert main(["commission", str(sample_layout), "--host", "0.0.0.0", "--user", USER, "--http-port", "0",
                  "--pki", str(tmp_path)]) == 2
-    assert "--user controller: environment variable TWIN_COMMISSION_PASSWORD (the password) is not set" in \
-        capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "--user controller: environment variable TWIN_COMMISSION_PASSWORD (the password) is not set or empty" \
+        in error

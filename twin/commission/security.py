@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from asyncua import Server, ua
@@ -53,8 +53,8 @@ class EndpointSecurity:
     """Who may connect: one user and password, clients whose certificates are in `pki/trusted/`."""
 
     username: str
-    password: str
-    pki: Path  # the server's certificate and key, trusted/ and rejected/ client certificates
+    password: str = field(repr=False)
+    pki: Path = field(default_factory=lambda: default_pki_folder())  # own certificate and key, trusted/, rejected/
 
     @classmethod
     def from_environment(cls, username: str, pki: Path | None = None,
@@ -63,7 +63,7 @@ class EndpointSecurity:
         password = os.environ.get(password_env)
         if not password:
             raise EndpointSecurityError(f"--user {username}: environment variable {password_env} (the password) "
-                                        "is not set")
+                                        "is not set or empty")
         return cls(username, password, pki or default_pki_folder())
 
     @property

@@ -256,7 +256,7 @@ class PhysicsModel:
         quaternion = quaternions[step]
         if newton_order:
             return np.hstack([positions[step], quaternion]), np.hstack([linear, angular])
-        body_angular = Rotation.from_quat(quaternion).inv().apply(angular)
+        body_angular = Rotation.from_quat(quaternion).inv().apply(angular) if angular.any() else angular
         return np.hstack([positions[step], quaternion[:, 3:], quaternion[:, :3]]), np.hstack([linear, body_angular])
 
     def _robot_links(self, builder: newton.ModelBuilder, robot: RobotGeometry, others: list[int]) -> list[int]:

@@ -151,10 +151,40 @@ def interpolate(start: np.ndarray, end: np.ndarray, steps: int, dt: float) -> tu
     velocities in the world (n, 3) each.
     """
     duration = steps * dt
-    turn = Rotation.from_matrix(end[:, :3, :3] @ np.swapaxes(start[:, :3, :3], 1, 2)).as_rotvec()  # world frame
+    start_quaternions = _quaternions(start[:, :3, :3])
+    if np.array_equal(start, end):  # at rest, as robots mostly are: no rotation arithmetic
+        still = np.zeros((len(start), 3))
+        return (np.broadcast_to(start[None, :, :3, 3], (steps, len(start), 3)),
+                np.broadcast_to(start_quaternions[None], (steps, len(start), 4)), still, still)
+    turn = Rotation.from_quat(_quaternions(end[:, :3, :3] @ np.swapaxes(start[:, :3, :3], 1, 2))).as_rotvec()
     linear = (end[:, :3, 3] - start[:, :3, 3]) / duration
     fractions = np.arange(steps, dtype=np.float64)[:, None, None] / steps
     positions = start[None, :, :3, 3] + fractions * (end[None, :, :3, 3] - start[None, :, :3, 3])
     rotations = Rotation.from_rotvec((fractions * turn[None]).reshape(-1, 3)) * \
-        Rotation.from_matrix(np.tile(start[:, :3, :3], (steps, 1, 1)))
+        Rotation.from_quat(np.tile(start_quaternions, (steps, 1)))
     return positions, rotations.as_quat().reshape(steps, -1, 4), linear, turn / duration
+
+
+def _quaternions(rotations: np.ndarray) -> np.ndarray:
+    """(n, 4) unit quaternions x, y, z, w of (n, 3, 3) rotation matrices (Shepperd's method; scipy's from_matrix
+    runs an SVD per matrix, which cost more than the physics step for a robot's links)."""
+    r = rotations
+    trace = np.trace(r, axis1=1, axis2=2)
+    diagonal = np.diagonal(r, axis1=1, axis2=2)
+    largest = np.argmax(np.concatenate([diagonal, trace[:, None]], axis=1), axis=1)
+    quaternions = np.empty((len(r), 4))
+    for axis in range(3):  # the largest diagonal element first keeps the division well away from zero
+        i, j, k = axis, (axis + 1) % 3, (axis + 2) % 3
+        chosen = largest == axis
+        m = r[chosen]
+        quaternions[chosen, i] = 1 + 2 * m[:, i, i] - trace[chosen]
+        quaternions[chosen, j] = m[:, j, i] + m[:, i, j]
+        quaternions[chosen, k] = m[:, k, i] + m[:, i, k]
+        quaternions[chosen, 3] = m[:, k, j] - m[:, j, k]
+    chosen = largest == 3
+    m = r[chosen]
+    quaternions[chosen, 0] = m[:, 2, 1] - m[:, 1, 2]
+    quaternions[chosen, 1] = m[:, 0, 2] - m[:, 2, 0]
+    quaternions[chosen, 2] = m[:, 1, 0] - m[:, 0, 1]
+    quaternions[chosen, 3] = 1 + trace[chosen]
+    return quaternions / np.linalg.norm(quaternions, axis=1, keepdims=True)
