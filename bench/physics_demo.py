@@ -1,55 +1,93 @@
 """The sample line on physics for 30 simulated minutes against the line model's prediction (issue 15, point 6).
 
-Runs the runtime (`Twin(physics=True)`) on a simulated clock at the demo's 30 Hz tick, counts the parts into
-the sink's bin, and compares the throughput with `run_whatif` on the same layout (30 replications, its 95 %
-confidence interval); prints the CPU the runtime used per simulated second, which is what the live demo spends
-per wall second, and the slowest tick.
+For each seed: runs the runtime (`Twin(physics=True, seed=s)`) on a simulated clock at the demo's 30 Hz tick,
+counts the parts into the sink's bin, and compares the throughput with `run_whatif` on the same layout and
+horizon (30 replications of the study with seed s, its 95 % confidence interval). Physics draws the random
+numbers of that study's replication 0 (twin.sim.line_random), so `paired` is what the line model says this very
+run should give; a single run is one draw, so the row that should agree with the prediction is the mean over
+seeds. Prints the CPU the runtime used per simulated second (what the live demo spends per wall second), the
+realtime factor and the slowest tick, and the load average, which on a shared machine decides the wall figures.
 
-    .venv/bin/python bench/physics_demo.py [--minutes 30] [--replications 30]
+    .venv/bin/python bench/physics_demo.py [--minutes 30] [--seeds 1 2 3] [--jobs 3] [--replications 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from twin.line.model import read_line
-from twin.line.whatif import run_whatif
-from twin.sample_factory.scene import build_sample_factory
-from twin.scenes import open_layout
-from twin.sim.runtime import Twin
+from scipy import stats
 
 TICK_HZ = 30.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--replications", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
+def run_seed(seed: int, minutes: float, replications: int) -> dict:
+    from twin.line.model import read_line
+    from twin.line.whatif import run_whatif
+    from twin.sample_factory.scene import build_sample_factory
+    from twin.scenes import open_layout
+    from twin.sim.runtime import Twin
+
+    hours = minutes / 60.0
     with tempfile.TemporaryDirectory() as folder:
         layout = build_sample_factory(Path(folder))
-        prediction = run_whatif(read_line(open_layout(layout)), replications=args.replications,
-                                hours=args.minutes / 60.0, seed=args.seed, device="cpu")
-        twin = Twin(layout, physics=True, device="cpu", seed=args.seed)
-        ticks = int(args.minutes * 60.0 * TICK_HZ)
+        model = read_line(open_layout(layout))
+        prediction = run_whatif(model, replications=replications, hours=hours, seed=seed, device="cpu")
+        paired = run_whatif(model, replications=1, hours=hours, seed=seed, device="cpu")
+        twin = Twin(layout, physics=True, device="cpu", seed=seed)
+        ticks = int(minutes * 60.0 * TICK_HZ)
         cpu_start, wall_start, slowest = time.process_time(), time.perf_counter(), 0.0
         for tick in range(1, ticks + 1):
             started = time.perf_counter()
             twin.step(sim_time=tick / TICK_HZ)
             slowest = max(slowest, time.perf_counter() - started)
         cpu, wall = time.process_time() - cpu_start, time.perf_counter() - wall_start
-    throughput = twin.physics.parts_in / (args.minutes / 60.0)
+    assert twin.physics is not None
     predicted = prediction.points[0]["kpis"]["throughput_per_hour"]
-    print(f"physics: {twin.physics.parts_in} parts in {args.minutes:g} simulated min = {throughput:.1f} parts/h "
-          f"({twin.physics.health()})")
-    print(f"line model: {predicted}")
-    print(f"runtime: {wall:.1f} s wall, {cpu:.1f} s CPU for {args.minutes * 60:.0f} simulated s: "
-          f"{cpu / (args.minutes * 60):.3f} core at real time, {args.minutes * 60 / wall:.1f}x real time; "
-          f"slowest tick {slowest * 1000:.1f} ms (budget {1000 / TICK_HZ:.1f} ms)")
+    throughput = twin.physics.parts_in / hours
+    return {"seed": seed, "physics": throughput, "paired": paired.points[0]["kpis"]["throughput_per_hour"]["mean"],
+            "mean": predicted["mean"], "low": predicted["low"], "high": predicted["high"],
+            "agree": predicted["low"] <= throughput <= predicted["high"], "health": twin.physics.health(),
+            "cpu_share": cpu / (minutes * 60.0), "realtime": minutes * 60.0 / wall, "slowest_ms": slowest * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--replications", type=int, default=30)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run side by side, one process each")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    with ProcessPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(run_seed, args.seeds, [args.minutes] * len(args.seeds),
+                             [args.replications] * len(args.seeds)))
+    print(f"{args.minutes:g} simulated minutes at {TICK_HZ:g} Hz ticks; load average {load_before[0]:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores, {args.jobs} run(s) side by side")
+    print("| seed | physics parts/h | paired replication | prediction (95 % CI) | agree | lost | cpu share "
+          "| realtime factor | slowest tick ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['seed']} | {row['physics']:.0f} | {row['paired']:.0f} | {row['mean']:.1f} "
+              f"({row['low']:.1f}-{row['high']:.1f}) | {'yes' if row['agree'] else 'no'} | "
+              f"{row['health']['parts_lost']} | {row['cpu_share']:.3f} | {row['realtime']:.1f}x | "
+              f"{row['slowest_ms']:.0f} |")
+    if len(rows) > 1:  # the mean over seeds and its own 95 % interval against the prediction of seed 1's study
+        values = [row["physics"] for row in rows]
+        mean, half = statistics.mean(values), stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(
+            values) ** 0.5
+        first = rows[0]
+        print(f"| mean of {len(rows)} | {mean:.1f} ({mean - half:.1f}-{mean + half:.1f}) | "
+              f"{statistics.mean(row['paired'] for row in rows):.1f} | {first['mean']:.1f} "
+              f"({first['low']:.1f}-{first['high']:.1f}) | "
+              f"{'yes' if mean - half <= first['high'] and first['low'] <= mean + half else 'no'} | | "
+              f"{statistics.mean(row['cpu_share'] for row in rows):.3f} | "
+              f"{statistics.mean(row['realtime'] for row in rows):.1f}x | |")
 
 
 if __name__ == "__main__":

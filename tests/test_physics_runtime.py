@@ -114,3 +114,95 @@ def test_sample_line_on_physics_passes_parts_through_its_stations_into_the_bin(t
     assert seen_on * TICK >= 7.5 * 0.7  # Machining held a part for about its cycle at least once
     twin.step(sim_time=run_s + 10.0)  # a tick ten seconds late: physics runs one second and says it is behind
     assert line.health()["behind"] and line.health()["dropped_s"] == pytest.approx(9.0, abs=2 * line.model.dt)
+
+
+def test_the_line_model_streams_are_drawn_alike_in_python(tmp_path):
+    """A source straight into a sink: what-if's parts out per replication are the arrivals LineStream draws."""
+    from twin.line.model import read_line
+    from twin.line.whatif import run_whatif
+    from twin.scenes import open_layout
+    from twin.sim.line_random import LineStream
+
+    stage = new_layout(tmp_path / "arrivals.usda")
+    define_xform(stage, LINE)
+    add_source(stage, f"{LINE}/Source", pose(0.0, 0.0), height=BELT_HEIGHT)
+    add_sink(stage, f"{LINE}/Sink", pose(2.0, 0.0), height=BELT_HEIGHT)
+    source = stage.GetPrimAtPath(f"{LINE}/Source")
+    source.CreateAttribute("twin:interarrival", Sdf.ValueTypeNames.Double).Set(10.0)
+    source.CreateRelationship("twin:next", custom=False).SetTargets([f"{LINE}/Sink"])
+    stage.GetRootLayer().Save()
+    seed, replications, hours = 7, 3, 1.0
+    result = run_whatif(read_line(open_layout(tmp_path / "arrivals.usda")), replications=replications,
+                        hours=hours, seed=seed, device="cpu")
+    counts = []
+    for replication in range(replications):  # element 0 of a two-element line
+        stream, arrivals = LineStream(seed, replication * 2), 0
+        time = stream.exponential(10.0)
+        while time < hours * 3600:
+            arrivals, time = arrivals + 1, time + stream.exponential(10.0)
+        counts.append(arrivals)
+    parts_out = result.points[0]["kpis"]["parts_out"]
+    assert parts_out["mean"] == pytest.approx(np.mean(counts), abs=1e-9)
+    spread = parts_out["high"] - parts_out["mean"]  # the t interval: the same spread, so the same counts
+    assert spread == pytest.approx(4.302652729911275 * np.std(counts, ddof=1) / math.sqrt(replications), rel=1e-6)
+
+
+def _station_line(path) -> str:
+    """Source -> belt -> station that fails and changes over -> belt -> sink bin, as the line model reads it."""
+    from twin.scenes import add_machine
+
+    stage = new_layout(path)
+    define_xform(stage, LINE)
+    add_collision_boxes(stage, f"{LINE}/Floor", [("Slab", (14.0, 6.0, 0.1), (3.5, 0.0, -0.05))])
+    add_source(stage, f"{LINE}/Source", pose(-0.7, 0.0), height=BELT_HEIGHT)
+    belts = {"In": (0.0, 3.0), "Out": (4.8, 2.0)}
+    for name, (start, length) in belts.items():
+        conveyor = add_conveyor(stage, f"{LINE}/{name}", pose(start, 0.0), length=length, width=0.5,
+                                belt_height=BELT_HEIGHT, capacity=5, speed=SPEED)
+        conveyor.CreateAttribute("twin:partLength", Sdf.ValueTypeNames.Double).Set(PART)
+    add_machine(stage, f"{LINE}/Station", pose(3.9, 0.0), title="Station", size=(1.4, 1.4, 1.8), cycle_time=3.0,
+                table_height=0.8, color=(0.5, 0.5, 0.5))
+    add_sink(stage, f"{LINE}/Sink", pose(7.3, 0.0), height=BELT_HEIGHT)
+    values = {"Source": {"twin:interarrival": 2.5, "twin:arrivalDistribution": "constant"},
+              "Station": {"twin:cycleSpread": 0.2, "twin:mtbf": 40.0, "twin:mttr": 8.0, "twin:setupTime": 2.0,
+                          "twin:setupEvery": 4.0}}
+    for name, attributes in values.items():
+        for attribute, value in attributes.items():
+            kind = Sdf.ValueTypeNames.String if isinstance(value, str) else Sdf.ValueTypeNames.Double
+            stage.GetPrimAtPath(f"{LINE}/{name}").CreateAttribute(attribute, kind).Set(value)
+    flow = ["Source", "In", "Station", "Out", "Sink"]
+    for here, there in zip(flow, flow[1:], strict=False):
+        stage.GetPrimAtPath(f"{LINE}/{here}").CreateRelationship("twin:next", custom=False).SetTargets(
+            [f"{LINE}/{there}"])
+    stage.GetRootLayer().Save()
+    return str(path)
+
+
+@pytest.mark.slow
+def test_a_line_on_physics_gives_the_line_models_output_with_the_same_random_numbers(tmp_path):
+    """Failures, changeovers, random cycles and a full belt blocking the source, on physics and in the line model
+    with the same streams: the parts into the bin are those the line model's replication 0 puts into its sink."""
+    from twin.line.model import read_line
+    from twin.line.whatif import run_whatif
+    from twin.scenes import open_layout
+
+    run_s, seed = 180.0, 3
+    layout = _station_line(tmp_path / "station.usda")
+    model = read_line(open_layout(layout))
+    paired = run_whatif(model, replications=1, hours=run_s / 3600, seed=seed, device="cpu")
+    prediction = run_whatif(model, replications=30, hours=run_s / 3600, seed=seed, device="cpu")
+    twin = Twin(layout, physics=True, device="cpu", seed=seed)
+    most_on_belt = 0
+    for tick in range(1, round(run_s / TICK) + 1):
+        twin.step(sim_time=tick * TICK)
+        line = twin.physics
+        on, _ = line._on_belt(line.belts[f"{LINE}/In"], line.state.part_poses())
+        most_on_belt = max(most_on_belt, int(on.sum()))
+    health, station = line.health(), line.stations[f"{LINE}/Station"]
+    expected = paired.points[0]["kpis"]["parts_out"]["mean"]
+    # a part the line model counts at the belt's end falls into the bin a moment later
+    assert expected - 1 <= health["parts_in"] <= expected, (health, expected)
+    assert health["parts_lost"] == 0 and station.since_setup <= 4
+    assert most_on_belt == 5  # the source (a part every 2.5 s) outruns the station: the belt fills to capacity
+    kpis = prediction.points[0]["kpis"]
+    assert kpis["stations"][f"{LINE}/Station"]["down_share"]["mean"] > 0.05  # failures matter on this line

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +27,7 @@ from twin.kinematics.trajectory import chain_joint_move
 from twin.physics.model import PhysicsModel
 from twin.physics.sensors import PhysicsSensors
 from twin.physics.shapes import Box, LayoutShapes, read_shapes
+from twin.sim.line_random import DISTRIBUTIONS, LineStream, line_order
 
 log = logging.getLogger("twin.physics")
 
@@ -38,6 +38,7 @@ END_TOLERANCE = 0.02  # metres: a part this close to the belt's end has reached 
 MAX_STEPS_PER_TICK = 240  # one simulated second per tick at most: beyond that physics has fallen behind
 BIN_KEEP = 6  # finished parts left lying in the sink's bin; older ones are taken out (the bin is emptied)
 LIFT = 0.3  # metres a robot lifts a part between pick and place
+EMPTY, SETUP, WORKING, DOWN, DONE = range(5)  # a station's phases, as the line model's
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Belt:
     speed_row: int
     next: str
     end_stop: bool  # parts wait at the end for the element after it
+    capacity: int  # the line model's: twin:capacity, or what fits at the pitch if fewer
+    reserved: int = 0  # places booked by robots bringing a part
 
     def local(self, points: np.ndarray) -> np.ndarray:
         return (points - self.world[:3, 3]) @ self.world[:3, :3]
@@ -69,14 +72,79 @@ class Held:
 
 @dataclass
 class Station:
+    """A machine holding one part, run by the line model's rules (docs/line-model.md, Semantics): an optional
+    changeover when a part enters, a random cycle, failures counted in working time, scrap at the end."""
+
     path: str
-    cycle: float
-    spread: float
     top: np.ndarray  # (7,) pose of a part on it
     next: str
+    stream: LineStream
+    cycle: float
+    spread: float = 0.0
+    distribution: str = "normal"
+    mtbf: float = 0.0
+    mttr: float = 0.0
+    scrap_rate: float = 0.0
+    setup_time: float = 0.0
+    setup_every: int = 0
     part: Held | None = None
     reserved: bool = False  # a robot is bringing a part
-    done_at: float = math.inf
+    claimed: bool = False  # a robot is picking its finished part
+    phase: int = EMPTY
+    event_at: float = math.inf  # when the setup, the cycle or the repair ends, or the station fails
+    remaining: float = 0.0  # of the cycle
+    to_failure: float = math.inf  # working time left until the next failure
+    work_start: float = 0.0
+    since_setup: int = 0
+    scrapped: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mtbf > 0:
+            self.to_failure = self.stream.exponential(self.mtbf)
+
+    def accept(self, part: Held, time: float) -> None:
+        part.pose = self.top.copy()
+        self.part = part
+        if self.setup_every > 0 and self.since_setup >= self.setup_every and self.setup_time > 0:
+            self.phase, self.event_at = SETUP, time + self.setup_time
+        else:
+            self._work(time)
+
+    def _work(self, time: float) -> None:
+        self.remaining = self.stream.duration(self.distribution, self.cycle, self.spread)
+        self.phase, self.work_start = WORKING, time
+        self.event_at = time + min(self.remaining, self.to_failure)
+
+    def fire(self, time: float) -> None:
+        """Run the station's own events due by `time`, each at the instant it falls due."""
+        while self.event_at <= time:
+            at, self.event_at = self.event_at, math.inf
+            if self.phase == SETUP:
+                self.since_setup = 0
+                self._work(at)
+            elif self.phase == DOWN:  # repaired: the cycle resumes
+                self.to_failure = self.stream.exponential(self.mtbf)
+                self.phase, self.work_start = WORKING, at
+                self.event_at = at + min(self.remaining, self.to_failure)
+            elif self.phase == WORKING:
+                elapsed = at - self.work_start
+                self.remaining, self.to_failure, self.work_start = (self.remaining - elapsed,
+                                                                    self.to_failure - elapsed, at)
+                if self.remaining > 1e-9:  # the failure came first
+                    self.phase, self.event_at = DOWN, at + self.stream.exponential(self.mttr)
+                    continue
+                self.since_setup += 1
+                if self.stream.uniform() < self.scrap_rate:
+                    self.part, self.phase = None, EMPTY
+                    self.scrapped += 1
+                else:
+                    self.phase = DONE
+
+    def take(self) -> Held:
+        """The finished part leaves: the station is empty."""
+        assert self.part is not None
+        part, self.part, self.phase, self.claimed = self.part, None, EMPTY, False
+        return part
 
 
 @dataclass
@@ -88,6 +156,7 @@ class Robot:
     source: str
     next: str
     part: Held | None = None
+    picking: int | None = None  # the physics part it is picking off a belt (-1: a station's part)
     started: float = 0.0
     start_pose: np.ndarray = field(default_factory=lambda: np.zeros(7))
     end_pose: np.ndarray = field(default_factory=lambda: np.zeros(7))
@@ -99,7 +168,7 @@ class PhysicsLine:
 
     def __init__(self, stage: TwinStage, cache: RuntimeCache, *, device: str = "cpu", max_parts: int | None = None,
                  seed: int = 1, epoch: float = 0.0):
-        self.cache, self.epoch, self.rng = cache, epoch, random.Random(seed)
+        self.cache, self.epoch = cache, epoch
         where = str(stage.path)
         usd = stage.authored_stage
         kinds = {str(p.GetPath()): p.GetAttribute("twin:kind").Get() for p in usd.Traverse()}
@@ -118,20 +187,33 @@ class PhysicsLine:
                 raise LayoutError(where, f"{path}: physics runs lines with one twin:next per element, found {targets}")
             return targets[0] if targets else ""
 
+        order = line_order(usd)  # each element draws from its own stream, as in the line model's replication 0
+
+        def stream(path: str) -> LineStream:
+            return LineStream(seed, order.index(path) if path in order else len(order))
+
+        def distribution(path: str, name: str, default: str) -> str:
+            value = str(attribute(path, name, default))
+            if value not in DISTRIBUTIONS:
+                raise LayoutError(where, f"{path}: {name} = {value!r} is not one of {', '.join(DISTRIBUTIONS)}")
+            return value
+
         shapes = read_shapes(usd)
         stopped = {box.owner.rsplit("/", 1)[0] for box in shapes.stoppers}
         self.belts: dict[str, Belt] = {}
         for box in shapes.belts:
             path = box.owner
             after = following(path)
+            length, pitch = float(attribute(path, "twin:length")), float(attribute(path, "twin:partPitch", 0.3))
+            fits = math.floor((length - float(attribute(path, "twin:partLength", 0.0))) / pitch + 1e-9) + 1
             self.belts[path] = Belt(
-                path, stage.world_transform(path), float(attribute(path, "twin:length")),
-                float(attribute(path, "twin:width", 0.5)), float(attribute(path, "twin:beltHeight", 0.75)),
-                float(attribute(path, "twin:partPitch", 0.3)), box.speed,
-                cache.add_signal(path, "twin:speed", unit="m/s"), after,
-                kinds.get(after) in ("station", "robot"))
+                path, stage.world_transform(path), length, float(attribute(path, "twin:width", 0.5)),
+                float(attribute(path, "twin:beltHeight", 0.75)), pitch, box.speed,
+                cache.add_signal(path, "twin:speed", unit="m/s"), after, kinds.get(after) in ("station", "robot"),
+                min(int(attribute(path, "twin:capacity")), fits))
         self.sources = [(path, float(attribute(path, "twin:interarrival")), following(path),
-                         stage.attribute(path, "twin:arrivalDistribution", "exponential") == "constant")
+                         distribution(path, "twin:arrivalDistribution", "exponential"),
+                         float(attribute(path, "twin:arrivalSpread", 0.0)), stream(path))
                         for path, kind in kinds.items() if kind == "source"]
         extra = tuple(self._end_stop(box) for box in shapes.belts
                       if self.belts[box.owner].end_stop and box.owner not in stopped)
@@ -148,9 +230,15 @@ class PhysicsLine:
                 top = stage.world_transform(path)
                 top[:3, 3] += top[:3, :3] @ np.array([0.0, 0.0, float(attribute(path, "twin:tableHeight", 0.8))
                                                        + self.half])
-                self.stations[path] = Station(path, float(attribute(path, "twin:cycleTime")),
-                                              float(attribute(path, "twin:cycleSpread", 0.0)),
-                                              matrix_to_pose(top), following(path))
+                mtbf, mttr = float(attribute(path, "twin:mtbf", 0.0)), float(attribute(path, "twin:mttr", 0.0))
+                if mtbf > 0 >= mttr:
+                    raise LayoutError(where, f"{path}: twin:mttr must be > 0 when twin:mtbf is set")
+                self.stations[path] = Station(
+                    path, matrix_to_pose(top), following(path), stream(path), float(attribute(path, "twin:cycleTime")),
+                    float(attribute(path, "twin:cycleSpread", 0.0)),
+                    distribution(path, "twin:cycleDistribution", "normal"), mtbf, mttr,
+                    float(attribute(path, "twin:scrapRate", 0.0)), float(attribute(path, "twin:setupTime", 0.0)),
+                    int(attribute(path, "twin:setupEvery", 0)))
         self.robots = [Robot(path, *_robot_times(usd, path, where), source=self._before(nexts, path),
                              next=following(path))
                        for path, kind in kinds.items() if kind == "robot" and path in nexts]
@@ -162,7 +250,7 @@ class PhysicsLine:
         self.poses_row = cache.add_signal(line, POSES, width=self.capacity * 7, unit="m")
         self.out_rows = [cache.add_signal(path, PARTS_OUT, unit="parts", kind="int") for path, *_ in self.sources]
         self.in_rows = [cache.add_signal(path, PARTS_IN, unit="parts", kind="int") for path in self.sinks]
-        self.next_arrival = [self._interarrival(mean, constant) for _, mean, _, constant in self.sources]
+        self.next_arrival = [chance.duration(shape, mean, spread) for _, mean, _, shape, spread, chance in self.sources]
         self.parts_out, self.parts_in, self.parts_lost = 0, 0, 0
         self.in_bin: list[int] = []  # physics ids of the parts lying in a bin, oldest first
         self.behind_s = 0.0  # simulated seconds dropped because physics could not keep up
@@ -182,16 +270,27 @@ class PhysicsLine:
         self.behind = bool(self.behind_s) and wanted == MAX_STEPS_PER_TICK
         speeds = np.array([self._belt_speed(belt) for belt in self.model.belts])
         for belt, speed in zip(self.model.belts, speeds, strict=True):
-            if speed != self.state.belt_speed(belt):
+            if np.float32(speed) != self.state.belt_speed(belt):  # belts keep float32: upload only a change
                 self.state.set_belt_speed(belt, speed)
         stepped = max(wanted, 0)
-        self.model.step(self.state, stepped)
+        target = self.state.steps + stepped
+        while self.state.steps < target:  # stop at each due event, so the flow keeps the line model's times
+            due = math.ceil(self._next_due() / self.model.dt - 1e-9)
+            self.model.step(self.state, min(target, max(due, self.state.steps + 1)) - self.state.steps)
+            now = self.state.time
+            ids, poses = self.state.parts(), self.state.part_poses()
+            self._source(now, poses)
+            self._stations_and_robots(now, ids, poses)
+            self._sinks(ids, poses)
+        self._publish(self.state.time, stepped * self.model.dt, speeds)
+
+    def _next_due(self) -> float:
+        """The earliest timed event after now: an arrival, a station's event, a robot's grip, release or return."""
         now = self.state.time
-        ids, poses = self.state.parts(), self.state.part_poses()
-        self._source(now, poses)
-        self._stations_and_robots(now, ids, poses)
-        self._sinks(ids, poses)
-        self._publish(now, stepped * self.model.dt, speeds)
+        times = [*self.next_arrival, *(station.event_at for station in self.stations.values())]
+        for robot in self.robots:
+            times += [robot.started + robot.pick, robot.started + robot.pick + robot.place, robot.free_at]
+        return min((t for t in times if t > now), default=math.inf)
 
     def _belt_speed(self, path: str) -> float:
         row = self.belts[path].speed_row
@@ -201,23 +300,31 @@ class PhysicsLine:
         return self.belts[path].nominal_speed
 
     def _source(self, now: float, poses: np.ndarray) -> None:
-        for index, (_, mean, belt_path, constant) in enumerate(self.sources):
+        """A part arrives and waits at the source until its belt has room; the next arrival is drawn then."""
+        for index, (_, mean, belt_path, shape, spread, chance) in enumerate(self.sources):
             belt = self.belts[belt_path]
-            if now >= self.next_arrival[index] and self._room_at_start(belt, poses):
+            if now >= self.next_arrival[index] and self._room(belt, poses):
                 self.state.spawn_part(belt.point(self.half + 0.005, self.half + 0.001))
                 self.parts_out += 1
-                self.next_arrival[index] = now + self._interarrival(mean, constant)
+                self.next_arrival[index] = now + chance.duration(shape, mean, spread)
                 self.cache.write_signal(self.out_rows[index], self.parts_out, status=GOOD,
                                         source_time=self.epoch + now)
 
-    def _interarrival(self, mean: float, constant: bool) -> float:
-        """Seconds to the next part: `twin:arrivalDistribution` constant, else exponential (the line model's)."""
-        return mean if constant else self.rng.expovariate(1.0 / mean)
-
-    def _room_at_start(self, belt: Belt, poses: np.ndarray) -> bool:
+    def _on_belt(self, belt: Belt, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which parts lie on `belt` (their centre over it, resting on it), and their belt coordinates."""
         local = belt.local(poses[:, :3]) if len(poses) else np.zeros((0, 3))
         on = (np.abs(local[:, 1]) < belt.width / 2) & (np.abs(local[:, 2] - belt.height - self.half) < self.half)
-        return not np.any(on & (local[:, 0] > -self.half) & (local[:, 0] < self.half + belt.pitch))
+        return on & (local[:, 0] > -self.half) & (local[:, 0] <= belt.length), local
+
+    def _start_clear(self, belt: Belt, poses: np.ndarray) -> bool:
+        """No part within a pitch of the belt's start: the last part entered about pitch / speed ago."""
+        on, local = self._on_belt(belt, poses)
+        return not np.any(on & (local[:, 0] < self.half + belt.pitch))
+
+    def _room(self, belt: Belt, poses: np.ndarray) -> bool:
+        """The line model's rule: fewer parts on (or booked for) the belt than its capacity, and the start clear."""
+        on, _ = self._on_belt(belt, poses)
+        return int(on.sum()) + belt.reserved < belt.capacity and self._start_clear(belt, poses)
 
     def _part_at_end(self, belt: Belt, ids: np.ndarray, poses: np.ndarray) -> int | None:
         if not len(ids):
@@ -233,20 +340,19 @@ class PhysicsLine:
         return Held(pose)
 
     def _stations_and_robots(self, now: float, ids: np.ndarray, poses: np.ndarray) -> None:
+        """The events due by `now` first (stations' own at their instants, robots' grips and releases), then every
+        move that can start now: finished parts onto the next belt, belt parts into free stations, robot cycles."""
         taken: set[int] = set()
         for station in self.stations.values():
-            if station.part is not None and now >= station.done_at and station.next in self.belts:
-                belt = self.belts[station.next]
-                if self._room_at_start(belt, poses):
-                    self.state.spawn_part(belt.point(self.half + 0.005, self.half + 0.001))
-                    station.part, station.done_at = None, math.inf
-            upstream = self._before_station(station.path)
-            if station.part is None and not station.reserved and upstream in self.belts:
-                part = self._part_at_end(self.belts[upstream], ids, poses)
-                if part is not None and part not in taken:
-                    taken.add(part)
-                    self._start(station, self._take(part, ids, poses), now)
+            station.fire(now)
         for robot in self.robots:
+            if robot.picking is not None and now >= robot.started + robot.pick:  # gripped: the part leaves its place
+                if robot.picking < 0:
+                    held = self.stations[robot.source].take()
+                else:
+                    taken.add(robot.picking)
+                    held = self._take(robot.picking, ids, poses)
+                robot.part, robot.start_pose, robot.picking = held, held.pose.copy(), None
             if robot.part is not None and now >= robot.started + robot.pick + robot.place and \
                     self._deliver(robot, now, poses):
                 robot.part = None
@@ -254,51 +360,58 @@ class PhysicsLine:
                 share = min(max((now - robot.started - robot.pick) / robot.place, 0.0), 1.0)
                 robot.part.pose = robot.start_pose + share * (robot.end_pose - robot.start_pose)
                 robot.part.pose[2] += LIFT * math.sin(math.pi * share)
-                continue
-            if now < robot.free_at or not self._accepts(robot.next, poses):
-                continue
-            held = None
-            if robot.source in self.belts:
-                part = self._part_at_end(self.belts[robot.source], ids, poses)
+        for station in self.stations.values():
+            if station.phase == DONE and not station.claimed and station.next in self.belts:
+                belt = self.belts[station.next]
+                if self._room(belt, poses):
+                    self.state.spawn_part(belt.point(self.half + 0.005, self.half + 0.001))
+                    station.take()
+            upstream = self._before_station(station.path)
+            if station.phase == EMPTY and not station.reserved and upstream in self.belts:
+                part = self._part_at_end(self.belts[upstream], ids, poses)
                 if part is not None and part not in taken:
                     taken.add(part)
-                    held = self._take(part, ids, poses)
+                    station.accept(self._take(part, ids, poses), now)
+        for robot in self.robots:  # a cycle starts with a part ready upstream and a place booked downstream
+            if robot.picking is not None or robot.part is not None or now < robot.free_at or \
+                    not self._accepts(robot.next, poses):
+                continue
+            if robot.source in self.belts:
+                part = self._part_at_end(self.belts[robot.source], ids, poses)
+                robot.picking = part if part is not None and part not in taken else None
             elif robot.source in self.stations:
                 station = self.stations[robot.source]
-                if station.part is not None and now >= station.done_at:
-                    held, station.part, station.done_at = station.part, None, math.inf
-            if held is not None:
-                robot.part, robot.started, robot.start_pose = held, now, held.pose.copy()
-                robot.free_at = now + robot.pick + robot.place + robot.back
-                if robot.next in self.stations:
-                    self.stations[robot.next].reserved = True
-                    robot.end_pose = self.stations[robot.next].top.copy()
-                else:
-                    robot.end_pose = np.array([*self.belts[robot.next].point(self.half + 0.005, self.half + 0.001),
-                                               0.0, 0.0, 0.0, 1.0])
+                if station.phase == DONE and not station.claimed:
+                    station.claimed, robot.picking = True, -1
+            if robot.picking is None:
+                continue
+            taken.add(robot.picking)
+            robot.started, robot.free_at = now, now + robot.pick + robot.place + robot.back
+            if robot.next in self.stations:
+                self.stations[robot.next].reserved = True
+                robot.end_pose = self.stations[robot.next].top.copy()
+            else:
+                self.belts[robot.next].reserved += 1
+                robot.end_pose = np.array([*self.belts[robot.next].point(self.half + 0.005, self.half + 0.001),
+                                           0.0, 0.0, 0.0, 1.0])
 
     def _accepts(self, path: str, poses: np.ndarray) -> bool:
         if path in self.stations:
-            return self.stations[path].part is None and not self.stations[path].reserved
-        return path in self.belts and self._room_at_start(self.belts[path], poses)
+            return self.stations[path].phase == EMPTY and not self.stations[path].reserved
+        return path in self.belts and self._room(self.belts[path], poses)
 
     def _deliver(self, robot: Robot, now: float, poses: np.ndarray) -> bool:
         if robot.next in self.stations:
             station = self.stations[robot.next]
             station.reserved = False
-            self._start(station, Held(station.top.copy()), now)
+            station.accept(Held(station.top.copy()), now)
             return True
         belt = self.belts[robot.next]
-        if not self._room_at_start(belt, poses):
+        if not self._start_clear(belt, poses):  # its place on the belt is booked; the start must be clear
             return False
+        belt.reserved -= 1
         self.state.spawn_part(belt.point(self.half + 0.005, self.half + 0.001))
         return True
-
-    def _start(self, station: Station, part: Held, now: float) -> None:
-        part.pose = station.top.copy()
-        cycle = station.cycle if station.spread <= 0 else max(0.05 * station.cycle, self.rng.gauss(
-            station.cycle, station.cycle * station.spread))
-        station.part, station.done_at = part, now + cycle
 
     def _before_station(self, path: str) -> str:
         for belt in self.belts.values():
@@ -356,7 +469,8 @@ class PhysicsLine:
     def health(self) -> dict:
         return {"time_s": round(self.state.time, 3), "behind": self.behind, "dropped_s": round(self.behind_s, 3),
                 "parts": int(len(self.state.parts())), "parts_out": self.parts_out, "parts_in": self.parts_in,
-                "parts_lost": self.parts_lost}
+                "parts_lost": self.parts_lost,
+                "parts_scrapped": sum(station.scrapped for station in self.stations.values())}
 
     def _end_stop(self, belt: Box) -> Box:
         """A fixed bar across `belt`'s end, standing in for a stopper the layout does not author."""
