@@ -15,8 +15,10 @@ from scipy.spatial.transform import Rotation
 from twin.physics.gripper import Gripper, part_in_reach
 from twin.physics.model import PhysicsModel
 from twin.sample_factory import layout
-from twin.scenes import open_layout
 from twin.scenes.robot import PAD_THICKNESS
+from twin.sim.physics_robots import GRIP_FAULT, JOINTS
+from twin.sim.physics_runtime import POSES
+from twin.sim.runtime import Twin
 
 DEVICES = ["cpu", pytest.param("cuda:0", marks=pytest.mark.skipif(
     not wp.is_cuda_available(), reason="no CUDA device"))]
@@ -29,10 +31,15 @@ SURFACES = {ROBOT1: (layout.BELT_HEIGHT, layout.TABLE_HEIGHT), ROBOT2: (layout.T
 
 
 @pytest.fixture(scope="module", params=DEVICES)
-def cell(request, sample_layout):
-    """The sample layout on physics with its robots and grippers; belts stopped so parts only move when pushed."""
-    stage = open_layout(sample_layout)
-    model = PhysicsModel.from_stage(stage, robots=True, device=request.param, max_parts=4)
+def twin(request, sample_layout):
+    """The sample line running on physics (`twin demo --physics`): its robots with their grippers."""
+    return Twin(sample_layout, physics=True, device=request.param)
+
+
+@pytest.fixture(scope="module")
+def cell(twin):
+    """The physics model of the running sample line and the robots' taught poses; tests run their own states."""
+    model, stage = twin.physics.model, twin.stage.authored_stage
     poses = {robot.path: {name: np.array(stage.GetPrimAtPath(robot.path).GetAttribute(f"twin:pose:{name}").Get())
                           for name in ("above_pick", "pick", "above_place", "place")} for robot in model.robots}
     return model, poses
@@ -223,3 +230,51 @@ def test_a_moving_link_pushes_a_part_instead_of_passing_through_it(cell):
     assert through > 0.05  # the pad (8 cm wide) sweeps right through where the part stood
     assert moved[0] > 0.15, moved  # pushed ahead of the pad
     assert deepest <= 0.001, deepest
+
+
+# ---------------------------------------------------------------------------- in the running twin
+@pytest.mark.slow
+def test_in_the_physics_demo_a_robot_carries_the_part_from_pick_to_place_and_reports_a_failed_grip(twin):
+    """Robot1 runs its taught route on physics: a grip finding no part is a fault signal and the robot goes on
+    empty; the next cycle grips the part at the pick pose, carries it under the grip face to the place pose and
+    sets it on the Assembly table. Poses are read as the viewer and the historian get them (the cache)."""
+    line, cache = twin.physics, twin.cache
+    robot = next(robot for robot in line.robots if robot.path == ROBOT1)
+    assembly = line.stations[f"{layout.LINE}/Assembly"]
+    fault_row, joint_row = cache.signal_row(ROBOT1, GRIP_FAULT), cache.signal_row(ROBOT1, JOINTS)
+    poses_row, chain = cache.signal_row(layout.LINE, POSES), robot.program.chain
+    base, tool = twin.stage.world_transform(ROBOT1), chain.link_index("tool0")
+    tick, now = 1.0 / 30.0, line.state.time
+    first = line.state.spawn_part(_target(ROBOT1, "pick") + [0.0, 0.0, 0.001])  # waiting at Conveyor2's end
+    second, faults, carried, reported = None, [], [], cache.source_time[fault_row]
+    for count in range(1, round(19.0 / tick) + 1):
+        twin.step(sim_time=now + count * tick)
+        elapsed = line.state.time - now
+        if first is not None and elapsed >= 1.0:  # the cycle has begun: the part is taken away before the grip
+            assert robot.free_at > robot.started > now
+            line.state.remove_part(first)
+            first = None
+        if second is None and elapsed >= 9.0:  # another part arrives while the robot finishes its empty cycle
+            second = line.state.spawn_part(_target(ROBOT1, "pick") + [0.0, 0.0, 0.001])
+        if np.isfinite(cache.source_time[fault_row]) and cache.source_time[fault_row] != reported:  # a grip
+            reported = cache.source_time[fault_row]
+            faults.append((cache.source_time[fault_row] - twin.started - now, cache.signal_values(fault_row)[0],
+                           cache.status[fault_row], assembly.reserved))
+        held = line.state.held(ROBOT1)
+        if held is not None:
+            flange = chain.fk(cache.signal_values(joint_row)[None], base=base)[0][tool]
+            part = cache.signal_values(poses_row).reshape(-1, 7)[held, :3].copy()
+            carried.append((held, part, flange[:3, 3] + flange[:3, 2] * HALF))
+    cycle = robot.pick + robot.place + robot.back
+    assert [(value, status, reserved) for _, value, status, reserved in faults] == [(1, 0, False), (0, 0, True)]
+    assert abs(faults[0][0] - robot.pick) < 2 * tick  # the first grip, at the end of the grip hold: a fault
+    assert cycle < faults[1][0] < cycle + robot.pick + 3 * tick  # the robot carried on and gripped next cycle
+    assert carried and {held for held, *_ in carried} == {second}
+    parts, under_tool = np.array([c[1] for c in carried]), np.array([c[2] for c in carried])
+    assert np.linalg.norm(parts[0] - _target(ROBOT1, "pick")) < 0.005  # taken where it lay
+    assert np.max(np.linalg.norm(parts - under_tool, axis=1)) < 0.005  # under the grip face all the way
+    assert np.max(np.linalg.norm(np.diff(parts, axis=0), axis=1)) < 0.1  # moving with the arm, never jumping
+    assert np.max(parts[:, 2]) > _target(ROBOT1, "pick")[2] + 0.3  # lifted over the belt on the way
+    assert line.state.held(ROBOT1) is None and assembly.part is not None and assembly.part.body == second
+    resting = cache.signal_values(poses_row).reshape(-1, 7)[second, :3]
+    assert np.linalg.norm(resting - _target(ROBOT1, "place")) < 0.005  # set down on the Assembly table

@@ -25,9 +25,11 @@ from twin.core.transforms import matrix_to_pose, pose_to_matrix
 from twin.kinematics.chain import Chain
 from twin.kinematics.trajectory import chain_joint_move
 from twin.physics.model import PhysicsModel
+from twin.physics.robots import read_robots
 from twin.physics.sensors import PhysicsSensors
 from twin.physics.shapes import Box, LayoutShapes, read_shapes
 from twin.sim.line_random import DISTRIBUTIONS, LineStream, line_order
+from twin.sim.physics_robots import RouteProgram
 
 log = logging.getLogger("twin.physics")
 
@@ -65,9 +67,10 @@ class Belt:
 
 @dataclass
 class Held:
-    """A part off the physics: on a station's table or in a robot's gripper."""
+    """A station's or a robot's part: off the physics, posed here; or on it as `body` (a gripper has it)."""
 
     pose: np.ndarray  # (7,)
+    body: int | None = None  # the physics part: gripped, or put on a station's table by a gripper
 
 
 @dataclass
@@ -161,6 +164,7 @@ class Robot:
     start_pose: np.ndarray = field(default_factory=lambda: np.zeros(7))
     end_pose: np.ndarray = field(default_factory=lambda: np.zeros(7))
     free_at: float = 0.0
+    program: RouteProgram | None = None  # a gripper robot runs its route on physics
 
 
 class PhysicsLine:
@@ -220,8 +224,11 @@ class PhysicsLine:
         shapes = LayoutShapes(shapes.static, shapes.belts, shapes.stoppers + extra, shapes.part_size)
         if max_parts is None:  # every belt packed with touching parts, and the bin's
             size = shapes.part_size or 0.2
-            max_parts = int(sum(belt.length // size for belt in self.belts.values())) + BIN_KEEP + 2
-        self.model = PhysicsModel(shapes, device=device, max_parts=max_parts)
+            max_parts = int(sum(belt.length // size for belt in self.belts.values())) + BIN_KEEP + 2 + \
+                sum(kind in ("station", "robot") for kind in kinds.values())  # parts gripped or on tables
+        grippers = tuple(robot for robot in read_robots(usd) if robot.gripper is not None and robot.path in nexts
+                         and usd.GetPrimAtPath(robot.path).GetAttribute("twin:route").HasAuthoredValue())
+        self.model = PhysicsModel(shapes, device=device, max_parts=max_parts, robots=grippers)
         self.state = self.model.new_state()
         self.half = self.model.part_size / 2
         self.stations: dict[str, Station] = {}
@@ -242,6 +249,10 @@ class PhysicsLine:
         self.robots = [Robot(path, *_robot_times(usd, path, where), source=self._before(nexts, path),
                              next=following(path))
                        for path, kind in kinds.items() if kind == "robot" and path in nexts]
+        for robot in self.robots:
+            if robot.path in {gripper.path for gripper in grippers}:
+                robot.program = RouteProgram(usd, robot.path, cache, where)
+                self.state.set_robot_joints(robot.path, robot.program.home, jump=True)
         self.sinks = {path: stage.world_transform(path)[:3, 3] for path, kind in kinds.items() if kind == "sink"}
         line = next(iter(self.sinks), next(iter(self.belts), "/")).rsplit("/", 1)[0] or "/"
         self.sensors = PhysicsSensors(usd, cache, part_size=self.model.part_size, belts=self.model.belts)
@@ -276,7 +287,9 @@ class PhysicsLine:
         target = self.state.steps + stepped
         while self.state.steps < target:  # stop at each due event, so the flow keeps the line model's times
             due = math.ceil(self._next_due() / self.model.dt - 1e-9)
-            self.model.step(self.state, min(target, max(due, self.state.steps + 1)) - self.state.steps)
+            steps = min(target, max(due, self.state.steps + 1)) - self.state.steps
+            self._pose_robots(self.state.time + steps * self.model.dt)
+            self.model.step(self.state, steps)
             now = self.state.time
             ids, poses = self.state.parts(), self.state.part_poses()
             self._source(now, poses)
@@ -290,6 +303,8 @@ class PhysicsLine:
         times = [*self.next_arrival, *(station.event_at for station in self.stations.values())]
         for robot in self.robots:
             times += [robot.started + robot.pick, robot.started + robot.pick + robot.place, robot.free_at]
+            if robot.program is not None:
+                times.append(robot.started + robot.program.release_at)
         return min((t for t in times if t > now), default=math.inf)
 
     def _belt_speed(self, path: str) -> float:
@@ -346,17 +361,22 @@ class PhysicsLine:
         for station in self.stations.values():
             station.fire(now)
         for robot in self.robots:
+            if robot.picking is not None and now >= robot.started + robot.pick and robot.program is not None:
+                self._grip(robot, now)
             if robot.picking is not None and now >= robot.started + robot.pick:  # gripped: the part leaves its place
                 if robot.picking < 0:
-                    held = self.stations[robot.source].take()
+                    held = self._off_physics(self.stations[robot.source].take(), ids, poses)
                 else:
                     taken.add(robot.picking)
                     held = self._take(robot.picking, ids, poses)
                 robot.part, robot.start_pose, robot.picking = held, held.pose.copy(), None
+            if robot.program is not None and robot.part is not None and \
+                    now >= robot.started + robot.program.release_at and self.state.held(robot.path) is not None:
+                self.state.release(robot.path)  # at the place pose: the part falls free onto what is below
             if robot.part is not None and now >= robot.started + robot.pick + robot.place and \
                     self._deliver(robot, now, poses):
                 robot.part = None
-            if robot.part is not None:  # carried: from the pick pose, lifted, to the place pose
+            if robot.part is not None and robot.program is None:  # carried: from the pick pose, lifted, to the place
                 share = min(max((now - robot.started - robot.pick) / robot.place, 0.0), 1.0)
                 robot.part.pose = robot.start_pose + share * (robot.end_pose - robot.start_pose)
                 robot.part.pose[2] += LIFT * math.sin(math.pi * share)
@@ -365,7 +385,7 @@ class PhysicsLine:
                 belt = self.belts[station.next]
                 if self._room(belt, poses):
                     self.state.spawn_part(belt.point(self.half + 0.005, self.half + 0.001))
-                    station.take()
+                    self._off_physics(station.take(), ids, poses)
             upstream = self._before_station(station.path)
             if station.phase == EMPTY and not station.reserved and upstream in self.belts:
                 part = self._part_at_end(self.belts[upstream], ids, poses)
@@ -383,6 +403,8 @@ class PhysicsLine:
                 station = self.stations[robot.source]
                 if station.phase == DONE and not station.claimed:
                     station.claimed, robot.picking = True, -1
+                    if robot.program is not None:
+                        self._on_physics(station)
             if robot.picking is None:
                 continue
             taken.add(robot.picking)
@@ -404,14 +426,58 @@ class PhysicsLine:
         if robot.next in self.stations:
             station = self.stations[robot.next]
             station.reserved = False
-            station.accept(Held(station.top.copy()), now)
+            station.accept(robot.part if robot.program is not None else Held(station.top.copy()), now)
             return True
         belt = self.belts[robot.next]
+        if robot.program is not None:  # the gripper has set the part down on the belt
+            belt.reserved -= 1
+            return True
         if not self._start_clear(belt, poses):  # its place on the belt is booked; the start must be clear
             return False
         belt.reserved -= 1
         self.state.spawn_part(belt.point(self.half + 0.005, self.half + 0.001))
         return True
+
+    # ------------------------------------------------------------------ robots with grippers
+    def _pose_robots(self, time: float) -> None:
+        """Where each robot running its route has its links at `time`: on its cycle's timeline, else at rest."""
+        for robot in self.robots:
+            if robot.program is not None:
+                q = robot.program.joints(time - robot.started if robot.free_at > robot.started else math.inf)
+                if robot.program.moved(q):  # a robot at rest keeps its links where they are
+                    self.state.set_robot_joints(robot.path, q)
+                    robot.program.publish(self.cache, q, self.epoch + time)
+
+    def _grip(self, robot: Robot, now: float) -> None:
+        """The gripper closes at the pick pose: the part it finds is carried on physics. Finding none is a fault:
+        the part stays where it is, the place booked downstream is freed, and the robot finishes its route empty."""
+        result = self.state.grip(robot.path)
+        robot.program.report(self.cache, result, self.epoch + now)
+        from_station, robot.picking = robot.picking is not None and robot.picking < 0, None
+        if result.part is not None:
+            if from_station:
+                self.stations[robot.source].take()
+            robot.part = Held(np.full(7, np.nan), body=result.part)
+            return
+        if from_station:
+            self.stations[robot.source].claimed = False
+        if robot.next in self.stations:
+            self.stations[robot.next].reserved = False
+        else:
+            self.belts[robot.next].reserved -= 1
+
+    def _on_physics(self, station: Station) -> None:
+        """A station's part, off the physics, is put on its table in physics for a gripper to take."""
+        part = station.part
+        if part is not None and part.body is None:
+            yaw = 2.0 * math.atan2(part.pose[5], part.pose[6])
+            part.body = self.state.spawn_part(part.pose[:3] + [0.0, 0.0, 0.001], yaw)
+
+    def _off_physics(self, part: Held, ids: np.ndarray, poses: np.ndarray) -> Held:
+        """`part` taken off the physics where it lies there (a part a gripper put down)."""
+        if part.body is not None:
+            part.pose, part.body = self._take(part.body, ids, poses).pose, None
+        return part
 
     def _before_station(self, path: str) -> str:
         for belt in self.belts.values():
@@ -454,7 +520,7 @@ class PhysicsLine:
         all_poses = np.full((self.capacity, 7), np.nan)
         all_poses[ids] = poses
         for index, part in enumerate(held):
-            if part is not None:
+            if part is not None and part.body is None:  # a part with a body is posed by physics
                 all_poses[self.model.max_parts + index] = part.pose
         active = np.all(np.isfinite(all_poses), axis=1)
         in_play = all_poses[active]
