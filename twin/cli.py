@@ -283,7 +283,8 @@ def run_commission(args: argparse.Namespace) -> int:
         if args.user else None
     require_security(args.host, security)
     options = {"port": args.port, "lockstep": args.lockstep, "speedup": args.speedup, "watchdog_s": args.watchdog_s,
-               "cycle_s": args.cycle_ms / 1000.0, "seed": args.seed, "host": args.host, "security": security}
+               "cycle_s": args.cycle_ms / 1000.0, "seed": args.seed, "host": args.host, "security": security,
+               "physics": args.physics}
     if args.export_nodeset or not args.http_port:
         if not args.export_nodeset:
             ensure_port_free(args.host, args.port, "OPC-UA", "--port")
@@ -433,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     commission.add_argument("--pki", help="the server certificate and trusted/ client certificates "
                                           "(default ~/.config/twin/pki/commission)")
     commission.add_argument("--lockstep", action="store_true", help="the controller advances time with Step")
+    commission.add_argument("--physics", action="store_true", help="parts ride the belts on Newton physics; "
+                                                                   "photo-eyes are ray casts")
     commission.add_argument("--speedup", type=positive_number, default=1.0, help="free-run: plant s per wall s")
     commission.add_argument("--cycle-ms", type=positive_number, default=50.0, help="plant time per cycle")
     commission.add_argument("--watchdog-s", type=positive_number, default=1.0,

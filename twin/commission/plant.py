@@ -107,6 +107,10 @@ class Conveyor(PlantElement):
         part.position = self.half
         self.parts.insert(0, part)
 
+    def pop_lead(self) -> Part:
+        """Take the lead part off the belt (handed on or picked)."""
+        return self.parts.pop()
+
     def advance(self, dt: float) -> None:
         travel = self.speed * dt
         self.travel += travel
@@ -306,7 +310,7 @@ def _ready_to_pick(element: PlantElement) -> bool:
 
 def _take(element: PlantElement) -> Part | None:
     if isinstance(element, Conveyor):
-        return element.parts.pop()
+        return element.pop_lead()
     assert isinstance(element, Station)
     return element.take()
 
@@ -316,6 +320,8 @@ DISTRIBUTION_NAMES = ("constant", "normal", "exponential", "lognormal")
 
 class Plant:
     """The whole line, stepped by the controller's outputs; `seed` makes arrivals and failures repeatable."""
+
+    conveyor_type: type[Conveyor] = Conveyor  # how belts carry parts (twin.commission.physics_plant: on physics)
 
     def __init__(self, stage: Usd.Stage, *, dt: float = 0.05, seed: int = 1):
         self.dt = dt
@@ -345,7 +351,8 @@ class Plant:
                 item: PlantElement = source
                 self.sources[element.name] = source
             elif element.kind == CONVEYOR:
-                item = self.conveyors[element.name] = Conveyor(element, _photo_eyes(stage, element, self.model))
+                eyes = _photo_eyes(stage, element, self.model)
+                item = self.conveyors[element.name] = self.conveyor_type(element, eyes)
                 if item.part_length >= item.pitch:
                     raise self.model.error(element.path, f"twin:partLength {item.part_length:g} is not shorter "
                                                          f"than twin:partPitch {item.pitch:g}: parts would touch "
@@ -392,7 +399,7 @@ class Plant:
         for conveyor in self.conveyors.values():
             conveyor.advance(self.dt)
             if not conveyor.stopper and conveyor.part_at_end() and self._hand_on(conveyor, conveyor.parts[-1]):
-                conveyor.parts.pop()
+                conveyor.pop_lead()
         for station in self.stations.values():
             station.step(self.dt)
             part = station.part

@@ -48,12 +48,17 @@ class CommissionServer:
 
     def __init__(self, layout: str | Path | Usd.Stage, *, port: int = 4841, host: str = "127.0.0.1",
                  cycle_s: float = 0.05, lockstep: bool = False, speedup: float = 1.0, watchdog_s: float = 1.0,
-                 seed: int = 1, security: EndpointSecurity | None = None):
+                 seed: int = 1, security: EndpointSecurity | None = None, physics: bool = False):
         require_security(host, security)  # before the plant is built: the mistake is the command line's
         if not cycle_s > 0 or not speedup > 0 or not watchdog_s > 0:
             raise ValueError("cycle_s, speedup and watchdog_s must be positive")
         stage = layout if isinstance(layout, Usd.Stage) else open_layout(layout)
-        self.plant = Plant(stage, dt=cycle_s, seed=seed)
+        if physics:  # Newton is imported only for a line on physics
+            from .physics_plant import PhysicsPlant
+
+            self.plant: Plant = PhysicsPlant(stage, dt=cycle_s, seed=seed)
+        else:
+            self.plant = Plant(stage, dt=cycle_s, seed=seed)
         self.signals = line_signals(self.plant)
         self.forces = Forces(self.plant, self.signals)
         self.lockstep, self.speedup, self.watchdog_s = lockstep, speedup, watchdog_s
@@ -293,10 +298,10 @@ class CommissionServer:
 
 async def serve(layout: str | Path, *, port: int, lockstep: bool, speedup: float, cycle_s: float,
                 watchdog_s: float, seed: int, export_nodeset: Path | None = None, host: str = "127.0.0.1",
-                security: EndpointSecurity | None = None) -> None:
+                security: EndpointSecurity | None = None, physics: bool = False) -> None:
     """`twin commission`: serve until SIGINT or SIGTERM; with `export_nodeset`, write the UANodeSet instead."""
     server = CommissionServer(layout, port=port, lockstep=lockstep, speedup=speedup, cycle_s=cycle_s,
-                              watchdog_s=watchdog_s, seed=seed, host=host, security=security)
+                              watchdog_s=watchdog_s, seed=seed, host=host, security=security, physics=physics)
     if export_nodeset is not None:
         await server.build()
         await server.export_nodeset(export_nodeset)

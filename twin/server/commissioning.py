@@ -26,10 +26,11 @@ HOST = "127.0.0.1"  # commissioning serves loopback only, like its OPC-UA endpoi
 
 async def serve_commission(layout: str | Path, *, port: int, http_port: int, lockstep: bool, speedup: float,
                            cycle_s: float, watchdog_s: float, seed: int, tick_hz: float = 30.0,
-                           host: str = "127.0.0.1", security: EndpointSecurity | None = None) -> None:
+                           host: str = "127.0.0.1", security: EndpointSecurity | None = None,
+                           physics: bool = False) -> None:
     """Serve until SIGINT or SIGTERM (uvicorn handles them and returns)."""
     server = CommissionServer(layout, port=port, lockstep=lockstep, speedup=speedup, cycle_s=cycle_s,
-                              watchdog_s=watchdog_s, seed=seed, host=host, security=security)
+                              watchdog_s=watchdog_s, seed=seed, host=host, security=security, physics=physics)
     twin = Twin(layout)
     feed = PlantFeed(server.plant, twin.cache)
     twin.alarms.check()
