@@ -106,6 +106,7 @@ class PublishConfig:
     topic_root: str = ""
     period_s: float = 1.0  # how often changes are published
     line: int = 0
+    stream: bool = False  # also the runtime cache, at the stream rate, under topic_root/stream for relays
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,7 @@ class PublishSpec(_Spec):
     edge_node: str = Field(default="", pattern=r"^[^/+#\s]*$", description="an id without '/', '+' or '#'")
     topic_root: str = Field(default="", pattern=r"^[^+#]*$", description="a topic prefix without wildcards")
     period_s: float = Field(default=1.0, ge=0.05)
+    stream: bool = False
 
     @model_validator(mode="after")
     def _named(self) -> PublishSpec:
@@ -323,6 +325,9 @@ class PublishSpec(_Spec):
             raise FieldError("edge_node", "a Sparkplug B publisher needs its edge_node id")
         if self.format == "json" and not self.topic_root.strip("/"):
             raise FieldError("topic_root", "a JSON publisher needs a topic_root, e.g. 'twin/line1'")
+        if self.stream and not self.topic_root.strip("/"):
+            raise FieldError("topic_root", "stream: true needs a topic_root (relays read ROOT/stream), "
+                                           "e.g. 'twin/line1'")
         return self
 
 
@@ -693,7 +698,7 @@ def load_bindings(path: str | Path, endpoint_overrides: dict[str, str] | None = 
     if spec.publish is not None:
         p = spec.publish
         publish = PublishConfig(brokers[p.broker], p.format, p.group, p.edge_node, p.topic_root.strip("/"),
-                                p.period_s, document.line(("publish",)))
+                                p.period_s, document.line(("publish",)), p.stream)
     return BindingFile(path, servers, tuple(bindings), brokers, publish)
 
 

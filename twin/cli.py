@@ -106,7 +106,7 @@ async def serve(
 
     twin = Twin(layout, physics=physics)  # physics: part poses from the line run on Newton (docs/physics.md)
     access = Access.load(tokens, loopback_only=host in ("127.0.0.1", "localhost", "::1"))
-    connector = mqtt_in = publisher = None
+    connector = mqtt_in = publisher = stream_out = None
     if bindings is not None:
         binding_file = load_bindings(bindings, endpoints)
         validate_against_stage(binding_file, twin.stage.stage)
@@ -118,6 +118,10 @@ async def serve(
 
             publisher = MqttPublisher(binding_file.publish, binding_file.path, twin.cache, published_rows(twin),
                                       twin.alarms, whatif=lambda: finished_studies(app.state.whatif))
+            if binding_file.publish.stream:  # the runtime cache for relays (`twin relay`, docs/scale.md)
+                from twin.server.publish_stream import StreamStatePublisher
+
+                stream_out = StreamStatePublisher(binding_file.publish, binding_file.path, twin.cache, tick_hz)
         twin.alarms.add_rules(rule for binding in binding_file.bindings for rule in binding.alarms)
     twin.alarms.check()  # the connector has registered its signals: every rule can be matched to one
     for rule in twin.alarms.unresolved():
@@ -133,13 +137,15 @@ async def serve(
     async def start_history() -> None:
         historian.start()
 
-    connectors = [part for part in (connector, mqtt_in, publisher) if part is not None]
+    connectors = [part for part in (connector, mqtt_in, publisher, stream_out) if part is not None]
 
     def connectors_health() -> dict:
         """The OPC-UA servers' and MQTT brokers' sessions by name, and the publisher's."""
         health = {**connector.health(), **(mqtt_in.health() if mqtt_in else {})}
         if publisher is not None:
             health[f"{publisher.config.broker.name} (publish)"] = publisher.health()
+        if stream_out is not None:
+            health[f"{stream_out.config.broker.name} (stream)"] = stream_out.health()
         return health
 
     async def stop_history() -> None:
@@ -307,6 +313,14 @@ def run_site(args: argparse.Namespace) -> int:
     return serve_site(Path(args.site))
 
 
+def run_relay(args: argparse.Namespace) -> int:
+    from twin.site.relay import run_relay as serve_relay
+
+    return serve_relay(Path(args.layout), broker_url=args.broker, topic_root=args.topic_root, host=args.host,
+                       port=args.port, tokens=Path(args.tokens) if args.tokens else None,
+                       glb=Path(args.glb) if args.glb else None)
+
+
 def positive_number(text: str) -> float:
     """A finite number > 0, for argparse (which names the option in its error)."""
     try:
@@ -451,6 +465,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(docs/site.md)")
     site_cmd.add_argument("site", help="the site file (SITE.yaml)")
     site_cmd.set_defaults(handler=run_site)
+
+    relay = commands.add_parser("relay", help="serve a line's viewers from the stream state it publishes to a "
+                                              "broker (read-only; docs/scale.md)")
+    relay.add_argument("layout", help="the line's layout (the same file the line serves)")
+    relay.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    relay.add_argument("--topic-root", required=True, metavar="ROOT",
+                       help="the line's publish topic_root: its state is on ROOT/stream/state")
+    relay.add_argument("--port", type=int, default=8000)
+    relay.add_argument("--host", default="127.0.0.1")
+    relay.add_argument("--tokens", help="JSON file of API tokens and roles (as for twin serve)")
+    relay.add_argument("--glb", help="GLB of the layout (default: built from the layout, as for twin serve)")
+    relay.set_defaults(handler=run_relay)
 
     opcua = commands.add_parser("opcua", help="OPC-UA tools").add_subparsers(dest="opcua_command", required=True)
     browse_cmd = opcua.add_parser("browse", help="print a server's address space and draft a binding file")
