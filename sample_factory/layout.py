@@ -5,6 +5,9 @@ A small assembly line, along +X:
     Source -> Conveyor1 -> Machining -> Conveyor2 -> [Robot1 KR16] -> Assembly
            -> [Robot2 KR120] -> Conveyor3 -> Inspection -> Conveyor4 -> Sink
 
+Conveyor4's end faces the sink's takeaway belt across a 2 cm gap: parts cross onto it by friction (a transfer
+between belts), speed up to its 0.5 m/s and fall off its end into the bin.
+
 The scene builder authors USD from these specs and the simulated PLC runs the
 plant's behaviour with the same numbers, so the two always agree. Robot poses are
 joint vectors (radians) whose tool0 reaches the pick and place points below with the
@@ -83,7 +86,21 @@ class SensorSpec:
 
 
 SOURCE = (-0.7, 0.0)
-SINK = (20.7, 0.0)
+SINK = (21.6, 0.0)  # the bin's centre
+
+
+@dataclass(frozen=True)
+class TakeawaySpec:
+    """The sink's belt, outside the line's flow: Conveyor4's parts fall onto it and it carries them to the bin."""
+
+    start: float  # x of its start, just past Conveyor4's end (a gap under half a part)
+    length: float
+    height: float  # belt top
+    speed: float
+    width: float = 0.6
+
+
+TAKEAWAY = TakeawaySpec(start=20.22, length=0.94, height=BELT_HEIGHT, speed=0.5, width=0.44)
 SOURCE_INTERARRIVAL = 12.0  # mean seconds between raw parts
 
 CONVEYORS = (

@@ -36,7 +36,8 @@ def build_sample_factory(out_dir: Path) -> Path:
     define_xform(stage, layout.LINE)
     _floor(stage)
     add_source(stage, f"{layout.LINE}/Source", pose(*layout.SOURCE), height=layout.BELT_HEIGHT)
-    add_sink(stage, f"{layout.LINE}/Sink", pose(*layout.SINK), height=layout.BELT_HEIGHT)
+    add_sink(stage, f"{layout.LINE}/Sink", pose(*layout.SINK), height=layout.TAKEAWAY.height)
+    _takeaway(stage)
     for spec in layout.CONVEYORS:
         add_conveyor(stage, spec.path, pose(*spec.start), length=spec.length, width=spec.width,
                      belt_height=layout.BELT_HEIGHT, capacity=spec.capacity, speed=spec.speed)
@@ -86,6 +87,20 @@ def _process(stage) -> None:
                                "twin:jointAcceleration": line_model.ROBOT_ACCELERATION})
         for name, joints in spec.poses.items():
             robot.CreateAttribute(f"twin:pose:{name}", Sdf.ValueTypeNames.DoubleArray).Set(Vt.DoubleArray(joints))
+
+
+def _takeaway(stage) -> None:
+    """The sink's takeaway belt after Conveyor4's end: a transfer, then into the bin (docs/physics.md)."""
+    spec, thickness = layout.TAKEAWAY, 0.1
+    path = f"{layout.LINE}/Sink/Takeaway"
+    prim = define_xform(stage, path, pose(spec.start - layout.SINK[0], -layout.SINK[1]))
+    set_attributes(prim, {"twin:speed": spec.speed})
+    belt = ((spec.length, spec.width, thickness), (spec.length / 2, 0.0, spec.height - thickness / 2))
+    add_boxes(stage, f"{path}/Belt", [belt], DARK_GREY)
+    legs = spec.height - thickness
+    frame = [((0.06, spec.width, legs), (x, 0.0, legs / 2)) for x in (0.45, spec.length - 0.1)]
+    add_boxes(stage, f"{path}/Frame", frame, STEEL)
+    add_collision_boxes(stage, f"{path}/Collision", [("Belt", *belt)], role="belt")
 
 
 def _floor(stage) -> None:

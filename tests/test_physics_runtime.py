@@ -105,7 +105,7 @@ def test_sample_line_on_physics_passes_parts_through_its_stations_into_the_bin(t
     twin = Twin(build_sample_factory(tmp_path), physics=True, device="cpu")
     line, cache = twin.physics, twin.cache
     switch = cache.signal_row("/Factory/Line/Machining", HAS_PART)
-    seen_on, run_s = 0, 100.0
+    seen_on, run_s = 0, 140.0  # seed 1 of the line model's streams: the first part arrives after about 40 s
     for tick in range(1, round(run_s / TICK) + 1):
         twin.step(sim_time=tick * TICK)
         seen_on += cache.signal_values(switch)[0] == 1.0
@@ -206,3 +206,38 @@ def test_a_line_on_physics_gives_the_line_models_output_with_the_same_random_num
     assert most_on_belt == 5  # the source (a part every 2.5 s) outruns the station: the belt fills to capacity
     kpis = prediction.points[0]["kpis"]
     assert kpis["stations"][f"{LINE}/Station"]["down_share"]["mean"] > 0.05  # failures matter on this line
+
+
+@pytest.mark.slow
+def test_sample_line_transfers_parts_onto_the_takeaway_belt_and_into_the_bin(tmp_path):
+    """Conveyor4's end over the sink's lower takeaway belt: every part lands on it, rides it at its speed, falls into
+    the bin; none is lost, and no part's lowest corner sinks more than 1 mm into a belt."""
+    from twin.physics.model import PhysicsModel
+    from twin.physics.sensors import quaternion_matrices
+    from twin.sample_factory import layout
+    from twin.sample_factory.scene import build_sample_factory
+    from twin.scenes import open_layout
+
+    model = PhysicsModel.from_stage(open_layout(build_sample_factory(tmp_path)), max_parts=4)
+    state, last, takeaway = model.new_state(), layout.CONVEYORS[-1], layout.TAKEAWAY
+    belts = [(last.start[0], last.start[0] + last.length, layout.BELT_HEIGHT),
+             (takeaway.start, takeaway.start + takeaway.length, takeaway.height)]
+    parts = [state.spawn_part((last.start[0] + 1.6 + 0.35 * i, 0.0, layout.BELT_HEIGHT + PART / 2 + 0.001))
+             for i in range(4)]
+    carried, deepest = set(), 0.0
+    corner_offsets = PART / 2 * np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
+    for _ in range(round(7.0 / model.dt / 4)):
+        model.step(state, 4)
+        poses, velocities = state.part_poses(), state.part_velocities()
+        corners = poses[:, None, :3] + np.einsum("nij,kj->nki", quaternion_matrices(poses[:, 3:7]), corner_offsets)
+        for start, end, top in belts:  # corners over a belt's surface (a part tipping off its end hangs over it)
+            over = (corners[..., 0] > start + 0.005) & (corners[..., 0] < end - 0.005)
+            deepest = max(deepest, float(np.max(np.where(over, top - corners[..., 2], -1.0))))
+        riding = (np.abs(poses[:, 2] - takeaway.height - PART / 2) < 0.002) & \
+                 (np.abs(velocities[:, 0] - takeaway.speed) < 0.01)
+        carried |= set(np.flatnonzero(riding).tolist())
+    assert carried == set(range(len(parts)))  # each part rode the takeaway belt at its speed
+    assert deepest <= 0.001, deepest
+    poses = state.part_poses()
+    assert np.all(np.abs(poses[:, 0] - layout.SINK[0]) < 0.4 - PART / 2 + 0.01), poses  # all in the bin
+    assert np.all(np.abs(poses[:, 1] - layout.SINK[1]) < 0.4) and np.all(poses[:, 2] < takeaway.height), poses

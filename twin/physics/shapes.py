@@ -3,7 +3,8 @@
 Every `UsdPhysics.CollisionAPI` prim outside a rigid body (robots are articulations of rigid bodies and
 are left to their own code) must be a `UsdGeom.Cube` under a rigid transform with a non-uniform scale:
 an oriented box. `twin:physics:role` makes a box a belt (carrying along its conveyor's +X at
-`twin:speed`) or a stopper; anything else is static.
+`twin:speed`) or a stopper; anything else is static. A belt outside the line's flow (a sink's takeaway belt)
+sits under a prim that authors `twin:speed` without being a conveyor.
 """
 
 from __future__ import annotations
@@ -92,10 +93,12 @@ def _box(prim: Usd.Prim, cache: UsdGeom.XformCache, where: str) -> Box:
 
 def _belt(prim: Usd.Prim, box: Box, cache: UsdGeom.XformCache, where: str) -> Box:
     conveyor = prim.GetParent()
-    while conveyor and conveyor.GetAttribute("twin:kind").Get() != "conveyor":
+    while conveyor and conveyor.GetAttribute("twin:kind").Get() != "conveyor" and \
+            not conveyor.GetAttribute("twin:speed").HasAuthoredValue():
         conveyor = conveyor.GetParent()
     if not conveyor:
-        raise LayoutError(where, f"{prim.GetPath()}: a belt surface must sit under a prim with twin:kind conveyor")
+        raise LayoutError(where, f"{prim.GetPath()}: a belt surface must sit under a prim with twin:kind conveyor "
+                                 "or with twin:speed")
     conveyor_x = np.array(cache.GetLocalToWorldTransform(conveyor), np.float64)[0, :3]
     direction = box.rotation.T @ (conveyor_x / np.linalg.norm(conveyor_x))
     speed = conveyor.GetAttribute("twin:speed").Get() or 0.0

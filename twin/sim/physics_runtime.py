@@ -207,6 +207,8 @@ class PhysicsLine:
         self.belts: dict[str, Belt] = {}
         for box in shapes.belts:
             path = box.owner
+            if kinds.get(path) != "conveyor":  # a takeaway belt outside the flow: it only carries what lands on it
+                continue
             after = following(path)
             length, pitch = float(attribute(path, "twin:length")), float(attribute(path, "twin:partPitch", 0.3))
             fits = math.floor((length - float(attribute(path, "twin:partLength", 0.0))) / pitch + 1e-9) + 1
@@ -220,7 +222,7 @@ class PhysicsLine:
                          float(attribute(path, "twin:arrivalSpread", 0.0)), stream(path))
                         for path, kind in kinds.items() if kind == "source"]
         extra = tuple(self._end_stop(box) for box in shapes.belts
-                      if self.belts[box.owner].end_stop and box.owner not in stopped)
+                      if box.owner in self.belts and self.belts[box.owner].end_stop and box.owner not in stopped)
         shapes = LayoutShapes(shapes.static, shapes.belts, shapes.stoppers + extra, shapes.part_size)
         if max_parts is None:  # every belt packed with touching parts, and the bin's
             size = shapes.part_size or 0.2
@@ -308,6 +310,8 @@ class PhysicsLine:
         return min((t for t in times if t > now), default=math.inf)
 
     def _belt_speed(self, path: str) -> float:
+        if path not in self.belts:
+            return float(self.model.nominal_speeds[self.model.belts.index(path)])
         row = self.belts[path].speed_row
         value = float(self.cache.signal_values(row)[0])
         if quality_name(self.cache.status[row]) == "good" and math.isfinite(value):
