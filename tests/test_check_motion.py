@@ -19,6 +19,7 @@ from pxr import Usd, UsdGeom
 import twin
 from tests.helpers import serve_app
 from twin.core.stage import usd_to_numpy
+from twin.kinematics.chain import Chain
 from twin.kinematics.usd import read_robot
 from twin.physics.collision import MotionChecker
 from twin.sample_factory.layout import ROBOTS
@@ -201,3 +202,43 @@ def test_bad_requests_answer_422_naming_the_field(served):
     assert missing.status_code == 404 and "no robot at /Factory/Nope" in missing.json()["detail"]
     with pytest.raises(twin.InvalidRequestError, match="at most 10,000 samples"):
         served["client"].check_motion(ROBOT, np.zeros((10_001, 6)), distance=False)
+
+
+def _box(stage: Usd.Stage, path: str, center: np.ndarray, size: float, *, closed: bool) -> None:
+    """A box of `size` metres around `center`: a Cube gprim (closed), or a Mesh without its top face (open)."""
+    meters = UsdGeom.GetStageMetersPerUnit(stage)
+    if closed:
+        box = UsdGeom.Cube.Define(stage, path)
+        box.CreateSizeAttr(size / meters)
+    else:
+        box = UsdGeom.Mesh.Define(stage, path)
+        corners = [(x, y, z) for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)]
+        box.CreatePointsAttr([tuple(size / meters * c for c in corner) for corner in corners])
+        quads = [[0, 1, 3, 2], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]  # no +z face: open
+        box.CreateFaceVertexCountsAttr([4] * len(quads))
+        box.CreateFaceVertexIndicesAttr([i for quad in quads for i in quad])
+    box.AddTranslateOp().Set(tuple(float(v) / meters for v in center))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_link_wholly_inside_a_closed_solid_meets_it(sample_layout, device):
+    """The tool flange inside a closed box crosses no surface, yet collides; inside a box open at the top it
+    does not (an open mesh bounds no volume)."""
+    stage = Usd.Stage.Open(str(sample_layout))
+    stage.SetEditTarget(stage.GetSessionLayer())  # the layout file's layer stays as it is for other tests
+    q = np.array([POSES["home"], POSES["above_place"]])
+    chain = Chain.from_usd(stage, ROBOT)
+    base = usd_to_numpy(UsdGeom.Xformable(stage.GetPrimAtPath(ROBOT)).ComputeLocalToWorldTransform(0))
+    flange = chain.fk(q, base=base)[:, chain.link_index("link_6")]
+    _box(stage, "/Swallow", flange[0][:3, 3], 0.4, closed=True)
+    _box(stage, "/OpenBox", flange[1][:3, 3], 0.4, closed=False)
+    checker = MotionChecker(stage, ROBOT, device=device)
+    link_6 = next(b for b in checker.bodies if b.link == checker.chain.link_index("link_6"))
+    for pose in flange:  # wholly inside: every vertex within the box around the link's origin, 2 cm clear
+        assert np.all(np.abs(link_6.points @ pose[:3, :3].T) < 0.18)
+    assert checker.bodies[checker.pairs[0][0]] is link_6 and checker.pairs[0][1] == len(checker.bodies) - 1
+    faces = checker.contacts(q)
+    assert checker.cell_faces_prim[faces[0, 0]] == "/Swallow"
+    assert faces[1, 0] == -1
+    result = checker.check_motion(q[0])
+    assert result.collides and result.link == "link_6" and result.other == "/Swallow"

@@ -1,16 +1,19 @@
 """Collision checks of robot motion on Warp: joint trajectories against the cell's geometry and the robot itself.
 
-Every body is a Warp mesh with its own BVH in its own frame: one per link (the meshes under the link prim:
-those with UsdPhysics.CollisionAPI if any, else the visual meshes) and one for the cell (every visible Mesh and
-Cube gprim within the robot's reach that is not part of a robot: what the viewer shows, not the hidden boxes
-that stand in for it in the parts physics). A check is one thread per configuration, going through the body
-pairs until one meets: the pair's bounding boxes are compared, then the triangles of one body inside the
-other's box are brought into the other's frame and tested triangle against triangle through that body's BVH.
+Every body is a set of triangles in its own frame: one per link (the meshes under the link prim: those with
+UsdPhysics.CollisionAPI if any, else the visual meshes) and one for the cell (every visible Mesh and Cube gprim
+within the robot's reach that is not part of a robot: what the viewer shows, not the hidden boxes that stand in
+for it in the parts physics). Each body gets a balanced bounding-box tree, built once and uploaded with the
+triangles to the device (`_DeviceModel`, never changed); a batch only brings its link poses. A check is one
+thread per (configuration, pair): both trees are descended together, node boxes compared by separating axes,
+and where one side reaches a leaf its triangles go down the other's subtree, pruned by an exact
+triangle-box test, to triangle-triangle tests. A configuration stops at its first pair that meets.
 
 Pairs checked: every moving link (one moved by a joint) against the cell, and two links of the robot when at
 least two joints separate them and they do not already touch at the clamped zero configuration (adjacent
-links overlap at their joints by design). Contact means the surfaces meet; a link wholly inside a solid
-without crossing its surface is not seen, which a trajectory starting free cannot reach unnoticed.
+links overlap at their joints by design). Contact means the surfaces meet, or a body lies wholly inside a
+closed one (a link inside another link's closed mesh, or inside a closed prim of the cell: a ray from one of
+its points meets that surface from behind first). Open meshes bound no volume and are surfaces only.
 
 Between two trajectory samples the joints are interpolated linearly, in steps small enough that no point of
 any link moves more than `resolution` (bounded by joint change x the farthest reach of the geometry that
@@ -43,7 +46,7 @@ DEFAULT_RESOLUTION = 0.005  # metres a link point may move between two checks
 DEFAULT_MAX_DISTANCE = 0.5  # metres: clearances beyond this are reported as None
 MAX_CHECKS = 2_000_000  # interpolated configurations per call
 CHUNK = 32_768  # configurations per launch: bounds the pose buffers
-MAX_CELL_EDGE = 0.2  # metres: longer cell triangles are split (see _split_near)
+MAX_CELL_EDGE = 0.5  # metres: longer cell triangles are split (see _split_near)
 
 
 # --------------------------------------------------------------------------- kernels
@@ -115,66 +118,210 @@ def _box_upper(t: wp.transform, lower: wp.vec3, upper: wp.vec3) -> wp.vec3:
     return 2.0 * wp.transform_point(t, 0.5 * (lower + upper)) - _box_lower(t, lower, upper)
 
 
+_Stack = wp.types.vector(length=64, dtype=wp.int32)  # node pairs waiting: at most the two trees' depths summed
+
+
 @wp.func
-def _met_face(
-    link_world: wp.array2d(dtype=wp.transform), config: int, a: int, b: int, body_link: wp.array(dtype=int),
-    body_mesh: wp.array(dtype=wp.uint64), body_lower: wp.array(dtype=wp.vec3), body_upper: wp.array(dtype=wp.vec3),
-) -> int:
-    """The face of body b that meets body a in configuration `config`, -1 when they are apart."""
-    a_pose = _body_pose(link_world, config, body_link[a])
-    b_pose = _body_pose(link_world, config, body_link[b])
-    b_to_a = wp.transform_multiply(wp.transform_inverse(a_pose), b_pose)
-    a_to_b = wp.transform_inverse(b_to_a)
-    low = wp.max(_box_lower(a_to_b, body_lower[a], body_upper[a]), body_lower[b])
-    high = wp.min(_box_upper(a_to_b, body_lower[a], body_upper[a]), body_upper[b])
-    # the same overlap seen from a: b's box in a's frame, clipped to a's box; b's triangles outside it are skipped
-    a_low = wp.max(_box_lower(b_to_a, body_lower[b], body_upper[b]), body_lower[a])
-    a_high = wp.min(_box_upper(b_to_a, body_lower[b], body_upper[b]), body_upper[a])
-    if low[0] > high[0] or low[1] > high[1] or low[2] > high[2]:
-        return -1
-    if a_low[0] > a_high[0] or a_low[1] > a_high[1] or a_low[2] > a_high[2]:
-        return -1
-    mesh_a = body_mesh[a]
-    mesh_b = body_mesh[b]
-    query = wp.mesh_query_aabb(mesh_b, low, high)
-    face_b = int(0)
-    while wp.mesh_query_aabb_next(query, face_b):
-        b0 = wp.transform_point(b_to_a, wp.mesh_get_point(mesh_b, face_b * 3))
-        b1 = wp.transform_point(b_to_a, wp.mesh_get_point(mesh_b, face_b * 3 + 1))
-        b2 = wp.transform_point(b_to_a, wp.mesh_get_point(mesh_b, face_b * 3 + 2))
-        tri_low = wp.max(wp.min(wp.min(b0, b1), b2), a_low)
-        tri_high = wp.min(wp.max(wp.max(b0, b1), b2), a_high)
-        if tri_low[0] > tri_high[0] or tri_low[1] > tri_high[1] or tri_low[2] > tri_high[2]:
+def _nodes_apart(rot: wp.mat33, rot_abs: wp.mat33, shift: wp.vec3, center_a: wp.vec3, half_a: wp.vec3,
+                 center_b: wp.vec3, half_b: wp.vec3) -> bool:
+    """Separating-axis test of two boxes on their six face axes: box a in a's frame, box b in b's frame, with
+    b's frame in a's given by (rot, shift) and rot_abs = |rot| (padded). Never says apart when they overlap."""
+    gap = wp.mul(rot, center_b) + shift - center_a
+    reach_b = wp.mul(rot_abs, half_b)
+    if wp.abs(gap[0]) > half_a[0] + reach_b[0] or wp.abs(gap[1]) > half_a[1] + reach_b[1] \
+            or wp.abs(gap[2]) > half_a[2] + reach_b[2]:
+        return True
+    local = wp.mul(wp.transpose(rot), gap)
+    reach_a = wp.mul(wp.transpose(rot_abs), half_a)
+    return wp.abs(local[0]) > half_b[0] + reach_a[0] or wp.abs(local[1]) > half_b[1] + reach_a[1] \
+        or wp.abs(local[2]) > half_b[2] + reach_a[2]
+
+
+@wp.func
+def _triangle_apart(v0: wp.vec3, v1: wp.vec3, v2: wp.vec3, center: wp.vec3, half: wp.vec3) -> bool:
+    """Separating-axis test of a triangle against an axis-aligned box (Akenine-Moller): the box's three axes,
+    the triangle's normal and the nine edge-by-axis directions."""
+    a = v0 - center
+    b = v1 - center
+    c = v2 - center
+    low = wp.min(wp.min(a, b), c)
+    high = wp.max(wp.max(a, b), c)
+    if low[0] > half[0] or low[1] > half[1] or low[2] > half[2] or high[0] < -half[0] or high[1] < -half[1] \
+            or high[2] < -half[2]:
+        return True
+    normal = wp.cross(b - a, c - a)
+    if wp.abs(wp.dot(normal, a)) > wp.dot(half, wp.vec3(wp.abs(normal[0]), wp.abs(normal[1]), wp.abs(normal[2]))):
+        return True
+    for e in range(3):
+        edge = b - a
+        if e == 1:
+            edge = c - b
+        elif e == 2:
+            edge = a - c
+        for k in range(3):
+            axis = wp.vec3(0.0, -edge[2], edge[1])
+            if k == 1:
+                axis = wp.vec3(edge[2], 0.0, -edge[0])
+            elif k == 2:
+                axis = wp.vec3(-edge[1], edge[0], 0.0)
+            pa = wp.dot(axis, a)
+            pb = wp.dot(axis, b)
+            pc = wp.dot(axis, c)
+            reach = half[0] * wp.abs(axis[0]) + half[1] * wp.abs(axis[1]) + half[2] * wp.abs(axis[2])
+            if wp.min(wp.min(pa, pb), pc) > reach or wp.max(wp.max(pa, pb), pc) < -reach:
+                return True
+    return False
+
+
+@wp.func
+def _triangle_meets_tree(b0: wp.vec3, b1: wp.vec3, b2: wp.vec3, root: int, node_center: wp.array(dtype=wp.vec3),
+                         node_half: wp.array(dtype=wp.vec3), node_child: wp.array(dtype=int),
+                         node_first: wp.array(dtype=int), node_count: wp.array(dtype=int),
+                         tri_points: wp.array(dtype=wp.vec3)) -> int:
+    """The triangle below `root` that the triangle (in the tree's frame) meets, -1 if none; nodes whose box it
+    misses are pruned."""
+    stack = _Stack()
+    stack[0] = root
+    top = int(1)
+    while top > 0:
+        top -= 1
+        node = stack[top]
+        if _triangle_apart(b0, b1, b2, node_center[node], node_half[node]):
             continue
-        inner = wp.mesh_query_aabb(mesh_a, tri_low, tri_high)
-        face_a = int(0)
-        while wp.mesh_query_aabb_next(inner, face_a):
-            a0 = wp.mesh_get_point(mesh_a, face_a * 3)
-            a1 = wp.mesh_get_point(mesh_a, face_a * 3 + 1)
-            a2 = wp.mesh_get_point(mesh_a, face_a * 3 + 2)
-            if _triangles_meet(a0, a1, a2, b0, b1, b2):
-                return face_b
+        child = node_child[node]
+        if child >= 0:
+            stack[top] = child
+            stack[top + 1] = child + 1
+            top += 2
+            continue
+        for j in range(node_first[node], node_first[node] + node_count[node]):
+            if _triangles_meet(tri_points[3 * j], tri_points[3 * j + 1], tri_points[3 * j + 2], b0, b1, b2):
+                return j
     return -1
 
 
-@wp.kernel
+@wp.func
+def _surfaces_meet(b_to_a: wp.transform, root_a: int, root_b: int, node_center: wp.array(dtype=wp.vec3),
+                   node_half: wp.array(dtype=wp.vec3), node_child: wp.array(dtype=int),
+                   node_first: wp.array(dtype=int), node_count: wp.array(dtype=int),
+                   tri_points: wp.array(dtype=wp.vec3), tri_face: wp.array(dtype=int)) -> int:
+    """Both bodies' bounding-box trees descended together (the larger box split first), pruning node pairs
+    whose boxes are apart; at a leaf of b, each of its triangles goes down a's subtree. The face of b that
+    meets a, or -1; -2 when even the root boxes are apart."""
+    rot = wp.quat_to_matrix(wp.transform_get_rotation(b_to_a))
+    shift = wp.transform_get_translation(b_to_a)
+    rot_abs = wp.mat33(wp.abs(rot[0, 0]), wp.abs(rot[0, 1]), wp.abs(rot[0, 2]),
+                       wp.abs(rot[1, 0]), wp.abs(rot[1, 1]), wp.abs(rot[1, 2]),
+                       wp.abs(rot[2, 0]), wp.abs(rot[2, 1]), wp.abs(rot[2, 2])) + wp.mat33(
+        1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6)  # rounding never separates touching boxes
+    if _nodes_apart(rot, rot_abs, shift, node_center[root_a], node_half[root_a], node_center[root_b],
+                    node_half[root_b]):
+        return -2
+    a_to_b = wp.transform_inverse(b_to_a)
+    stack_a = _Stack()
+    stack_b = _Stack()
+    stack_a[0] = root_a
+    stack_b[0] = root_b
+    top = int(1)
+    while top > 0:
+        top -= 1
+        node_a = stack_a[top]
+        node_b = stack_b[top]
+        child_a = node_child[node_a]
+        child_b = node_child[node_b]
+        if child_b < 0:  # a leaf's triangles, each down the other's subtree on its own
+            for i in range(node_first[node_b], node_first[node_b] + node_count[node_b]):
+                if _triangle_meets_tree(wp.transform_point(b_to_a, tri_points[3 * i]),
+                                        wp.transform_point(b_to_a, tri_points[3 * i + 1]),
+                                        wp.transform_point(b_to_a, tri_points[3 * i + 2]), node_a, node_center,
+                                        node_half, node_child, node_first, node_count, tri_points) >= 0:
+                    return tri_face[i]
+            continue
+        if child_a < 0:
+            for i in range(node_first[node_a], node_first[node_a] + node_count[node_a]):
+                met = _triangle_meets_tree(wp.transform_point(a_to_b, tri_points[3 * i]),
+                                           wp.transform_point(a_to_b, tri_points[3 * i + 1]),
+                                           wp.transform_point(a_to_b, tri_points[3 * i + 2]), node_b, node_center,
+                                           node_half, node_child, node_first, node_count, tri_points)
+                if met >= 0:
+                    return tri_face[met]
+            continue
+        half_a = node_half[node_a]
+        half_b = node_half[node_b]
+        split_a = child_a >= 0 and wp.dot(half_a, wp.vec3(1.0)) > wp.dot(half_b, wp.vec3(1.0))
+        for k in range(2):
+            next_a = node_a
+            next_b = node_b
+            if split_a:
+                next_a = child_a + k
+            else:
+                next_b = child_b + k
+            if not _nodes_apart(rot, rot_abs, shift, node_center[next_a], node_half[next_a], node_center[next_b],
+                                node_half[next_b]):
+                stack_a[top] = next_a
+                stack_b[top] = next_b
+                top += 1
+    return -1
+
+
+_RAY = wp.constant(wp.normalize(wp.vec3(0.5377, 0.6121, 0.5797)))
+
+
+@wp.func
+def _inside(mesh: wp.uint64, closed: int, center: wp.vec3, half: wp.vec3, point: wp.vec3) -> bool:
+    """Is `point` (in the mesh's frame) inside the closed, outward-wound mesh whose box is (center, half)? Inside
+    exactly when a ray from it first meets a face from behind (a skew ray: none of the axis-aligned edges)."""
+    offset = point - center
+    if closed == 0 or wp.abs(offset[0]) > half[0] or wp.abs(offset[1]) > half[1] or wp.abs(offset[2]) > half[2]:
+        return False
+    found = wp.mesh_query_ray(mesh, point, _RAY, 4.0 * wp.length(half))
+    return found.result and found.sign < 0.0
+
+
+@wp.kernel(enable_backward=False)
 def _contact_kernel(
     link_world: wp.array2d(dtype=wp.transform), pair_a: wp.array(dtype=int), pair_b: wp.array(dtype=int),
-    body_link: wp.array(dtype=int), body_mesh: wp.array(dtype=wp.uint64), body_lower: wp.array(dtype=wp.vec3),
-    body_upper: wp.array(dtype=wp.vec3), first_only: int, hit_face: wp.array2d(dtype=int),
+    body_link: wp.array(dtype=int), body_root: wp.array(dtype=int), body_mesh: wp.array(dtype=wp.uint64),
+    body_closed: wp.array(dtype=int), body_points: wp.array(dtype=wp.vec3), body_point_start: wp.array(dtype=int),
+    node_center: wp.array(dtype=wp.vec3), node_half: wp.array(dtype=wp.vec3), node_child: wp.array(dtype=int),
+    node_first: wp.array(dtype=int), node_count: wp.array(dtype=int), tri_points: wp.array(dtype=wp.vec3),
+    tri_face: wp.array(dtype=int), solid_mesh: wp.array(dtype=wp.uint64), solid_center: wp.array(dtype=wp.vec3),
+    solid_half: wp.array(dtype=wp.vec3), solid_face: wp.array(dtype=int), first_only: int,
+    first_pair: wp.array(dtype=int), hit_face: wp.array2d(dtype=int),
 ):
     """hit_face[c, p]: the face of pair p's body b that meets its body a in configuration c, -1 where apart.
-    With `first_only`, the pairs after the first that meets are left at -1 unchecked (most of the work in a
-    colliding configuration is in the pairs that are near too)."""
-    config = wp.tid()
-    for pair in range(pair_a.shape[0]):
-        hit_face[config, pair] = -1
-    for pair in range(pair_a.shape[0]):
-        face = _met_face(link_world, config, pair_a[pair], pair_b[pair], body_link, body_mesh, body_lower,
-                         body_upper)
-        hit_face[config, pair] = face
-        if face >= 0 and first_only != 0:
-            return
+    A body wholly inside the other (a closed mesh, or a closed solid of the cell) meets it too. With
+    `first_only`, a pair after one that already met in the same configuration is skipped (left at -1): on the
+    CPU, where a launch runs its threads in order, every pair after the first that meets."""
+    config, pair = wp.tid()
+    hit_face[config, pair] = -1
+    if first_only != 0 and first_pair[config] < pair:
+        return
+    a = pair_a[pair]
+    b = pair_b[pair]
+    a_pose = _body_pose(link_world, config, body_link[a])
+    b_pose = _body_pose(link_world, config, body_link[b])
+    b_to_a = wp.transform_multiply(wp.transform_inverse(a_pose), b_pose)
+    face = _surfaces_meet(b_to_a, body_root[a], body_root[b], node_center, node_half, node_child, node_first,
+                          node_count, tri_points, tri_face)
+    if face == -1:  # boxes overlap, surfaces apart: one body may hold the other
+        a_point = body_points[body_point_start[a]]
+        if body_link[b] < 0:
+            world = wp.transform_point(a_pose, a_point)
+            for solid in range(solid_mesh.shape[0]):
+                if face < 0 and _inside(solid_mesh[solid], 1, solid_center[solid], solid_half[solid], world):
+                    face = solid_face[solid]
+        else:
+            root_a = body_root[a]
+            root_b = body_root[b]
+            if _inside(body_mesh[b], body_closed[b], node_center[root_b], node_half[root_b],
+                       wp.transform_point(wp.transform_inverse(b_to_a), a_point)) \
+                    or _inside(body_mesh[a], body_closed[a], node_center[root_a], node_half[root_a],
+                               wp.transform_point(b_to_a, body_points[body_point_start[b]])):
+                face = tri_face[node_first[root_b]]
+    hit_face[config, pair] = wp.max(face, -1)
+    if face >= 0 and first_only != 0:
+        wp.atomic_min(first_pair, config, pair)
 
 
 @wp.kernel
@@ -232,6 +379,7 @@ class _Body:
     link: int  # chain link index, CELL for the cell
     points: np.ndarray  # (V, 3) float32 in the body's frame, metres
     faces: np.ndarray  # (F, 3) int32
+    closed: bool  # the faces close a volume, wound outward
 
 
 def _triangles(prim: Usd.Prim) -> tuple[np.ndarray, np.ndarray] | None:
@@ -326,6 +474,69 @@ def _split_near(triangles: np.ndarray, owners: np.ndarray, center: np.ndarray, r
     return np.concatenate(kept_triangles or [np.zeros((0, 3, 3))]), np.concatenate(kept_owners or [np.zeros(0, int)])
 
 
+LEAF_TRIANGLES = 2  # triangles per leaf of a body's box tree
+
+
+def _reduce(function: np.ufunc, values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """function over each segment values[bounds[2k]:bounds[2k + 1]] (segments in order, apart or touching)."""
+    return function.reduceat(np.vstack([values, values[:1]]), bounds, axis=0)[::2]
+
+
+def _box_tree(points: np.ndarray, faces: np.ndarray) -> dict[str, np.ndarray]:
+    """A body's bounding-box tree, each node's triangles split at their median centroid across its longest
+    axis (balanced, so its depth is log2 of its leaves, well within the traversal stack), built a level at a
+    time. Node k's children are child[k] and child[k] + 1 (-1 for a leaf); a leaf holds the triangles
+    order[first[k]:first[k] + count[k]]."""
+    triangles = points[faces]
+    low, high, centroid = triangles.min(1), triangles.max(1), triangles.mean(1)
+    size = max(1, 2 * len(faces))  # a binary tree over at most len(faces) leaves
+    tree = {"center": np.zeros((size, 3)), "half": np.full((size, 3), -1.0), "child": np.full(size, -1, np.int64),
+            "first": np.zeros(size, np.int64), "count": np.zeros(size, np.int64)}
+    order = np.arange(len(faces))
+    nodes, starts, ends, used = np.array([0]), np.array([0]), np.array([len(faces)]), 1
+    if not len(faces):  # an empty body: its box has negative size and overlaps nothing
+        return {key: value[:1] for key, value in tree.items()} | {"order": order}
+    while len(nodes):
+        bounds = np.stack([starts, ends], 1).ravel()  # node k's triangles are order[bounds[2k]:bounds[2k + 1]]
+        lower, upper = _reduce(np.minimum, low[order], bounds), _reduce(np.maximum, high[order], bounds)
+        tree["center"][nodes], tree["half"][nodes] = 0.5 * (lower + upper), 0.5 * (upper - lower)
+        counts = ends - starts
+        leaf = counts <= LEAF_TRIANGLES
+        tree["first"][nodes[leaf]], tree["count"][nodes[leaf]] = starts[leaf], counts[leaf]
+        nodes, starts, ends, counts = nodes[~leaf], starts[~leaf], ends[~leaf], counts[~leaf]
+        spread = _reduce(np.maximum, centroid[order], bounds) - _reduce(np.minimum, centroid[order], bounds)
+        axis = spread[~leaf].argmax(1)
+        segment = np.repeat(np.arange(len(nodes)), counts)
+        position = np.arange(counts.sum()) + np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        key = centroid[order[position], axis[segment]]
+        order[position] = order[position][np.lexsort((key, segment))]  # sorted along its axis within each node
+        tree["child"][nodes] = used + 2 * np.arange(len(nodes))
+        middle = starts + counts // 2
+        nodes = np.stack([tree["child"][nodes], tree["child"][nodes] + 1], 1).ravel()
+        starts, ends = np.stack([starts, middle], 1).ravel(), np.stack([middle, ends], 1).ravel()
+        used += len(nodes)
+    return {key: value[:used] for key, value in tree.items()} | {"order": order}
+
+
+def _closed_outward(points: np.ndarray, faces: np.ndarray) -> np.ndarray | None:
+    """The faces wound outward when the triangles close a volume (every edge shared by exactly two faces
+    that run it in opposite directions, points merged by position), else None."""
+    _, merged = np.unique(points, axis=0, return_inverse=True)
+    corners = merged.ravel()[faces]
+    corners = corners[(corners[:, 0] != corners[:, 1]) & (corners[:, 1] != corners[:, 2])
+                      & (corners[:, 2] != corners[:, 0])]
+    if not len(corners):
+        return None
+    edges = np.concatenate([corners[:, [0, 1]], corners[:, [1, 2]], corners[:, [2, 0]]])
+    forward = np.unique(edges, axis=0, return_counts=True)
+    backward = np.unique(edges[:, ::-1], axis=0)
+    if (forward[1] != 1).any() or len(backward) != len(forward[0]) or (backward != forward[0]).any():
+        return None
+    corner_points = points[faces]
+    volume = np.einsum("ij,ij->i", corner_points[:, 0], np.cross(corner_points[:, 1], corner_points[:, 2])).sum()
+    return faces if volume > 0 else faces[:, ::-1].copy()
+
+
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
@@ -341,6 +552,55 @@ def _rigid_inverse(matrix: np.ndarray) -> np.ndarray:
     inverse[:3, :3] = rotation.T
     inverse[:3, 3] = -rotation.T @ matrix[:3, 3]
     return inverse
+
+
+class _DeviceModel:
+    """What the kernels read of a checker's bodies, uploaded once to one device and never changed: meshes
+    (for point queries), box trees and their triangles (for contacts), the cell's closed solids."""
+
+    def __init__(self, bodies: list[_Body], solids: list[_Body], device: str):
+        def array(values, dtype) -> wp.array:
+            values = np.asarray(values, np.float32).reshape(-1, 3) if dtype == wp.vec3 else np.asarray(values, np.int32)
+            return wp.array(values, dtype=dtype, device=device)
+
+        def mesh(body: _Body) -> wp.Mesh:
+            return wp.Mesh(points=array(body.points, wp.vec3), indices=array(body.faces.ravel(), int))
+
+        self.meshes = [mesh(b) if len(b.faces) else None for b in bodies]
+        self.solid_meshes = [mesh(s) for s in solids]
+        trees = [_box_tree(b.points, b.faces) for b in bodies]
+        node_offset = np.concatenate([[0], np.cumsum([len(t["child"]) for t in trees])])
+        triangle_offset = np.concatenate([[0], np.cumsum([len(b.faces) for b in bodies])])
+        self.body_link = array([b.link for b in bodies], int)
+        self.body_root = array(node_offset[:-1], int)
+        self.body_mesh = wp.array([m.id if m else 0 for m in self.meshes], dtype=wp.uint64, device=device)
+        self.body_closed = array([int(b.closed) for b in bodies], int)
+        self.body_points = array(np.concatenate([b.points for b in bodies]), wp.vec3)
+        self.body_point_start = array(np.concatenate([[0], np.cumsum([len(b.points) for b in bodies])]), int)
+        self.body_lower = array([b.points.min(0) if len(b.faces) else np.full(3, 1.0) for b in bodies], wp.vec3)
+        self.body_upper = array([b.points.max(0) if len(b.faces) else np.full(3, -1.0) for b in bodies], wp.vec3)
+        self.node_center = array(np.concatenate([t["center"] for t in trees]), wp.vec3)
+        self.node_half = array(np.concatenate([t["half"] for t in trees]), wp.vec3)
+        self.node_child = array(np.concatenate([np.where(t["child"] >= 0, t["child"] + offset, -1)
+                                                for t, offset in zip(trees, node_offset, strict=False)]), int)
+        self.node_first = array(np.concatenate([t["first"] + offset
+                                                for t, offset in zip(trees, triangle_offset, strict=False)]), int)
+        self.node_count = array(np.concatenate([t["count"] for t in trees]), int)
+        # triangles in leaf order, three corners each, with the body's own face index (the cell's tells the prim)
+        self.tri_points = array(np.concatenate([b.points[b.faces[t["order"]]].reshape(-1, 3)
+                                                for b, t in zip(bodies, trees, strict=True)]), wp.vec3)
+        self.tri_face = array(np.concatenate([t["order"] for t in trees]), int)
+        cell_faces = len(bodies[-1].faces)
+        self.solid_mesh = wp.array([m.id for m in self.solid_meshes], dtype=wp.uint64, device=device)
+        self.solid_center = array([0.5 * (s.points.min(0) + s.points.max(0)) for s in solids], wp.vec3)
+        self.solid_half = array([0.5 * (s.points.max(0) - s.points.min(0)) for s in solids], wp.vec3)
+        self.solid_face = array(cell_faces + np.arange(len(solids)), int)
+
+    def contact_inputs(self) -> list:
+        return [self.body_link, self.body_root, self.body_mesh, self.body_closed, self.body_points,
+                self.body_point_start, self.node_center, self.node_half, self.node_child, self.node_first,
+                self.node_count, self.tri_points, self.tri_face, self.solid_mesh, self.solid_center,
+                self.solid_half, self.solid_face]
 
 
 # --------------------------------------------------------------------------- the checker
@@ -372,7 +632,9 @@ class MotionChecker:
             points, faces, _ = _gather(prims, _rigid_inverse(_world(stage.GetPrimAtPath(link_paths[name]), meters)),
                                        meters)
             if len(faces):
-                bodies.append(_Body(link_paths[name], index, points, faces))
+                outward = _closed_outward(points, faces)
+                bodies.append(_Body(link_paths[name], index, points, faces if outward is None else outward,
+                                    outward is not None))
         self.link_radius = np.zeros(self.chain.n_links)
         for body in bodies:
             self.link_radius[body.link] = float(np.linalg.norm(body.points, axis=1).max())
@@ -387,8 +649,16 @@ class MotionChecker:
         self.cell_faces_prim = [str(cell_prims[i].GetPath()) for i in owners]
         self.cell_prims = sorted(set(self.cell_faces_prim))
         points, corners = np.unique(triangles.reshape(-1, 3), axis=0, return_inverse=True)
-        bodies.append(_Body("cell", CELL, points, corners.reshape(-1, 3)))
+        bodies.append(_Body("cell", CELL, points, corners.reshape(-1, 3), False))
         self.bodies = bodies
+        self.solids: list[_Body] = []  # the cell's closed prims near the robot, whole: a link may sit inside one
+        for index in sorted(set(owners.tolist())):
+            points, faces, _ = _gather([cell_prims[index]], np.eye(4), meters)
+            outward = _closed_outward(points, faces)
+            if outward is not None:
+                self.solids.append(_Body(str(cell_prims[index].GetPath()), CELL, points, outward, True))
+        # a link inside solid k meets the cell's "face" len(cell faces) + k
+        self.cell_faces_prim += [solid.name for solid in self.solids]
         self._pairs(rest)
 
     def _reach(self) -> np.ndarray:
@@ -424,7 +694,7 @@ class MotionChecker:
         moves = [self._moving_joints_between(0, self.bodies[i].link) > 0 for i in links]
         # the cell first, from the tool back (the likeliest contacts end a colliding configuration's check soonest)
         pairs = [(i, cell) for i in reversed(links) if moves[i] and len(self.bodies[cell].faces)]
-        counts = [len(self.bodies[i].faces) for i in links]  # the body with fewer triangles goes second: the outer loop
+        counts = [len(self.bodies[i].faces) for i in links]  # the smaller body second
         candidates = [(i, j) if counts[i] >= counts[j] else (j, i) for i in links for j in links
                       if i < j and self._moving_joints_between(self.bodies[i].link, self.bodies[j].link) >= 2]
         self._upload([*pairs, *candidates])
@@ -436,24 +706,11 @@ class MotionChecker:
         self._upload(self.pairs)
 
     def _upload(self, pairs: list[tuple[int, int]]) -> None:
-        device = self.device
-        if not hasattr(self, "_meshes"):
-            self._meshes = [wp.Mesh(points=wp.array(b.points.astype(np.float32), dtype=wp.vec3, device=device),
-                                    indices=wp.array(b.faces.astype(np.int32).ravel(), dtype=int, device=device))
-                            if len(b.faces) else None for b in self.bodies]
-            lower = [b.points.min(0) if len(b.faces) else np.full(3, 1.0) for b in self.bodies]
-            upper = [b.points.max(0) if len(b.faces) else np.full(3, -1.0) for b in self.bodies]
-            self._body_points = wp.array(np.concatenate([b.points for b in self.bodies]).astype(np.float32),
-                                         dtype=wp.vec3, device=device)
-            starts = np.concatenate([[0], np.cumsum([len(b.points) for b in self.bodies])])
-            self._body_point_start = wp.array(starts.astype(np.int32), dtype=int, device=device)
-            self._body_link = wp.array([b.link for b in self.bodies], dtype=int, device=device)
-            self._body_mesh = wp.array([m.id if m else 0 for m in self._meshes], dtype=wp.uint64, device=device)
-            self._body_lower = wp.array(np.array(lower, np.float32), dtype=wp.vec3, device=device)
-            self._body_upper = wp.array(np.array(upper, np.float32), dtype=wp.vec3, device=device)
+        if not hasattr(self, "_model"):
+            self._model = _DeviceModel(self.bodies, self.solids, self.device)
         pair_array = np.array(pairs, np.int32).reshape(-1, 2)
-        self._pair_a = wp.array(pair_array[:, 0], dtype=int, device=device)
-        self._pair_b = wp.array(pair_array[:, 1], dtype=int, device=device)
+        self._pair_a = wp.array(pair_array[:, 0], dtype=int, device=self.device)
+        self._pair_b = wp.array(pair_array[:, 1], dtype=int, device=self.device)
         self._pair_count = len(pairs)
 
     # ----------------------------------------------------------------- batched evaluation
@@ -474,13 +731,15 @@ class MotionChecker:
         core, each launched from its own Python thread (launches release the GIL)."""
         count = link_world.shape[0]
         faces = wp.empty((count, self._pair_count), dtype=int, device=self.device)
+        first_pair = wp.full(count, self._pair_count, dtype=int, device=self.device)
         slices = min(self._workers, max(1, count // 256))
         bounds = np.linspace(0, count, slices + 1).astype(int)
+        model = self._model.contact_inputs()
 
         def launch(lo: int, hi: int) -> None:
-            wp.launch(_contact_kernel, dim=int(hi - lo), device=self.device,
-                      inputs=[link_world[lo:hi], self._pair_a, self._pair_b, self._body_link, self._body_mesh,
-                              self._body_lower, self._body_upper, int(first_only)], outputs=[faces[lo:hi]])
+            wp.launch(_contact_kernel, dim=(int(hi - lo), self._pair_count), device=self.device,
+                      inputs=[link_world[lo:hi], self._pair_a, self._pair_b, *model, int(first_only),
+                              first_pair[lo:hi]], outputs=[faces[lo:hi]])
 
         if slices == 1:
             launch(0, count)
@@ -577,11 +836,12 @@ class MotionChecker:
         count = len(rows)
         clearance = wp.empty(2 * count, dtype=float, device=self.device)
         depth = wp.empty(2 * count, dtype=float, device=self.device)
+        model = self._model
         wp.launch(_pair_proximity_kernel, dim=(count, 2), device=self.device,
                   inputs=[link_world, wp.array(rows.astype(np.int32), dtype=int, device=self.device),
                           wp.array(pairs.astype(np.int32), dtype=int, device=self.device), self._pair_a, self._pair_b,
-                          self._body_link, self._body_mesh, self._body_lower, self._body_upper, self._body_points,
-                          self._body_point_start, float(max_distance), int(signed)], outputs=[clearance, depth])
+                          model.body_link, model.body_mesh, model.body_lower, model.body_upper, model.body_points,
+                          model.body_point_start, float(max_distance), int(signed)], outputs=[clearance, depth])
         return clearance.numpy().reshape(count, 2).min(1), depth.numpy().reshape(count, 2).max(1)
 
     def _interpolate(self, trajectories: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
