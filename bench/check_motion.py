@@ -13,7 +13,8 @@ or two links at least two joints apart (the checker's 21 pairs).
 - Both verdicts are compared on the peer's configurations; the run stops if they disagree where fcl's
   distance is over 1 mm.
 - Timing: one warm-up call (kernel compilation excluded); ours and the peer are timed alternately, three
-  rounds, the best round of each counts, so a machine shared with other work slows both alike. The peer runs
+  rounds, the best round of each counts, so a machine shared with other work slows both alike. Also given:
+  the ratio in CPU seconds (process time, both of our threads counted) and the 1-minute load average. The peer runs
   on min(B, 2,000) configurations (its rate does not depend on the batch size).
 
 Run: `python bench/check_motion.py [--device cuda:0] [--batch 10000]`. The last line is one JSON object.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 
@@ -96,21 +98,26 @@ def main() -> None:
                 if fcl_distance(checker, objects, poses[i]) > 1e-3]
     if disagree:
         raise SystemExit(f"check_motion and fcl disagree on configurations {disagree[:10]}")
-    our_s, peer_s = [], []
+    our_s, peer_s, our_cpu_s, peer_cpu_s = [], [], [], []
     for _ in range(ROUNDS):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         checker.collides(q)
         our_s.append(time.perf_counter() - started)
-        started = time.perf_counter()
+        our_cpu_s.append(time.process_time() - cpu)
+        started, cpu = time.perf_counter(), time.process_time()
         fcl_collides(checker, objects, poses)
         peer_s.append(time.perf_counter() - started)
+        peer_cpu_s.append(time.process_time() - cpu)
     per_s = args.batch / min(our_s)
     peer_per_s = len(peer_q) / min(peer_s)
     row = {"scene": "sample cell, Robot1 (KR16)", "batch": args.batch, "device": device,
            "pairs": len(checker.pairs), "triangles": int(sum(len(b.faces) for b in checker.bodies)),
            "colliding": round(float(ours.mean()), 3), "per_s": round(per_s), "peer": "python-fcl loop",
            "peer_per_s": round(peer_per_s), "ratio_to_peer": round(per_s / peer_per_s, 2),
-           "build_s": round(build_s, 2), "agreement": round(float((ours[:PEER_MAX] == theirs).mean()), 4)}
+           "build_s": round(build_s, 2),
+           "cpu_ratio_to_peer": round(args.batch * min(peer_cpu_s) / len(peer_q) / min(our_cpu_s), 2),
+           "load_average": round(os.getloadavg()[0], 1),
+           "agreement": round(float((ours[:PEER_MAX] == theirs).mean()), 4)}
     print(f"{'device':>8} {'batch':>7} {'per_s':>10} {'fcl_per_s':>10} {'ratio':>6} {'colliding':>9} {'build_s':>7}")
     print(f"{device:>8} {args.batch:>7} {row['per_s']:>10,} {row['peer_per_s']:>10,} {row['ratio_to_peer']:>6} "
           f"{row['colliding']:>9} {row['build_s']:>7}")
