@@ -26,7 +26,7 @@ free-run: within 20 cycles or 1 s, whichever is longer). `peer_*` columns are th
 
 Targets (issue 16): free-run p99 within two cycles of the peer's p99 at 10 ms with 1,000 signals; lock-step
 >= 200 cycles/s with 1,000 signals and 0 missed edges. Load averages before and after are printed: the machine
-may be shared. Run: `python bench/commissioning.py` (about 3 minutes on 2 cores; `--quick`: a fifth of the
+may be shared. Run: `python bench/commissioning.py` (2 minutes on 2 idle cores, 6 loaded; `--quick`: a fifth of the
 samples). The last line is one JSON object: rows, ratios and targets.
 """
 
