@@ -237,13 +237,15 @@ def test_a_moving_link_pushes_a_part_instead_of_passing_through_it(cell):
 def test_in_the_physics_demo_a_robot_carries_the_part_from_pick_to_place_and_reports_a_failed_grip(twin):
     """Robot1 runs its taught route on physics: a grip finding no part is a fault signal and the robot goes on
     empty; the next cycle grips the part at the pick pose, carries it under the grip face to the place pose and
-    sets it on the Assembly table. Poses are read as the viewer and the historian get them (the cache)."""
+    sets it on the Assembly table. Poses are read as the viewer and the historian get them (the cache), and the
+    robot the viewer draws is the one carrying the part."""
     line, cache = twin.physics, twin.cache
     robot = next(robot for robot in line.robots if robot.path == ROBOT1)
     assembly = line.stations[f"{layout.LINE}/Assembly"]
     fault_row, joint_row = cache.signal_row(ROBOT1, GRIP_FAULT), cache.signal_row(ROBOT1, JOINTS)
     poses_row, chain = cache.signal_row(layout.LINE, POSES), robot.program.chain
     base, tool = twin.stage.world_transform(ROBOT1), chain.link_index("tool0")
+    drawn_index = [scene.path for scene in twin.robots.robots].index(ROBOT1)
     tick, now = 1.0 / 30.0, line.state.time
     first = line.state.spawn_part(_target(ROBOT1, "pick") + [0.0, 0.0, 0.001])  # waiting at Conveyor2's end
     second, faults, carried, reported = None, [], [], cache.source_time[fault_row]
@@ -264,7 +266,8 @@ def test_in_the_physics_demo_a_robot_carries_the_part_from_pick_to_place_and_rep
         if held is not None:
             flange = chain.fk(cache.signal_values(joint_row)[None], base=base)[0][tool]
             part = cache.signal_values(poses_row).reshape(-1, 7)[held, :3].copy()
-            carried.append((held, part, flange[:3, 3] + flange[:3, 2] * HALF))
+            drawn = twin.robots.link_world(drawn_index, "tool0")  # the robot the viewer draws
+            carried.append((held, part, flange[:3, 3] + flange[:3, 2] * HALF, drawn[:3, 3] + drawn[:3, 2] * HALF))
     cycle = robot.pick + robot.place + robot.back
     assert [(value, status, reserved) for _, value, status, reserved in faults] == [(1, 0, False), (0, 0, True)]
     assert abs(faults[0][0] - robot.pick) < 2 * tick  # the first grip, at the end of the grip hold: a fault
@@ -273,6 +276,8 @@ def test_in_the_physics_demo_a_robot_carries_the_part_from_pick_to_place_and_rep
     parts, under_tool = np.array([c[1] for c in carried]), np.array([c[2] for c in carried])
     assert np.linalg.norm(parts[0] - _target(ROBOT1, "pick")) < 0.005  # taken where it lay
     assert np.max(np.linalg.norm(parts - under_tool, axis=1)) < 0.005  # under the grip face all the way
+    under_drawn = np.array([c[3] for c in carried])
+    assert np.max(np.linalg.norm(parts - under_drawn, axis=1)) < 0.005  # and under the robot the viewer draws
     assert np.max(np.linalg.norm(np.diff(parts, axis=0), axis=1)) < 0.1  # moving with the arm, never jumping
     assert np.max(parts[:, 2]) > _target(ROBOT1, "pick")[2] + 0.3  # lifted over the belt on the way
     assert line.state.held(ROBOT1) is None and assembly.part is not None and assembly.part.body == second

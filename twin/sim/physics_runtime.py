@@ -443,6 +443,10 @@ class PhysicsLine:
         return True
 
     # ------------------------------------------------------------------ robots with grippers
+    def joint_rows(self) -> dict[str, int]:
+        """The cache rows of the joint values physics poses its gripper robots with, by robot path."""
+        return {robot.path: robot.program.joint_row for robot in self.robots if robot.program is not None}
+
     def _pose_robots(self, time: float) -> None:
         """Where each robot running its route has its links at `time`: on its cycle's timeline, else at rest."""
         for robot in self.robots:

@@ -11,7 +11,7 @@ into the cache. Links may be nested under other links or Xforms, the stage may u
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pxr import Usd, UsdGeom
@@ -138,6 +138,12 @@ class SceneRobots:
                                           for name in ("links", "parents", "left", "right")))
         self.link_local = np.zeros((self.batch.n_out if self.batch else 0, 4, 4))
         self._query_lock = threading.Lock()  # REST calls run in threads; evaluators keep buffers
+
+    def follow(self, joint_rows: dict[str, int]) -> None:
+        """Pose the robots named in `joint_rows` (path -> cache row) from those joint signals instead of their
+        `twin:jointPositions` (the physics line's robots, which run their own cycles)."""
+        self.robots = tuple(replace(robot, joint_row=joint_rows.get(robot.path, robot.joint_row))
+                            for robot in self.robots)
 
     def update(self) -> None:
         """Pose every robot whose joint signal has a usable value; others keep their last pose."""

@@ -34,6 +34,7 @@ class Twin:
         self.started = time.time()
         if physics:
             self.physics = PhysicsLine(self.stage, self.cache, device=self.device, seed=seed, epoch=self.started)
+            self.robots.follow(self.physics.joint_rows())  # robots that carry parts on physics are drawn from it
         else:
             self.parts = PartTracker(self.stage, self.cache, self.robots, device=self.device)
         self.kpis = LiveKpis(self.stage, self.cache)
@@ -45,10 +46,11 @@ class Twin:
     def step(self, sim_time: float | None = None) -> None:
         """One tick; `sim_time` (seconds since the twin started) drives physics on a simulated clock."""
         started = time.perf_counter()
-        self.robots.update()
         if self.physics is not None:
             self.physics.advance(time.time() - self.started if sim_time is None else sim_time)
+            self.robots.update()  # after physics: its robots drawn where its parts are
         else:
+            self.robots.update()
             self.parts.update()
         self.kpis.update(None if sim_time is None else self.started + sim_time)
         self.alarms.evaluate()
