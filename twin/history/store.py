@@ -29,9 +29,11 @@ from twin.core.alarms import AlarmEngine, alarms_from_events
 from twin.core.cache import BAD_WAITING_FOR_INITIAL_DATA, UNCERTAIN_LAST_USABLE_VALUE, RuntimeCache, quality_name
 from twin.core.errors import TwinError, UnknownSignalError
 
-# DuckDB keeps every block it wrote cached until its memory limit, 80 % of the RAM by default: the server's
-# memory grew with the stored history (35-47 MB/h for the demo, bench/soak.py). Queries spill beyond this.
-MEMORY_LIMIT = "64MB"
+# DuckDB holds the rows committed since its last checkpoint in memory, about 2.5x their WAL size, until the WAL
+# reaches 16 MB (38 min of the demo's updates): under a 64 MB limit that showed as 35-55 MB/h of growth in a
+# 30 min soak, then a drop at the checkpoint. Under 16 MB it holds ~13 MB and evicts the rest to its temporary
+# files (bench/soak.py, bench/RESULTS.md Soak). Queries spill beyond this.
+MEMORY_LIMIT = "16MB"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS signals (id INTEGER PRIMARY KEY, key VARCHAR UNIQUE NOT NULL, width INTEGER NOT NULL,
                                     unit VARCHAR NOT NULL, kind VARCHAR NOT NULL);
