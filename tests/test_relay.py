@@ -206,3 +206,50 @@ def test_a_relay_names_a_bad_broker_url():
     with pytest.raises(TwinError, match=r"--broker: 'http://x' is not an mqtt://"):
         relay_broker("http://x")
     assert relay_broker("mqtts://broker.plant.example").port == 8883
+
+
+def test_the_mirror_holds_exactly_the_lines_values_and_sees_gaps():
+    """Without processes: keyframe, delta and a missed delta between two caches (twin/stream/mirror.py)."""
+    import numpy as np
+
+    from twin.core.cache import RuntimeCache
+    from twin.stream.mirror import CacheMirror, MirrorError, decode_state, encode_state
+
+    line = RuntimeCache()
+    line.add_signal("/A", "x")
+    line.add_signal("/A", "v", width=3)
+    line.add_signal("/A", "t", kind="text")
+    line.add_signal("/A", "s", kind="int", labels={0: "idle", 1: "run"})
+    line.add_transform("/R")
+    line.add_instance_set("parts", 4)
+    line.write_signal(0, 1 / 3, source_time=10.0)
+    line.write_signal(1, [1.0, 2.0, 3.0])
+    line.write_signal(2, "hello")
+    line.write_signal(3, 1.0, label="run")
+    moved = np.eye(4)
+    moved[0, 3] = 2.5
+    line.write_transforms(np.array([0]), moved[None])
+    parts = np.tile(np.eye(4), (4, 1, 1))
+    parts[1, 1, 3] = 7.0
+    line.write_instances("parts", parts, np.array([False, True, False, False]))
+    relay = RuntimeCache()
+    relay.add_signal("/B", "own")  # the relay's rows differ from the line's: the keyframe's schema maps them
+    mirror = CacheMirror(relay)
+    keyframe, version = encode_state(line, "S1", None)
+    assert mirror.apply(decode_state(keyframe))
+    rows = mirror.signal_rows
+    assert relay.signal_value(int(rows[0])) == 1 / 3 and relay.source_time[rows[0]] == 10.0
+    assert relay.signal_value(int(rows[1])).tolist() == [1.0, 2.0, 3.0] and relay.text[rows[2]] == "hello"
+    assert relay.text[rows[3]] == "run" and relay.signals[rows[3]].labels == {0: "idle", 1: "run"}
+    assert relay.transforms[mirror.transform_rows[0]][0, 3] == 2.5
+    assert relay.instance_sets["parts"].active.tolist() == [False, True, False, False]
+    line.write_signal(0, 2.5)
+    delta, newer = encode_state(line, "S1", version)
+    assert encode_state(line, "S1", newer)[0] is None  # nothing changed since
+    assert mirror.apply(decode_state(delta)) and relay.signal_value(int(rows[0])) == 2.5
+    line.write_signal(0, 3.5)
+    line.write_signal(0, 4.5)
+    assert not mirror.apply(decode_state(encode_state(line, "S1", newer + 1)[0]))  # one delta missed
+    assert mirror.gaps == 1 and relay.signal_value(int(rows[0])) == 2.5
+    with pytest.raises(MirrorError, match="no TWMR magic"):
+        decode_state(b"garbage")
