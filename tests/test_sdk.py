@@ -231,6 +231,14 @@ def test_async_client(remote):
     assert sample.quality == "good" and len(history) == 3 and SINK in update.signals
 
 
+def test_forcing_a_twin_that_commissions_no_line_is_refused_alike(plant):
+    """The demo's twin (remote) and an in-process twin both answer not-found, naming `twin commission`."""
+    for call in (lambda: plant["api"].force("Line.Conveyors.Conveyor1.PartAtEnd", True),
+                 lambda: plant["api"].release(), lambda: plant["api"].forces()):
+        with pytest.raises(twin.NotFoundError, match="not commissioning a line: start it with `twin commission`"):
+            call()
+
+
 def test_the_three_forms_share_one_api():
     """Sync, async and in-process: every public method of the async client exists in the other two with the
     same parameters and defaults (the in-process twin may add options of its own)."""

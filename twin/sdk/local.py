@@ -47,6 +47,7 @@ from twin.stream.protocol import Frame, Scope, StreamState, encode_frame, schema
 if TYPE_CHECKING:
     from twin.line.jobs import WhatIfJobs
 
+NOT_COMMISSIONING = "this twin is not commissioning a line: start it with `twin commission` or use LocalCommission"
 
 class LocalTwin:
     """A twin of `layout` in this process. `history` keeps every update in a DuckDB file (docs/history.md)."""
@@ -133,6 +134,21 @@ class LocalTwin:
             raise InvalidRequestError(422, str(error), f"write {key}") from None
         self.step()
         return {"ok": True, "status": "Good", "status_code": 0, "message": "written to the in-process twin"}
+
+    # Forcing belongs to a commissioned line (twin.sdk.commission.LocalCommission in-process, `twin commission`
+    # served); an in-process twin answers as a server that does not commission one does: not found.
+    def force(self, node: str, value: object = None, *, mode: str | None = None,
+              period_s: float | None = None) -> dict:
+        """Refused: this twin commissions no line (use `LocalCommission`, docs/commissioning.md)."""
+        raise NotFoundError(404, NOT_COMMISSIONING, f"force {node}")
+
+    def release(self, node: str = "all") -> list[str]:
+        """Refused: this twin commissions no line (use `LocalCommission`, docs/commissioning.md)."""
+        raise NotFoundError(404, NOT_COMMISSIONING, f"release {node}")
+
+    def forces(self) -> list[dict]:
+        """Refused: this twin commissions no line (use `LocalCommission`, docs/commissioning.md)."""
+        raise NotFoundError(404, NOT_COMMISSIONING, "forces")
 
     def subscribe(self, signals: Sequence[str] = (), subtrees: Sequence[str] = (), *,
                   idle_timeout: float = 30.0, poll_s: float = 0.01) -> Iterator[Update]:
