@@ -8,6 +8,7 @@ figures (time to first frame, frame rate in the page, CPU use of the demo) as ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -43,6 +44,16 @@ def cpu_seconds(pid: int) -> float:
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def plc_children(pid: int) -> list[int]:
+    """The children of `pid` that run the sample PLC."""
+    found = []
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            if b"twin.sample_factory.plc" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+    return found
 
 
 async def _read_counter(endpoint: str) -> int:
@@ -250,11 +261,11 @@ def test_sigterm_stops_the_demo_and_its_plc(sample_layout):
         [sys.executable, "-m", "twin.cli", "demo", "--port", str(free_port()), "--workdir", str(sample_layout.parent)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while not children(process.pid):
+    while not plc_children(process.pid):  # other children may come and go at start-up
         assert time.monotonic() < deadline and process.poll() is None, "the demo did not start its PLC"
         time.sleep(0.2)
     time.sleep(3)  # let it come up fully
-    [plc] = children(process.pid)
+    [plc] = plc_children(process.pid)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
     deadline = time.monotonic() + 10

@@ -308,7 +308,7 @@ bindings:
             server = TestServer(port, counter_start=stopped_at + 1000)
             await server.start()
             await wait_until(lambda: quality_name(cache.status[counter]) == "good", 30, "reconnection")
-            await asyncio.sleep(2.0)
+            await wait_until(lambda: len(cache.history) - before_restart > 50, 15, "50 updates after the restart")
             resumed = cache.history[before_restart:]
             assert resumed[0] > stopped_at + 1000 - 1
             assert np.all(np.diff(resumed) == 1), "an update after the restart was lost"
