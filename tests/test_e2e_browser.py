@@ -260,15 +260,20 @@ def test_sigterm_stops_the_demo_and_its_plc(sample_layout):
     process = subprocess.Popen(
         [sys.executable, "-m", "twin.cli", "demo", "--port", str(free_port()), "--workdir", str(sample_layout.parent)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not plc_children(process.pid):  # other children may come and go at start-up
-        assert time.monotonic() < deadline and process.poll() is None, "the demo did not start its PLC"
-        time.sleep(0.2)
-    time.sleep(3)  # let it come up fully
-    [plc] = plc_children(process.pid)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=20) == 0
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{plc}").exists() and "zombie" not in Path(f"/proc/{plc}/status").read_text():
-        assert time.monotonic() < deadline, "the PLC outlived the demo"
-        time.sleep(0.1)
+    try:
+        deadline = time.monotonic() + 60
+        while not plc_children(process.pid):  # other children may come and go at start-up
+            assert time.monotonic() < deadline and process.poll() is None, "the demo did not start its PLC"
+            time.sleep(0.2)
+        time.sleep(3)  # let it come up fully
+        [plc] = plc_children(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{plc}").exists() and "zombie" not in Path(f"/proc/{plc}/status").read_text():
+            assert time.monotonic() < deadline, "the PLC outlived the demo"
+            time.sleep(0.1)
+    finally:  # a failed assertion must not leave the demo and its PLC running
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
