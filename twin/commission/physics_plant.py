@@ -17,7 +17,7 @@ from pxr import Usd, UsdGeom
 
 from twin.physics.model import PhysicsModel, PhysicsState
 from twin.physics.sensors import BEAM_LENGTH, beam_blocked
-from twin.physics.shapes import Box, LayoutShapes, read_shapes
+from twin.physics.shapes import LayoutShapes, end_stop, read_shapes
 
 from .plant import Conveyor, Part, Plant
 
@@ -104,7 +104,7 @@ class PhysicsPlant(Plant):
             if path not in belts:
                 raise self.model.error(path, "the conveyor has no belt collision box (UsdPhysics) to run on physics")
             if path not in authored:
-                extra.append(_end_stop(belts[path]))
+                extra.append(end_stop(belts[path], "Stopper"))
                 authored[path] = extra[-1].owner
             prim = stage.GetPrimAtPath(path)
             conveyor.world = np.array(xforms.GetLocalToWorldTransform(prim), np.float64).T
@@ -147,16 +147,3 @@ class PhysicsPlant(Plant):
         for conveyor in self.belts.values():
             conveyor.sync(poses)
         super().step()
-
-
-def _end_stop(belt: Box) -> Box:
-    """A stopper bar across `belt`'s end (the layout authors none), raised and lowered by `Stopper`."""
-    along = int(np.argmax(np.abs(belt.direction)))
-    up = int(np.argmax(np.abs(belt.rotation.T @ np.array([0.0, 0.0, 1.0]))))
-    half = belt.half_extents.copy()
-    offset = np.zeros(3)
-    offset[along] = np.sign(belt.direction[along]) * (half[along] + 0.015)
-    offset[up] = half[up] + 0.035
-    half[along], half[up] = 0.015, 0.03
-    return Box(f"{belt.owner}/Stopper", "stopper", belt.centre + belt.rotation @ offset, belt.rotation, half,
-               owner=f"{belt.owner}/Stopper")

@@ -103,3 +103,17 @@ def _belt(prim: Usd.Prim, box: Box, cache: UsdGeom.XformCache, where: str) -> Bo
     direction = box.rotation.T @ (conveyor_x / np.linalg.norm(conveyor_x))
     speed = conveyor.GetAttribute("twin:speed").Get() or 0.0
     return Box(**{**box.__dict__, "owner": str(conveyor.GetPath()), "direction": direction, "speed": float(speed)})
+
+
+def end_stop(belt: Box, name: str) -> Box:
+    """A bar 3 cm thick and 6 cm tall across `belt`'s end, named `<belt owner>/<name>`: the stopper a layout's
+    belt ends do not author (fixed in the running twin, raised and lowered in commissioning)."""
+    along = int(np.argmax(np.abs(belt.direction)))
+    up = int(np.argmax(np.abs(belt.rotation.T @ np.array([0.0, 0.0, 1.0]))))
+    half = belt.half_extents.copy()
+    offset = np.zeros(3)
+    offset[along] = np.sign(belt.direction[along]) * (half[along] + 0.015)
+    offset[up] = half[up] + 0.035
+    half[along], half[up] = 0.015, 0.03
+    path = f"{belt.owner}/{name}"
+    return Box(path, "stopper", belt.centre + belt.rotation @ offset, belt.rotation, half, owner=path)

@@ -27,7 +27,7 @@ from twin.kinematics.trajectory import chain_joint_move
 from twin.physics.model import PhysicsModel
 from twin.physics.robots import read_robots
 from twin.physics.sensors import PhysicsSensors
-from twin.physics.shapes import Box, LayoutShapes, read_shapes
+from twin.physics.shapes import LayoutShapes, end_stop, read_shapes
 from twin.sim.line_random import DISTRIBUTIONS, LineStream, line_order
 from twin.sim.physics_robots import RouteProgram
 
@@ -221,7 +221,7 @@ class PhysicsLine:
                          distribution(path, "twin:arrivalDistribution", "exponential"),
                          float(attribute(path, "twin:arrivalSpread", 0.0)), stream(path))
                         for path, kind in kinds.items() if kind == "source"]
-        extra = tuple(self._end_stop(box) for box in shapes.belts
+        extra = tuple(end_stop(box, "EndStop") for box in shapes.belts
                       if box.owner in self.belts and self.belts[box.owner].end_stop and box.owner not in stopped)
         shapes = LayoutShapes(shapes.static, shapes.belts, shapes.stoppers + extra, shapes.part_size)
         if max_parts is None:  # every belt packed with touching parts, and the bin's
@@ -545,18 +545,6 @@ class PhysicsLine:
                 "parts": int(len(self.state.parts())), "parts_out": self.parts_out, "parts_in": self.parts_in,
                 "parts_lost": self.parts_lost,
                 "parts_scrapped": sum(station.scrapped for station in self.stations.values())}
-
-    def _end_stop(self, belt: Box) -> Box:
-        """A fixed bar across `belt`'s end, standing in for a stopper the layout does not author."""
-        along = int(np.argmax(np.abs(belt.direction)))
-        up = int(np.argmax(np.abs(belt.rotation.T @ np.array([0.0, 0.0, 1.0]))))
-        half = belt.half_extents.copy()
-        offset = np.zeros(3)
-        offset[along] = np.sign(belt.direction[along]) * (half[along] + 0.015)
-        offset[up] = half[up] + 0.035
-        half[along], half[up] = 0.015, 0.03
-        return Box(f"{belt.owner}/EndStop", "stopper", belt.centre + belt.rotation @ offset, belt.rotation, half,
-                   owner=f"{belt.owner}/EndStop")
 
 
 def _robot_times(stage, path: str, where: str) -> tuple[float, float, float]:
