@@ -4,6 +4,7 @@
 // Prints "READY <endpoint>" once listening; exits with status 0 on SIGTERM or SIGINT.
 import { nodesets } from "node-opcua-nodesets";
 import { OPCUAServer } from "node-opcua-server";
+import { serveUntilSignalled } from "./serve.mjs";
 
 const [port, nodesetFile] = [Number(process.argv[2]), process.argv[3]];
 const server = new OPCUAServer({
@@ -14,15 +15,4 @@ const server = new OPCUAServer({
   serverInfo: { applicationUri: "urn:factory-twin:interop-server" },
 });
 await server.initialize();
-await server.start();
-console.log(`READY ${server.getEndpointUrl()}`);
-
-let stopping = false;
-async function stop() {
-  if (stopping) return;
-  stopping = true;
-  await server.shutdown(0);
-  process.exit(0);
-}
-process.on("SIGTERM", stop);
-process.on("SIGINT", stop);
+await serveUntilSignalled(server);

@@ -7,6 +7,7 @@ import { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import { MessageSecurityMode, SecurityPolicy } from "node-opcua-secure-channel";
 import { OPCUAServer } from "node-opcua-server";
 import { DataType } from "node-opcua-variant";
+import { serveUntilSignalled } from "./serve.mjs";
 
 const [port, pkiFolder] = [Number(process.argv[2]), process.argv[3]];
 const serverCertificateManager = new OPCUACertificateManager({
@@ -33,15 +34,4 @@ namespace.addVariable({
   minimumSamplingInterval: 50,
   value: { dataType: DataType.Double, value: 4.2 },
 });
-await server.start();
-console.log(`READY ${server.getEndpointUrl()}`);
-
-let stopping = false;
-async function stop() {
-  if (stopping) return;
-  stopping = true;
-  await server.shutdown(0);
-  process.exit(0);
-}
-process.on("SIGTERM", stop);
-process.on("SIGINT", stop);
+await serveUntilSignalled(server);

@@ -8,6 +8,7 @@
 import { OPCUAServer } from "node-opcua-server";
 import { StatusCodes } from "node-opcua-status-code";
 import { DataType, Variant, VariantArrayType } from "node-opcua-variant";
+import { serveUntilSignalled } from "./serve.mjs";
 
 const port = Number(process.argv[2] || process.env.PORT || 48400);
 const server = new OPCUAServer({
@@ -87,16 +88,4 @@ const timer = setInterval(() => {
   level.setValueFromSource({ dataType: DataType.Double, value: 50 + 40 * Math.sin(tick / 10) }, StatusCodes.Good);
 }, 100);
 
-await server.start();
-console.log(`READY ${server.getEndpointUrl()}`);
-
-let stopping = false;
-async function stop() {
-  if (stopping) return;
-  stopping = true;
-  clearInterval(timer);
-  await server.shutdown(0);
-  process.exit(0);
-}
-process.on("SIGTERM", stop);
-process.on("SIGINT", stop);
+await serveUntilSignalled(server, () => clearInterval(timer));
