@@ -53,6 +53,22 @@ def serve_app(app, port: int | None = None) -> Iterator[str]:
         thread.join(10)
 
 
+@contextlib.contextmanager
+def serve_sample_with_history(layout: Path, history_dir: Path, admin_token: str) -> Iterator[str]:
+    """The sample twin with a historian and one admin token, served on loopback at a 10 Hz tick: what the
+    hostile-client tests aim at, so that every route, the operator ones included, is reachable."""
+    from twin.history.store import Historian
+    from twin.server.app import create_app
+    from twin.server.auth import Access, Principal
+    from twin.sim.runtime import Twin
+
+    twin = Twin(layout)
+    historian = Historian(history_dir / "h.duckdb", twin.cache)
+    app = create_app(twin, tick_hz=10, historian=historian, access=Access({admin_token: Principal("ada", "admin")}))
+    with serve_app(app) as url:
+        yield url
+
+
 def wait_for_health(url: str, process: subprocess.Popen, timeout: float) -> bool:
     """Whether the twin that `process` runs at `url` answers /api/health before it exits or `timeout` runs out;
     the caller says what failed, with what it knows (a log, say)."""

@@ -15,11 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings, strategies
 from schemathesis import GenerationMode
 
-from tests.helpers import serve_app
-from twin.history.store import Historian
-from twin.server.app import create_app
-from twin.server.auth import Access, Principal
-from twin.sim.runtime import Twin
+from tests.helpers import serve_sample_with_history
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 ADMIN = "fuzz-admin-token-0123456789"
@@ -40,10 +36,7 @@ def rss_bytes() -> int:
 @pytest.fixture(scope="module")
 def served(sample_layout, tmp_path_factory):
     """(base URL, RSS once the server answered its first request)."""
-    twin = Twin(sample_layout)
-    historian = Historian(tmp_path_factory.mktemp("history") / "h.duckdb", twin.cache)
-    app = create_app(twin, tick_hz=10, historian=historian, access=Access({ADMIN: Principal("ada", "admin")}))
-    with serve_app(app) as url:
+    with serve_sample_with_history(sample_layout, tmp_path_factory.mktemp("history"), ADMIN) as url:
         yield url, rss_bytes()
 
 

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import LOOPBACK, serve_app
-from twin.history.store import Historian
+from tests.helpers import LOOPBACK, serve_sample_with_history
 from twin.server import auth
 from twin.server.app import create_app
 from twin.server.auth import Access, Principal
@@ -28,10 +27,7 @@ HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 
 @pytest.fixture(scope="module")
 def url(sample_layout, tmp_path_factory):
-    twin = Twin(sample_layout)
-    historian = Historian(tmp_path_factory.mktemp("history") / "h.duckdb", twin.cache)
-    app = create_app(twin, tick_hz=10, historian=historian, access=Access({ADMIN: Principal("ada", "admin")}))
-    with serve_app(app) as base:
+    with serve_sample_with_history(sample_layout, tmp_path_factory.mktemp("history"), ADMIN) as base:
         yield base
 
 
