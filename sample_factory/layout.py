@@ -23,6 +23,10 @@ LINE = "/Factory/Line"
 PART_SIZE = 0.2  # parts are 0.2 m cubes
 BELT_HEIGHT = 0.75  # belt top above the floor
 TABLE_HEIGHT = 0.8  # station tables
+# Side guide rails along every belt: a channel one part wide plus this clearance on each side, so parts ride
+# single file and stop centred at a belt's end, where a robot's gripper comes down on the belt's centre line.
+GUIDE_CLEARANCE = 0.03  # metres each side: a part turned up to about 17 degrees still fits the channel
+GUIDE_HEIGHT = 0.04  # metres of rail above the belt (set 5 mm clear of it)
 
 
 @dataclass(frozen=True)
