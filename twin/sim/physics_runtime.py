@@ -24,6 +24,7 @@ from twin.core.stage import TwinStage
 from twin.core.transforms import matrix_to_pose, pose_to_matrix
 from twin.kinematics.chain import Chain
 from twin.kinematics.trajectory import chain_joint_move
+from twin.physics.gripper import Gripper, part_in_reach
 from twin.physics.model import PhysicsModel
 from twin.physics.robots import read_robots
 from twin.physics.sensors import PhysicsSensors
@@ -165,6 +166,9 @@ class Robot:
     end_pose: np.ndarray = field(default_factory=lambda: np.zeros(7))
     free_at: float = 0.0
     program: RouteProgram | None = None  # a gripper robot runs its route on physics
+    gripper: Gripper | None = None  # with a program: its gripper, and its tool pose (4x4) when the grip closes
+    grip_tool: np.ndarray | None = None
+    out_of_reach: bool = False  # a part waits at its belt's end where the gripper cannot take it (logged once)
 
 
 class PhysicsLine:
@@ -252,9 +256,13 @@ class PhysicsLine:
                              next=following(path))
                        for path, kind in kinds.items() if kind == "robot" and path in nexts]
         for robot in self.robots:
-            if robot.path in {gripper.path for gripper in grippers}:
+            geometry = next((gripper for gripper in grippers if gripper.path == robot.path), None)
+            if geometry is not None:
                 robot.program = RouteProgram(usd, robot.path, cache, where)
                 self.state.set_robot_joints(robot.path, robot.program.home, jump=True)
+                at_grip = robot.program.joints(robot.program.grip_at)
+                robot.gripper = geometry.gripper
+                robot.grip_tool = geometry.chain.fk(at_grip[None], base=geometry.base)[0][geometry.tool]
         self.sinks = {path: stage.world_transform(path)[:3, 3] for path, kind in kinds.items() if kind == "sink"}
         line = next(iter(self.sinks), next(iter(self.belts), "/")).rsplit("/", 1)[0] or "/"
         self.sensors = PhysicsSensors(usd, cache, part_size=self.model.part_size, belts=self.model.belts)
@@ -345,13 +353,27 @@ class PhysicsLine:
         on, _ = self._on_belt(belt, poses)
         return int(on.sum()) + belt.reserved < belt.capacity and self._start_clear(belt, poses)
 
-    def _part_at_end(self, belt: Belt, ids: np.ndarray, poses: np.ndarray) -> int | None:
+    def _part_at_end(self, belt: Belt, ids: np.ndarray, poses: np.ndarray, robot: Robot | None = None) -> int | None:
+        """The part waiting at `belt`'s end, ready for what takes it there: a station or a robot without a
+        gripper takes any part across the belt's width; a gripper only the part it can hold at its pick pose
+        (a part beside the centre line is not ready: the robot waits instead of gripping at nothing)."""
         if not len(ids):
             return None
         local = belt.local(poses[:, :3])
-        at_end = (np.abs(local[:, 1]) < belt.width / 2) & (local[:, 2] > belt.height) & \
-                 (local[:, 0] >= belt.length - self.half - END_TOLERANCE) & (local[:, 0] <= belt.length)
-        return int(ids[np.flatnonzero(at_end)[0]]) if at_end.any() else None
+        at_end = np.flatnonzero((np.abs(local[:, 1]) < belt.width / 2) & (local[:, 2] > belt.height) &
+                                (local[:, 0] >= belt.length - self.half - END_TOLERANCE) & (local[:, 0] <= belt.length))
+        if not len(at_end):
+            return None
+        if robot is None or robot.gripper is None:
+            return int(ids[at_end[0]])
+        found = part_in_reach(robot.gripper, robot.grip_tool, poses[at_end], self.model.part_size)
+        if (found is None) != robot.out_of_reach:
+            robot.out_of_reach = found is None
+            if found is None:
+                pose = np.round(poses[at_end[0], :3], 3).tolist()
+                log.warning("%s: the part at %s's end (at %s) is out of its gripper's reach; the robot waits",
+                            robot.path, belt.path, pose)
+        return None if found is None else int(ids[at_end[found]])
 
     def _take(self, part: int, ids: np.ndarray, poses: np.ndarray) -> Held:
         pose = poses[int(np.flatnonzero(ids == part)[0])].copy()
@@ -401,7 +423,7 @@ class PhysicsLine:
                     not self._accepts(robot.next, poses):
                 continue
             if robot.source in self.belts:
-                part = self._part_at_end(self.belts[robot.source], ids, poses)
+                part = self._part_at_end(self.belts[robot.source], ids, poses, robot)
                 robot.picking = part if part is not None and part not in taken else None
             elif robot.source in self.stations:
                 station = self.stations[robot.source]
@@ -431,6 +453,8 @@ class PhysicsLine:
             station = self.stations[robot.next]
             station.reserved = False
             station.accept(robot.part if robot.program is not None else Held(station.top.copy()), now)
+            if robot.program is not None:
+                self._locate(station)
             return True
         belt = self.belts[robot.next]
         if robot.program is not None:  # the gripper has set the part down on the belt
@@ -473,6 +497,20 @@ class PhysicsLine:
             self.stations[robot.next].reserved = False
         else:
             self.belts[robot.next].reserved -= 1
+
+    def _locate(self, station: Station) -> None:
+        """The station's fixture locates the part a gripper set down: centred on the table, turned as it was put
+        down (docs/physics.md, "Locating on stations"). A part gripped a little off-centre would otherwise lie as
+        far off-centre here, and the next gripper (parallel jaws clear a turned part by about a centimetre)
+        would miss it."""
+        part = station.part
+        in_play = np.flatnonzero(self.state.parts() == part.body) if part is not None else []
+        if not len(in_play):  # scrapped at once, or the part fell off the table before it was set down
+            return
+        pose = self.state.part_poses()[int(in_play[0])]
+        yaw = 2.0 * math.atan2(pose[5], pose[6])  # a part at rest on a level table turns about z only
+        self.state.remove_part(part.body)
+        part.body = self.state.spawn_part(station.top[:3] + [0.0, 0.0, 0.001], yaw)
 
     def _on_physics(self, station: Station) -> None:
         """A station's part, off the physics, is put on its table in physics for a gripper to take."""
