@@ -7,8 +7,11 @@ numbers of that study's replication 0 (twin.sim.line_random), so `paired` is wha
 run should give; a single run is one draw, so the row that should agree with the prediction is the mean over
 seeds. Prints the CPU the runtime used per simulated second (what the live demo spends per wall second), the
 realtime factor and the slowest tick, and the load average, which on a shared machine decides the wall figures.
+The sample's robots run their taught routes with their grippers on physics and every failed grip is counted;
+`--robots kinematic` takes the grippers off the layout, so the robots move parts kinematically in their times.
 
     .venv/bin/python bench/physics_demo.py [--minutes 30] [--seeds 1 2 3] [--jobs 3] [--replications 30]
+        [--robots gripper|kinematic]
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from scipy import stats
 TICK_HZ = 30.0
 
 
-def run_seed(seed: int, minutes: float, replications: int) -> dict:
+def run_seed(seed: int, minutes: float, replications: int, robots: str = "gripper") -> dict:
     from twin.line.model import read_line
     from twin.line.whatif import run_whatif
     from twin.sample_factory.scene import build_sample_factory
@@ -36,6 +39,8 @@ def run_seed(seed: int, minutes: float, replications: int) -> dict:
     hours = minutes / 60.0
     with tempfile.TemporaryDirectory() as folder:
         layout = build_sample_factory(Path(folder))
+        if robots == "kinematic":
+            _without_grippers(layout)
         model = read_line(open_layout(layout))
         prediction = run_whatif(model, replications=replications, hours=hours, seed=seed, device="cpu")
         paired = run_whatif(model, replications=1, hours=hours, seed=seed, device="cpu")
@@ -53,7 +58,21 @@ def run_seed(seed: int, minutes: float, replications: int) -> dict:
     return {"seed": seed, "physics": throughput, "paired": paired.points[0]["kpis"]["throughput_per_hour"]["mean"],
             "mean": predicted["mean"], "low": predicted["low"], "high": predicted["high"],
             "agree": predicted["low"] <= throughput <= predicted["high"], "health": twin.physics.health(),
+            "grip_faults": {robot.path.rsplit("/", 1)[1]: robot.program.faults for robot in twin.physics.robots
+                            if robot.program is not None},
             "cpu_share": cpu / (minutes * 60.0), "realtime": minutes * 60.0 / wall, "slowest_ms": slowest * 1000}
+
+
+def _without_grippers(layout: str) -> None:
+    """Take the grippers off the layout's robots (their tool links' twin:gripper:type): physics then runs them
+    kinematically, as the line model does."""
+    from twin.scenes import open_layout
+
+    stage = open_layout(layout)
+    for prim in stage.Traverse():
+        if prim.GetAttribute("twin:gripper:type").HasAuthoredValue():
+            prim.RemoveProperty("twin:gripper:type")
+    stage.GetRootLayer().Save()
 
 
 def main() -> None:
@@ -62,12 +81,15 @@ def main() -> None:
     parser.add_argument("--replications", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=1, help="seeds run side by side, one process each")
+    parser.add_argument("--robots", choices=("gripper", "kinematic"), default="gripper",
+                        help="robots gripping on physics (the layout as built), or moving parts kinematically")
     args = parser.parse_args()
     load_before = os.getloadavg()
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(run_seed, args.seeds, [args.minutes] * len(args.seeds),
-                             [args.replications] * len(args.seeds)))
-    print(f"{args.minutes:g} simulated minutes at {TICK_HZ:g} Hz ticks; load average {load_before[0]:.1f} before, "
+                             [args.replications] * len(args.seeds), [args.robots] * len(args.seeds)))
+    print(f"{args.robots} robots, {args.minutes:g} simulated minutes at {TICK_HZ:g} Hz ticks; "
+          f"load average {load_before[0]:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores, {args.jobs} run(s) side by side")
     print("| seed | physics parts/h | paired replication | prediction (95 % CI) | agree | lost | cpu share "
           "| realtime factor | slowest tick ms |")
@@ -88,6 +110,8 @@ def main() -> None:
               f"{'yes' if mean - half <= first['high'] and first['low'] <= mean + half else 'no'} | | "
               f"{statistics.mean(row['cpu_share'] for row in rows):.3f} | "
               f"{statistics.mean(row['realtime'] for row in rows):.1f}x | |")
+    for row in rows:
+        print(f"seed {row['seed']}: grip faults {row['grip_faults'] or 'none (no gripper robots)'}")
 
 
 if __name__ == "__main__":
