@@ -278,27 +278,18 @@ def _inside(mesh: wp.uint64, closed: int, center: wp.vec3, half: wp.vec3, point:
     return found.result and found.sign < 0.0
 
 
-@wp.kernel(enable_backward=False)
-def _contact_kernel(
-    link_world: wp.array2d(dtype=wp.transform), pair_a: wp.array(dtype=int), pair_b: wp.array(dtype=int),
+@wp.func
+def _pair_face(
+    link_world: wp.array2d(dtype=wp.transform), config: int, a: int, b: int,
     body_link: wp.array(dtype=int), body_root: wp.array(dtype=int), body_mesh: wp.array(dtype=wp.uint64),
     body_closed: wp.array(dtype=int), body_points: wp.array(dtype=wp.vec3), body_point_start: wp.array(dtype=int),
     node_center: wp.array(dtype=wp.vec3), node_half: wp.array(dtype=wp.vec3), node_child: wp.array(dtype=int),
     node_first: wp.array(dtype=int), node_count: wp.array(dtype=int), tri_points: wp.array(dtype=wp.vec3),
     tri_face: wp.array(dtype=int), solid_mesh: wp.array(dtype=wp.uint64), solid_center: wp.array(dtype=wp.vec3),
-    solid_half: wp.array(dtype=wp.vec3), solid_face: wp.array(dtype=int), first_only: int,
-    first_pair: wp.array(dtype=int), hit_face: wp.array2d(dtype=int),
-):
-    """hit_face[c, p]: the face of pair p's body b that meets its body a in configuration c, -1 where apart.
-    A body wholly inside the other (a closed mesh, or a closed solid of the cell) meets it too. With
-    `first_only`, a pair after one that already met in the same configuration is skipped (left at -1): on the
-    CPU, where a launch runs its threads in order, every pair after the first that meets."""
-    config, pair = wp.tid()
-    hit_face[config, pair] = -1
-    if first_only != 0 and first_pair[config] < pair:
-        return
-    a = pair_a[pair]
-    b = pair_b[pair]
+    solid_half: wp.array(dtype=wp.vec3), solid_face: wp.array(dtype=int),
+) -> int:
+    """The face of body b that body a meets in configuration `config`, -1 if apart. A body wholly inside the
+    other (a closed mesh, or a closed solid of the cell) meets it too."""
     a_pose = _body_pose(link_world, config, body_link[a])
     b_pose = _body_pose(link_world, config, body_link[b])
     b_to_a = wp.transform_multiply(wp.transform_inverse(a_pose), b_pose)
@@ -319,9 +310,42 @@ def _contact_kernel(
                     or _inside(body_mesh[a], body_closed[a], node_center[root_a], node_half[root_a],
                                wp.transform_point(b_to_a, body_points[body_point_start[b]])):
                 face = tri_face[node_first[root_b]]
-    hit_face[config, pair] = wp.max(face, -1)
-    if face >= 0 and first_only != 0:
-        wp.atomic_min(first_pair, config, pair)
+    return wp.max(face, -1)
+
+
+@wp.kernel(enable_backward=False)
+def _contact_kernel(
+    link_world: wp.array2d(dtype=wp.transform), pair_a: wp.array(dtype=int), pair_b: wp.array(dtype=int),
+    body_link: wp.array(dtype=int), body_root: wp.array(dtype=int), body_mesh: wp.array(dtype=wp.uint64),
+    body_closed: wp.array(dtype=int), body_points: wp.array(dtype=wp.vec3), body_point_start: wp.array(dtype=int),
+    node_center: wp.array(dtype=wp.vec3), node_half: wp.array(dtype=wp.vec3), node_child: wp.array(dtype=int),
+    node_first: wp.array(dtype=int), node_count: wp.array(dtype=int), tri_points: wp.array(dtype=wp.vec3),
+    tri_face: wp.array(dtype=int), solid_mesh: wp.array(dtype=wp.uint64), solid_center: wp.array(dtype=wp.vec3),
+    solid_half: wp.array(dtype=wp.vec3), solid_face: wp.array(dtype=int), first_only: int, lanes: int,
+    first_pair: wp.array(dtype=int), hit_face: wp.array2d(dtype=int),
+):
+    """hit_face[c, p]: the face of pair p's body b that meets its body a in configuration c, -1 where apart.
+    Thread (c, lane) checks pairs lane, lane + lanes, ... in order: on the CPU one lane (a thread per
+    configuration, its pairs in order), on a GPU a lane per pair. With `first_only`, a pair after one that
+    already met in the same configuration is skipped (left at -1): on the CPU every pair after the first that
+    meets; on a GPU those that start after it was found."""
+    config, lane = wp.tid()
+    pair_count = pair_a.shape[0]
+    pair = lane
+    while pair < pair_count:
+        hit_face[config, pair] = -1
+        pair += lanes
+    pair = lane
+    while pair < pair_count:
+        if first_only != 0 and first_pair[config] < pair:
+            return
+        face = _pair_face(link_world, config, pair_a[pair], pair_b[pair], body_link, body_root, body_mesh,
+                          body_closed, body_points, body_point_start, node_center, node_half, node_child, node_first,
+                          node_count, tri_points, tri_face, solid_mesh, solid_center, solid_half, solid_face)
+        hit_face[config, pair] = face
+        if face >= 0 and first_only != 0:
+            wp.atomic_min(first_pair, config, pair)
+        pair += lanes
 
 
 @wp.kernel
@@ -621,6 +645,7 @@ class MotionChecker:
         self.robot_world[:3, :3] /= np.linalg.norm(self.robot_world[:3, :3], axis=0)
         link_paths = read_robot(stage, robot_path).links
         self._workers = (os.cpu_count() or 1) if wp.get_device(self.device).is_cpu else 1
+        self._lock = threading.Lock()  # one batch at a time through the buffers
         self._rest_q = np.clip(np.zeros(self.chain.n_joints), self.chain.lower, self.chain.upper)
         rest = self.chain.fk(self._rest_q, base=self.robot_world)[0]
         bodies: list[_Body] = []
@@ -712,15 +737,31 @@ class MotionChecker:
         self._pair_a = wp.array(pair_array[:, 0], dtype=int, device=self.device)
         self._pair_b = wp.array(pair_array[:, 1], dtype=int, device=self.device)
         self._pair_count = len(pairs)
+        self._capacity = 0  # the batch buffers are sized to the pairs: made again on the next batch
 
     # ----------------------------------------------------------------- batched evaluation
-    def _link_world(self, q: np.ndarray) -> wp.array:
+    def _buffers(self, count: int) -> None:
+        """Device buffers for batches of up to `count` configurations, kept from call to call: allocating,
+        zeroing and filling them anew cost as much as checking a few thousand configurations."""
+        if count <= self._capacity:
+            return
+        capacity = max(count, min(2 * self._capacity, CHUNK))
         with wp.ScopedDevice(self.device):
-            q_device = wp.array(np.ascontiguousarray(q, np.float32), dtype=float)
-            base = wp.array(np.tile(matrix_to_pose(self.robot_world).astype(np.float32), (len(q), 1)),
-                            dtype=wp.transform)
-            link_world = wp.zeros((len(q), self.chain.n_links), dtype=wp.transform)
-            self.chain.forward_evaluator(self.device).launch(q_device, base, link_world)
+            self._q = wp.empty((capacity, self.chain.n_joints), dtype=float)
+            self._base = wp.array(np.tile(matrix_to_pose(self.robot_world).astype(np.float32), (capacity, 1)),
+                                  dtype=wp.transform)
+            self._poses = wp.empty((capacity, self.chain.n_links), dtype=wp.transform)
+            self._faces = wp.empty((capacity, self._pair_count), dtype=int)
+            self._first_pair = wp.empty(capacity, dtype=int)
+        self._capacity = capacity
+
+    def _link_world(self, q: np.ndarray) -> wp.array:
+        """Link poses (N, n_links) on the device for joint vectors (N, n); valid until the next call."""
+        count = len(q)
+        self._buffers(count)
+        q_device, link_world = self._q[:count], self._poses[:count]
+        q_device.assign(np.ascontiguousarray(q, np.float32))
+        self.chain.forward_evaluator(self.device).launch(q_device, self._base[:count], link_world)
         return link_world
 
     def _contacts(self, link_world: wp.array, first_only: bool = True) -> np.ndarray:
@@ -730,29 +771,32 @@ class MotionChecker:
         Warp runs a CPU launch on one thread, so on the CPU the configurations are cut into one slice per
         core, each launched from its own Python thread (launches release the GIL)."""
         count = link_world.shape[0]
-        faces = wp.empty((count, self._pair_count), dtype=int, device=self.device)
-        first_pair = wp.full(count, self._pair_count, dtype=int, device=self.device)
+        self._buffers(count)
+        faces, first_pair = self._faces[:count], self._first_pair[:count]
+        first_pair.fill_(self._pair_count)
         slices = min(self._workers, max(1, count // 256))
         bounds = np.linspace(0, count, slices + 1).astype(int)
         model = self._model.contact_inputs()
+        lanes = 1 if wp.get_device(self.device).is_cpu else max(1, self._pair_count)  # CPU: a thread per configuration
 
         def launch(lo: int, hi: int) -> None:
-            wp.launch(_contact_kernel, dim=(int(hi - lo), self._pair_count), device=self.device,
-                      inputs=[link_world[lo:hi], self._pair_a, self._pair_b, *model, int(first_only),
+            wp.launch(_contact_kernel, dim=(int(hi - lo), lanes), device=self.device,
+                      inputs=[link_world[lo:hi], self._pair_a, self._pair_b, *model, int(first_only), lanes,
                               first_pair[lo:hi]], outputs=[faces[lo:hi]])
 
         if slices == 1:
             launch(0, count)
         else:
             list(_pool(self._workers).map(launch, bounds[:-1], bounds[1:]))
-        return faces.numpy()
+        return faces.numpy().copy()
 
     def contacts(self, q) -> np.ndarray:
         """(B, pairs) for joint vectors (B, n): the face of the pair's second body that is met, -1 where apart;
         a configuration's pairs after its first contact are not checked (-1)."""
         q = self.chain.check_q(q)
-        return np.concatenate([self._contacts(self._link_world(q[i:i + CHUNK])) for i in range(0, len(q), CHUNK)]
-                              or [np.zeros((0, self._pair_count), int)])
+        with self._lock:
+            return np.concatenate([self._contacts(self._link_world(q[i:i + CHUNK])) for i in range(0, len(q), CHUNK)]
+                                  or [np.zeros((0, self._pair_count), int)])
 
     def collides(self, q) -> np.ndarray:
         """(B,) bool: does each joint vector put the robot in contact with the cell or itself."""
@@ -832,17 +876,19 @@ class MotionChecker:
     def _proximity_rows(self, q: np.ndarray, rows: np.ndarray, pairs: np.ndarray, max_distance: float,
                         signed: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Per (row, pair): least clearance and (when `signed`) deepest penetration, either body into the other."""
-        link_world = self._link_world(q)
-        count = len(rows)
-        clearance = wp.empty(2 * count, dtype=float, device=self.device)
-        depth = wp.empty(2 * count, dtype=float, device=self.device)
-        model = self._model
-        wp.launch(_pair_proximity_kernel, dim=(count, 2), device=self.device,
-                  inputs=[link_world, wp.array(rows.astype(np.int32), dtype=int, device=self.device),
-                          wp.array(pairs.astype(np.int32), dtype=int, device=self.device), self._pair_a, self._pair_b,
-                          model.body_link, model.body_mesh, model.body_lower, model.body_upper, model.body_points,
-                          model.body_point_start, float(max_distance), int(signed)], outputs=[clearance, depth])
-        return clearance.numpy().reshape(count, 2).min(1), depth.numpy().reshape(count, 2).max(1)
+        with self._lock:
+            link_world = self._link_world(q)
+            count = len(rows)
+            clearance = wp.empty(2 * count, dtype=float, device=self.device)
+            depth = wp.empty(2 * count, dtype=float, device=self.device)
+            model = self._model
+            wp.launch(_pair_proximity_kernel, dim=(count, 2), device=self.device,
+                      inputs=[link_world, wp.array(rows.astype(np.int32), dtype=int, device=self.device),
+                              wp.array(pairs.astype(np.int32), dtype=int, device=self.device), self._pair_a,
+                              self._pair_b, model.body_link, model.body_mesh, model.body_lower, model.body_upper,
+                              model.body_points, model.body_point_start, float(max_distance), int(signed)],
+                      outputs=[clearance, depth])
+            return clearance.numpy().reshape(count, 2).min(1), depth.numpy().reshape(count, 2).max(1)
 
     def _interpolate(self, trajectories: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every configuration to check, in order: (owner trajectory, position in samples, joint vector)."""
