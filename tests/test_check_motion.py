@@ -70,8 +70,10 @@ class FclScene:
         self.cell.registerObjects([_fcl_object(p, np.eye(4)) for p in cell])
         self.cell.setup()
         bodies = checker.bodies
+        # the pairs proved apart are checked here too: a wrong proof shows up as a disagreement
         self.link_pairs = [(checker.chain.link_names[bodies[a].link], None if bodies[b].link < 0
-                            else checker.chain.link_names[bodies[b].link]) for a, b in checker.pairs]
+                            else checker.chain.link_names[bodies[b].link])
+                           for a, b in checker.pairs + checker.unreachable_pairs]
 
     def _pose(self, q: np.ndarray) -> None:
         poses = self.checker.chain.fk(q[None], base=self.checker.robot_world)[0]
@@ -242,3 +244,31 @@ def test_a_link_wholly_inside_a_closed_solid_meets_it(sample_layout, device):
     assert faces[1, 0] == -1
     result = checker.check_motion(q[0])
     assert result.collides and result.link == "link_6" and result.other == "/Swallow"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_link_turned_by_one_joint_is_checked_only_where_its_sweep_meets_the_cell(sample_layout, device):
+    """link_1 turns with joint 1 alone, and no cell geometry comes within its sweep: its pair with the cell is
+    proved apart and dropped (fcl checks it above). A small box put where link_1's farthest point passes half a
+    turn away brings the pair back, and turning joint 1 by half a turn meets it."""
+    stage = Usd.Stage.Open(str(sample_layout))
+    stage.SetEditTarget(stage.GetSessionLayer())
+    plain = MotionChecker(stage, ROBOT, device=device)
+    link_1 = next(k for k, b in enumerate(plain.bodies) if b.link == plain.chain.link_index("link_1"))
+    cell = len(plain.bodies) - 1
+    assert (link_1, cell) in plain.unreachable_pairs and (link_1, cell) not in plain.pairs
+    chain = plain.chain
+    rest = chain.fk(plain._rest_q, base=plain.robot_world)[0]
+    axis = rest[chain.link_index("link_1")][:3, :3] @ chain.joint_axis[chain.link_index("link_1")]
+    origin = rest[chain.link_index("link_1")][:3, 3]
+    points = plain.bodies[link_1].points @ rest[chain.link_index("link_1")][:3, :3].T + origin
+    radial = (points - origin) - np.outer((points - origin) @ axis, axis)
+    farthest = int(np.argmax(np.linalg.norm(radial, axis=1)))
+    _box(stage, "/InTheSweep", points[farthest] - 2 * radial[farthest], 0.05, closed=True)  # mirrored in the axis
+    checker = MotionChecker(stage, ROBOT, device=device)
+    assert (link_1, cell) in checker.pairs and (link_1, cell) not in checker.unreachable_pairs
+    turned = plain._rest_q.copy()
+    turned[chain.joint_q_index[chain.link_index("link_1")]] += np.pi
+    assert not checker.collides(plain._rest_q)[0]
+    result = checker.check_motion(turned)
+    assert result.collides and result.link == "link_1" and result.other == "/InTheSweep"

@@ -11,9 +11,11 @@ triangle-box test, to triangle-triangle tests. A configuration stops at its firs
 
 Pairs checked: every moving link (one moved by a joint) against the cell, and two links of the robot when at
 least two joints separate them and they do not already touch at the clamped zero configuration (adjacent
-links overlap at their joints by design). Contact means the surfaces meet, or a body lies wholly inside a
-closed one (a link inside another link's closed mesh, or inside a closed prim of the cell: a ray from one of
-its points meets that surface from behind first). Open meshes bound no volume and are surfaces only.
+links overlap at their joints by design). A link moved by one joint alone, whose whole sweep over that joint's
+range is proved clear of the cell (`_sweep_clear_of_cell`), is not checked against the cell. Contact means the
+surfaces meet, or a body lies wholly inside a closed one (a link inside another link's closed mesh, or inside a
+closed prim of the cell: a ray from one of its points meets that surface from behind first). Open meshes bound
+no volume and are surfaces only.
 
 Between two trajectory samples the joints are interpolated linearly, in steps small enough that no point of
 any link moves more than `resolution` (bounded by joint change x the farthest reach of the geometry that
@@ -713,12 +715,63 @@ class MotionChecker:
         path = [k for k in up_a + up_b if k not in common]
         return sum(int(self.chain.joint_type[k]) in (REVOLUTE, PRISMATIC) for k in path)
 
+    def _sweep_clear_of_cell(self, body: _Body, rest: np.ndarray) -> bool:
+        """True when `body` moves with one joint only and nothing of the cell comes near any pose of it, so no
+        configuration can bring it into contact with the cell.
+
+        Proof: in a frame whose z is the joint's axis (through its origin), a revolute joint turns each point
+        of the link about z, keeping its height and its distance r from the axis, so every pose lies within
+        the box |x|, |y| <= max r, z within the points' heights (ignoring the joint's limits); a prismatic joint
+        slides the points along z over its range, within the points' x, y box and z range widened by the
+        travel. If no cell triangle's bounding box in that frame meets the box (1 mm margin, far above
+        float32 rounding), no surface meets the link at any pose; and since the box's inside is then wholly
+        in or wholly out of each closed solid of the cell, a link point at rest outside every solid's box
+        shows the link is never inside one."""
+        chain = self.chain
+        moving, link = [], body.link
+        while link >= 0:
+            if int(chain.joint_type[link]) in (REVOLUTE, PRISMATIC):
+                moving.append(link)
+            link = int(chain.link_parent[link])
+        if len(moving) != 1:
+            return False
+        joint = moving[0]
+        frame = rest[joint]  # the joint's axis passes through its link frame's origin, along joint_axis there
+        axis = frame[:3, :3] @ chain.joint_axis[joint]
+        axis /= np.linalg.norm(axis)
+        across = np.cross(axis, [1.0, 0.0, 0.0] if abs(axis[0]) < 0.9 else [0.0, 1.0, 0.0])
+        across /= np.linalg.norm(across)
+        to_sweep = np.stack([across, np.cross(axis, across), axis])  # rows: the sweep frame's axes in the world
+        world_points = body.points @ rest[body.link][:3, :3].T + rest[body.link][:3, 3]
+        local = (world_points - frame[:3, 3]) @ to_sweep.T
+        lower, upper = local.min(0), local.max(0)
+        if int(chain.joint_type[joint]) == REVOLUTE:
+            radius = float(np.linalg.norm(local[:, :2], axis=1).max())
+            lower[:2], upper[:2] = -radius, radius
+        else:
+            index = int(chain.joint_q_index[joint])
+            travel = chain.mimic_multiplier[joint] * (np.array([chain.lower[index], chain.upper[index]])
+                                                      - self._rest_q[index])
+            if not np.all(np.isfinite(travel)):
+                return False
+            lower[2], upper[2] = lower[2] + travel.min(), upper[2] + travel.max()
+        lower, upper = lower - 1e-3, upper + 1e-3
+        cell = self.bodies[-1]
+        triangles = np.concatenate([cell.points[cell.faces], *[s.points[s.faces] for s in self.solids]])
+        corners = (triangles - frame[:3, 3]) @ to_sweep.T
+        if np.any(np.all((corners.min(1) <= upper) & (corners.max(1) >= lower), axis=1)):
+            return False
+        return not any(np.all((world_points[0] >= s.points.min(0)) & (world_points[0] <= s.points.max(0)))
+                       for s in self.solids)
+
     def _pairs(self, rest: np.ndarray) -> None:
         cell = len(self.bodies) - 1
         links = [i for i in range(cell)]
         moves = [self._moving_joints_between(0, self.bodies[i].link) > 0 for i in links]
         # the cell first, from the tool back (the likeliest contacts end a colliding configuration's check soonest)
         pairs = [(i, cell) for i in reversed(links) if moves[i] and len(self.bodies[cell].faces)]
+        self.unreachable_pairs = [pair for pair in pairs if self._sweep_clear_of_cell(self.bodies[pair[0]], rest)]
+        pairs = [pair for pair in pairs if pair not in self.unreachable_pairs]
         counts = [len(self.bodies[i].faces) for i in links]  # the smaller body second
         candidates = [(i, j) if counts[i] >= counts[j] else (j, i) for i in links for j in links
                       if i < j and self._moving_joints_between(self.bodies[i].link, self.bodies[j].link) >= 2]
