@@ -170,3 +170,68 @@ def test_sample_line_drops_its_finished_parts_into_the_sink_bin(tmp_path):
     model.step(state, round(4.0 / model.dt))
     x, y, z = state.part_poses()[0, :3]
     assert abs(x - layout.SINK[0]) < 0.4 - 0.03 and abs(y - layout.SINK[1]) < 0.4 - 0.03 and z < BELT_HEIGHT - 0.05
+
+
+COPIES = 3
+# The copies on MuJoCo's C solver (taking turns), on CUDA (worlds of one model stepped together by MuJoCo Warp),
+# and that same multi-world path with MuJoCo Warp on the CPU, slowly, so that it is checked without a GPU too.
+COPY_SOLVERS = [pytest.param(("cpu", False), id="cpu"),
+                pytest.param(("cuda:0", False), id="cuda:0", marks=DEVICES[1].marks),
+                pytest.param(("cpu", True), id="cpu-mujoco-warp", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="module", params=COPY_SOLVERS)
+def copies_model(request, tmp_path_factory):
+    device, mujoco_warp = request.param
+    stage = _layout(tmp_path_factory.mktemp("copies") / "line.usda")
+    return PhysicsModel.from_stage(stage, device=device, max_parts=2, part_size=PART, copies=COPIES,
+                                   mujoco_warp=mujoco_warp)
+
+
+def test_parts_at_one_place_in_every_copy_fall_as_if_alone(copies_model):
+    """Copies never touch: parts spawned at the same place in every copy each land after sqrt(2h / g) and rest
+    where they fell, as a lone part does, instead of pushing each other apart."""
+    model = copies_model
+    state = model.new_state()
+    height, where = 0.5, (8.0, 2.0)
+    for copy in range(model.copies):
+        state.spawn_part((*where, height + PART / 2), copy=copy)
+    fall = math.sqrt(2 * height / GRAVITY)
+    model.step(state, int(0.8 * fall / model.dt))
+    landed: list[float | None] = [None] * model.copies
+    while None in landed:
+        for copy in range(model.copies):
+            if landed[copy] is None and state.part_poses(copy)[0, 2] - PART / 2 <= 0.0:
+                landed[copy] = state.time
+        assert state.time < 2 * fall, landed
+        model.step(state)
+    assert all(abs(time - fall) <= model.dt for time in landed), (landed, fall)
+    model.step(state, round(0.5 / model.dt))
+    for copy in range(model.copies):
+        assert state.part_poses(copy)[0, :3] == pytest.approx((*where, PART / 2), abs=0.001)
+
+
+def test_each_copy_carries_its_part_at_its_own_belt_speed(copies_model):
+    model = copies_model
+    state = model.new_state()
+    speeds, seconds, start = (0.5, 0.0, 0.25), 1.5, 0.5
+    for copy, speed in enumerate(speeds):
+        state.set_belt_speed(LOOSE, speed, copy=copy)
+        state.spawn_part(_on_belt(start, LOOSE_Y), copy=copy)
+    model.step(state, round(seconds / model.dt))
+    for copy, speed in enumerate(speeds):
+        travelled = state.part_poses(copy)[0, 0] - start
+        # within 5 %: the part starts at rest and friction brings it to the belt's speed within a tenth of a second
+        assert abs(travelled - speed * seconds) <= 0.05 * speed * seconds + 0.001, (copy, travelled)
+
+
+def test_copies_name_bad_input(copies_model, tmp_path):
+    state = copies_model.new_state()
+    with pytest.raises(IndexError, match=f"no copy {COPIES} of the line: the model has copies 0 to {COPIES - 1}"):
+        state.spawn_part((8.0, 0.0, PART), copy=COPIES)
+    with pytest.raises(IndexError, match="no copy -1"):
+        state.part_poses(-1)
+    with pytest.raises(KeyError, match="no part 0 in play in copy 1"):
+        state.remove_part(0, copy=1)
+    with pytest.raises(ValueError, match="copies must be a whole number >= 1, got 0"):
+        PhysicsModel.from_stage(_layout(tmp_path / "line.usda"), part_size=PART, copies=0)

@@ -6,6 +6,10 @@ On the CPU Newton hands the model to MuJoCo's C solver; on CUDA to MuJoCo Warp. 
 step, so a belt stays where the layout puts it while its surface moves at the belt speed, and parts ride on
 it by friction. Parts come from a fixed pool of free bodies; a part not in play is parked far below the
 floor and pinned there, so spawning and removing never rebuild the model.
+
+`copies` runs that many independent copies of the line in one model (what-if with physics): on CUDA Newton
+replicates the line into separate worlds that MuJoCo Warp steps together; on the CPU MuJoCo's C solver simulates
+one world only, so the copies share its model and are stepped one after another.
 """
 
 from __future__ import annotations
@@ -112,18 +116,32 @@ class PhysicsModel:
     """Everything fixed for a run: the Newton model on `device`, its solver, and which body is what.
 
     `belts` and `stoppers` are the paths callers name them by (conveyor paths, stopper paths). `max_parts`
-    sizes the pool of part bodies; `part_size` (default: the layout's `twin:partLength`) and `part_mass` make
-    them cubes of that edge and mass.
+    sizes the pool of part bodies (per copy); `part_size` (default: the layout's `twin:partLength`) and
+    `part_mass` make them cubes of that edge and mass. `copies` independent copies of the line, never touching
+    each other, are stepped together (module docstring). `mujoco_warp` runs MuJoCo Warp, CUDA's solver and
+    code path, on the CPU too: slowly, for checking that path without a GPU.
     """
 
     def __init__(self, shapes: LayoutShapes, *, device: str = "cpu", max_parts: int = 64,
                  part_size: float | None = None, part_mass: float = DEFAULT_PART_MASS, dt: float = STEP,
-                 cpu_loop: bool = True, robots: tuple[RobotGeometry, ...] = ()):
+                 cpu_loop: bool = True, robots: tuple[RobotGeometry, ...] = (), copies: int = 1,
+                 mujoco_warp: bool = False):
         size = part_size if part_size is not None else shapes.part_size
         if size is None or size <= 0.0:
             raise ValueError(f"part size must be positive (got {size}); author twin:partLength or pass part_size")
         if part_mass <= 0.0 or max_parts < 0 or dt <= 0.0:
             raise ValueError(f"part_mass ({part_mass}) and dt ({dt}) must be positive, max_parts ({max_parts}) >= 0")
+        if not isinstance(copies, int) or copies < 1:
+            raise ValueError(f"copies must be a whole number >= 1, got {copies!r}")
+        if copies > 1 and robots:
+            raise ValueError(f"copies={copies} with robots: only lines without robots are copied so far")
+        mujoco_c = str(device) == "cpu" and not mujoco_warp
+        if copies > 1 and mujoco_c and not cpu_loop:
+            raise ValueError(f"copies={copies} on MuJoCo's C solver need cpu_loop=True: it simulates one world, "
+                             "so the copies take turns on it")
+        self.copies = copies
+        # Under MuJoCo Warp the copies are worlds of one Newton model; under MuJoCo's C solver it holds one line.
+        self.worlds = 1 if mujoco_c else copies
         self.device, self.dt, self.part_size, self.part_mass = str(device), float(dt), float(size), float(part_mass)
         self.belts = tuple(box.owner for box in shapes.belts)
         self.stoppers = tuple(box.owner for box in shapes.stoppers)
@@ -152,19 +170,26 @@ class PhysicsModel:
         self.robots = tuple(robots)
         others = static + driven_shapes
         self.robot_bodies = [self._robot_links(builder, robot, others) for robot in self.robots]
+        self.bodies_per_copy, joints_per_copy = builder.body_count, builder.joint_count
+        if self.worlds > 1:
+            line, builder = builder, newton.ModelBuilder(up_axis=newton.Axis.Z, gravity=(0.0, 0.0, -GRAVITY))
+            builder.replicate(line, self.worlds)  # one world per copy: shapes only meet shapes of their own world
         self.newton = builder.finalize(device=self.device)
         q_start, qd_start = self.newton.joint_q_start.numpy(), self.newton.joint_qd_start.numpy()
         part_joints = self._joints_of(self.part_bodies)
-        self._part_q = wp.array(q_start[part_joints], dtype=wp.int32, device=self.device)
-        self._part_qd = wp.array(qd_start[part_joints], dtype=wp.int32, device=self.device)
-        self._part_q_host, self._part_qd_host = q_start[part_joints], qd_start[part_joints]
-        self._park_positions = wp.array([self._park(i) for i in range(max_parts)], dtype=wp.vec3, device=self.device)
-        self._driven_q = wp.array(q_start[driven_joints], dtype=wp.int32, device=self.device)
-        self._driven_qd = wp.array(qd_start[driven_joints], dtype=wp.int32, device=self.device)
+        in_world = joints_per_copy * np.arange(self.worlds)[:, None]  # joints of world w: w * joints_per_copy + j
+        self._part_q_host, self._part_qd_host = q_start[part_joints + in_world], qd_start[part_joints + in_world]
+        self._part_q = wp.array(self._part_q_host.ravel(), dtype=wp.int32, device=self.device)
+        self._part_qd = wp.array(self._part_qd_host.ravel(), dtype=wp.int32, device=self.device)
+        self._park_positions = wp.array([self._park(i) for i in range(max_parts)] * self.worlds, dtype=wp.vec3,
+                                        device=self.device)
+        driven_joints_all = (np.asarray(driven_joints, np.int64) + in_world).ravel()
+        self._driven_q = wp.array(q_start[driven_joints_all], dtype=wp.int32, device=self.device)
+        self._driven_qd = wp.array(qd_start[driven_joints_all], dtype=wp.int32, device=self.device)
         link_joints = self._joints_of([body for bodies in self.robot_bodies for body in bodies])
         self._link_q_host, self._link_qd_host = q_start[link_joints], qd_start[link_joints]
-        self.solver = newton.solvers.SolverMuJoCo(self.newton, use_mujoco_cpu=self.device == "cpu")
-        self.cpu_loop = cpu_loop and self.device == "cpu"  # False: Newton's per-step exchange, as on CUDA
+        self.solver = newton.solvers.SolverMuJoCo(self.newton, use_mujoco_cpu=mujoco_c)
+        self.cpu_loop = cpu_loop and mujoco_c  # False: Newton's per-step exchange, as on CUDA
         self._mj_link_q = self._mj_link_qd = np.zeros(len(link_joints), np.int64)  # MuJoCo's, for the CPU loop
         if self.cpu_loop:
             self._index_mujoco(driven_joints, part_joints)
@@ -186,21 +211,25 @@ class PhysicsModel:
         return PhysicsState(self)
 
     def step(self, state: PhysicsState, steps: int = 1) -> None:
-        """Advance `state` by `steps` fixed steps."""
+        """Advance `state` by `steps` fixed steps, every copy of the line at once."""
         if self.cpu_loop:
-            self._step_mujoco_cpu(state, steps)
+            if steps > 0:
+                for copy in range(self.copies):
+                    self._step_mujoco_cpu(state, steps, copy)
+                state.steps += steps
+                state._motion_done()
             return
         prescribed = state._prescribed(steps)
         prescribed_q = wp.array(prescribed[0], dtype=wp.int32, device=self.device)
         prescribed_qd = wp.array(prescribed[1], dtype=wp.int32, device=self.device)
         for step in range(steps):
-            current, following = state._states
+            current, following = state._pairs[0]
             if self._driven_q.shape[0]:
                 wp.launch(_prescribe_driven, dim=self._driven_q.shape[0], device=self.device,
                           inputs=[self._driven_q, self._driven_qd, state._driven_position, state._driven_velocity,
                                   current.joint_q, current.joint_qd])
             if self.max_parts:
-                wp.launch(_pin_parked, dim=self.max_parts, device=self.device,
+                wp.launch(_pin_parked, dim=self._part_q.shape[0], device=self.device,
                           inputs=[state._active, self._part_q, self._part_qd, self._park_positions,
                                   current.joint_q, current.joint_qd])
             if len(prescribed[0]):
@@ -211,27 +240,30 @@ class PhysicsModel:
                                   current.joint_q, current.joint_qd])
             current.clear_forces()
             self.solver.step(current, following, state._control, None, self.dt)
-            state._states = (following, current)
+            state._pairs[0] = (following, current)
             state.steps += 1
         state._motion_done()
 
-    def _step_mujoco_cpu(self, state: PhysicsState, steps: int) -> None:
-        """The CPU path: MuJoCo's C solver stepped in a tight loop on Newton's own MuJoCo model.
+    def _step_mujoco_cpu(self, state: PhysicsState, steps: int, copy: int) -> None:
+        """The CPU path for one copy: MuJoCo's C solver stepped in a tight loop on Newton's own MuJoCo model.
 
         Newton's per-step exchange between its state arrays and MuJoCo's data costs more than the step itself
         for a line of boxes, so the state goes to MuJoCo once per call and comes back once; in between only the
-        driven joints and the parked parts are written, straight into MuJoCo's arrays.
+        driven joints and the parked parts are written, straight into MuJoCo's arrays. Copies share MuJoCo's
+        data, each bringing its own state and solver warm start.
         """
         if steps <= 0:
             return
-        current, following = state._states
+        current, following = state._pairs[copy]
         data, mj_model = self.solver.mj_data, self.solver.mj_model
         self.solver._update_mjc_data(data, self.newton, current)
+        data.qacc_warmstart[:] = state._warmstart[copy]
         mj_model.opt.timestep = self.dt
-        parked = state._active_host == 0
+        parked = state._active_host[copy] == 0
         park_q, park_qd = self._mj_part_q[parked], self._mj_part_qd[parked]
         park_values = self._park_qpos[parked]
-        driven_q, driven_qd = state._driven_position.numpy(), state._driven_velocity.numpy()
+        driven_q, driven_qd = state._driven_values()
+        driven_q, driven_qd = driven_q[copy], driven_qd[copy]
         qpos, qvel = data.qpos, data.qvel
         prescribed = state._prescribed(steps)
         free_q, free_qd = prescribed[2][:, None] + np.arange(7), prescribed[3][:, None] + np.arange(6)
@@ -244,9 +276,8 @@ class PhysicsModel:
                 qpos[free_q], qvel[free_qd] = self._free_values(prescribed, step, newton_order=False)
             mujoco.mj_step(mj_model, data)
         self.solver._update_newton_state(self.newton, following, data, state_prev=current)
-        state._states = (following, current)
-        state.steps += steps
-        state._motion_done()
+        state._warmstart[copy] = data.qacc_warmstart
+        state._pairs[copy] = (following, current)
 
     @staticmethod
     def _free_values(prescribed: tuple, step: int, *, newton_order: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -342,85 +373,107 @@ class PhysicsModel:
 
 
 class PhysicsState:
-    """The moving part of a run: body poses and velocities, belt speeds, stopper positions, parts in play."""
+    """The moving part of a run: body poses and velocities, belt speeds, stopper positions, parts in play, for
+    each copy of the line (`copy` arguments: 0 to `model.copies` - 1)."""
 
     def __init__(self, model: PhysicsModel):
         self.model = model
         self.steps = 0
-        device = model.device
-        first, second = model.newton.state(), model.newton.state()
-        newton.eval_fk(model.newton, model.newton.joint_q, model.newton.joint_qd, first)
-        self._states = (first, second)
+        device, copies = model.device, model.copies
+        self._pairs = []  # (current, following) Newton states: one for all worlds, or one per copy on the CPU
+        for _ in range(copies // model.worlds):
+            first, second = model.newton.state(), model.newton.state()
+            newton.eval_fk(model.newton, model.newton.joint_q, model.newton.joint_qd, first)
+            self._pairs.append((first, second))
+        self._warmstart = np.zeros((copies, model.solver.mj_model.nv)) if model.cpu_loop else None
         self._control = model.newton.control()
-        self._speeds = model.nominal_speeds.copy()
-        self._raised = np.ones(len(model.stoppers), bool)
-        self._driven_position = wp.zeros(len(model.belts) + len(model.stoppers), dtype=wp.float32, device=device)
+        self._speeds = np.tile(model.nominal_speeds, (copies, 1))
+        self._raised = np.ones((copies, len(model.stoppers)), bool)
+        driven = model.worlds * (len(model.belts) + len(model.stoppers))
+        self._driven_position = wp.zeros(driven, dtype=wp.float32, device=device)
         self._driven_velocity = wp.zeros_like(self._driven_position)
-        self._active_host = np.zeros(model.max_parts, np.int32)
-        self._active = wp.zeros(model.max_parts, dtype=wp.int32, device=device)
+        self._active_host = np.zeros((copies, model.max_parts), np.int32)
+        self._active = wp.zeros(model.worlds * model.max_parts, dtype=wp.int32, device=device)
         self._upload_driven()
         self._motions = {robot.path: self._rest_motion(robot) for robot in model.robots}
+
+    @property
+    def _states(self) -> tuple[newton.State, newton.State]:
+        """Copy 0's (current, following) Newton states; with robots there is only copy 0."""
+        return self._pairs[0]
 
     @property
     def time(self) -> float:
         """Simulated seconds since the state began."""
         return self.steps * self.model.dt
 
-    def belt_speed(self, belt: str) -> float:
-        return float(self._speeds[self._index(self.model.belts, belt, "belt")])
+    def belt_speed(self, belt: str, copy: int = 0) -> float:
+        return float(self._speeds[self._copy(copy), self._index(self.model.belts, belt, "belt")])
 
-    def set_belt_speed(self, belt: str, speed: float) -> None:
+    def set_belt_speed(self, belt: str, speed: float, copy: int = 0) -> None:
         """The surface speed (m/s) of the conveyor at path `belt` along its +X; negative runs it backwards."""
         if not np.isfinite(speed):
             raise ValueError(f"{belt}: belt speed must be finite, got {speed}")
-        self._speeds[self._index(self.model.belts, belt, "belt")] = speed
+        self._speeds[self._copy(copy), self._index(self.model.belts, belt, "belt")] = speed
         self._upload_driven()
 
-    def set_stopper(self, stopper: str, raised: bool) -> None:
+    def set_stopper(self, stopper: str, raised: bool, copy: int = 0) -> None:
         """Raise (holds parts) or lower (lets them pass) the stopper at path `stopper`."""
-        self._raised[self._index(self.model.stoppers, stopper, "stopper")] = bool(raised)
+        self._raised[self._copy(copy), self._index(self.model.stoppers, stopper, "stopper")] = bool(raised)
         self._upload_driven()
 
-    def spawn_part(self, position, yaw: float = 0.0) -> int:
-        """Put a part at rest with its centre at `position` (world, metres); returns its id (a pool slot)."""
+    def spawn_part(self, position, yaw: float = 0.0, copy: int = 0) -> int:
+        """Put a part at rest with its centre at `position` (world, metres) in copy `copy` of the line; returns
+        its id (a pool slot of that copy)."""
         position = np.asarray(position, np.float64)
         if position.shape != (3,) or not np.all(np.isfinite(position)):
             raise ValueError(f"part position must be three finite numbers, got {position.tolist()}")
-        free = np.flatnonzero(self._active_host == 0)
+        free = np.flatnonzero(self._active_host[self._copy(copy)] == 0)
         if not len(free):
             raise RuntimeError(f"all {self.model.max_parts} parts are in play; build the model with more max_parts")
         part = int(free[0])
-        current = self._states[0]
+        current, world = self._pairs[copy % len(self._pairs)][0], copy % self.model.worlds
         pose = wp.transform(wp.vec3(*position.tolist()), wp.quat_from_axis_angle(wp.vec3(0.0, 0.0, 1.0), float(yaw)))
         wp.launch(_place_part, dim=1, device=self.model.device,
-                  inputs=[int(self.model._part_q_host[part]), int(self.model._part_qd_host[part]), pose,
+                  inputs=[int(self.model._part_q_host[world, part]), int(self.model._part_qd_host[world, part]), pose,
                           current.joint_q, current.joint_qd])
         newton.eval_fk(self.model.newton, current.joint_q, current.joint_qd, current)
-        self._set_active(part, 1)
+        self._set_active(part, 1, copy)
         return part
 
-    def remove_part(self, part: int) -> None:
+    def remove_part(self, part: int, copy: int = 0) -> None:
         """Take part `part` out of play (it is parked at the next step); a gripper holding it lets go."""
-        if not 0 <= part < self.model.max_parts or not self._active_host[part]:
-            raise KeyError(f"no part {part} in play")
+        if not 0 <= part < self.model.max_parts or not self._active_host[self._copy(copy), part]:
+            raise KeyError(f"no part {part} in play" + (f" in copy {copy}" if self.model.copies > 1 else ""))
         for motion in self._motions.values():
             if motion.held == part:
                 motion.held = None
-        self._set_active(part, 0)
+        self._set_active(part, 0, copy)
 
-    def parts(self) -> np.ndarray:
-        """The ids of the parts in play, ascending."""
-        return np.flatnonzero(self._active_host)
+    def parts(self, copy: int = 0) -> np.ndarray:
+        """The ids of the parts in play in copy `copy`, ascending."""
+        return np.flatnonzero(self._active_host[self._copy(copy)])
 
-    def part_poses(self) -> np.ndarray:
+    def part_poses(self, copy: int = 0) -> np.ndarray:
         """(n, 7) poses of the parts in play, in `parts()` order: x, y, z and the quaternion x, y, z, w."""
-        bodies = np.asarray(self.model.part_bodies, np.int64)[self.parts()]
-        return self._states[0].body_q.numpy()[bodies].astype(np.float64)
+        current, bodies = self._part_bodies(copy)
+        return current.body_q.numpy()[bodies].astype(np.float64)
 
-    def part_velocities(self) -> np.ndarray:
+    def part_velocities(self, copy: int = 0) -> np.ndarray:
         """(n, 6) linear then angular velocities of the parts in play (world frame)."""
-        bodies = np.asarray(self.model.part_bodies, np.int64)[self.parts()]
-        return self._states[0].body_qd.numpy()[bodies].astype(np.float64)
+        current, bodies = self._part_bodies(copy)
+        return current.body_qd.numpy()[bodies].astype(np.float64)
+
+    def _part_bodies(self, copy: int) -> tuple[newton.State, np.ndarray]:
+        """The Newton state holding copy `copy` and the body indices of its parts in play there."""
+        parts, world = self.parts(copy), copy % self.model.worlds
+        bodies = np.asarray(self.model.part_bodies, np.int64)[parts] + world * self.model.bodies_per_copy
+        return self._pairs[copy % len(self._pairs)][0], bodies
+
+    def _copy(self, copy: int) -> int:
+        if not isinstance(copy, int | np.integer) or not 0 <= copy < self.model.copies:
+            raise IndexError(f"no copy {copy!r} of the line: the model has copies 0 to {self.model.copies - 1}")
+        return int(copy)
 
     # ------------------------------------------------------------------ robots and grippers
     def set_robot_joints(self, robot: str, q, *, jump: bool = False) -> None:
@@ -495,7 +548,8 @@ class PhysicsState:
                 part = motion.held
                 mujoco_q, mujoco_qd = (model._mj_part_q[part, 0], model._mj_part_qd[part, 0]) if model.cpu_loop \
                     else (0, 0)
-                indices.append(np.array([[model._part_q_host[part], model._part_qd_host[part], mujoco_q, mujoco_qd]]))
+                indices.append(np.array([[model._part_q_host[0, part], model._part_qd_host[0, part], mujoco_q,
+                                          mujoco_qd]]))
         if steps <= 0 or not starts or not sum(len(start) for start in starts):
             return (*np.zeros((4, 0), np.int64), np.zeros((0, 0, 3)), np.zeros((0, 0, 4)), np.zeros((0, 3)),
                     np.zeros((0, 3)))
@@ -508,14 +562,22 @@ class PhysicsState:
         for motion in self._motions.values():
             motion.start, motion.start_tool = motion.end.copy(), motion.tool_end.copy()
 
-    def _set_active(self, part: int, value: int) -> None:
-        self._active_host[part] = value
-        self._active.assign(self._active_host)
+    def _set_active(self, part: int, value: int, copy: int = 0) -> None:
+        self._active_host[copy, part] = value
+        if self.model.worlds == self.model.copies:  # the kernels' flags, world after world
+            self._active.assign(self._active_host.ravel())
+
+    def _driven_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(copies, belts + stoppers) prescribed positions and velocities of the driven bodies."""
+        lowered = np.where(self._raised, 0.0, -STOPPER_DROP).astype(np.float32)
+        return (np.hstack([np.zeros_like(self._speeds), lowered]),
+                np.hstack([self._speeds, np.zeros_like(lowered)]).astype(np.float32))
 
     def _upload_driven(self) -> None:
-        lowered = np.where(self._raised, 0.0, -STOPPER_DROP).astype(np.float32)
-        self._driven_position.assign(np.concatenate([np.zeros(len(self._speeds), np.float32), lowered]))
-        self._driven_velocity.assign(np.concatenate([self._speeds, np.zeros(len(lowered), np.float32)]))
+        if self.model.worlds == self.model.copies:
+            position, velocity = self._driven_values()
+            self._driven_position.assign(position.ravel())
+            self._driven_velocity.assign(velocity.ravel())
 
     @staticmethod
     def _index(names: tuple[str, ...], name: str, what: str) -> int:
