@@ -1,11 +1,14 @@
-"""Physics benchmark: the sample line with 10, 50 and 200 parts stepped at dt = 1/240 on one CPU core.
+"""Physics benchmark: the sample line stepped at dt = 1/240, (a) with 10, 50 and 200 parts, (b) as 1, 100 and
+1,000 parallel copies of the line with 10 parts each (what-if with physics).
 
-twin.physics (Newton on MuJoCo's C solver) against PyBullet stepping the same boxes at the same step:
-static collision boxes, belts as heavy bodies whose pose and velocity are reset before every step (the
-same driven-body scheme as twin.physics, as PyBullet has no surface velocity), and the same 0.2 m parts
-at the same start poses. Both run pinned to one core. The last line is one JSON object.
+twin.physics (Newton on MuJoCo's C solver; MuJoCo Warp with --device cuda:0) against PyBullet stepping the same
+boxes at the same step: static collision boxes, belts as heavy bodies whose pose and velocity are reset before
+every step (the same driven-body scheme as twin.physics, as PyBullet has no surface velocity), and the same 0.2 m
+parts at the same start poses. In (b) steps/s counts world-steps, the steps of every copy; PyBullet steps its
+copies as one world with the copies set apart. Both run pinned to one core. The last line is one JSON object.
 
-    .venv/bin/python bench/physics.py [--steps 480] [--repeats 3]
+    .venv/bin/python bench/physics.py [--device cpu] [--steps 480] [--repeats 3] [--copies 1 100 1000]
+                                      [--max-seconds 20]
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ from twin.scenes import open_layout
 
 PART_COUNTS = (10, 50, 200)
 WARMUP_STEPS = 120
+COPIES = (1, 100, 1000)
+PARTS_PER_COPY = 10
+CHUNK = 24  # steps per call in (b): a tenth of a simulated second, as a runtime tick or a what-if run asks
+COPY_MARGIN = 5.0  # metres between PyBullet's copies of the line
 COLUMNS = (("scene", "scene", "{}"), ("bodies", "bodies", "{:d}"), ("device", "device", "{}"),
            ("steps_per_s", "steps/s", "{:,.0f}"), ("realtime_factor", "x real time", "{:.2f}"),
            ("peer", "peer", "{}"), ("peer_steps_per_s", "peer steps/s", "{:,.0f}"),
@@ -57,43 +64,54 @@ def part_positions(count: int) -> np.ndarray:
     return np.array(positions)
 
 
-def newton_line(shapes: LayoutShapes, positions: np.ndarray) -> Callable[[int], None]:
-    """twin.physics with the parts at `positions`: a function that runs so many steps."""
-    model = PhysicsModel(shapes, device="cpu", max_parts=len(positions), part_size=layout.PART_SIZE)
+def newton_line(shapes: LayoutShapes, positions: np.ndarray, device: str = "cpu",
+                copies: int = 1) -> Callable[[int], None]:
+    """twin.physics with the parts at `positions` in each of `copies` copies of the line: a function that runs
+    so many steps of all copies."""
+    model = PhysicsModel(shapes, device=device, max_parts=len(positions), part_size=layout.PART_SIZE, copies=copies)
     state = model.new_state()
-    for position in positions:
-        state.spawn_part(position)
-    return lambda steps: model.step(state, steps)
+    for copy in range(copies):
+        for position in positions:
+            state.spawn_part(position, copy=copy)
+
+    def run(steps: int) -> None:
+        model.step(state, steps)
+        wp.synchronize_device(device)
+
+    return run
 
 
-def pybullet_line(shapes: LayoutShapes, positions: np.ndarray) -> Callable[[int], None]:
-    """PyBullet with the same boxes, belts and parts: a function that runs so many steps."""
+def pybullet_line(shapes: LayoutShapes, positions: np.ndarray, copies: int = 1) -> Callable[[int], None]:
+    """PyBullet with the same boxes, belts and parts, `copies` times in one world, each copy set apart along y
+    by the line's width and a margin: a function that runs so many steps."""
     client = pybullet.connect(pybullet.DIRECT)
     pybullet.setGravity(0.0, 0.0, -GRAVITY, physicsClientId=client)
     pybullet.setPhysicsEngineParameter(fixedTimeStep=STEP, physicsClientId=client)
 
-    def body(box, mass: float, friction: float) -> int:
+    def body(box, mass: float, friction: float, offset: np.ndarray) -> int:
         shape = pybullet.createCollisionShape(pybullet.GEOM_BOX, halfExtents=box.half_extents.tolist(),
                                               physicsClientId=client)
         quaternion = _quaternion(box.rotation)
-        handle = pybullet.createMultiBody(mass, shape, basePosition=box.centre.tolist(),
+        handle = pybullet.createMultiBody(mass, shape, basePosition=(box.centre + offset).tolist(),
                                           baseOrientation=quaternion, physicsClientId=client)
         pybullet.changeDynamics(handle, -1, lateralFriction=friction, physicsClientId=client)
         return handle
 
-    for box in shapes.static:
-        body(box, 0.0, SURFACE_FRICTION)
-    belts = []
-    for box in shapes.belts:
-        handle = body(box, DRIVEN_MASS, BELT_FRICTION)
-        velocity = (box.rotation @ box.direction * box.speed).tolist()
-        belts.append((handle, box.centre.tolist(), _quaternion(box.rotation), velocity))
     half = layout.PART_SIZE / 2
     part_shape = pybullet.createCollisionShape(pybullet.GEOM_BOX, halfExtents=[half] * 3, physicsClientId=client)
-    for position in positions:
-        part = pybullet.createMultiBody(DEFAULT_PART_MASS, part_shape, basePosition=position.tolist(),
-                                        physicsClientId=client)
-        pybullet.changeDynamics(part, -1, lateralFriction=1.0, physicsClientId=client)  # friction multiplies
+    belts = []
+    for copy in range(copies):
+        offset = np.array([0.0, copy * (_width(shapes) + COPY_MARGIN), 0.0])
+        for box in shapes.static:
+            body(box, 0.0, SURFACE_FRICTION, offset)
+        for box in shapes.belts:
+            handle = body(box, DRIVEN_MASS, BELT_FRICTION, offset)
+            velocity = (box.rotation @ box.direction * box.speed).tolist()
+            belts.append((handle, (box.centre + offset).tolist(), _quaternion(box.rotation), velocity))
+        for position in positions:
+            part = pybullet.createMultiBody(DEFAULT_PART_MASS, part_shape, basePosition=(position + offset).tolist(),
+                                            physicsClientId=client)
+            pybullet.changeDynamics(part, -1, lateralFriction=1.0, physicsClientId=client)  # friction multiplies
 
     def step() -> None:
         for handle, centre, quaternion, velocity in belts:
@@ -122,13 +140,62 @@ def best_rates(lines: list[Callable[[int], None]], steps: int, repeats: int) -> 
     return best
 
 
+def bounded_rates(lines: list[Callable[[int], None]], max_seconds: float, repeats: int) -> list[tuple[float, int]]:
+    """(steps per second, steps run) of each line in calls of CHUNK steps: a warm-up call, then `repeats` windows
+    each, taken in turn, every window running calls until its share of `max_seconds` is spent; best window."""
+    for run in lines:
+        run(CHUNK)
+    best = [(0.0, 0)] * len(lines)
+    for _ in range(repeats):
+        for index, run in enumerate(lines):
+            started, steps = time.perf_counter(), 0
+            while not steps or time.perf_counter() - started < max_seconds / repeats:
+                run(CHUNK)
+                steps += CHUNK
+            rate = steps / (time.perf_counter() - started)
+            best[index] = max(best[index], (rate, steps))
+    return best
+
+
+def copies_rows(shapes: LayoutShapes, device: str, counts: tuple[int, ...], max_seconds: float,
+                repeats: int) -> list[dict]:
+    """Part (b): rows for `counts` copies of the line with PARTS_PER_COPY parts each. A count whose first call
+    would overrun `max_seconds`, judged by the row before, is skipped with the reason in its row."""
+    positions, rows, per_world_step = part_positions(PARTS_PER_COPY), [], None
+    for copies in counts:
+        row = {"scene": f"sample line x{copies}", "bodies": copies * PARTS_PER_COPY, "device": device,
+               "copies": copies, "parts_per_copy": PARTS_PER_COPY, "steps_per_s": None, "realtime_factor": None,
+               "peer": "pybullet", "peer_steps_per_s": None, "ratio_to_peer": None}
+        rows.append(row)
+        if per_world_step is not None and per_world_step * copies * CHUNK * 2 > max_seconds:
+            row["skipped"] = (f"a warm-up and one call of {CHUNK} steps would take about "
+                              f"{per_world_step * copies * CHUNK * 2:.0f} s, over --max-seconds {max_seconds:g}")
+            continue
+        started = time.perf_counter()
+        lines = [newton_line(shapes, positions, device, copies), pybullet_line(shapes, positions, copies)]
+        row["build_s"] = time.perf_counter() - started
+        (ours, steps), (peer, peer_steps) = bounded_rates(lines, max_seconds, repeats)
+        per_world_step = 1.0 / (ours * copies)
+        row.update(steps_per_s=ours * copies, realtime_factor=ours * STEP, peer_steps_per_s=peer * copies,
+                   ratio_to_peer=ours / peer, steps=steps, peer_steps=peer_steps)
+    return rows
+
+
+def _width(shapes: LayoutShapes) -> float:
+    """The line's extent across y, over every box's corners."""
+    corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
+    ys = [(box.centre + (corners * box.half_extents) @ box.rotation.T)[:, 1]
+          for box in (*shapes.static, *shapes.belts, *shapes.stoppers)]
+    return float(np.ptp(np.concatenate(ys)))
+
+
 def _quaternion(rotation: np.ndarray) -> list[float]:
     q = wp.quat_from_matrix(wp.mat33(*rotation.ravel().tolist()))
     return [float(q[0]), float(q[1]), float(q[2]), float(q[3])]
 
 
 def print_table(rows: list[dict]) -> None:
-    cells = [[fmt.format(row[key]) for key, _, fmt in COLUMNS] for row in rows]
+    cells = [[fmt.format(row[key]) if row[key] is not None else "-" for key, _, fmt in COLUMNS] for row in rows]
     widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title, _) in enumerate(COLUMNS)]
     print("  ".join(title.rjust(w) for (_, title, _), w in zip(COLUMNS, widths, strict=True)))
     for c in cells:
@@ -139,6 +206,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=480, help="timed steps per window (after a warm-up)")
     parser.add_argument("--repeats", type=int, default=3, help="windows per engine, best taken")
+    parser.add_argument("--device", default="cpu", help="Warp device of twin.physics: cpu, cuda:0 (PyBullet: cpu)")
+    parser.add_argument("--copies", type=int, nargs="*", default=list(COPIES),
+                        help="(b): copies of the line per row; none to leave (b) out")
+    parser.add_argument("--max-seconds", type=float, default=20.0,
+                        help="(b): timed seconds per engine and row, after one warm-up call")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # at most one core, for both engines
@@ -146,17 +218,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         shapes = read_shapes(open_layout(build_sample_factory(Path(folder))))
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, pinned to one"
-    print(f"physics benchmark on {machine}: sample line, dt = 1/{round(1 / STEP)} s, best of {args.repeats} "
-          f"windows of {args.steps} steps")
+    print(f"physics benchmark on {machine}: sample line, dt = 1/{round(1 / STEP)} s, (a) best of {args.repeats} "
+          f"windows of {args.steps} steps; (b) copies of the line with {PARTS_PER_COPY} parts each, world-steps/s, "
+          f"best of {args.repeats} windows in {args.max_seconds:g} s per engine")
     rows = []
     for count in PART_COUNTS:
         positions = part_positions(count)
-        ours, peer = best_rates([newton_line(shapes, positions), pybullet_line(shapes, positions)],
+        ours, peer = best_rates([newton_line(shapes, positions, args.device), pybullet_line(shapes, positions)],
                                 args.steps, args.repeats)
-        rows.append({"scene": "sample line", "bodies": count, "device": "cpu", "steps_per_s": ours,
+        rows.append({"scene": "sample line", "bodies": count, "device": args.device, "steps_per_s": ours,
                      "realtime_factor": ours * STEP, "peer": "pybullet", "peer_steps_per_s": peer,
                      "ratio_to_peer": ours / peer})
+    rows += copies_rows(shapes, args.device, tuple(args.copies), args.max_seconds, args.repeats)
     print_table(rows)
+    for row in rows:
+        if "skipped" in row:
+            print(f"{row['scene']}: skipped: {row['skipped']}")
     print(json.dumps({"bench": "physics", "machine": machine, "rows": rows}))
 
 
