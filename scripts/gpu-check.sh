@@ -15,13 +15,15 @@ if ! "$PYTHON" -c 'import sys, warp as wp; wp.config.quiet = True; sys.exit(0 if
         >/dev/null 2>&1; then
     echo "gpu-check: no CUDA device here; CUDA tests and GPU benchmarks skipped"
     printf '%-14s %-8s %s\n' check status seconds
-    for name in tests-cuda check_motion line_sim kinematics; do printf '%-14s %-8s %s\n' "$name" skipped -; done
+    for name in tests-cuda check_motion line_sim kinematics physics; do printf '%-14s %-8s %s\n' "$name" skipped -; done
     exit 0
 fi
 
+DEADLINE=$(( $(date +%s) + 470 ))  # the whole run stays under 8 minutes: a check gets at most what is left
 run() {  # run NAME SECONDS COMMAND...: bounded by timeout; a benchmark's last JSON line is kept
-    local name=$1 limit=$2 started status log
+    local name=$1 limit=$(( $2 < DEADLINE - $(date +%s) ? $2 : DEADLINE - $(date +%s) )) started status log
     shift 2
+    [ "$limit" -lt 1 ] && limit=1
     log=$(mktemp)
     started=$(date +%s)
     timeout "$limit" "$@" 2>&1 | tee "$log"
@@ -38,6 +40,7 @@ run tests-cuda 180 "$PYTHON" -m pytest tests -q -p no:cacheprovider -k cuda \
 run check_motion 75 "$PYTHON" bench/check_motion.py --device cuda:0
 run line_sim 75 "$PYTHON" bench/line_sim.py --device cuda:0
 run kinematics 120 env TWIN_DEVICE=cuda:0 "$PYTHON" bench/kinematics.py
+run physics 120 "$PYTHON" bench/physics.py --device cuda:0 --steps 240 --repeats 1 --max-seconds 4
 
 echo
 printf '%-14s %-8s %s\n' check status seconds
