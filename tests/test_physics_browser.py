@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +25,12 @@ import pytest
 
 from tests.helpers import BROWSER, free_port, viewer_page, wait_for_health
 
-pytestmark = [*BROWSER, pytest.mark.slow]
+pytestmark = [*BROWSER, pytest.mark.slow, pytest.mark.timeout(360)]
 
 PARTS_IN = "twin:physics:partsIn"
-# Seconds from the demo's start: seed 1's first part lands in the bin after about 100 s (measured on 2 loaded cores).
-FIRST_IN_BIN_S = 180.0
+# Seconds of the line's (physics) clock: seed 1's first part lands in the bin at about 100 s (measured), which
+# on 2 loaded cores is about 160 s after the demo's start (start-up, physics dropped while behind real time).
+FIRST_IN_BIN_S = 150.0
 REST_S = 2.0  # a part counts as at rest when it moved under REST_MM between two looks this far apart
 REST_MM = 2.0
 INSIDE_MM = 5.0  # tolerance of "inside the bin's box": MuJoCo's soft contacts let a corner sink a few mm
@@ -37,6 +39,7 @@ INSIDE_MM = 5.0  # tolerance of "inside the bin's box": MuJoCo's soft contacts l
 # frame, column-major 4x4) and, for each, whether its rendered centre lies in the bin's rendered box.
 PAGE_PARTS = """([binPath, sinkKey]) => {
   const bin = window.twin.objects.get(binPath);
+  if (!bin?.geometry) throw new Error(`${binPath} is not a mesh in the page's scene`);
   let scene = bin;
   while (scene.parent) scene = scene.parent;
   scene.updateMatrixWorld();
@@ -104,13 +107,16 @@ def centres(matrices: list[float], indices: np.ndarray) -> np.ndarray:
     return np.asarray(matrices, dtype=float).reshape(-1, 16)[indices, 12:15]
 
 
-def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts):
+def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts, sample_layout):
     port, plc_port = free_port(), free_port()
-    log = tmp_path / "demo.log"
+    log, workdir = tmp_path / "demo.log", tmp_path / "workdir"
+    workdir.mkdir()
+    for built in (sample_layout, sample_layout.with_suffix(".glb")):  # the session's build, which the demo
+        shutil.copy2(built, workdir / built.name)  # finds up to date (mtimes kept): its own workdir, no rebuild
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "twin.cli", "demo", "--physics", "--port", str(port), "--plc-port", str(plc_port),
-         "--workdir", str(tmp_path / "workdir")],
+         "--workdir", str(workdir)],
         stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,  # its own process group
     )
     url = f"http://127.0.0.1:{port}"
@@ -123,15 +129,15 @@ def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts):
         with viewer_page(url, ready_s=90) as page:
             first_seen = resting = None
             while resting is None:
-                elapsed = time.monotonic() - started
-                assert elapsed < FIRST_IN_BIN_S, \
-                    f"no part came to rest in the page's bin within {FIRST_IN_BIN_S} s of the demo's start"
+                line_time = get_json(f"{url}/api/health")["physics"]["time_s"]
+                assert line_time < FIRST_IN_BIN_S, \
+                    f"no part came to rest in the page's bin by {FIRST_IN_BIN_S} s of the line's time"
                 before = page.evaluate(PAGE_PARTS, [bin_path, sink_key])
                 landed = in_bin(before["matrices"], geometry)
                 if len(landed) == 0:
                     page.wait_for_timeout(1000)
                     continue
-                first_seen = first_seen or round(elapsed, 1)
+                first_seen = first_seen or {"line_s": line_time, "wall_s": round(time.monotonic() - started, 1)}
                 page.wait_for_timeout(REST_S * 1000)
                 after = page.evaluate(PAGE_PARTS, [bin_path, sink_key])
                 now = in_bin(after["matrices"], geometry)
@@ -159,11 +165,12 @@ def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts):
             page.mouse.down()
             page.mouse.move(x, y + 120, steps=10)
             page.mouse.up()
+            page.mouse.wheel(0, 200)  # a step back: the takeaway belt above the bin in view
             page.wait_for_timeout(1500)
             page.screenshot(path=str(artifacts / "physics-bin.png"))
 
         figures = {
-            "first_part_in_bin_in_page_s": first_seen, "first_part_at_rest_in_page_s": rested_at,
+            "first_part_in_bin_in_page": first_seen, "first_part_at_rest_in_page_wall_s": rested_at,
             "parts_in_bin_in_page": len(now), "parts_at_rest_in_page": len(resting),
             "parts_in_page_stream": after["partsIn"], "parts_in_server": server_in, "physics": health,
             "part_centres_in_bin_m": np.round(centres(after["matrices"], now), 4).tolist(), **geometry,
