@@ -9,6 +9,7 @@ physics-bin.json (the figures).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -57,6 +58,19 @@ PAGE_PARTS = """([binPath, sinkKey]) => {
     inRenderedBin,
     partsIn: window.twin.signals.get(sinkKey)?.v ?? null,
   };
+}"""
+# Pixels of the parts' teal (0x2dd4bf, lit) in a PNG of the 3D view, counted by the page's own image decoder.
+PART_PIXELS = """async (png) => {
+  const image = new Image();
+  image.src = `data:image/png;base64,${png}`;
+  await image.decode();
+  const canvas = Object.assign(document.createElement('canvas'), { width: image.width, height: image.height });
+  const context = canvas.getContext('2d');
+  context.drawImage(image, 0, 0);
+  const data = context.getImageData(0, 0, image.width, image.height).data;
+  let count = 0;
+  for (let i = 0; i < data.length; i += 4) if (data[i + 1] - data[i] > 80 && data[i + 2] - data[i] > 60) count++;
+  return count;
 }"""
 
 
@@ -168,11 +182,15 @@ def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts, sample_
             page.mouse.wheel(0, 200)  # a step back: the takeaway belt above the bin in view
             page.wait_for_timeout(1500)
             page.screenshot(path=str(artifacts / "physics-bin.png"))
+            view = base64.b64encode(page.locator("#canvas").screenshot()).decode()
+            part_pixels = page.evaluate(PART_PIXELS, view)
+            assert part_pixels > 400, f"the view of the bin shows {part_pixels} pixels of parts"
 
         figures = {
             "first_part_in_bin_in_page": first_seen, "first_part_at_rest_in_page_wall_s": rested_at,
             "parts_in_bin_in_page": len(now), "parts_at_rest_in_page": len(resting),
-            "parts_in_page_stream": after["partsIn"], "parts_in_server": server_in, "physics": health,
+            "part_pixels_in_view": part_pixels, "parts_in_page_stream": after["partsIn"], "parts_in_server": server_in,
+            "physics": health,
             "part_centres_in_bin_m": np.round(centres(after["matrices"], now), 4).tolist(), **geometry,
         }
         (artifacts / "physics-bin.json").write_text(json.dumps(figures, indent=2))
