@@ -29,8 +29,8 @@ from tests.helpers import BROWSER, free_port, viewer_page, wait_for_health
 pytestmark = [*BROWSER, pytest.mark.slow, pytest.mark.timeout(360)]
 
 PARTS_IN = "twin:physics:partsIn"
-# Seconds of the line's (physics) clock: seed 1's first part lands in the bin at about 100 s (measured), which
-# on 2 loaded cores is about 160 s after the demo's start (start-up, physics dropped while behind real time).
+# Seconds of the line's (physics) clock: seed 1's first part lands in the bin at about 102 s (measured), which
+# on 2 loaded cores is about 145 s after the demo's start (its start-up, physics dropped while behind real time).
 FIRST_IN_BIN_S = 150.0
 REST_S = 2.0  # a part counts as at rest when it moved under REST_MM between two looks this far apart
 REST_MM = 2.0
@@ -144,8 +144,9 @@ def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts, sample_
             first_seen = resting = None
             while resting is None:
                 line_time = get_json(f"{url}/api/health")["physics"]["time_s"]
-                assert line_time < FIRST_IN_BIN_S, \
-                    f"no part came to rest in the page's bin by {FIRST_IN_BIN_S} s of the line's time"
+                assert line_time < FIRST_IN_BIN_S, (
+                    f"no part came to rest in the page's bin by {FIRST_IN_BIN_S} s of the line's time; "
+                    f"the demo's log ends:\n{log.read_text()[-3000:]}")
                 before = page.evaluate(PAGE_PARTS, [bin_path, sink_key])
                 landed = in_bin(before["matrices"], geometry)
                 if len(landed) == 0:
@@ -179,7 +180,7 @@ def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts, sample_
             page.mouse.down()
             page.mouse.move(x, y + 120, steps=10)
             page.mouse.up()
-            page.mouse.wheel(0, 200)  # a step back: the takeaway belt above the bin in view
+            page.mouse.wheel(0, 200)  # a step back, the takeaway belt in view too
             page.wait_for_timeout(1500)
             page.screenshot(path=str(artifacts / "physics-bin.png"))
             view = base64.b64encode(page.locator("#canvas").screenshot()).decode()
@@ -201,5 +202,6 @@ def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts, sample_
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
