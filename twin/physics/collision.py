@@ -220,6 +220,10 @@ def _surfaces_meet(b_to_a: wp.transform, root_a: int, root_b: int, node_center: 
                     node_half[root_b]):
         return -2
     a_to_b = wp.transform_inverse(b_to_a)
+    # a's root box as a box in b's frame: while b is split under it (a link against the cell's tree), b's three
+    # axes, the likeliest to separate, are tried first at the cost of three comparisons
+    root_in_b = wp.mul(wp.transpose(rot), node_center[root_a] - shift)
+    root_reach = wp.mul(wp.transpose(rot_abs), node_half[root_a])
     stack_a = _Stack()
     stack_b = _Stack()
     stack_a[0] = root_a
@@ -258,6 +262,11 @@ def _surfaces_meet(b_to_a: wp.transform, root_a: int, root_b: int, node_center: 
                 next_a = child_a + k
             else:
                 next_b = child_b + k
+            if next_a == root_a:
+                gap = node_center[next_b] - root_in_b
+                reach = node_half[next_b] + root_reach
+                if wp.abs(gap[0]) > reach[0] or wp.abs(gap[1]) > reach[1] or wp.abs(gap[2]) > reach[2]:
+                    continue
             if not _nodes_apart(rot, rot_abs, shift, node_center[next_a], node_half[next_a], node_center[next_b],
                                 node_half[next_b]):
                 stack_a[top] = next_a
@@ -824,6 +833,8 @@ class MotionChecker:
         Warp runs a CPU launch on one thread, so on the CPU the configurations are cut into one slice per
         core, each launched from its own Python thread (launches release the GIL)."""
         count = link_world.shape[0]
+        if not self._pair_count:
+            return np.full((count, 0), -1)
         self._buffers(count)
         faces, first_pair = self._faces[:count], self._first_pair[:count]
         first_pair.fill_(self._pair_count)
