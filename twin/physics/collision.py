@@ -4,10 +4,12 @@ Every body is a set of triangles in its own frame: one per link (the meshes unde
 UsdPhysics.CollisionAPI if any, else the visual meshes) and one for the cell (every visible Mesh and Cube gprim
 within the robot's reach that is not part of a robot: what the viewer shows, not the hidden boxes that stand in
 for it in the parts physics). Each body gets a balanced bounding-box tree, built once and uploaded with the
-triangles to the device (`_DeviceModel`, never changed); a batch only brings its link poses. A check is one
-thread per (configuration, pair): both trees are descended together, node boxes compared by separating axes,
-and where one side reaches a leaf its triangles go down the other's subtree, pruned by an exact
-triangle-box test, to triangle-triangle tests. A configuration stops at its first pair that meets.
+triangles to the device (`_DeviceModel`, never changed); a batch only brings its link poses (into buffers kept
+from call to call). Per configuration, each body's root box is first put in the world as an axis-aligned box,
+and a pair whose two boxes are apart is done. Otherwise both trees are descended together, node boxes compared
+by separating axes, and where one side reaches a leaf its triangles go down the other's subtree, pruned by an
+exact triangle-box test, to triangle-triangle tests. A configuration stops at its first pair that meets: on
+the CPU one thread runs a configuration's pairs in order, on a GPU one thread runs each pair.
 
 Pairs checked: every moving link (one moved by a joint) against the cell, and two links of the robot when at
 least two joints separate them and they do not already touch at the clamped zero configuration (adjacent
@@ -325,6 +327,22 @@ def _pair_face(
 
 
 @wp.kernel(enable_backward=False)
+def _body_box_kernel(link_world: wp.array2d(dtype=wp.transform), body_link: wp.array(dtype=int),
+                     body_root: wp.array(dtype=int), node_center: wp.array(dtype=wp.vec3),
+                     node_half: wp.array(dtype=wp.vec3), box_lower: wp.array2d(dtype=wp.vec3),
+                     box_upper: wp.array2d(dtype=wp.vec3)):
+    """Each body's root box in the world, as an axis-aligned box, per configuration: one cheap test then
+    rejects a pair of bodies far apart, whatever pairs they are in."""
+    config, body = wp.tid()
+    pose = _body_pose(link_world, config, body_link[body])
+    root = body_root[body]
+    lower = node_center[root] - node_half[root]
+    upper = node_center[root] + node_half[root]
+    box_lower[config, body] = _box_lower(pose, lower, upper)
+    box_upper[config, body] = _box_upper(pose, lower, upper)
+
+
+@wp.kernel(enable_backward=False)
 def _contact_kernel(
     link_world: wp.array2d(dtype=wp.transform), pair_a: wp.array(dtype=int), pair_b: wp.array(dtype=int),
     body_link: wp.array(dtype=int), body_root: wp.array(dtype=int), body_mesh: wp.array(dtype=wp.uint64),
@@ -333,7 +351,8 @@ def _contact_kernel(
     node_first: wp.array(dtype=int), node_count: wp.array(dtype=int), tri_points: wp.array(dtype=wp.vec3),
     tri_face: wp.array(dtype=int), solid_mesh: wp.array(dtype=wp.uint64), solid_center: wp.array(dtype=wp.vec3),
     solid_half: wp.array(dtype=wp.vec3), solid_face: wp.array(dtype=int), first_only: int, lanes: int,
-    first_pair: wp.array(dtype=int), hit_face: wp.array2d(dtype=int),
+    box_lower: wp.array2d(dtype=wp.vec3), box_upper: wp.array2d(dtype=wp.vec3), first_pair: wp.array(dtype=int),
+    hit_face: wp.array2d(dtype=int),
 ):
     """hit_face[c, p]: the face of pair p's body b that meets its body a in configuration c, -1 where apart.
     Thread (c, lane) checks pairs lane, lane + lanes, ... in order: on the CPU one lane (a thread per
@@ -350,9 +369,18 @@ def _contact_kernel(
     while pair < pair_count:
         if first_only != 0 and first_pair[config] < pair:
             return
-        face = _pair_face(link_world, config, pair_a[pair], pair_b[pair], body_link, body_root, body_mesh,
-                          body_closed, body_points, body_point_start, node_center, node_half, node_child, node_first,
-                          node_count, tri_points, tri_face, solid_mesh, solid_center, solid_half, solid_face)
+        a = pair_a[pair]
+        b = pair_b[pair]
+        low_a = box_lower[config, a]
+        high_a = box_upper[config, a]
+        low_b = box_lower[config, b]
+        high_b = box_upper[config, b]
+        face = int(-1)
+        if low_a[0] <= high_b[0] and low_b[0] <= high_a[0] and low_a[1] <= high_b[1] and low_b[1] <= high_a[1] \
+                and low_a[2] <= high_b[2] and low_b[2] <= high_a[2]:
+            face = _pair_face(link_world, config, a, b, body_link, body_root, body_mesh, body_closed, body_points,
+                              body_point_start, node_center, node_half, node_child, node_first, node_count,
+                              tri_points, tri_face, solid_mesh, solid_center, solid_half, solid_face)
         hit_face[config, pair] = face
         if face >= 0 and first_only != 0:
             wp.atomic_min(first_pair, config, pair)
@@ -815,6 +843,8 @@ class MotionChecker:
             self._poses = wp.empty((capacity, self.chain.n_links), dtype=wp.transform)
             self._faces = wp.empty((capacity, self._pair_count), dtype=int)
             self._first_pair = wp.empty(capacity, dtype=int)
+            self._box_lower = wp.empty((capacity, len(self.bodies)), dtype=wp.vec3)
+            self._box_upper = wp.empty((capacity, len(self.bodies)), dtype=wp.vec3)
         self._capacity = capacity
 
     def _link_world(self, q: np.ndarray) -> wp.array:
@@ -843,10 +873,15 @@ class MotionChecker:
         model = self._model.contact_inputs()
         lanes = 1 if wp.get_device(self.device).is_cpu else max(1, self._pair_count)  # CPU: a thread per configuration
 
+        box_lower, box_upper = self._box_lower[:count], self._box_upper[:count]
+
         def launch(lo: int, hi: int) -> None:
+            wp.launch(_body_box_kernel, dim=(int(hi - lo), len(self.bodies)), device=self.device,
+                      inputs=[link_world[lo:hi], self._model.body_link, self._model.body_root, self._model.node_center,
+                              self._model.node_half], outputs=[box_lower[lo:hi], box_upper[lo:hi]])
             wp.launch(_contact_kernel, dim=(int(hi - lo), lanes), device=self.device,
                       inputs=[link_world[lo:hi], self._pair_a, self._pair_b, *model, int(first_only), lanes,
-                              first_pair[lo:hi]], outputs=[faces[lo:hi]])
+                              box_lower[lo:hi], box_upper[lo:hi], first_pair[lo:hi]], outputs=[faces[lo:hi]])
 
         if slices == 1:
             launch(0, count)
