@@ -106,6 +106,12 @@ def _body_pose(link_world: wp.array2d(dtype=wp.transform), config: int, link: in
 
 
 @wp.func
+def _abs_matrix(m: wp.mat33) -> wp.mat33:
+    return wp.mat33(wp.abs(m[0, 0]), wp.abs(m[0, 1]), wp.abs(m[0, 2]), wp.abs(m[1, 0]), wp.abs(m[1, 1]),
+                    wp.abs(m[1, 2]), wp.abs(m[2, 0]), wp.abs(m[2, 1]), wp.abs(m[2, 2]))
+
+
+@wp.func
 def _box_lower(t: wp.transform, lower: wp.vec3, upper: wp.vec3) -> wp.vec3:
     """Lower corner of the box (lower, upper) moved by t, as an axis-aligned box."""
     center = wp.transform_point(t, 0.5 * (lower + upper))
@@ -333,13 +339,14 @@ def _body_box_kernel(link_world: wp.array2d(dtype=wp.transform), body_link: wp.a
                      box_upper: wp.array2d(dtype=wp.vec3)):
     """Each body's root box in the world, as an axis-aligned box, per configuration: one cheap test then
     rejects a pair of bodies far apart, whatever pairs they are in."""
-    config, body = wp.tid()
-    pose = _body_pose(link_world, config, body_link[body])
-    root = body_root[body]
-    lower = node_center[root] - node_half[root]
-    upper = node_center[root] + node_half[root]
-    box_lower[config, body] = _box_lower(pose, lower, upper)
-    box_upper[config, body] = _box_upper(pose, lower, upper)
+    config = wp.tid()
+    for body in range(body_link.shape[0]):
+        pose = _body_pose(link_world, config, body_link[body])
+        root = body_root[body]
+        center = wp.transform_point(pose, node_center[root])
+        extent = wp.mul(_abs_matrix(wp.quat_to_matrix(wp.transform_get_rotation(pose))), node_half[root])
+        box_lower[config, body] = center - extent
+        box_upper[config, body] = center + extent
 
 
 @wp.kernel(enable_backward=False)
@@ -876,7 +883,7 @@ class MotionChecker:
         box_lower, box_upper = self._box_lower[:count], self._box_upper[:count]
 
         def launch(lo: int, hi: int) -> None:
-            wp.launch(_body_box_kernel, dim=(int(hi - lo), len(self.bodies)), device=self.device,
+            wp.launch(_body_box_kernel, dim=int(hi - lo), device=self.device,
                       inputs=[link_world[lo:hi], self._model.body_link, self._model.body_root, self._model.node_center,
                               self._model.node_half], outputs=[box_lower[lo:hi], box_upper[lo:hi]])
             wp.launch(_contact_kernel, dim=(int(hi - lo), lanes), device=self.device,
