@@ -53,11 +53,13 @@ COLUMNS = (("scene", "scene", "{}"), ("bodies", "bodies", "{:d}"), ("device", "d
 
 
 def part_positions(count: int) -> np.ndarray:
-    """Start poses: two lanes 0.3 m apart along every belt, then a grid on the floor beside the line."""
+    """Start poses: single file 0.25 m apart along every belt's centre line (between its guide rails), then a
+    grid on the floor beside the line."""
     height = layout.BELT_HEIGHT + layout.PART_SIZE / 2 + 0.001
-    on_belts = [(spec.start[0] + x, lane, height) for spec in layout.CONVEYORS
-                for x in np.arange(0.2, spec.length - 0.1, 0.3) for lane in (-0.12, 0.12)]
-    on_floor = [(x, y, layout.PART_SIZE / 2 + 0.001) for y in (-2.6, -3.0, -3.4) for x in np.arange(0.0, 20.0, 0.4)]
+    on_belts = [(spec.start[0] + x, spec.start[1], height) for spec in layout.CONVEYORS
+                for x in np.arange(0.2, spec.length - 0.1, 0.25)]
+    on_floor = [(x, y, layout.PART_SIZE / 2 + 0.001) for y in (-2.6, -3.0, -3.4, -3.8)
+                for x in np.arange(0.0, 20.0, 0.4)]
     positions = (on_belts + on_floor)[:count]
     if len(positions) < count:
         raise ValueError(f"room for {len(positions)} parts, asked for {count}")
@@ -88,30 +90,34 @@ def pybullet_line(shapes: LayoutShapes, positions: np.ndarray, copies: int = 1) 
     pybullet.setGravity(0.0, 0.0, -GRAVITY, physicsClientId=client)
     pybullet.setPhysicsEngineParameter(fixedTimeStep=STEP, physicsClientId=client)
 
-    def body(box, mass: float, friction: float, offset: np.ndarray) -> int:
-        shape = pybullet.createCollisionShape(pybullet.GEOM_BOX, halfExtents=box.half_extents.tolist(),
-                                              physicsClientId=client)
-        quaternion = _quaternion(box.rotation)
-        handle = pybullet.createMultiBody(mass, shape, basePosition=(box.centre + offset).tolist(),
-                                          baseOrientation=quaternion, physicsClientId=client)
-        pybullet.changeDynamics(handle, -1, lateralFriction=friction, physicsClientId=client)
-        return handle
+    offsets = np.array([0.0, 1.0, 0.0]) * (_width(shapes) + COPY_MARGIN) * np.arange(copies)[:, None]
 
-    half = layout.PART_SIZE / 2
-    part_shape = pybullet.createCollisionShape(pybullet.GEOM_BOX, halfExtents=[half] * 3, physicsClientId=client)
+    def box_shape(half_extents: np.ndarray) -> int:
+        return pybullet.createCollisionShape(pybullet.GEOM_BOX, halfExtents=half_extents.tolist(),
+                                             physicsClientId=client)
+
+    def bodies(shape: int, centre: np.ndarray, quaternion: list[float], mass: float, friction: float) -> list[int]:
+        """A body of `shape` at `centre` in every copy, made in one call (one call per body slows down as the
+        world grows)."""
+        made = pybullet.createMultiBody(mass, shape, baseOrientation=quaternion,
+                                        batchPositions=(centre + offsets).tolist(), physicsClientId=client)
+        handles = [made] if isinstance(made, int) else list(made)
+        for handle in handles:
+            pybullet.changeDynamics(handle, -1, lateralFriction=friction, physicsClientId=client)
+        return handles
+
+    for box in shapes.static:
+        bodies(box_shape(box.half_extents), box.centre, _quaternion(box.rotation), 0.0, SURFACE_FRICTION)
     belts = []
-    for copy in range(copies):
-        offset = np.array([0.0, copy * (_width(shapes) + COPY_MARGIN), 0.0])
-        for box in shapes.static:
-            body(box, 0.0, SURFACE_FRICTION, offset)
-        for box in shapes.belts:
-            handle = body(box, DRIVEN_MASS, BELT_FRICTION, offset)
-            velocity = (box.rotation @ box.direction * box.speed).tolist()
-            belts.append((handle, (box.centre + offset).tolist(), _quaternion(box.rotation), velocity))
-        for position in positions:
-            part = pybullet.createMultiBody(DEFAULT_PART_MASS, part_shape, basePosition=(position + offset).tolist(),
-                                            physicsClientId=client)
-            pybullet.changeDynamics(part, -1, lateralFriction=1.0, physicsClientId=client)  # friction multiplies
+    for box in shapes.belts:
+        velocity = (box.rotation @ box.direction * box.speed).tolist()
+        quaternion = _quaternion(box.rotation)
+        handles = bodies(box_shape(box.half_extents), box.centre, quaternion, DRIVEN_MASS, BELT_FRICTION)
+        belts += [(handle, (box.centre + offset).tolist(), quaternion, velocity)
+                  for handle, offset in zip(handles, offsets, strict=True)]
+    part_shape = box_shape(np.full(3, layout.PART_SIZE / 2))
+    for position in positions:  # friction multiplies in PyBullet: the parts' 1.0 leaves the surface's
+        bodies(part_shape, position, [0.0, 0.0, 0.0, 1.0], DEFAULT_PART_MASS, 1.0)
 
     def step() -> None:
         for handle, centre, quaternion, velocity in belts:
