@@ -29,7 +29,7 @@ from scipy import stats
 TICK_HZ = 30.0
 
 
-def run_seed(seed: int, minutes: float, replications: int, robots: str = "gripper") -> dict:
+def run_seed(seed: int, minutes: float, replications: int, robots: str = "gripper", device: str = "cpu") -> dict:
     from twin.line.model import read_line
     from twin.line.whatif import run_whatif
     from twin.sample_factory.scene import build_sample_factory
@@ -42,9 +42,9 @@ def run_seed(seed: int, minutes: float, replications: int, robots: str = "grippe
         if robots == "kinematic":
             _without_grippers(layout)
         model = read_line(open_layout(layout))
-        prediction = run_whatif(model, replications=replications, hours=hours, seed=seed, device="cpu")
-        paired = run_whatif(model, replications=1, hours=hours, seed=seed, device="cpu")
-        twin = Twin(layout, physics=True, device="cpu", seed=seed)
+        prediction = run_whatif(model, replications=replications, hours=hours, seed=seed, device=device)
+        paired = run_whatif(model, replications=1, hours=hours, seed=seed, device=device)
+        twin = Twin(layout, physics=True, device=device, seed=seed)
         ticks = int(minutes * 60.0 * TICK_HZ)
         cpu_start, wall_start, slowest = time.process_time(), time.perf_counter(), 0.0
         for tick in range(1, ticks + 1):
@@ -83,11 +83,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run side by side, one process each")
     parser.add_argument("--robots", choices=("gripper", "kinematic"), default="gripper",
                         help="robots gripping on physics (the layout as built), or moving parts kinematically")
+    parser.add_argument("--device", default="cpu", help="Warp device of the physics and the line model: cpu, cuda:0")
     args = parser.parse_args()
     load_before = os.getloadavg()
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(run_seed, args.seeds, [args.minutes] * len(args.seeds),
-                             [args.replications] * len(args.seeds), [args.robots] * len(args.seeds)))
+                             [args.replications] * len(args.seeds), [args.robots] * len(args.seeds),
+                             [args.device] * len(args.seeds)))
     print(f"{args.robots} robots, {args.minutes:g} simulated minutes at {TICK_HZ:g} Hz ticks; "
           f"load average {load_before[0]:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores, {args.jobs} run(s) side by side")
