@@ -11,7 +11,7 @@ import { Replay } from './replay.js';
 import './site.js';
 import { Stream } from './stream.js';
 import { PrimTree } from './tree.js';
-import { Viewer } from './viewer.js';
+import { QUALITY_SETTINGS, Viewer } from './viewer.js';
 import { WhatIfPanel } from './whatif.js';
 
 /** Clicking any part of these selects the whole object (a robot, not one of its links). */
@@ -28,7 +28,13 @@ const kinds = new Map(); // prim path -> twin:kind, from /api/scene
 let glbLoaded = false;
 let selected = null;
 
-const viewer = new Viewer($('canvas'), { onPick: (object) => select(object && pickTarget(object)) });
+const qualityElement = $('quality');
+const qualityHistory = []; // {level, setting, frameMs}: each render quality taken, the first one included
+const viewer = new Viewer($('canvas'), {
+  onPick: (object) => select(object && pickTarget(object)),
+  quality: qualitySetting(),
+  onQuality: showQuality,
+});
 const tree = new PrimTree($('tree'), $('tree-search'), {
   onSelect: select,
   onFocus: (path) => {
@@ -108,7 +114,8 @@ const twin = {
   statusHistory: [], // connection states in order: connecting, live, stale, reconnecting...
   partsApplyHistory: [], // main-thread ms to apply each frame's parts (decode excluded), the last 600
   renderedFrames: () => viewer.renderedFrames,
-  quality: () => viewer.quality,
+  quality: () => viewer.quality, // {setting: 'auto' or pinned, level: 'low' | 'medium' | 'high', frameMs}
+  qualityHistory,
   lamps: (layer = 'live') => viewer.lampStates(layer),
   alarms: () => [...plant.ruleAlarms, ...plant.alarms.values()],
   replay: replay.state, // active, playing, speed, instant (Unix s) the page shows, start/end of the history
@@ -201,6 +208,25 @@ function applyFrame(frame, schema, replayed = false) {
   if (frame.snapshot && glbLoaded) twin.ready = true;
 }
 
+/**
+ * The render quality asked for: `?quality=` in the page's URL, else the one last chosen here, else 'auto'.
+ * A value that is not a setting is reported and ignored.
+ */
+function qualitySetting() {
+  const asked = new URLSearchParams(location.search).get('quality') ?? localStorage.getItem('twin.quality');
+  if (asked === null || QUALITY_SETTINGS.includes(asked)) return asked ?? 'auto';
+  console.warn(`?quality=${asked} in the page's URL is not one of ${QUALITY_SETTINGS.join(', ')}: using auto`);
+  return 'auto';
+}
+
+/** The toolbar's quality menu shows the setting, and under 'auto' the level it settled on. */
+function showQuality(level, setting, frameMs) {
+  qualityHistory.push({ level, setting, frameMs });
+  qualityElement.value = setting;
+  qualityElement.options[0].textContent = setting === 'auto' ? `Auto (${level})` : 'Auto';
+  qualityElement.title = `Render quality: ${level}${setting === 'auto' ? ', adapted to the frame time' : ', pinned'}`;
+}
+
 function setStatus(status) {
   if (twin.statusHistory.at(-1) !== status) twin.statusHistory.push(status);
   statusElement.textContent = status;
@@ -246,6 +272,10 @@ function listenForKeys() {
   });
   $('fit-all').addEventListener('click', () => viewer.frameAll());
   $('focus').addEventListener('click', () => viewer.focusSelection());
+  qualityElement.addEventListener('change', () => {
+    localStorage.setItem('twin.quality', qualityElement.value);
+    viewer.setQuality(qualityElement.value);
+  });
 }
 
 async function start() {

@@ -7,9 +7,30 @@ import { RoomEnvironment } from 'three/addons/environments/RoomEnvironment.js';
 
 const PART_SIZE = 0.2; // the backend's parts are 0.2 m cubes with their origin at the centre
 const PART_CAPACITY = 256;
-const CLICK_TOLERANCE_PX = 5;
-const SLOW_FRAME_MS = 66; // under 15 rendered frames per second // a pointer that moved further was orbiting, not clicking
+const CLICK_TOLERANCE_PX = 5; // a pointer that moved further was orbiting, not clicking
 const HIGHLIGHT = new THREE.Color(0x3d8bfd);
+
+/**
+ * Render qualities, cheapest first. Each step down drops what costs most where the GPU is software
+ * (SwiftShader or llvmpipe in a VDI session or a GPU-less thin client): shadow maps (a second pass over every
+ * triangle), resolution and the image-based environment lighting, then detail: a software rasterizer's time
+ * goes with the triangle count, and a robot's meshes alone can hold 60,000. `pixelRatio` scales the device
+ * pixel ratio (itself capped at 2); `detail` false draws meshes over DETAILED_TRIANGLES simplified.
+ */
+export const QUALITIES = [
+  { name: 'low', pixelRatio: 0.4, shadows: false, environment: false, detail: false },
+  { name: 'medium', pixelRatio: 0.75, shadows: false, environment: true, detail: true },
+  { name: 'high', pixelRatio: 1, shadows: true, environment: true, detail: true },
+];
+const DETAILED_TRIANGLES = 2000;
+const SIMPLIFY_CELLS = 16; // vertices merge within cells of 1/16 of a simplified mesh's largest extent
+export const QUALITY_SETTINGS = ['auto', ...QUALITIES.map((quality) => quality.name)];
+const FRAME_BUDGET_MS = 34; // a median frame over this (under 30 frames per second) steps quality down
+const HEADROOM_MS = 20; // a median frame under this (about one 60 Hz vsync) may step it back up
+const QUALITY_WINDOW_MS = 1000; // frame times are judged over windows of about a second
+const MIN_WINDOW_FRAMES = 5;
+const HEADROOM_WINDOWS = 3; // this many windows in a row with headroom before stepping up
+const RETRY_UP_MS = 10000; // after a step up proved too slow, wait this long (doubling) before trying again
 
 /**
  * Write a rigid transform (position i of `positions`, int16 quaternion i of `quaternions`) as a
@@ -44,33 +65,100 @@ function writePose(out, o, positions, quaternions, i) {
   out[o + 15] = 1;
 }
 
+/**
+ * A coarser copy of a mesh's geometry by vertex clustering: vertices in the same grid cell merge (each keeps
+ * the attributes, colour included, of its first vertex), triangles that collapse are dropped, normals are
+ * recomputed. Linear in the vertex count, so it can run in the page.
+ */
+function simplifiedGeometry(geometry) {
+  const position = geometry.attributes.position;
+  geometry.computeBoundingBox();
+  const { min, max } = geometry.boundingBox;
+  const cell = Math.max(max.x - min.x, max.y - min.y, max.z - min.z) / SIMPLIFY_CELLS || 1;
+  const span = SIMPLIFY_CELLS + 1;
+  const clusters = new Map(); // cell number -> merged vertex
+  const merged = new Uint32Array(position.count);
+  const firsts = []; // merged vertex -> the original vertex it keeps the attributes of
+  for (let i = 0; i < position.count; i++) {
+    const key = Math.floor((position.getX(i) - min.x) / cell) + span * (Math.floor((position.getY(i) - min.y) / cell)
+      + span * Math.floor((position.getZ(i) - min.z) / cell));
+    let vertex = clusters.get(key);
+    if (vertex === undefined) {
+      vertex = firsts.length;
+      clusters.set(key, vertex);
+      firsts.push(i);
+    }
+    merged[i] = vertex;
+  }
+  const corners = geometry.index ? geometry.index.array : Array.from({ length: position.count }, (_, i) => i);
+  const indices = [];
+  for (let t = 0; t + 2 < corners.length; t += 3) {
+    const a = merged[corners[t]], b = merged[corners[t + 1]], c = merged[corners[t + 2]];
+    if (a !== b && b !== c && a !== c) indices.push(a, b, c);
+  }
+  const simplified = new THREE.BufferGeometry();
+  for (const [name, attribute] of Object.entries(geometry.attributes)) {
+    if (name === 'normal') continue;
+    const { itemSize } = attribute;
+    const values = new attribute.array.constructor(firsts.length * itemSize);
+    firsts.forEach((original, vertex) => {
+      for (let k = 0; k < itemSize; k++) values[vertex * itemSize + k] = attribute.getComponent(original, k);
+    });
+    simplified.setAttribute(name, new THREE.BufferAttribute(values, itemSize, attribute.normalized));
+  }
+  simplified.setIndex(indices);
+  simplified.computeVertexNormals();
+  return simplified;
+}
+
+/** Whether WebGL here rasterizes on the CPU (SwiftShader, llvmpipe...), as in a VDI session or a GPU-less client. */
+function isSoftwareRenderer() {
+  const gl = document.createElement('canvas').getContext('webgl2');
+  if (!gl) return true;
+  const info = gl.getExtension('WEBGL_debug_renderer_info');
+  const name = info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);
+  gl.getExtension('WEBGL_lose_context')?.loseContext();
+  return /swiftshader|llvmpipe|softpipe|software|basic render/i.test(String(name));
+}
+
 export class Viewer {
   #point = [0, 0, 0];
 
-  /** `onPick(object)` gets the clicked Object3D, or null for a click on empty space. */
-  constructor(canvas, { onPick }) {
+  /**
+   * `onPick(object)` gets the clicked Object3D, or null for a click on empty space; `quality` is 'auto'
+   * (adapt to the measured frame time) or a QUALITIES name to pin; `onQuality(level, setting, frameMs)` hears
+   * of every change (frameMs: the median frame time that led to it, if any).
+   */
+  constructor(canvas, { onPick, quality = 'auto', onQuality = () => {} }) {
     this.canvas = canvas;
     this.onPick = onPick;
+    this.onQuality = onQuality;
     /** prim path -> Object3D, for every GLB node (nodes are named by their prim path). */
     this.objects = new Map();
     this.needsRender = true;
     this.renderedFrames = 0; // frames actually drawn (rendering happens only when something changed)
-    this.quality = 2; // 2: shadows, full resolution; 1: no shadows; 0: no shadows, lower resolution
-    this.frameInterval = 16;
-    this.framesAtQuality = 0;
-    this.lastRender = 0;
+    this.frameTimes = []; // ms between consecutive rendered animation frames, this quality window
+    this.frameTimeMedian = null; // of the last full window
+    this.windowStart = 0;
+    this.renderedLastFrame = false;
+    this.lastFrame = 0;
+    this.headroomWindows = 0;
+    this.retryUpMs = RETRY_UP_MS;
+    this.noStepUpUntil = 0;
+    this.steppedUpAt = null; // when auto last stepped up: a slow window right after undoes it
+    this.detailed = new Map(); // mesh -> [full geometry, simplified], for meshes over DETAILED_TRIANGLES
 
-    const renderer = new THREE.WebGLRenderer({ canvas, antialias: true });
-    renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
+    // Antialiasing is fixed with the WebGL context: off where the rasterizer is software or quality is pinned low.
+    const software = isSoftwareRenderer();
+    const renderer = new THREE.WebGLRenderer({ canvas, antialias: !software && quality !== 'low' });
     renderer.toneMapping = THREE.ACESFilmicToneMapping;
-    renderer.shadowMap.enabled = true;
     renderer.shadowMap.type = THREE.PCFShadowMap;
     this.renderer = renderer;
 
     const scene = new THREE.Scene();
     scene.background = new THREE.Color(0x1a1e25);
     const pmrem = new THREE.PMREMGenerator(renderer);
-    scene.environment = pmrem.fromScene(new RoomEnvironment(), 0.04).texture;
+    this.environment = pmrem.fromScene(new RoomEnvironment(), 0.04).texture;
     scene.environmentIntensity = 0.45;
     pmrem.dispose();
     scene.add(new THREE.HemisphereLight(0xe6eefc, 0x30343c, 1.2));
@@ -118,8 +206,24 @@ export class Viewer {
     this.pointer = new THREE.Vector2();
     this.#listenForClicks();
     new ResizeObserver(() => this.#resize()).observe(canvas.parentElement);
-    this.#resize();
-    renderer.setAnimationLoop(() => this.#frame());
+    this.setQuality(quality); // auto starts high: the first seconds' frame times find the level that keeps up
+    renderer.setAnimationLoop((time) => this.#frame(time));
+  }
+
+  /** 'auto' (adapted to the measured frame time) or a QUALITIES name, pinned; anything else is an error. */
+  setQuality(setting) {
+    if (!QUALITY_SETTINGS.includes(setting)) {
+      throw new Error(`render quality '${setting}' is not one of ${QUALITY_SETTINGS.join(', ')}`);
+    }
+    this.qualitySetting = setting;
+    this.noStepUpUntil = 0;
+    this.retryUpMs = RETRY_UP_MS;
+    this.#applyQuality(setting === 'auto' ? (this.level ?? 'high') : setting);
+  }
+
+  /** The quality drawn now: {setting ('auto' or pinned), level (a QUALITIES name), frameMs (median)}. */
+  get quality() {
+    return { setting: this.qualitySetting, level: this.level, frameMs: this.frameTimeMedian };
   }
 
   /** Load the GLB, index its nodes by prim path, and frame it. */
@@ -139,6 +243,7 @@ export class Viewer {
     this.root.add(gltf.scene);
     this.root.updateMatrixWorld(true);
     this.#addFloor();
+    this.#setDetail(QUALITIES.find((quality) => quality.name === this.level).detail);
     this.frameAll();
   }
 
@@ -321,9 +426,16 @@ export class Viewer {
     this.needsRender = true;
   }
 
-  #frame() {
+  #frame(time) {
     this.controls.update(); // applies damping; fires 'change' while the view still moves
-    if (!this.needsRender) return;
+    // Frame time: from an animation frame that rendered to the next one (an idle gap says nothing).
+    const frameMs = this.renderedLastFrame ? time - this.lastFrame : null;
+    if (frameMs !== null) this.#measureFrame(frameMs, time);
+    this.lastFrame = time;
+    // After a render over budget, one frame without WebGL: panels and values changed meanwhile are painted
+    // now, instead of waiting for the next slow render (where the GPU is software, a render holds the page).
+    this.renderedLastFrame = this.needsRender && !(frameMs > FRAME_BUDGET_MS);
+    if (!this.renderedLastFrame) return;
     this.needsRender = false;
     this.renderedFrames += 1;
     if (this.selection) {
@@ -331,32 +443,73 @@ export class Viewer {
       this.selectionBox.setFromObject(this.selection); // robots move: follow the selection
     }
     this.renderer.render(this.scene, this.camera);
-    this.#adaptQuality();
   }
 
   /**
-   * Keep the view fluid on slow graphics (software WebGL, old laptops): when rendered frames stay
-   * further apart than SLOW_FRAME_MS, drop shadows first, then render at a lower resolution.
+   * Keep the view fluid where graphics are slow: over each window of about a second, a median frame over
+   * FRAME_BUDGET_MS steps quality down; HEADROOM_WINDOWS windows under HEADROOM_MS step it up again, and a
+   * step up that proves too slow is undone and not tried again for a while (doubling), so it cannot oscillate.
    */
-  #adaptQuality() {
-    const now = performance.now();
-    const interval = now - this.lastRender;
-    this.lastRender = now;
-    if (interval > 1000 || this.quality === 0) return; // idle gaps say nothing about speed
-    this.frameInterval = 0.9 * this.frameInterval + 0.1 * interval;
-    if (++this.framesAtQuality < 10 || this.frameInterval < SLOW_FRAME_MS) return;
-    this.quality -= 1;
-    this.framesAtQuality = 0;
-    if (this.quality === 1) {
-      this.renderer.shadowMap.enabled = false;
+  #measureFrame(interval, now) {
+    if (this.frameTimes.length === 0) this.windowStart = now;
+    this.frameTimes.push(interval);
+    if (now - this.windowStart < QUALITY_WINDOW_MS || this.frameTimes.length < MIN_WINDOW_FRAMES) return;
+    const sorted = this.frameTimes.sort((a, b) => a - b);
+    this.frameTimeMedian = sorted[sorted.length >> 1];
+    this.frameTimes = [];
+    if (this.qualitySetting !== 'auto') return;
+    const index = QUALITIES.findIndex((quality) => quality.name === this.level);
+    if (this.frameTimeMedian > FRAME_BUDGET_MS) {
+      this.headroomWindows = 0;
+      if (this.steppedUpAt !== null && now - this.steppedUpAt < 3 * QUALITY_WINDOW_MS) {
+        this.noStepUpUntil = now + this.retryUpMs;
+        this.retryUpMs *= 2;
+      }
+      if (index > 0) this.#applyQuality(QUALITIES[index - 1].name);
+    } else if (this.frameTimeMedian < HEADROOM_MS && index < QUALITIES.length - 1 && now >= this.noStepUpUntil) {
+      if (++this.headroomWindows >= HEADROOM_WINDOWS) {
+        this.#applyQuality(QUALITIES[index + 1].name);
+        this.steppedUpAt = now;
+      }
+    } else this.headroomWindows = 0;
+  }
+
+  #applyQuality(name) {
+    const quality = QUALITIES.find((candidate) => candidate.name === name);
+    const previous = QUALITIES.find((candidate) => candidate.name === this.level);
+    const frameMs = this.frameTimeMedian; // what led here; this level's frame time is measured anew
+    this.frameTimeMedian = null;
+    this.level = name;
+    this.headroomWindows = 0;
+    this.steppedUpAt = null;
+    this.frameTimes = [];
+    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2) * quality.pixelRatio);
+    this.renderer.shadowMap.enabled = quality.shadows;
+    this.scene.environment = quality.environment ? this.environment : null;
+    this.#setDetail(quality.detail);
+    if (previous && previous.shadows !== quality.shadows) {
       this.scene.traverse((object) => {
-        if (object.material) object.material.needsUpdate = true;
+        if (object.material) object.material.needsUpdate = true; // shaders with or without shadow lookups
       });
-    } else {
-      this.renderer.setPixelRatio(0.6);
-      this.#resize();
     }
-    console.info(`viewer: frames ${this.frameInterval.toFixed(0)} ms apart, quality lowered to ${this.quality}`);
+    this.#resize();
+    if (previous) console.info(`viewer: render quality ${name} (${this.qualitySetting}; frames took ${frameMs} ms)`);
+    this.onQuality(name, this.qualitySetting, frameMs);
+  }
+
+  /** Full or simplified geometry for the model's detailed meshes (simplified once, when first asked for). */
+  #setDetail(full) {
+    if (!this.model) return;
+    if (!full && this.detailed.size === 0) {
+      this.model.traverse((object) => {
+        const { geometry, material } = object;
+        const triangles = object.isMesh && (geometry.index ? geometry.index.count : geometry.attributes.position.count) / 3;
+        // Not meshes of several materials (index ranges per material) or deformed ones (skins, morphs).
+        const plain = !(Array.isArray(material) || object.isSkinnedMesh || geometry?.morphAttributes.position);
+        if (triangles > DETAILED_TRIANGLES && plain) this.detailed.set(object, [geometry, simplifiedGeometry(geometry)]);
+      });
+    }
+    for (const [mesh, [detailed, simplified]] of this.detailed) mesh.geometry = full ? detailed : simplified;
   }
 
   /**
