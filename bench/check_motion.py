@@ -3,7 +3,8 @@
 Scene: the sample factory's Robot1 (KUKA KR16, 7 meshed links, ~17,700 triangles) in its cell (tables,
 conveyors, floor: every visible mesh within reach). Work: a batch of random configurations, uniform within
 the joint limits (+-pi for unlimited joints), each checked for any contact between a moving link and the cell
-or two links at least two joints apart (the checker's 21 pairs).
+or two links at least two joints apart (the checker's pairs: 20 for Robot1, link_1 x cell being proved apart;
+see twin/physics/collision.py).
 
 - Ours (`per_s`): `MotionChecker.collides(q)`: FK, then one Warp thread per configuration through the pairs
   until one meets, numpy in and out; the CPU batch cut into one slice per core.
