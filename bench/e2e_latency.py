@@ -10,9 +10,12 @@ What a plant engineer sees. Processes, all on loopback and the same machine cloc
   `twin.server.http.server_config`. Instance wrappers (production code untouched) time each stage.
 - page: the built viewer in headless Debian chromium (Playwright, software WebGL), rendering as usual. Its
   stream worker notes when each frame reaches it (the merged frame the page applies carries that time per
-  signal); once the page is ready, its `window.twin.signals.set` is wrapped on the instance to note when the
-  new value is applied, and the next animation frame (the one that draws it) is taken as "the page shows it".
-  Page and worker times are performance.timeOrigin + performance.now().
+  signal); once the page is ready, the bench selects the variable's prim so that the inspector panel lists the
+  value, and wraps `window.twin.signals.set` on the instance to note when the new value is applied. "The page
+  shows it" is when the next frame has been painted: a task posted from the next animation frame runs once that
+  frame's rendering (style, layout, paint, the WebGL canvas if it rendered) is done; the inspector row's text is
+  read then, and `in_dom` counts the values it showed. Page and worker times are performance.timeOrigin +
+  performance.now().
 - peer: a bare asyncua client in its own process, subscribed to the same node with the same publishing
   interval, sampling interval and queue size, at the same time as the twin: the OPC-UA stack's floor.
 
@@ -21,8 +24,9 @@ notification arrives; `cache` -> written into the cache; `tick` -> the stream fr
 encoded (`tick_wait`: the part until the tick that woke the stream; 0 when it rode one under way); `send` -> the
 frame is handed to the websocket; `page` -> the page shows it (`receive`: the page's stream worker takes the frame,
 `apply`: the page's main thread applies the value (decode and merge in the worker, the wait for the main thread
-between renders, applying), `paint`: the next animation frame). Also: frames per second sent by the twin
-(`sent/s`), taken by the page's stream (`page/s`) and rendered by it (`fps`) during the writes, `clock_offset_ms`,
+between renders, applying), `paint`: until the next frame is painted). Also: frames per second sent by the twin
+(`sent/s`), taken by the page's stream (`page/s`) and rendered by it (`fps`) during the writes, the viewer's
+render `quality` (level and median frame time, its own measure) at the end of the row, `clock_offset_ms`,
 the page's clock (performance.timeOrigin + performance.now()) minus the system clock (Date.now(), which
 time.time() also reads), and `load_avg`, the machine's 1-minute load average before and after the row.
 Rows: sampling 100 ms (the sample's setting) and 10 ms with only this variable bound ("idle"), and 100 ms with
@@ -208,8 +212,10 @@ def run_twin(layout: str, binding_path: str, port: int, ready, stop, results) ->
 
 
 # --------------------------------------------------------------------------- the page
-WATCH_SCRIPT = """(key) => {
+WATCH_SCRIPT = """([key, prim]) => {
   const clock = () => performance.timeOrigin + performance.now();
+  window.twin.select(prim);  // the inspector lists the prim's values: the DOM text a user reads
+  const row = () => document.querySelector(`[data-signal-key="${key}"]`);
   const e2e = window.__e2e = { seen: [] };
   const { signals, stream } = window.twin;
   const set = signals.set;
@@ -219,9 +225,14 @@ WATCH_SCRIPT = """(key) => {
       last = signal.v;
       const frame = stream.applying;  // the merged frame being applied: when each signal's frame reached the worker
       const index = frame.signals.rows.indexOf(stream.schema.signals.findIndex((info) => info.key === key));
-      const entry = { v: signal.v, message: frame.signals.received[index], applied: clock(), shown: null };
+      const entry = { v: signal.v, message: frame.signals.received[index], applied: clock(), shown: null,
+                      text: null };
       e2e.seen.push(entry);
-      requestAnimationFrame(() => { entry.shown = clock(); });
+      requestAnimationFrame(() => {  // a task posted now runs after this frame is painted
+        const painted = new MessageChannel();
+        painted.port1.onmessage = () => { entry.shown = clock(); entry.text = row()?.textContent ?? null; };
+        painted.port2.postMessage(null);
+      });
     }
     return set.call(this, name, signal);
   };
@@ -345,7 +356,7 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_function("window.twin && window.twin.ready", timeout=120_000)
             page.wait_for_function(f"window.twin.signals.get({json.dumps(KEY)})?.q === 'good'", timeout=60_000)
-            page.evaluate(WATCH_SCRIPT, KEY)
+            page.evaluate(WATCH_SCRIPT, [KEY, PRIM])
             page.wait_for_timeout(3000)  # the viewer settles its render quality first
             before = page_counters(page)
             server["commands"].put((writes, first, first))
@@ -353,6 +364,7 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
             page.wait_for_timeout(1500)  # the last value's way to the page
             seen = page.evaluate("window.__e2e.seen")
             after = page_counters(page)
+            quality = page.evaluate("window.twin.quality()")
             browser.close()
         stop.set()
         twin_record, peer_received = twin_results.get(timeout=30), peer_results.get(timeout=30)
@@ -366,6 +378,7 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
     row: dict = dict(sampling_ms=sampling_ms, load="demo" if plc_endpoint else "idle", publishing_ms=PUBLISHING_MS,
                      tick_hz=TICK_HZ, writes=writes,
                      shown=int(np.isfinite(times["total"]).sum()), peer_received=int(np.isfinite(times["peer"]).sum()),
+                     in_dom=sum(entry["text"] is not None and f"{entry['v']:g}" in entry["text"] for entry in seen),
                      p50_ms=percentile(times["total"], 50), p90_ms=percentile(times["total"], 90),
                      p99_ms=percentile(times["total"], 99), max_ms=percentile(times["total"], 100),
                      peer_p50_ms=percentile(times["peer"], 50), peer_p99_ms=percentile(times["peer"], 99))
@@ -377,6 +390,8 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
     sent = np.array([at for _, at in twin_record["sent"]])
     row["sent_frames_per_s"] = round(float(np.sum((sent >= written[0][1]) & (sent <= written[-1][1])))
                                      / (written[-1][1] - written[0][1]), 1)
+    frame_ms = quality["frameMs"]  # null where the page rendered no two frames in a row lately (idle)
+    row["quality"] = quality["level"] + (f" {frame_ms:.0f} ms" if frame_ms is not None else "")
     row["clock_offset_ms"] = round(max(before["offset"], after["offset"], key=abs), 1)
     if row["p99_ms"] is not None and row["peer_p99_ms"] is not None:
         row["p99_over_peer_ms"] = round(row["p99_ms"] - row["peer_p99_ms"], 1)
@@ -384,12 +399,14 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
 
 
 # --------------------------------------------------------------------------- report
-COLUMNS = (("sampling_ms", "sampling"), ("load", "load"), ("shown", "shown"), ("p50_ms", "p50"), ("p90_ms", "p90"),
-           ("p99_ms", "p99"), ("max_ms", "max"), ("peer_p50_ms", "peer p50"), ("peer_p99_ms", "peer p99"),
+COLUMNS = (("sampling_ms", "sampling"), ("load", "load"), ("shown", "shown"), ("in_dom", "in DOM"), ("p50_ms", "p50"),
+           ("p90_ms", "p90"), ("p99_ms", "p99"), ("max_ms", "max"), ("peer_p50_ms", "peer p50"),
+           ("peer_p99_ms", "peer p99"),
            ("publish_p50_ms", "publish"), ("cache_p50_ms", "cache"), ("tick_p50_ms", "tick"),
            ("tick_wait_p50_ms", "(wait)"), ("send_p50_ms", "send"), ("page_p50_ms", "page"),
            ("receive_p50_ms", "(receive"), ("apply_p50_ms", "apply"), ("paint_p50_ms", "paint)"),
-           ("sent_frames_per_s", "sent/s"), ("page_frames_per_s", "page/s"), ("page_rendered_fps", "fps"))
+           ("sent_frames_per_s", "sent/s"), ("page_frames_per_s", "page/s"), ("page_rendered_fps", "fps"),
+           ("quality", "quality"))
 
 
 def print_table(rows: list[dict]) -> None:

@@ -28,7 +28,7 @@ export const QUALITY_SETTINGS = ['auto', ...QUALITIES.map((quality) => quality.n
 const FRAME_BUDGET_MS = 34; // a median frame over this (under 30 frames per second) steps quality down
 const HEADROOM_MS = 20; // a median frame under this (about one 60 Hz vsync) may step it back up
 const QUALITY_WINDOW_MS = 1000; // frame times are judged over windows of about a second
-const MIN_WINDOW_FRAMES = 5;
+const MIN_WINDOW_FRAMES = 3; // at half a second a frame (high quality in software), a window takes 1.5 s
 const HEADROOM_WINDOWS = 3; // this many windows in a row with headroom before stepping up
 const RETRY_UP_MS = 10000; // after a step up proved too slow, wait this long (doubling) before trying again
 
