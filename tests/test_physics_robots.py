@@ -283,3 +283,18 @@ def test_in_the_physics_demo_a_robot_carries_the_part_from_pick_to_place_and_rep
     assert line.state.held(ROBOT1) is None and assembly.part is not None and assembly.part.body == second
     resting = cache.signal_values(poses_row).reshape(-1, 7)[second, :3]
     assert np.linalg.norm(resting - _target(ROBOT1, "place")) < 0.005  # set down on the Assembly table
+
+
+def test_a_gripper_robot_counts_a_part_at_its_belt_end_ready_only_where_its_gripper_can_take_it(twin):
+    """Robot1's suction pad comes down on Conveyor2's centre line: a part at the end beside it is not ready for
+    the robot (which would grip at nothing), though a station taking any part at a belt's end would take it."""
+    line = twin.physics
+    robot = next(robot for robot in line.robots if robot.path == ROBOT1)
+    belt = line.belts[f"{layout.LINE}/Conveyor2"]
+    reach = HALF - layout.GRIPPERS["Robot1"]["suction_radius"] + 0.01  # the pad on the part (docs/physics.md)
+    ids = np.array([5])
+    for across, ready in ((0.0, True), (reach - 0.01, True), (reach + 0.02, False), (-0.13, False), (0.0, True)):
+        pose = np.array([[*(_target(ROBOT1, "pick") + [0.0, across, 0.0]), 0.0, 0.0, 0.0, 1.0]])
+        assert line._part_at_end(belt, ids, pose, robot) == (5 if ready else None), across
+        assert line._part_at_end(belt, ids, pose) == 5  # the rule without a gripper: anywhere across the belt
+    assert not robot.out_of_reach  # the last ready part cleared the logged wait

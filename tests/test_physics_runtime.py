@@ -105,13 +105,23 @@ def test_sample_line_on_physics_passes_parts_through_its_stations_into_the_bin(t
     twin = Twin(build_sample_factory(tmp_path), physics=True, device="cpu")
     line, cache = twin.physics, twin.cache
     switch = cache.signal_row("/Factory/Line/Machining", HAS_PART)
-    seen_on, run_s = 0, 140.0  # seed 1 of the line model's streams: the first part arrives after about 40 s
+    feed = line.belts["/Factory/Line/Conveyor2"]  # Robot1's suction pad picks at its end, on its centre line
+    seen_on, run_s, widest = 0, 140.0, 0.0  # seed 1 of the line model's streams: the first part arrives after ~40 s
     for tick in range(1, round(run_s / TICK) + 1):
         twin.step(sim_time=tick * TICK)
         seen_on += cache.signal_values(switch)[0] == 1.0
+        on, local = line._on_belt(feed, line.state.part_poses())
+        resting = np.abs(local[:, 2] - feed.height - PART / 2) < 0.005  # not yet lifted by the pad
+        waiting = on & resting & (local[:, 0] > feed.length - PART)
+        widest = max(widest, float(np.max(np.abs(local[waiting, 1]), initial=0.0)))
     health = line.health()
-    assert health["parts_in"] >= 1 and health["parts_lost"] == 0 and not health["behind"], health
+    assert health["parts_in"] >= 3 and health["parts_lost"] == 0 and not health["behind"], health
     assert seen_on * TICK >= 7.5 * 0.7  # Machining held a part for about its cycle at least once
+    # the guide rails keep the waiting parts single file: within their clearance (3 cm) of the centre line, where
+    # the pad (4 cm radius, 1 cm reach) takes a part up to 7 cm off it
+    assert widest <= 0.03 + 0.002, widest
+    programs = [robot.program for robot in line.robots if robot.program is not None]
+    assert len(programs) == 2 and [program.faults for program in programs] == [0, 0]  # every grip found its part
     twin.step(sim_time=run_s + 10.0)  # a tick ten seconds late: physics runs one second and says it is behind
     assert line.health()["behind"] and line.health()["dropped_s"] == pytest.approx(9.0, abs=2 * line.model.dt)
 
