@@ -214,8 +214,9 @@ class PhysicsModel:
         """Advance `state` by `steps` fixed steps, every copy of the line at once."""
         if self.cpu_loop:
             if steps > 0:
+                driven_q, driven_qd = state._driven_values()
                 for copy in range(self.copies):
-                    self._step_mujoco_cpu(state, steps, copy)
+                    self._step_mujoco_cpu(state, steps, copy, driven_q[copy], driven_qd[copy])
                 state.steps += steps
                 state._motion_done()
             return
@@ -244,16 +245,15 @@ class PhysicsModel:
             state.steps += 1
         state._motion_done()
 
-    def _step_mujoco_cpu(self, state: PhysicsState, steps: int, copy: int) -> None:
+    def _step_mujoco_cpu(self, state: PhysicsState, steps: int, copy: int, driven_q: np.ndarray,
+                         driven_qd: np.ndarray) -> None:
         """The CPU path for one copy: MuJoCo's C solver stepped in a tight loop on Newton's own MuJoCo model.
 
         Newton's per-step exchange between its state arrays and MuJoCo's data costs more than the step itself
         for a line of boxes, so the state goes to MuJoCo once per call and comes back once; in between only the
-        driven joints and the parked parts are written, straight into MuJoCo's arrays. Copies share MuJoCo's
-        data, each bringing its own state and solver warm start.
+        driven joints (`driven_q`, `driven_qd`: this copy's) and the parked parts are written, straight into
+        MuJoCo's arrays. Copies share MuJoCo's data, each bringing its own state and solver warm start.
         """
-        if steps <= 0:
-            return
         current, following = state._pairs[copy]
         data, mj_model = self.solver.mj_data, self.solver.mj_model
         self.solver._update_mjc_data(data, self.newton, current)
@@ -262,8 +262,6 @@ class PhysicsModel:
         parked = state._active_host[copy] == 0
         park_q, park_qd = self._mj_part_q[parked], self._mj_part_qd[parked]
         park_values = self._park_qpos[parked]
-        driven_q, driven_qd = state._driven_values()
-        driven_q, driven_qd = driven_q[copy], driven_qd[copy]
         qpos, qvel = data.qpos, data.qvel
         prescribed = state._prescribed(steps)
         free_q, free_qd = prescribed[2][:, None] + np.arange(7), prescribed[3][:, None] + np.arange(6)
@@ -385,7 +383,7 @@ class PhysicsState:
             first, second = model.newton.state(), model.newton.state()
             newton.eval_fk(model.newton, model.newton.joint_q, model.newton.joint_qd, first)
             self._pairs.append((first, second))
-        self._warmstart = np.zeros((copies, model.solver.mj_model.nv)) if model.cpu_loop else None
+        self._warmstart = np.zeros((copies, model.solver.mj_model.nv if model.cpu_loop else 0))  # MuJoCo C's, per copy
         self._control = model.newton.control()
         self._speeds = np.tile(model.nominal_speeds, (copies, 1))
         self._raised = np.ones((copies, len(model.stoppers)), bool)
