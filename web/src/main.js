@@ -11,7 +11,7 @@ import { Replay } from './replay.js';
 import './site.js';
 import { Stream } from './stream.js';
 import { PrimTree } from './tree.js';
-import { QUALITY_SETTINGS, Viewer } from './viewer.js';
+import { RENDER_QUALITY_SETTINGS, Viewer } from './viewer.js';
 import { WhatIfPanel } from './whatif.js';
 
 /** Clicking any part of these selects the whole object (a robot, not one of its links). */
@@ -214,8 +214,8 @@ function applyFrame(frame, schema, replayed = false) {
  */
 function qualitySetting() {
   const asked = new URLSearchParams(location.search).get('quality') ?? localStorage.getItem('twin.quality');
-  if (asked === null || QUALITY_SETTINGS.includes(asked)) return asked ?? 'auto';
-  console.warn(`?quality=${asked} in the page's URL is not one of ${QUALITY_SETTINGS.join(', ')}: using auto`);
+  if (asked === null || RENDER_QUALITY_SETTINGS.includes(asked)) return asked ?? 'auto';
+  console.warn(`?quality=${asked} in the page's URL is not one of ${RENDER_QUALITY_SETTINGS.join(', ')}: using auto`);
   return 'auto';
 }
 

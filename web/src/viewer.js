@@ -17,14 +17,14 @@ const HIGHLIGHT = new THREE.Color(0x3d8bfd);
  * goes with the triangle count, and a robot's meshes alone can hold 60,000. `pixelRatio` scales the device
  * pixel ratio (itself capped at 2); `detail` false draws meshes over DETAILED_TRIANGLES simplified.
  */
-export const QUALITIES = [
+export const RENDER_QUALITIES = [
   { name: 'low', pixelRatio: 0.4, shadows: false, environment: false, detail: false },
   { name: 'medium', pixelRatio: 0.75, shadows: false, environment: true, detail: true },
   { name: 'high', pixelRatio: 1, shadows: true, environment: true, detail: true },
 ];
 const DETAILED_TRIANGLES = 2000;
 const SIMPLIFY_CELLS = 16; // vertices merge within cells of 1/16 of a simplified mesh's largest extent
-export const QUALITY_SETTINGS = ['auto', ...QUALITIES.map((quality) => quality.name)];
+export const RENDER_QUALITY_SETTINGS = ['auto', ...RENDER_QUALITIES.map((quality) => quality.name)];
 const FRAME_BUDGET_MS = 34; // a median frame over this (under 30 frames per second) steps quality down
 const HEADROOM_MS = 20; // a median frame under this (about one 60 Hz vsync) may step it back up
 const QUALITY_WINDOW_MS = 1000; // frame times are judged over windows of about a second
@@ -126,8 +126,8 @@ export class Viewer {
 
   /**
    * `onPick(object)` gets the clicked Object3D, or null for a click on empty space; `quality` is 'auto'
-   * (adapt to the measured frame time) or a QUALITIES name to pin; `onQuality(level, setting, frameMs)` hears
-   * of every change (frameMs: the median frame time that led to it, if any).
+   * (adapt to the measured frame time) or a RENDER_QUALITIES name to pin; `onQuality(level, setting,
+   * frameMs)` hears of every change (frameMs: the median frame time that led to it, if any).
    */
   constructor(canvas, { onPick, quality = 'auto', onQuality = () => {} }) {
     this.canvas = canvas;
@@ -210,10 +210,10 @@ export class Viewer {
     renderer.setAnimationLoop((time) => this.#frame(time));
   }
 
-  /** 'auto' (adapted to the measured frame time) or a QUALITIES name, pinned; anything else is an error. */
+  /** 'auto' (adapted to the measured frame time) or a RENDER_QUALITIES name, pinned; anything else is an error. */
   setQuality(setting) {
-    if (!QUALITY_SETTINGS.includes(setting)) {
-      throw new Error(`render quality '${setting}' is not one of ${QUALITY_SETTINGS.join(', ')}`);
+    if (!RENDER_QUALITY_SETTINGS.includes(setting)) {
+      throw new Error(`render quality '${setting}' is not one of ${RENDER_QUALITY_SETTINGS.join(', ')}`);
     }
     this.qualitySetting = setting;
     this.noStepUpUntil = 0;
@@ -221,7 +221,7 @@ export class Viewer {
     this.#applyQuality(setting === 'auto' ? (this.level ?? 'high') : setting);
   }
 
-  /** The quality drawn now: {setting ('auto' or pinned), level (a QUALITIES name), frameMs (median)}. */
+  /** The quality drawn now: {setting ('auto' or pinned), level (a RENDER_QUALITIES name), frameMs (median)}. */
   get quality() {
     return { setting: this.qualitySetting, level: this.level, frameMs: this.frameTimeMedian };
   }
@@ -243,7 +243,7 @@ export class Viewer {
     this.root.add(gltf.scene);
     this.root.updateMatrixWorld(true);
     this.#addFloor();
-    this.#setDetail(QUALITIES.find((quality) => quality.name === this.level).detail);
+    this.#setDetail(RENDER_QUALITIES.find((quality) => quality.name === this.level).detail);
     this.frameAll();
   }
 
@@ -458,25 +458,25 @@ export class Viewer {
     this.frameTimeMedian = sorted[sorted.length >> 1];
     this.frameTimes = [];
     if (this.qualitySetting !== 'auto') return;
-    const index = QUALITIES.findIndex((quality) => quality.name === this.level);
+    const index = RENDER_QUALITIES.findIndex((quality) => quality.name === this.level);
     if (this.frameTimeMedian > FRAME_BUDGET_MS) {
       this.headroomWindows = 0;
       if (this.steppedUpAt !== null && now - this.steppedUpAt < 3 * QUALITY_WINDOW_MS) {
         this.noStepUpUntil = now + this.retryUpMs;
         this.retryUpMs *= 2;
       }
-      if (index > 0) this.#applyQuality(QUALITIES[index - 1].name);
-    } else if (this.frameTimeMedian < HEADROOM_MS && index < QUALITIES.length - 1 && now >= this.noStepUpUntil) {
+      if (index > 0) this.#applyQuality(RENDER_QUALITIES[index - 1].name);
+    } else if (this.frameTimeMedian < HEADROOM_MS && index < RENDER_QUALITIES.length - 1 && now >= this.noStepUpUntil) {
       if (++this.headroomWindows >= HEADROOM_WINDOWS) {
-        this.#applyQuality(QUALITIES[index + 1].name);
+        this.#applyQuality(RENDER_QUALITIES[index + 1].name);
         this.steppedUpAt = now;
       }
     } else this.headroomWindows = 0;
   }
 
   #applyQuality(name) {
-    const quality = QUALITIES.find((candidate) => candidate.name === name);
-    const previous = QUALITIES.find((candidate) => candidate.name === this.level);
+    const quality = RENDER_QUALITIES.find((candidate) => candidate.name === name);
+    const previous = RENDER_QUALITIES.find((candidate) => candidate.name === this.level);
     const frameMs = this.frameTimeMedian; // what led here; this level's frame time is measured anew
     this.frameTimeMedian = null;
     this.level = name;
@@ -503,10 +503,11 @@ export class Viewer {
     if (!full && this.detailed.size === 0) {
       this.model.traverse((object) => {
         const { geometry, material } = object;
-        const triangles = object.isMesh && (geometry.index ? geometry.index.count : geometry.attributes.position.count) / 3;
         // Not meshes of several materials (index ranges per material) or deformed ones (skins, morphs).
-        const plain = !(Array.isArray(material) || object.isSkinnedMesh || geometry?.morphAttributes.position);
-        if (triangles > DETAILED_TRIANGLES && plain) this.detailed.set(object, [geometry, simplifiedGeometry(geometry)]);
+        const deformed = object.isSkinnedMesh || geometry?.morphAttributes.position;
+        if (!object.isMesh || Array.isArray(material) || deformed) return;
+        const triangles = (geometry.index ?? geometry.attributes.position).count / 3;
+        if (triangles > DETAILED_TRIANGLES) this.detailed.set(object, [geometry, simplifiedGeometry(geometry)]);
       });
     }
     for (const [mesh, [detailed, simplified]] of this.detailed) mesh.geometry = full ? detailed : simplified;
