@@ -85,7 +85,7 @@ def measure_page(url: str, seconds: float) -> dict:
         page.wait_for_timeout(seconds * 1000)
         rendered2, frames2, applied, parts, quality = page.evaluate(
             "[window.twin.renderedFrames(), window.twin.frames, window.twin.partsApplyHistory,"
-            " document.getElementById('parts-count').textContent, window.twin.quality().level])")
+            " document.getElementById('parts-count').textContent, window.twin.quality().level]")
         browser.close()
     applied = np.array(applied or [np.nan])
     return {"rendered_fps": round((rendered2 - rendered) / seconds, 1),
