@@ -12,7 +12,8 @@ Every --sample-every-s the server processes' RSS and CPU time are read from /pro
 growth slope in MB/h fitted (least squares) over the samples after --warmup-minutes, the total growth (last sample
 minus first), CPU %, and for the load run the 5xx answers and other errors (timeouts, refused sockets, failed
 jobs), frames decoded per viewer and resyncs, /api/health p50/p99, and the ERROR/Traceback lines in each
-server's log. Target: the load run grows by less than 5 MB/h after warm-up.
+server's log. Target: the load run grows by less than 5 MB/h after warm-up. Every sample goes to
+samples-load.csv and samples-idle.csv in --logs.
 
     python bench/soak.py [--minutes 30]
 
@@ -238,6 +239,13 @@ def memory(demo: Demo, warmup_s: float) -> dict:
             "cpu_percent": round(float((cpu_s[-1] - cpu_s[0]) / max(times[-1] - times[0], 1e-9) * 100), 1)}
 
 
+def write_samples(demo: Demo, path: Path) -> None:
+    """Every sample as CSV, so that a sawtooth (memory given back at a checkpoint) can be told from a climb."""
+    start = demo.samples[0][0]
+    rows = [f"{t - start:.1f},{rss:.2f},{cpu_s:.2f}" for t, rss, cpu_s in demo.samples]
+    path.write_text("elapsed_s,rss_mb,cpu_s\n" + "\n".join(rows) + "\n")
+
+
 def log_problems(demo: Demo) -> list[str]:
     lines = demo.log.read_text(errors="replace").splitlines()
     return [line[:200] for line in lines if " ERROR " in line or line.startswith("Traceback") or "Exception" in line]
@@ -283,6 +291,7 @@ def main() -> None:
         health_p99_ms=round(float(np.percentile(health, 99)), 1))
     for row, demo in zip(rows, (loaded, idle), strict=True):
         row["log_errors"] = len(log_problems(demo))
+        write_samples(demo, logs / f"samples-{demo.name}.csv")
     for message in load.errors[:10]:
         print(f"  error: {message}")
     for demo in (loaded, idle):
