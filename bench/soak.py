@@ -44,6 +44,7 @@ from twin.cli import free_port
 from twin.stream.protocol import Frame, Gap, StreamState
 
 TARGET_MB_PER_H = 5.0
+CLIENT_KINDS = ("viewers", "whatif", "history", "health")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -218,11 +219,12 @@ async def soak(loaded: Demo, idle: Demo, args: argparse.Namespace) -> Load:
     async with httpx.AsyncClient(base_url=loaded.url, timeout=30.0) as client:
         signals = (await client.get("/api/signals")).json()
         key = next(k for k, s in signals.items() if type(s["v"]) in (int, float))  # a numeric signal, not a flag
+        clients = {"viewers": lambda: [viewer(loaded.url, i, load, until) for i in range(args.viewers)],
+                   "whatif": lambda: [whatifs(client, load, args.whatif_every_s, until)],
+                   "history": lambda: [history_queries(client, load, key, args.history_every_s, until)],
+                   "health": lambda: [health_probe(client, load, until)]}
         await asyncio.gather(sampler([loaded, idle], args.sample_every_s, until),
-                             *(viewer(loaded.url, i, load, until) for i in range(args.viewers)),
-                             whatifs(client, load, args.whatif_every_s, until),
-                             history_queries(client, load, key, args.history_every_s, until),
-                             health_probe(client, load, until))
+                             *(task for kind in args.clients for task in clients[kind]()))
     return load
 
 
@@ -259,8 +261,13 @@ def main() -> None:
     parser.add_argument("--whatif-every-s", type=float, default=60.0)
     parser.add_argument("--history-every-s", type=float, default=3.0)
     parser.add_argument("--sample-every-s", type=float, default=10.0)
+    parser.add_argument("--clients", type=lambda text: text.split(","), default=list(CLIENT_KINDS),
+                        help=f"the load run's client kinds, comma-separated (to tell which one grows memory); "
+                             f"default: all of {','.join(CLIENT_KINDS)}")
     parser.add_argument("--logs", help="folder for the demos' logs and the work folder (default: temporary)")
     args = parser.parse_args()
+    if unknown := set(args.clients) - set(CLIENT_KINDS):
+        parser.error(f"--clients: unknown kind(s) {', '.join(sorted(unknown))}; known: {', '.join(CLIENT_KINDS)}")
     warmup_minutes = args.warmup_minutes if args.warmup_minutes is not None else min(5.0, args.minutes / 6)
     logs = Path(args.logs or tempfile.mkdtemp(prefix="twin-soak-"))
     logs.mkdir(parents=True, exist_ok=True)
@@ -283,8 +290,8 @@ def main() -> None:
     rows = [memory(loaded, warmup_minutes * 60), memory(idle, warmup_minutes * 60)]
     health = np.array(load.health_ms or [float("nan")])
     rows[0].update(
-        viewers=args.viewers, frames_per_viewer_min=min(load.frames), frames_per_viewer_mean=round(
-            float(np.mean(load.frames)), 1), resyncs=load.resyncs,
+        viewers=args.viewers, frames_per_viewer_min=min(load.frames, default=0), frames_per_viewer_mean=round(
+            float(np.mean(load.frames or [0])), 1), resyncs=load.resyncs,
         http_5xx=sum(n for code, n in load.status.items() if code >= 500), errors=len(load.errors),
         whatif_done=load.whatif_done, whatif_p50_s=round(float(np.median(load.whatif_s)), 1) if load.whatif_s else None,
         history_queries=load.history_queries, health_p50_ms=round(float(np.percentile(health, 50)), 1),
@@ -308,7 +315,8 @@ def main() -> None:
           f"/api/health p50 {load_row['health_p50_ms']} ms, p99 {load_row['health_p99_ms']} ms")
     slope = load_row["slope_mb_per_h"]
     print(json.dumps({
-        "bench": "soak", "machine": cpu(), "minutes": args.minutes, "warmup_minutes": warmup_minutes, "rows": rows,
+        "bench": "soak", "machine": cpu(), "minutes": args.minutes, "clients": args.clients,
+        "warmup_minutes": warmup_minutes, "rows": rows,
         "ratios": {"slope_load_minus_idle_mb_per_h": round(slope - rows[1]["slope_mb_per_h"], 2),
                    "slope_vs_target": round(slope / TARGET_MB_PER_H, 3)},
         "target": {"slope_mb_per_h_below": TARGET_MB_PER_H,
