@@ -214,7 +214,8 @@ async def sampler(demos: list[Demo], every_s: float, until: float) -> None:
 
 
 async def soak(loaded: Demo, idle: Demo, args: argparse.Namespace) -> Load:
-    load = Load(args.viewers, frames=[0] * args.viewers)
+    viewers = args.viewers if "viewers" in args.clients else 0
+    load = Load(viewers, frames=[0] * viewers)
     until = time.monotonic() + args.minutes * 60
     async with httpx.AsyncClient(base_url=loaded.url, timeout=30.0) as client:
         signals = (await client.get("/api/signals")).json()
@@ -290,7 +291,7 @@ def main() -> None:
     rows = [memory(loaded, warmup_minutes * 60), memory(idle, warmup_minutes * 60)]
     health = np.array(load.health_ms or [float("nan")])
     rows[0].update(
-        viewers=args.viewers, frames_per_viewer_min=min(load.frames, default=0), frames_per_viewer_mean=round(
+        viewers=load.viewers, frames_per_viewer_min=min(load.frames, default=0), frames_per_viewer_mean=round(
             float(np.mean(load.frames or [0])), 1), resyncs=load.resyncs,
         http_5xx=sum(n for code, n in load.status.items() if code >= 500), errors=len(load.errors),
         whatif_done=load.whatif_done, whatif_p50_s=round(float(np.median(load.whatif_s)), 1) if load.whatif_s else None,
@@ -309,7 +310,7 @@ def main() -> None:
               f"slope after {warmup_minutes:g} min warm-up {row['slope_mb_per_h']} MB/h), CPU {row['cpu_percent']} %, "
               f"log errors {row['log_errors']}")
     load_row = rows[0]
-    print(f" load: {args.viewers} viewers, {load_row['frames_per_viewer_mean']} frames each (min "
+    print(f" load: {load.viewers} viewers, {load_row['frames_per_viewer_mean']} frames each (min "
           f"{load_row['frames_per_viewer_min']}), {load.resyncs} resyncs; {load.whatif_done} what-if studies; "
           f"{load.history_queries} history queries; 5xx {load_row['http_5xx']}, errors {load_row['errors']}; "
           f"/api/health p50 {load_row['health_p50_ms']} ms, p99 {load_row['health_p99_ms']} ms")
