@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from pxr import Sdf
 
+from twin.core.cache import quality_name
 from twin.physics.model import BELT_FRICTION, GRAVITY
 from twin.physics.sensors import ENCODER, OCCUPIED, beam_blocked
 from twin.scenes import add_conveyor, add_sensor, add_sink, add_source, new_layout
 from twin.scenes.collision import add_collision_boxes
 from twin.scenes.meshes import define_xform, pose
+from twin.sim.physics_robots import GRIP_FAULT
 from twin.sim.physics_runtime import PARTS, PARTS_IN, PARTS_OUT, POSES
 from twin.sim.runtime import Twin
 
@@ -105,6 +107,11 @@ def test_sample_line_on_physics_passes_parts_through_its_stations_into_the_bin(t
     twin = Twin(build_sample_factory(tmp_path), physics=True, device="cpu")
     line, cache = twin.physics, twin.cache
     switch = cache.signal_row("/Factory/Line/Machining", HAS_PART)
+    # counters and grip faults are known from the start (0, good), so a live what-if need not wait for a first event
+    known = (("Sink", PARTS_IN), ("Source", PARTS_OUT), ("Robot1", GRIP_FAULT), ("Robot2", GRIP_FAULT))
+    for path, name in known:
+        row = cache.signal_row(f"/Factory/Line/{path}", name)
+        assert quality_name(cache.status[row]) == "good" and cache.signal_value(row) == 0, (path, name)
     feed = line.belts["/Factory/Line/Conveyor2"]  # Robot1's suction pad picks at its end, on its centre line
     seen_on, run_s, widest = 0, 140.0, 0.0  # seed 1 of the line model's streams: the first part arrives after ~40 s
     for tick in range(1, round(run_s / TICK) + 1):

@@ -77,6 +77,7 @@ class RouteProgram:
             raise LayoutError(where, f"{path}: twin:route names no pose")
         self.duration = clock
         self.fault_row = cache.add_signal(path, GRIP_FAULT, kind="int")
+        cache.write_signal(self.fault_row, 0, status=GOOD)  # no grip has failed yet: a known value, not a wait
         self.joint_row = cache.add_signal(path, JOINTS, width=self.chain.n_joints, unit="rad")
         self.faults = 0
         self.last: np.ndarray | None = None  # the joint values last posed

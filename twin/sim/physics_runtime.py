@@ -273,6 +273,8 @@ class PhysicsLine:
         self.in_rows = [cache.add_signal(path, PARTS_IN, unit="parts", kind="int") for path in self.sinks]
         self.next_arrival = [chance.duration(shape, mean, spread) for _, mean, _, shape, spread, chance in self.sources]
         self.parts_out, self.parts_in, self.parts_lost = 0, 0, 0
+        for row in (*self.out_rows, *self.in_rows):  # counted from the start: none yet is a known, good value
+            cache.write_signal(row, 0, status=GOOD, source_time=epoch)
         self.in_bin: list[int] = []  # physics ids of the parts lying in a bin, oldest first
         self.behind_s = 0.0  # simulated seconds dropped because physics could not keep up
         self.behind = False
