@@ -510,16 +510,20 @@ class PhysicsLine:
         if not len(in_play):  # scrapped at once, or the part fell off the table before it was set down
             return
         pose = self.state.part_poses()[int(in_play[0])]
-        yaw = 2.0 * math.atan2(pose[5], pose[6])  # a part at rest on a level table turns about z only
         self.state.remove_part(part.body)
-        part.body = self.state.spawn_part(station.top[:3] + [0.0, 0.0, 0.001], yaw)
+        part.body = self._spawn_on_table(station.top[:3], pose)
 
     def _on_physics(self, station: Station) -> None:
         """A station's part, off the physics, is put on its table in physics for a gripper to take."""
         part = station.part
         if part is not None and part.body is None:
-            yaw = 2.0 * math.atan2(part.pose[5], part.pose[6])
-            part.body = self.state.spawn_part(part.pose[:3] + [0.0, 0.0, 0.001], yaw)
+            part.body = self._spawn_on_table(part.pose[:3], part.pose)
+
+    def _spawn_on_table(self, position: np.ndarray, pose: np.ndarray) -> int:
+        """A part put in physics a millimetre above `position` on a table, turned about z as `pose` is (a part
+        at rest on a level table turns about z only); its physics id."""
+        yaw = 2.0 * math.atan2(pose[5], pose[6])
+        return self.state.spawn_part(position + [0.0, 0.0, 0.001], yaw)
 
     def _off_physics(self, part: Held, ids: np.ndarray, poses: np.ndarray) -> Held:
         """`part` taken off the physics where it lies there (a part a gripper put down)."""
