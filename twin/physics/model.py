@@ -562,7 +562,7 @@ class PhysicsState:
 
     def _set_active(self, part: int, value: int, copy: int = 0) -> None:
         self._active_host[copy, part] = value
-        if self.model.worlds == self.model.copies:  # the kernels' flags, world after world
+        if not self.model.cpu_loop:  # the kernels' flags, world after world (MuJoCo C's loop reads the host's)
             self._active.assign(self._active_host.ravel())
 
     def _driven_values(self) -> tuple[np.ndarray, np.ndarray]:
@@ -572,7 +572,7 @@ class PhysicsState:
                 np.hstack([self._speeds, np.zeros_like(lowered)]).astype(np.float32))
 
     def _upload_driven(self) -> None:
-        if self.model.worlds == self.model.copies:
+        if not self.model.cpu_loop:  # only the kernels read them; MuJoCo C's loop takes _driven_values() per call
             position, velocity = self._driven_values()
             self._driven_position.assign(position.ravel())
             self._driven_velocity.assign(velocity.ravel())
