@@ -16,6 +16,13 @@ def cpu() -> str:
     return f"{name}, {os.cpu_count()} cores"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far, from /proc (fields 14 and 15 of its stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def warp_machine(device: str) -> str:
     """`cpu()` and the Warp device the benchmark ran on (with the GPU's name when it is one)."""
     import warp as wp

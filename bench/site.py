@@ -25,20 +25,14 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
+from machine import cpu, cpu_seconds  # bench/machine.py: scripts run as `python bench/NAME.py`
+
+from twin.cli import free_port
 
 SIGNALS = 2_000
 PRIM = "/Factory/Line/Conveyor1"
 TARGET_MS, TARGET_LINES = 100.0, 4
 WARMUP_S = 4.0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def publish(port: int, lines: int, signals: int, seconds: float) -> None:
@@ -135,9 +129,8 @@ def measure(urls: list[str], seconds: float) -> tuple[np.ndarray, float]:
 
 def usage(pid: int) -> tuple[float, float]:
     """(CPU seconds so far, resident MB) of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     rss = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS"))
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(rss.split()[1]) / 1024
+    return cpu_seconds(pid), int(rss.split()[1]) / 1024
 
 
 def run_row(folder: Path, layout: Path, broker_port: int, lines: int, viewers: int, seconds: float,

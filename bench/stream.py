@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
+from machine import cpu, cpu_seconds  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 TRANSFORMS = 10_000
 SIGNALS = 5_000
@@ -174,11 +174,6 @@ async def measured(server_pid: int, port: int, clients: int, seconds: float, war
     await asyncio.sleep(warmup)
     before = (cpu_seconds(server_pid), time.time(), cpu_seconds(os.getpid()))
     return await task, before
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peer_encoding() -> tuple[float, float, float, float]:
