@@ -40,8 +40,8 @@ def build_sample_factory(out_dir: Path) -> Path:
     _takeaway(stage)
     for spec in layout.CONVEYORS:
         add_conveyor(stage, spec.path, pose(*spec.start), length=spec.length, width=spec.width,
-                     belt_height=layout.BELT_HEIGHT, capacity=spec.capacity, speed=spec.speed)
-        _guide_rails(stage, spec)
+                     belt_height=layout.BELT_HEIGHT, capacity=spec.capacity, speed=spec.speed,
+                     guide_channel=layout.PART_SIZE + 2 * layout.GUIDE_CLEARANCE, guide_height=layout.GUIDE_HEIGHT)
     for spec in layout.STATIONS:
         if spec.has_table:
             add_table(stage, spec.path, pose(*spec.center), title=spec.title, size=spec.size,
@@ -88,20 +88,6 @@ def _process(stage) -> None:
                                "twin:jointAcceleration": line_model.ROBOT_ACCELERATION})
         for name, joints in spec.poses.items():
             robot.CreateAttribute(f"twin:pose:{name}", Sdf.ValueTypeNames.DoubleArray).Set(Vt.DoubleArray(joints))
-
-
-def _guide_rails(stage, spec: layout.ConveyorSpec) -> None:
-    """Two static rails along the belt, a part's width plus clearance apart (docs/physics.md, "Guide rails"): they
-    keep the parts single file, so the parts at the belt's end wait on its centre line where a gripper picks."""
-    thickness, gap = 0.02, 0.005
-    offset = layout.PART_SIZE / 2 + layout.GUIDE_CLEARANCE + thickness / 2
-    rails = [((spec.length, thickness, layout.GUIDE_HEIGHT),
-              (spec.length / 2, side * offset, layout.BELT_HEIGHT + gap + layout.GUIDE_HEIGHT / 2))
-             for side in (-1, 1)]
-    path = f"{spec.path}/Guides"
-    define_xform(stage, path)
-    add_boxes(stage, f"{path}/Rails", rails, STEEL)
-    add_collision_boxes(stage, f"{path}/Collision", [(f"Rail{i}", *rail) for i, rail in enumerate(rails)])
 
 
 def _takeaway(stage) -> None:

@@ -35,8 +35,12 @@ def add_conveyor(
     belt_height: float,
     capacity: int,
     speed: float | None = None,
+    guide_channel: float | None = None,
+    guide_height: float = 0.04,
 ) -> Usd.Prim:
-    """A belt conveyor; `speed` is the nominal belt speed (m/s) the runtime may override."""
+    """A belt conveyor; `speed` is the nominal belt speed (m/s) the runtime may override. With `guide_channel`
+    (m), two static guide rails `guide_height` tall run along the belt that far apart (docs/physics.md, "Guide
+    rails"): parts ride single file and wait at the belt's end on its centre line, where a gripper picks."""
     attributes = dict(kind="conveyor", length=float(length), width=float(width),
                       beltHeight=float(belt_height), capacity=int(capacity))
     if speed is not None:
@@ -69,7 +73,21 @@ def add_conveyor(
         cylinder(0.07, 0.22, (length - 0.05, motor_y, belt_height - drum), axis="y", sections=16),
         box((0.16, 0.1, 0.16), (length - 0.05, motor_y + 0.12, belt_height - drum)),
     ]), MOTOR_BLUE)
+    if guide_channel is not None:
+        _add_guide_rails(stage, f"{path}/Guides", length, belt_height, guide_channel, guide_height)
     return prim
+
+
+def _add_guide_rails(stage: Usd.Stage, path: str, length: float, belt_height: float, channel: float,
+                     height: float) -> None:
+    """Two rails along the belt, `channel` apart on the inside, set 5 mm clear of the belt's top."""
+    thickness, gap = 0.02, 0.005
+    offset = channel / 2 + thickness / 2
+    rails = [((length, thickness, height), (length / 2, side * offset, belt_height + gap + height / 2))
+             for side in (-1, 1)]
+    define_xform(stage, path)
+    add_boxes(stage, f"{path}/Rails", rails, STEEL)
+    add_collision_boxes(stage, f"{path}/Collision", [(f"Rail{i}", *rail) for i, rail in enumerate(rails)])
 
 
 def add_stopper(stage: Usd.Stage, conveyor: Usd.Prim, at: float, *, height: float = 0.06) -> Usd.Prim:
