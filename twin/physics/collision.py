@@ -116,11 +116,7 @@ def _box_lower(t: wp.transform, lower: wp.vec3, upper: wp.vec3) -> wp.vec3:
     """Lower corner of the box (lower, upper) moved by t, as an axis-aligned box."""
     center = wp.transform_point(t, 0.5 * (lower + upper))
     half = 0.5 * (upper - lower)
-    r = wp.quat_to_matrix(wp.transform_get_rotation(t))
-    extent = wp.vec3(wp.abs(r[0, 0]) * half[0] + wp.abs(r[0, 1]) * half[1] + wp.abs(r[0, 2]) * half[2],
-                     wp.abs(r[1, 0]) * half[0] + wp.abs(r[1, 1]) * half[1] + wp.abs(r[1, 2]) * half[2],
-                     wp.abs(r[2, 0]) * half[0] + wp.abs(r[2, 1]) * half[1] + wp.abs(r[2, 2]) * half[2])
-    return center - extent
+    return center - wp.mul(_abs_matrix(wp.quat_to_matrix(wp.transform_get_rotation(t))), half)
 
 
 @wp.func
@@ -220,9 +216,7 @@ def _surfaces_meet(b_to_a: wp.transform, root_a: int, root_b: int, node_center: 
     meets a, or -1; -2 when even the root boxes are apart."""
     rot = wp.quat_to_matrix(wp.transform_get_rotation(b_to_a))
     shift = wp.transform_get_translation(b_to_a)
-    rot_abs = wp.mat33(wp.abs(rot[0, 0]), wp.abs(rot[0, 1]), wp.abs(rot[0, 2]),
-                       wp.abs(rot[1, 0]), wp.abs(rot[1, 1]), wp.abs(rot[1, 2]),
-                       wp.abs(rot[2, 0]), wp.abs(rot[2, 1]), wp.abs(rot[2, 2])) + wp.mat33(
+    rot_abs = _abs_matrix(rot) + wp.mat33(
         1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6)  # rounding never separates touching boxes
     if _nodes_apart(rot, rot_abs, shift, node_center[root_a], node_half[root_a], node_center[root_b],
                     node_half[root_b]):
@@ -744,24 +738,23 @@ class MotionChecker:
                 node = int(chain.link_parent[node])
         return reach
 
+    def _ancestry(self, link: int) -> list[int]:
+        """`link` and the links above it, up to the root."""
+        path = []
+        while link >= 0:
+            path.append(link)
+            link = int(self.chain.link_parent[link])
+        return path
+
     def _moving_joints_between(self, a: int, b: int) -> int:
-        parents = self.chain.link_parent
-
-        def ancestry(link: int) -> list[int]:
-            path = []
-            while link >= 0:
-                path.append(link)
-                link = int(parents[link])
-            return path
-
-        up_a, up_b = ancestry(a), ancestry(b)
+        up_a, up_b = self._ancestry(a), self._ancestry(b)
         common = set(up_a) & set(up_b)
         path = [k for k in up_a + up_b if k not in common]
         return sum(int(self.chain.joint_type[k]) in (REVOLUTE, PRISMATIC) for k in path)
 
-    def _sweep_clear_of_cell(self, body: _Body, rest: np.ndarray) -> bool:
-        """True when `body` moves with one joint only and nothing of the cell comes near any pose of it, so no
-        configuration can bring it into contact with the cell.
+    def _sweep_clear_of_cell(self, body: _Body, rest: np.ndarray, cell_triangles: np.ndarray) -> bool:
+        """True when `body` moves with one joint only and nothing of the cell (`cell_triangles`: its and its solids'
+        triangles in the world) comes near any pose of it, so no configuration can bring it into contact with it.
 
         Proof: in a frame whose z is the joint's axis (through its origin), a revolute joint turns each point
         of the link about z, keeping its height and its distance r from the axis, so every pose lies within
@@ -772,11 +765,7 @@ class MotionChecker:
         in or wholly out of each closed solid of the cell, a link point at rest outside every solid's box
         shows the link is never inside one."""
         chain = self.chain
-        moving, link = [], body.link
-        while link >= 0:
-            if int(chain.joint_type[link]) in (REVOLUTE, PRISMATIC):
-                moving.append(link)
-            link = int(chain.link_parent[link])
+        moving = [link for link in self._ancestry(body.link) if int(chain.joint_type[link]) in (REVOLUTE, PRISMATIC)]
         if len(moving) != 1:
             return False
         joint = moving[0]
@@ -800,9 +789,7 @@ class MotionChecker:
                 return False
             lower[2], upper[2] = lower[2] + travel.min(), upper[2] + travel.max()
         lower, upper = lower - 1e-3, upper + 1e-3
-        cell = self.bodies[-1]
-        triangles = np.concatenate([cell.points[cell.faces], *[s.points[s.faces] for s in self.solids]])
-        corners = (triangles - frame[:3, 3]) @ to_sweep.T
+        corners = (cell_triangles - frame[:3, 3]) @ to_sweep.T
         if np.any(np.all((corners.min(1) <= upper) & (corners.max(1) >= lower), axis=1)):
             return False
         return not any(np.all((world_points[0] >= s.points.min(0)) & (world_points[0] <= s.points.max(0)))
@@ -814,7 +801,10 @@ class MotionChecker:
         moves = [self._moving_joints_between(0, self.bodies[i].link) > 0 for i in links]
         # the cell first, from the tool back (the likeliest contacts end a colliding configuration's check soonest)
         pairs = [(i, cell) for i in reversed(links) if moves[i] and len(self.bodies[cell].faces)]
-        self.unreachable_pairs = [pair for pair in pairs if self._sweep_clear_of_cell(self.bodies[pair[0]], rest)]
+        body = self.bodies[cell]  # the cell's triangles and its solids', in the world (every pair checks them)
+        triangles = np.concatenate([body.points[body.faces], *[s.points[s.faces] for s in self.solids]])
+        self.unreachable_pairs = [pair for pair in pairs
+                                  if self._sweep_clear_of_cell(self.bodies[pair[0]], rest, triangles)]
         pairs = [pair for pair in pairs if pair not in self.unreachable_pairs]
         counts = [len(self.bodies[i].faces) for i in links]  # the smaller body second
         candidates = [(i, j) if counts[i] >= counts[j] else (j, i) for i in links for j in links
