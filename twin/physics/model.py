@@ -479,9 +479,7 @@ class PhysicsState:
         velocity over the next `step`/`advance_to` call, pushing parts in their way. `jump` puts them there at
         once, for a robot's first pose."""
         geometry, motion = self._robot(robot)
-        poses = geometry.chain.fk(q, base=geometry.base, device=self.model.device)[0]
-        motion.end, motion.tool_end = poses[list(geometry.links)], poses[geometry.tool] if geometry.tool >= 0 \
-            else np.eye(4)
+        motion.end, motion.tool_end = geometry.poses(q, self.model.device)
         if jump:
             self._motion_done()
 
@@ -524,8 +522,7 @@ class PhysicsState:
         return self.model.robots[list(self._motions).index(robot)], self._motions[robot]
 
     def _rest_motion(self, robot: RobotGeometry) -> RobotMotion:
-        poses = robot.chain.fk(np.zeros((1, robot.chain.n_joints)), base=robot.base)[0]
-        links, tool = poses[list(robot.links)], poses[robot.tool] if robot.tool >= 0 else np.eye(4)
+        links, tool = robot.poses(np.zeros(robot.chain.n_joints))
         return RobotMotion(links, links.copy(), tool, tool.copy())
 
     def _prescribed(self, steps: int) -> tuple[np.ndarray, ...]:

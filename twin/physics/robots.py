@@ -49,6 +49,12 @@ class RobotGeometry:
     gripper: Gripper | None = None
     tool: int = -1  # chain link index of the gripper's link
 
+    def poses(self, q, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """World poses at joint values `q` of the links with shapes (in `links` order, (n, 4, 4)) and of the
+        gripper's link (4, 4; identity without a gripper)."""
+        world = self.chain.fk(q, base=self.base, device=device)[0]
+        return world[list(self.links)], world[self.tool] if self.tool >= 0 else np.eye(4)
+
 
 def read_robots(stage: Usd.Stage) -> tuple[RobotGeometry, ...]:
     """Every robot of `stage` (prims with `twin:kind = robot`) with its links' collision shapes and gripper.

@@ -262,7 +262,7 @@ class PhysicsLine:
                 self.state.set_robot_joints(robot.path, robot.program.home, jump=True)
                 at_grip = robot.program.joints(robot.program.grip_at)
                 robot.gripper = geometry.gripper
-                robot.grip_tool = geometry.chain.fk(at_grip[None], base=geometry.base)[0][geometry.tool]
+                robot.grip_tool = geometry.poses(at_grip)[1]
         self.sinks = {path: stage.world_transform(path)[:3, 3] for path, kind in kinds.items() if kind == "sink"}
         line = next(iter(self.sinks), next(iter(self.belts), "/")).rsplit("/", 1)[0] or "/"
         self.sensors = PhysicsSensors(usd, cache, part_size=self.model.part_size, belts=self.model.belts)
