@@ -31,3 +31,15 @@ def sample_layout(tmp_path_factory) -> Path:
     from twin.sample_factory.scene import build_sample_factory
 
     return build_sample_factory(tmp_path_factory.mktemp("sample_factory"))
+
+
+@pytest.fixture(scope="module")
+def sample_viewer(sample_layout) -> Iterator[str]:
+    """The sample twin (no PLC) with its GLB, served in a thread at a 10 Hz tick: the viewer page's URL."""
+    from tests.helpers import require_viewer_build, serve_app
+    from twin.server.app import create_app
+    from twin.sim.runtime import Twin
+
+    require_viewer_build()
+    with serve_app(create_app(Twin(sample_layout), glb_path=sample_layout.with_suffix(".glb"), tick_hz=10)) as url:
+        yield f"{url}/"

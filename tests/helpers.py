@@ -53,6 +53,14 @@ def serve_app(app, port: int | None = None) -> Iterator[str]:
         thread.join(10)
 
 
+def require_viewer_build() -> None:
+    """Fail (not skip) when the viewer is not built: a browser test without it would test nothing."""
+    from twin.server.app import WEB_DIST
+
+    if not (WEB_DIST / "index.html").is_file():
+        pytest.fail(f"the viewer is not built ({WEB_DIST}); scripts/setup.sh builds it")
+
+
 @contextlib.contextmanager
 def serve_sample_with_history(layout: Path, history_dir: Path, admin_token: str) -> Iterator[str]:
     """The sample twin with a historian and one admin token, served on loopback at a 10 Hz tick: what the

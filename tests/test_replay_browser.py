@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import BROWSER, serve_app, viewer_page
+from tests.helpers import BROWSER, require_viewer_build, serve_app, viewer_page
 from twin.core.stage import TwinStage
 from twin.history.store import Historian
 from twin.kinematics.chain import Chain
 from twin.kinematics.usd import link_prim_paths
-from twin.server.app import WEB_DIST, create_app
+from twin.server.app import create_app
 from twin.server.auth import Access, Principal
 from twin.sim.runtime import Twin
 
@@ -52,8 +52,7 @@ def write(twin: Twin, prim: str, attr: str, value, when: float | None = None) ->
 
 @pytest.fixture(scope="module")
 def served(sample_layout, tmp_path_factory):
-    if not (WEB_DIST / "index.html").is_file():
-        pytest.fail(f"the viewer is not built ({WEB_DIST}); scripts/setup.sh builds it")
+    require_viewer_build()
     twin = Twin(sample_layout)
     twin.cache.add_signal(*SPINDLE, unit="degC")  # what the PLC's binding registers
     twin.cache.add_signal("/Factory/Line/Machining", "twin:state", labels=STATES)  # the binding's enum map

@@ -9,14 +9,10 @@ while a user looks around.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import BROWSER, free_port, viewer_page, wait_for_health
+from tests.helpers import BROWSER, viewer_page
 
 pytestmark = BROWSER
 
@@ -24,20 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # web/src/viewer.js: a median frame over this many ms steps quality down
 FRAME_BUDGET_MS = float(re.search(r"const FRAME_BUDGET_MS = (\d+)", (ROOT / "web/src/viewer.js").read_text())[1])
 ORBIT_S = 25.0  # at most this long per page: stepping down takes a second or two per level
-
-
-@pytest.fixture(scope="module")
-def server_url(sample_layout):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "twin.cli", "serve", str(sample_layout), "--port", str(port),
-                                "--glb", str(sample_layout.with_suffix(".glb"))],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        assert wait_for_health(f"http://127.0.0.1:{port}", process, 60), "the server did not start"
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 def orbit(page, until, seconds: float = ORBIT_S) -> dict:
@@ -58,8 +40,8 @@ def orbit(page, until, seconds: float = ORBIT_S) -> dict:
         page.mouse.up()
 
 
-def test_auto_quality_steps_down_until_frames_fit_the_budget(server_url):
-    with viewer_page(server_url + "?quality=auto") as page:
+def test_auto_quality_steps_down_until_frames_fit_the_budget(sample_viewer):
+    with viewer_page(sample_viewer + "?quality=auto") as page:
         assert page.evaluate("window.twin.qualityHistory")[0]["level"] == "high"
         settled = orbit(page, lambda q: q["level"] != "high" and q["frameMs"] is not None
                         and q["frameMs"] <= FRAME_BUDGET_MS)
@@ -74,8 +56,8 @@ def test_auto_quality_steps_down_until_frames_fit_the_budget(server_url):
         assert settled["level"] in page.evaluate("document.getElementById('quality').options[0].textContent")
 
 
-def test_quality_high_pins_it_however_slow_the_frames(server_url):
-    with viewer_page(server_url + "?quality=high") as page:
+def test_quality_high_pins_it_however_slow_the_frames(sample_viewer):
+    with viewer_page(sample_viewer + "?quality=high") as page:
         pinned = orbit(page, lambda q: q["frameMs"] is not None, seconds=ORBIT_S / 2)
         pinned = orbit(page, lambda q: False, seconds=3.0)  # a few more windows: nothing steps it down
         history = page.evaluate("window.twin.qualityHistory")

@@ -1,26 +1,14 @@
 """The what-if panel in a real browser (Debian chromium): define a sweep, see the throughput plot with
 its confidence band, play one variant with parts moving, and return to live."""
 
-import pytest
 
-from tests.helpers import BROWSER, serve_app, viewer_page
-from twin.server.app import WEB_DIST, create_app
-from twin.sim.runtime import Twin
+from tests.helpers import BROWSER, viewer_page
 
 pytestmark = BROWSER
 
 
-@pytest.fixture(scope="module")
-def server(sample_layout):
-    if not (WEB_DIST / "index.html").is_file():
-        pytest.fail(f"the viewer is not built ({WEB_DIST}); scripts/setup.sh builds it")
-    app = create_app(Twin(sample_layout), glb_path=sample_layout.with_suffix(".glb"), tick_hz=10)
-    with serve_app(app) as url:
-        yield f"{url}/"
-
-
-def test_sweep_plot_and_playback(server, artifacts):
-    with viewer_page(server) as page:
+def test_sweep_plot_and_playback(sample_viewer, artifacts):
+    with viewer_page(sample_viewer) as page:
         page.click("#whatif-toggle")
         page.wait_for_selector("#whatif select[name=element] option", state="attached")
         page.select_option("#whatif select[name=element]", "/Factory/Line/Machining")
