@@ -213,9 +213,11 @@ function applyFrame(frame, schema, replayed = false) {
  * A value that is not a setting is reported and ignored.
  */
 function qualitySetting() {
-  const asked = new URLSearchParams(location.search).get('quality') ?? localStorage.getItem('twin.quality');
+  const inUrl = new URLSearchParams(location.search).get('quality');
+  const asked = inUrl ?? localStorage.getItem('twin.quality');
   if (asked === null || RENDER_QUALITY_SETTINGS.includes(asked)) return asked ?? 'auto';
-  console.warn(`?quality=${asked} in the page's URL is not one of ${RENDER_QUALITY_SETTINGS.join(', ')}: using auto`);
+  const where = inUrl === null ? "this browser's stored twin.quality" : "?quality= in the page's URL";
+  console.warn(`${where} is '${asked}', not one of ${RENDER_QUALITY_SETTINGS.join(', ')}: using auto`);
   return 'auto';
 }
 
