@@ -8,6 +8,8 @@ prim or a split triangle in the checker shows up as a disagreement.
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import fcl
 import httpx
@@ -21,7 +23,7 @@ from tests.helpers import serve_app
 from twin.core.stage import usd_to_numpy
 from twin.kinematics.chain import Chain
 from twin.kinematics.usd import read_robot
-from twin.physics.collision import MotionChecker
+from twin.physics.collision import MotionChecker, MotionCheckers
 from twin.sample_factory.layout import ROBOTS
 from twin.server.app import create_app
 from twin.sim.runtime import Twin
@@ -155,6 +157,29 @@ def test_batches_and_refusals(checker):
         checker.check_motion(np.zeros((3, 5)))
     with pytest.raises(ValueError, match=r"trajectory\[0\]\[1\]\[2\] is not finite"):
         checker.check_motion([[0.0] * 6, [0.0, 0.0, np.nan, 0.0, 0.0, 0.0]])
+
+
+def test_concurrent_first_checks_build_each_robot_once(sample_layout):
+    """REST runs checks on worker threads: the first calls for a robot share one build, and robots check at once."""
+    stage = Usd.Stage.Open(str(sample_layout))
+    robots = [f"/Factory/Line/{spec.name}" for spec in ROBOTS][:2]
+    checkers = MotionCheckers(stage, robots, device="cpu")
+    trajectory = np.zeros((2, 6))
+    start = threading.Barrier(4)
+
+    def check(robot: str):
+        start.wait()
+        return checkers.check_motion(robot, trajectory, distance=False).to_dict(), checkers.checker(robot)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(check, robots * 2))
+    for index, robot in enumerate(robots):
+        first, again = answers[index], answers[index + len(robots)]
+        assert first[1] is again[1]  # built once
+        assert first[0] == again[0] == MotionChecker(stage, robot, device="cpu").check_motion(
+            trajectory, distance=False).to_dict()
+    with pytest.raises(KeyError, match="no robot at /Nowhere"):
+        checkers.check_motion("/Nowhere", trajectory)
 
 
 @pytest.fixture(scope="module")

@@ -1043,15 +1043,17 @@ class MotionCheckers:
         self.robot_paths = list(robot_paths)
         self.device = device
         self._checkers: dict[str, MotionChecker] = {}
-        self._lock = threading.Lock()  # REST calls run on worker threads; a checker's buffers are its own
+        # REST calls run on worker threads: a robot's checker is built once (a second caller waits for it), and
+        # a checker runs one batch at a time itself, so only the building is locked, per robot.
+        self._building = {path: threading.Lock() for path in self.robot_paths}
 
     def checker(self, robot: str) -> MotionChecker:
         if robot not in self.robot_paths:
             raise KeyError(f"no robot at {robot}; robots: {', '.join(self.robot_paths) or 'none'}")
-        if robot not in self._checkers:
-            self._checkers[robot] = MotionChecker(self.stage, robot, device=self.device)
+        with self._building[robot]:
+            if robot not in self._checkers:
+                self._checkers[robot] = MotionChecker(self.stage, robot, device=self.device)
         return self._checkers[robot]
 
     def check_motion(self, robot: str, trajectory, **options) -> MotionCheck | list[MotionCheck]:
-        with self._lock:
-            return self.checker(robot).check_motion(trajectory, **options)
+        return self.checker(robot).check_motion(trajectory, **options)
