@@ -76,13 +76,18 @@ bindings:
     return path
 
 
-async def stream_once(path: Path, timeout: float = 15.0) -> tuple[RuntimeCache, OpcUaConnector]:
+async def stream_once(path: Path, *, refused: bool = False) -> tuple[RuntimeCache, OpcUaConnector]:
+    """Connect until the value is good or, where a refusal is expected (`refused`), until the first refusal."""
     cache = RuntimeCache()
     connector = OpcUaConnector(load_bindings(path), cache, max_backoff=1.0)
     await connector.start()
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 15.0
+
+    def done() -> bool:
+        return quality_name(cache.status[0]) == "good" or (refused and connector.health()["press"]["last_error"])
+
     try:
-        while quality_name(cache.status[0]) != "good" and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
         await connector.stop()
@@ -118,24 +123,24 @@ def test_refusals_are_clear(tmp_path, monkeypatch):
         server = await secure_server(tmp_path, port)
         try:
             # no security at all: the server offers no such endpoint
-            _, connector = await stream_once(binding_file(tmp_path, port, policy="None"), timeout=3)
+            _, connector = await stream_once(binding_file(tmp_path, port, policy="None"), refused=True)
             assert not connector.health()["press"]["connects"]
             assert "secure.yaml:2: server 'press'" in connector.health()["press"]["last_error"]
             # a wrong password
             monkeypatch.setenv("TWIN_TEST_PRESS_PASSWORD", "guess")
-            _, connector = await stream_once(binding_file(tmp_path, port), timeout=3)
+            _, connector = await stream_once(binding_file(tmp_path, port), refused=True)
             assert not connector.health()["press"]["connects"]
             assert "BadUserAccessDenied" in connector.health()["press"]["last_error"] or \
                 "BadIdentityTokenRejected" in connector.health()["press"]["last_error"]
             # a server certificate that is not the trusted one
             monkeypatch.setenv("TWIN_TEST_PRESS_PASSWORD", "s3cret")
             stranger, _ = ensure_client_certificate(tmp_path / "stranger", "urn:stranger")
-            _, connector = await stream_once(binding_file(tmp_path, port, trusted=str(stranger)), timeout=3)
+            _, connector = await stream_once(binding_file(tmp_path, port, trusted=str(stranger)), refused=True)
             error = connector.health()["press"]["last_error"]
             assert "not among trusted_server_certificates" in error and f"127.0.0.1:{port}" in error
             # no password in the environment
             monkeypatch.delenv("TWIN_TEST_PRESS_PASSWORD")
-            _, connector = await stream_once(binding_file(tmp_path, port), timeout=3)
+            _, connector = await stream_once(binding_file(tmp_path, port), refused=True)
             assert "environment variable TWIN_TEST_PRESS_PASSWORD (password_env) is not set" in \
                 connector.health()["press"]["last_error"]
         finally:
@@ -186,7 +191,7 @@ def test_a_server_without_the_asked_for_security_lists_what_it_offers(tmp_path, 
         try:
             for policy, mode, wanted in [("None", "Sign", "no security"),
                                          ("Basic256Sha256", "SignAndEncrypt", "Basic256Sha256 SignAndEncrypt")]:
-                _, connector = await stream_once(binding_file(tmp_path, port, mode, policy=policy), timeout=3)
+                _, connector = await stream_once(binding_file(tmp_path, port, mode, policy=policy), refused=True)
                 error = connector.health()["press"]["last_error"]
                 assert not connector.health()["press"]["connects"]
                 assert f"127.0.0.1:{port}/secure/ offers no " in error and wanted in error, error
