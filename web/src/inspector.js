@@ -71,18 +71,25 @@ export class Inspector {
     this.#loadDescendantUnits(path);
   }
 
-  /** A stream update for one signal: refresh its row, or re-render if it is new to the selection. */
+  /**
+   * A stream update for one signal: refresh its row, or re-render if it is new to the selection. Returns
+   * whether the panel shows the change (the viewer then paints it before its next slow render).
+   */
   update(key, signal) {
     const row = this.rows.get(key);
     if (row) {
       this.#fillRow(row, signal);
-    } else if (this.path && this.#belongs(key) && !this.rerenderQueued) {
+      return true;
+    }
+    if (!this.path || !this.#belongs(key)) return false;
+    if (!this.rerenderQueued) {
       this.rerenderQueued = true;
       queueMicrotask(() => {
         this.rerenderQueued = false;
         this.#renderSignals();
       });
     }
+    return true;
   }
 
   #belongs(key) {

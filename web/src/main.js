@@ -183,12 +183,14 @@ function applyFrame(frame, schema, replayed = false) {
   for (let i = 0; i < transforms.rows.length; i++) {
     viewer.applyPose(schema.transforms[transforms.rows[i]], transforms.positions, transforms.quaternions, i);
   }
+  let panelChanged = false;
   forEachSignal(frame, schema, (key, signal, time) => {
     signals.set(key, signal);
-    inspector.update(key, signal);
+    if (inspector.update(key, signal)) panelChanged = true;
     plant.update(key, signal);
     if (!replayed) history.record(key, time, signal.v);
   });
+  if (panelChanged) viewer.panelsUpdated();
   for (const set of instances) {
     if (schema.instances[set.set] !== 'parts') continue;
     lastParts = set;

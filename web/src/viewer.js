@@ -31,6 +31,10 @@ const QUALITY_WINDOW_MS = 1000; // frame times are judged over windows of about 
 const MIN_WINDOW_FRAMES = 3; // at half a second a frame (high quality in software), a window takes 1.5 s
 const HEADROOM_WINDOWS = 3; // this many windows in a row with headroom before stepping up
 const RETRY_UP_MS = 10000; // after a step up proved too slow, wait this long (doubling) before trying again
+// A frame that rendered and took longer than this (more than one 60 Hz vsync) held the page: the graphics are slow
+// (software WebGL waits for the whole render before the page can paint), so rendering is rationed (#frame).
+const SLOW_RENDER_MS = 20;
+const MAX_REST_MS = 100; // the pause after a slow render: a few vsyncs let the page apply and paint what came
 
 /**
  * Write a rigid transform (position i of `positions`, int16 quaternion i of `quaternions`) as a
@@ -142,6 +146,10 @@ export class Viewer {
     this.windowStart = 0;
     this.renderedLastFrame = false;
     this.lastFrame = 0;
+    this.slowRenderMs = 0; // how long the last render held the page, if over SLOW_RENDER_MS (else 0)
+    this.noRenderUntil = 0; // after a slow render, no WebGL before this animation-frame time
+    this.panelsChanged = false; // values shown in the page's panels changed since the last animation frame
+    this.deferredLastFrame = false; // the last animation frame left WebGL out for changed panels
     this.headroomWindows = 0;
     this.retryUpMs = RETRY_UP_MS;
     this.noStepUpUntil = 0;
@@ -430,11 +438,14 @@ export class Viewer {
     this.controls.update(); // applies damping; fires 'change' while the view still moves
     // Frame time: from an animation frame that rendered to the next one (an idle gap says nothing).
     const frameMs = this.renderedLastFrame ? time - this.lastFrame : null;
-    if (frameMs !== null) this.#measureFrame(frameMs, time);
     this.lastFrame = time;
-    // After a render over budget, one frame without WebGL: panels and values changed meanwhile are painted
-    // now, instead of waiting for the next slow render (where the GPU is software, a render holds the page).
-    this.renderedLastFrame = this.needsRender && !(frameMs > FRAME_BUDGET_MS);
+    if (frameMs !== null) {
+      this.#measureFrame(frameMs, time);
+      this.slowRenderMs = frameMs > SLOW_RENDER_MS ? frameMs : 0;
+      this.noRenderUntil = time + Math.min(this.slowRenderMs, MAX_REST_MS);
+    }
+    const mayRender = this.#mayRender(time);
+    this.renderedLastFrame = this.needsRender && mayRender;
     if (!this.renderedLastFrame) return;
     this.needsRender = false;
     this.renderedFrames += 1;
@@ -443,6 +454,27 @@ export class Viewer {
       this.selectionBox.setFromObject(this.selection); // robots move: follow the selection
     }
     this.renderer.render(this.scene, this.camera);
+  }
+
+  /** The page's panels show changed values: where renders are slow, paint them before the next render. */
+  panelsUpdated() {
+    this.panelsChanged = true;
+  }
+
+  /**
+   * Where graphics are slow, a render holds the page (style, layout, paint, input, the stream's values) until
+   * it is done. So after a render that took S > SLOW_RENDER_MS, the next S ms (at most MAX_REST_MS) draw no
+   * WebGL (rendering takes at most half the page's time while renders are short enough to stay fluid; a
+   * seconds-long render at high quality is not slowed down further, so auto steps down as fast), and a frame whose panels changed leaves WebGL out once, so that the
+   * changed values are painted at once rather than after a render (never two frames in a row: the view still
+   * moves). Where a render fits one vsync, every frame may render.
+   */
+  #mayRender(time) {
+    const resting = time < this.noRenderUntil; // panels changed meanwhile are painted in these frames anyway
+    const deferForPanels = !resting && this.panelsChanged && this.slowRenderMs > 0 && !this.deferredLastFrame;
+    this.panelsChanged = false;
+    this.deferredLastFrame = deferForPanels;
+    return !resting && !deferForPanels;
   }
 
   /**
