@@ -36,7 +36,7 @@ asyncua's server does not sample: it revises the sampling interval to the publis
 write at the next publish, so the two sampling rows differ only in what is asked; a PLC that samples adds up to
 one sampling interval to twin and peer alike. Target: p99 within 50 ms of the peer's p99 at 100 ms.
 
-    python bench/e2e_latency.py [--writes 60]
+    python bench/e2e_latency.py [--writes 60] [--load idle|demo] [--viewer DIST]
 
 About 2.5 minutes on 2 cores. The last line is the JSON summary (../shared/README.md).
 """
@@ -145,7 +145,7 @@ def peer(endpoint: str, sampling_ms: float, ready, stop, results) -> None:
 
 
 # --------------------------------------------------------------------------- the twin (own process), timed
-async def _twin(layout: str, binding_path: str, port: int, ready, stop, results) -> None:
+async def _twin(layout: str, binding_path: str, port: int, static_dir: str | None, ready, stop, results) -> None:
     import uvicorn
     from starlette.websockets import WebSocket
 
@@ -160,8 +160,9 @@ async def _twin(layout: str, binding_path: str, port: int, ready, stop, results)
     binding_file = load_bindings(Path(binding_path))
     validate_against_stage(binding_file, twin.stage.stage)
     connector = OpcUaConnector(binding_file, twin.cache)
-    app = create_app(twin, glb_path=Path(layout).with_suffix(".glb"), tick_hz=TICK_HZ, writer=connector,
-                     connector_health=connector.health, on_startup=[connector.start], on_shutdown=[connector.stop])
+    app = create_app(twin, glb_path=Path(layout).with_suffix(".glb"), static_dir=static_dir and Path(static_dir),
+                     tick_hz=TICK_HZ, writer=connector, connector_health=connector.health,
+                     on_startup=[connector.start], on_shutdown=[connector.stop])
     hub = app.state.hub
     record: dict[str, list] = {"cached": [], "notified": [], "encoded": [], "sent": []}
     in_flight: dict[int, int] = {}  # id(frame bytes) -> cache version, until handed to the websocket
@@ -207,8 +208,8 @@ async def _twin(layout: str, binding_path: str, port: int, ready, stop, results)
     await serving
 
 
-def run_twin(layout: str, binding_path: str, port: int, ready, stop, results) -> None:
-    asyncio.run(_twin(layout, binding_path, port, ready, stop, results))
+def run_twin(layout: str, binding_path: str, port: int, static_dir: str | None, ready, stop, results) -> None:
+    asyncio.run(_twin(layout, binding_path, port, static_dir, ready, stop, results))
 
 
 # --------------------------------------------------------------------------- the page
@@ -318,16 +319,16 @@ def sample_plc(demo_load: bool) -> Iterator[str | None]:
 
 
 def measure(sampling_ms: float, demo_load: bool, writes: int, first: int, layout: Path, folder: Path,
-            server: dict) -> dict:
+            server: dict, static_dir: str | None) -> dict:
     load_before = os.getloadavg()[0]
     with sample_plc(demo_load) as plc_endpoint:
-        row = _measure(sampling_ms, plc_endpoint, writes, first, layout, folder, server)
+        row = _measure(sampling_ms, plc_endpoint, writes, first, layout, folder, server, static_dir)
     row["load_avg"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     return row
 
 
 def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: int, layout: Path, folder: Path,
-             server: dict) -> dict:
+             server: dict, static_dir: str | None) -> dict:
     from playwright.sync_api import sync_playwright
 
     from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port
@@ -339,7 +340,7 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
     twin_ready, peer_ready, stop = context.Event(), context.Event(), context.Event()
     twin_results, peer_results = context.Queue(), context.Queue()
     twin_process = context.Process(target=run_twin, daemon=True, args=(
-        str(layout), str(bindings), port, twin_ready, stop, twin_results))
+        str(layout), str(bindings), port, static_dir, twin_ready, stop, twin_results))
     peer_process = context.Process(target=peer, daemon=True, args=(
         server["endpoint"], sampling_ms, peer_ready, stop, peer_results))
     twin_process.start()
@@ -420,7 +421,11 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, default=60, help="values written per configuration")
+    parser.add_argument("--load", choices=("idle", "demo"), help="only the rows with this load (default: all)")
+    parser.add_argument("--viewer", help="the built viewer to serve (default: web/dist), e.g. another commit's, "
+                                         "to compare two viewers under the same conditions")
     args = parser.parse_args()
+    configs = [(sampling, demo) for sampling, demo in CONFIGS if args.load in (None, "demo" if demo else "idle")]
     from tests.helpers import free_port
     from twin.sample_factory.scene import build_sample_factory
 
@@ -442,8 +447,9 @@ def main() -> None:
             raise SystemExit("the OPC-UA server did not start within 60 s")
         with tempfile.TemporaryDirectory() as folder:
             layout = build_sample_factory(Path(folder))
-            for number, (sampling_ms, demo_load) in enumerate(CONFIGS):
-                row = measure(sampling_ms, demo_load, args.writes, 1000 * (number + 1), layout, Path(folder), server)
+            for number, (sampling_ms, demo_load) in enumerate(configs):
+                row = measure(sampling_ms, demo_load, args.writes, 1000 * (number + 1), layout, Path(folder), server,
+                              args.viewer)
                 rows.append(row)
                 print(f"  sampling {sampling_ms:g} ms, {row['load']}: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms "
                       f"(peer {row['peer_p50_ms']} / {row['peer_p99_ms']} ms), {row['shown']}/{args.writes} shown",
