@@ -100,11 +100,10 @@ def test_photo_eye_edges_are_the_parts_that_passed_at_the_belt_transit_times(tmp
 
 
 @pytest.mark.slow
-def test_sample_line_on_physics_passes_parts_through_its_stations_into_the_bin(tmp_path):
+def test_sample_line_on_physics_passes_parts_through_its_stations_into_the_bin(sample_layout):
     from twin.physics.sensors import HAS_PART
-    from twin.sample_factory.scene import build_sample_factory
 
-    twin = Twin(build_sample_factory(tmp_path), physics=True, device="cpu")
+    twin = Twin(sample_layout, physics=True, device="cpu")
     line, cache = twin.physics, twin.cache
     switch = cache.signal_row("/Factory/Line/Machining", HAS_PART)
     # counters and grip faults are known from the start (0, good), so a live what-if need not wait for a first event
@@ -227,16 +226,15 @@ def test_a_line_on_physics_gives_the_line_models_output_with_the_same_random_num
 
 
 @pytest.mark.slow
-def test_sample_line_transfers_parts_onto_the_takeaway_belt_and_into_the_bin(tmp_path):
+def test_sample_line_transfers_parts_onto_the_takeaway_belt_and_into_the_bin(sample_layout):
     """Conveyor4's end over the sink's lower takeaway belt: every part lands on it, rides it at its speed, falls into
     the bin; none is lost, and no part's lowest corner sinks more than 1 mm into a belt."""
     from twin.physics.model import PhysicsModel
     from twin.physics.sensors import quaternion_matrices
     from twin.sample_factory import layout
-    from twin.sample_factory.scene import build_sample_factory
     from twin.scenes import open_layout
 
-    model = PhysicsModel.from_stage(open_layout(build_sample_factory(tmp_path)), max_parts=4)
+    model = PhysicsModel.from_stage(open_layout(sample_layout), max_parts=4)
     state, last, takeaway = model.new_state(), layout.CONVEYORS[-1], layout.TAKEAWAY
     belts = [(last.start[0], last.start[0] + last.length, layout.BELT_HEIGHT),
              (takeaway.start, takeaway.start + takeaway.length, takeaway.height)]
