@@ -157,12 +157,11 @@ def test_spawn_and_remove_reuse_the_pool_and_name_bad_input(model):
 
 
 @pytest.mark.slow
-def test_sample_line_drops_its_finished_parts_into_the_sink_bin(tmp_path):
+def test_sample_line_drops_its_finished_parts_into_the_sink_bin(sample_layout):
     from twin.sample_factory import layout
-    from twin.sample_factory.scene import build_sample_factory
     from twin.scenes import open_layout
 
-    model = PhysicsModel.from_stage(open_layout(build_sample_factory(tmp_path)), max_parts=2)
+    model = PhysicsModel.from_stage(open_layout(sample_layout), max_parts=2)
     assert model.part_size == layout.PART_SIZE  # from the conveyors' twin:partLength
     last = layout.CONVEYORS[-1]
     state = model.new_state()
