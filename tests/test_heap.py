@@ -4,6 +4,7 @@ import asyncio
 import gc
 import weakref
 
+from tests.helpers import wait_until
 from twin.core import heap
 
 
@@ -52,7 +53,7 @@ def test_settle_soon_settles_at_most_once_per_interval_and_folds_requests(monkey
         del dropped
         gc.collect()
         assert dropped_ref() is not None  # frozen: only a settle frees it
-        await asyncio.sleep(2.0)
+        await wait_until(lambda: heap._deferred is None, 10, "the deferred settle")  # due 1.5 s after the first
         assert heap._last_settle > first and heap._deferred is None
         assert dropped_ref() is None  # the deferred settle ran
 
