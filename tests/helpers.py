@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -86,6 +88,27 @@ def wait_for_health(url: str, process: subprocess.Popen, timeout: float) -> bool
             return True
         time.sleep(0.2)
     return False
+
+
+def stop_process(process: subprocess.Popen, sent: int = signal.SIGTERM, *, grace_s: float = 20.0,
+                 group: bool = False) -> bool:
+    """Stop a process a test started as a user would: `sent` (to its process group with `group`, so its own children
+    get it too), then SIGKILL to whatever is left after `grace_s`. Whether it stopped within the grace period."""
+    def send(what: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:  # the group outlives its leader while the leader's children run
+                os.killpg(process.pid, what)
+            else:
+                process.send_signal(what)
+
+    send(sent)
+    try:
+        process.wait(timeout=grace_s)
+        return True
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait(timeout=10)
+        return False
 
 
 async def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 from asyncua import Client, ua
 
-from tests.helpers import BROWSER, free_port, viewer_page, wait_for_health
+from tests.helpers import BROWSER, free_port, stop_process, viewer_page, wait_for_health
 from twin.commission.address import NAMESPACE
 from twin.commission.feed import PlantFeed
 from twin.sdk.commission import LocalCommission
@@ -329,8 +329,4 @@ def test_viewer_shows_simulated_badge_and_a_forced_input_in_the_io_panel(sample_
             page.locator("#io-release-all").click()
             page.wait_for_function("!document.querySelector('#io-panel tr.forced')", timeout=10_000)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, signal.SIGINT)

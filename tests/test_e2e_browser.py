@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from asyncua import Client
 
-from tests.helpers import BROWSER, free_port, viewer_page, wait_for_health
+from tests.helpers import BROWSER, free_port, stop_process, viewer_page, wait_for_health
 
 pytestmark = [*BROWSER, pytest.mark.slow]
 
@@ -86,11 +86,7 @@ def demo(tmp_path_factory, sample_layout):
         yield {"url": url, "endpoint": f"opc.tcp://127.0.0.1:{plc_port}/factory/", "process": process,
                "started": started, "log": log}
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if not stop_process(process, signal.SIGINT):
             pytest.fail("the demo did not stop within 20 s of Ctrl-C")
     assert process.returncode == 0, log.read_text()
 

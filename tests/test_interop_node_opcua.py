@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from asyncua import Client, ua
 
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, stop_process, wait_until
 from twin.connectors.bindings import load_bindings
 from twin.connectors.opcua import OpcUaConnector
 from twin.connectors.security import ensure_client_certificate, thumbprint
@@ -90,12 +90,7 @@ def node_opcua(script: str, *args: str, log: Path):
                 break
         yield line.split()[1]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace_s=10)
     assert process.returncode == 0, f"SIGTERM: the server exited with {process.returncode}"
 
 

@@ -10,11 +10,8 @@ physics-bin.json (the figures).
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import BROWSER, free_port, viewer_page, wait_for_health
+from tests.helpers import BROWSER, free_port, stop_process, viewer_page, wait_for_health
 
 pytestmark = [*BROWSER, pytest.mark.slow, pytest.mark.timeout(360)]
 
@@ -197,11 +194,4 @@ def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts, sample_
         (artifacts / "physics-bin.json").write_text(json.dumps(figures, indent=2))
         print("physics browser figures:", json.dumps(figures))
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)  # the demo stops its PLC, which also watches the demo's pid
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop_process(process, group=True)  # the demo stops its PLC, which also watches the demo's pid

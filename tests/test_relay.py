@@ -18,7 +18,7 @@ import paho.mqtt.client as paho
 import pytest
 from websockets.sync.client import connect
 
-from tests.helpers import free_port
+from tests.helpers import free_port, stop_process
 from tests.mqtt_broker import Broker, needs_mosquitto, start_broker
 from twin.core.errors import TwinError
 from twin.site.relay import relay_broker
@@ -47,12 +47,7 @@ class Process:
         return httpx.get(f"{self.url}{path}", timeout=10).json()
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process, grace_s=15)
 
 
 def wait(predicate: Callable[[], object], timeout: float, what: str, *processes: Process) -> None:

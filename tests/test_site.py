@@ -21,7 +21,7 @@ import paho.mqtt.client as paho
 import pytest
 
 import twin
-from tests.helpers import BROWSER, free_port, viewer_page
+from tests.helpers import BROWSER, free_port, stop_process, viewer_page
 from tests.mqtt_broker import Broker, needs_mosquitto, start_broker
 from twin.core.errors import BindingError
 from twin.site.config import SiteError, line_bindings, load_site
@@ -111,12 +111,7 @@ def running_site(sample_layout, tmp_path_factory) -> Iterator[RunningSite]:
         yield site
     finally:
         if process.poll() is None:  # a run of some of the tests: stop it as a user would
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+            stop_process(process)
         plant.loop_stop()
         broker.stop()
 

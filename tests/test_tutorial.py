@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import stop_process
 from twin.cli import free_port, wait_for_port
 
 TUTORIAL = Path(__file__).parent.parent / "docs" / "tutorial.md"
@@ -68,11 +69,7 @@ def test_tutorial_runs_as_written(tmp_path):
     finally:
         for process in background:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGINT)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+                stop_process(process, signal.SIGINT, grace_s=15, group=True)
     assert {"plant.usda", "plant.glb", "plc.py", "bindings.yaml", "whatif.py"} <= {p.name for p in tmp_path.iterdir()}
     check = next(output for output in outputs if "bindings bindings.yaml" in output)
     assert "bindings bindings.yaml: 4 bindings, 4 reach a prim" in check and "error" not in check
