@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from twin.core.alarms import AlarmRule, AlarmRuleError, parse_rule
+from twin.core.documents import YamlDocument
 from twin.core.errors import BindingError
 from twin.core.schema import FieldError, Location, blamed, sentence
 
@@ -36,7 +36,6 @@ _BROWSE_ELEMENT = re.compile(r"(?:\d{1,5}:.+|nsu=.+:[^:]+)", re.DOTALL)  # "2:Li
 _BROWSE_SPLIT = re.compile(r"/(?=\d+:|nsu=)")  # a "/" that starts the next qualified name, not one inside a URI
 _BROKER_URL = re.compile(r"^mqtts?://[^/:\s]+(?::\d{1,5})?/?$")
 _SPARKPLUG_NODE = re.compile(r"^[^/+#\s]+/[^/+#\s]+(?:/[^/+#\s]+)?$")  # group/edge node[/device]
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it: big files load 5x faster
 
 
 @dataclass(frozen=True)
@@ -531,73 +530,17 @@ _SECTION_ERRORS = {"servers": "'servers' must map names to servers", "brokers": 
                    "bindings": "'bindings' must be a list"}
 
 
-def _read_yaml(path: Path) -> tuple[yaml.Node, object]:
-    """The file composed (nodes carry lines) and loaded (plain values), each done once."""
-    try:
-        text = path.read_text()
-        root = yaml.compose(text, Loader=_LOADER)
-        data = yaml.load(text, Loader=_LOADER)
-    except FileNotFoundError:
-        raise BindingError(path, "file not found") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        raise BindingError(path, f"not valid YAML: {getattr(error, 'problem', error)}",
-                           line=mark.line + 1 if mark else None) from None
-    if root is None:
-        raise BindingError(path, "the file is empty")
-    return root, data
-
-
-
-class _Document:
-    """A binding file composed (nodes carry lines) and loaded (plain values), to turn a location in the data,
-    such as ("bindings", 3, "limits", "min"), into an error that names the line and the binding."""
+class _Document(YamlDocument):
+    """A binding file with the line of every field, to turn a location in the data, such as
+    ("bindings", 3, "limits", "min"), into an error that names the line and the binding."""
 
     def __init__(self, path: Path):
-        self.path = path
-        self.root, self.data = _read_yaml(path)
-        self._refuse_duplicate_keys(self.root, ())
-
-    def _refuse_duplicate_keys(self, node: yaml.Node, loc: Location) -> None:
-        """YAML keeps the last of two equal keys; in a binding file the first one is then silently lost."""
-        if isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                self._refuse_duplicate_keys(item, (*loc, index))
-        elif isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for key, value in node.value:
-                if key.value in seen:
-                    raise self.error((*loc, key.value), f"key {key.value!r} appears twice",
-                                     line=key.start_mark.line + 1)
-                seen.add(key.value)
-                self._refuse_duplicate_keys(value, (*loc, key.value))
-
-    def line(self, loc: Location) -> int:
-        """The line of the last key (or list item) of `loc` that the file has; 1-based."""
-        node, line = self.root, self.root.start_mark.line + 1
-        for step in loc:
-            if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
-                node = node.value[step]
-                line = node.start_mark.line + 1
-            elif isinstance(node, yaml.MappingNode):
-                entry = next(((key, value) for key, value in node.value if key.value == str(step)), None)
-                if entry is None:
-                    return node.start_mark.line + 1  # a missing key: the mapping that lacks it
-                node, line = entry[1], entry[0].start_mark.line + 1
-            else:
-                break
-        return line
-
-    def value(self, loc: Location) -> object:
-        value = self.data
-        for step in loc:
-            if isinstance(value, dict):
-                value = value.get(step)
-            elif isinstance(value, list) and isinstance(step, int) and step < len(value):
-                value = value[step]
-            else:
-                return None
-        return value
+        super().__init__(path, BindingError)
+        if self.root is None:
+            raise BindingError(path, "the file is empty")
+        if duplicate := self.duplicate_key():
+            loc, line = duplicate
+            raise self.error(loc, f"key {loc[-1]!r} appears twice", line=line)
 
     def label(self, loc: Location) -> str:
         """What the error is about: "server 'plc'", "binding ns=2;s=Speed limits", "binding 2:A/2:B alarm"."""

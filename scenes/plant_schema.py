@@ -8,12 +8,12 @@ file, the line and the field: `plant.yaml:12: conveyors[0] (Belt1): speed must b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from twin.core.documents import YamlDocument
 from twin.core.errors import FileError
 from twin.core.schema import FieldError, Location, blamed, sentence
 
@@ -157,66 +157,31 @@ class PlantSpec(_Spec):
         return self
 
 
-class PlantFile:
+class PlantFile(YamlDocument):
     """A plant file read and validated, with the line of every field for later errors (bad URDFs, poses)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        try:
-            text = self.path.read_text()
-            self.root = yaml.compose(text, Loader=yaml.SafeLoader)
-            data: Any = yaml.safe_load(text)
-        except FileNotFoundError:
-            raise PlantError(self.path, "file not found") from None
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            raise PlantError(self.path, f"not valid YAML: {getattr(error, 'problem', error)}",
-                             line=mark.line + 1 if mark else None) from None
-        if not isinstance(data, dict):
+        super().__init__(path, PlantError)
+        if not isinstance(self.data, dict):
             raise PlantError(self.path, "the file must be a mapping of sections (sources, conveyors, ...)", line=1)
-        self.data = data
+        if duplicate := self.duplicate_key():
+            loc, line = duplicate
+            raise self.error(loc, f"key {loc[-1]!r} appears twice", line=line)
         try:
-            self.spec = PlantSpec.model_validate(data)
+            self.spec = PlantSpec.model_validate(self.data)
         except ValidationError as error:
             errors = error.errors(include_url=False)  # a misspelt key explains the missing one: name it first
             raise self._explain(next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])) from None
 
-    def line(self, loc: Location) -> int:
-        """The line of the deepest key or list item of `loc` present in the file; 1-based."""
-        node = self.root
-        line = node.start_mark.line + 1
-        for step in loc:
-            if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
-                node = node.value[step]
-                line = node.start_mark.line + 1
-            elif isinstance(node, yaml.MappingNode):
-                entry = next(((key, value) for key, value in node.value if key.value == str(step)), None)
-                if entry is None:
-                    break
-                node, line = entry[1], entry[0].start_mark.line + 1
-            else:
-                break
-        return line
-
-    def error(self, loc: Location, message: str) -> PlantError:
-        """An error about the field at `loc` ("robots", 0, "poses", "home"), at its line, naming its element."""
+    def error(self, loc: Location, message: str, *, line: int | None = None) -> PlantError:
+        """An error about the field at `loc` ("robots", 0, "poses", "home"), at its line unless `line` says
+        otherwise, naming its element."""
         label = ""
         if len(loc) >= 2 and isinstance(loc[1], int):
-            entry = self._value(loc[:2])
+            entry = self.value(loc[:2])
             name = entry.get("name") if isinstance(entry, dict) else None
             label = f"{loc[0]}[{loc[1]}]" + (f" ({name})" if name else "") + ": "
-        return PlantError(self.path, f"{label}{message}", line=self.line(loc))
-
-    def _value(self, loc: Location) -> object:
-        value: object = self.data
-        for step in loc:
-            if isinstance(value, dict):
-                value = value.get(step)
-            elif isinstance(value, list) and isinstance(step, int) and step < len(value):
-                value = value[step]
-            else:
-                return None
-        return value
+        return PlantError(self.path, f"{label}{message}", line=line or self.line(loc))
 
     def _explain(self, error: ErrorDetails) -> PlantError:
         loc = blamed(error)
@@ -236,7 +201,7 @@ class PlantFile:
             return self.error(field_loc, f"the plant needs at least one entry in {name!r}")
         if kind in ("model_type", "dict_type") and len(loc) == 2:
             return self.error(loc, f"each entry of {loc[0]!r} must be a mapping")
-        return self.error(field_loc, sentence(error, model, name, self._value(field_loc)))
+        return self.error(field_loc, sentence(error, model, name, self.value(field_loc)))
 
 
 _MODELS: dict[str, type[_Spec]] = {"sources": SourceSpec, "conveyors": ConveyorSpec, "buffers": BufferSpec,

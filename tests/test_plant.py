@@ -63,6 +63,9 @@ def _plant(folder: Path, text: str = LINE) -> Path:
                                                              r"'sinks'"),
     (("at: [8, 0]", "at: [8, 0"), r"plant.yaml:13: not valid YAML"),
     (("sources:", "source:"), r"plant.yaml:1: unknown section 'source'"),
+    # YAML would keep the second speed and drop the first without a word
+    (("speed: 0.4,", "speed: 0.4, speed: 0.5,"), r"plant.yaml:4: conveyors\[0\] \(Belt\): key 'speed' appears twice"),
+    (("sinks:\n", "conveyors: []\nsinks:\n"), r"plant.yaml:12: key 'conveyors' appears twice"),
 ])
 def test_plant_errors_name_the_line_and_the_field(tmp_path, change, message):
     old, new = change

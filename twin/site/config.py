@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import ErrorDetails
 
 from twin.connectors.bindings import BrokerConfig, BrokerSpec, TlsSpec, load_bindings
+from twin.core.documents import YamlDocument
 from twin.core.errors import FileError
-from twin.core.schema import FieldError, Location, blamed, sentence
+from twin.core.schema import FieldError, blamed, sentence
 
 SITE_BROKER = "site"  # the site broker's name in each line's generated binding file
 LINE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # a URL path segment, a Sparkplug id and a topic level at once
@@ -112,63 +113,16 @@ class Site:
 _MODELS: dict[str, type[BaseModel]] = {"broker": BrokerSpec, "server": SiteServerSpec, "lines": LineSpec}
 
 
-class _Document:
-    """The file's YAML nodes, to turn a location such as ("lines", 1, "port") into a line number."""
+class _Document(YamlDocument):
+    """The site file with the line of every field, to turn a location such as ("lines", 1, "port") into a line."""
 
     def __init__(self, path: Path):
-        self.path = path
-        try:
-            text = path.read_text()
-            self.root = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data = yaml.safe_load(text)
-        except OSError as error:
-            raise SiteError(path, f"cannot read it ({error.strerror})") from None
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            raise SiteError(path, f"not valid YAML: {getattr(error, 'problem', error)}",
-                            line=mark.line + 1 if mark else None) from None
+        super().__init__(path, SiteError)
         if not isinstance(self.data, dict):
             raise SiteError(path, "the file must be a mapping with 'broker' and 'lines'", line=1)
-        self._refuse_duplicate_keys(self.root)
-
-    def _refuse_duplicate_keys(self, node: yaml.Node) -> None:
-        """YAML keeps the last of two equal keys, and the first would be lost without a word."""
-        if isinstance(node, yaml.SequenceNode):
-            for item in node.value:
-                self._refuse_duplicate_keys(item)
-        elif isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for key, value in node.value:
-                if key.value in seen:
-                    raise SiteError(self.path, f"key {key.value!r} appears twice", line=key.start_mark.line + 1)
-                seen.add(key.value)
-                self._refuse_duplicate_keys(value)
-
-    def line(self, loc: Location) -> int:
-        node, line = self.root, self.root.start_mark.line + 1
-        for step in loc:
-            if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
-                node = node.value[step]
-                line = node.start_mark.line + 1
-            elif isinstance(node, yaml.MappingNode):
-                entry = next(((key, value) for key, value in node.value if key.value == str(step)), None)
-                if entry is None:
-                    return node.start_mark.line + 1
-                node, line = entry[1], entry[0].start_mark.line + 1
-            else:
-                break
-        return line
-
-    def value(self, loc: Location) -> object:
-        value: object = self.data
-        for step in loc:
-            if isinstance(value, dict):
-                value = value.get(step)
-            elif isinstance(value, list) and isinstance(step, int) and step < len(value):
-                value = value[step]
-            else:
-                return None
-        return value
+        if duplicate := self.duplicate_key():
+            loc, line = duplicate
+            raise SiteError(self.path, f"key {loc[-1]!r} appears twice", line=line)
 
     def error(self, error: ErrorDetails) -> SiteError:
         loc = blamed(error)
