@@ -60,7 +60,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
+from machine import cpu, print_table  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "urn:factory-twin:e2e"
@@ -410,14 +410,6 @@ COLUMNS = (("sampling_ms", "sampling"), ("load", "load"), ("shown", "shown"), ("
            ("quality", "quality"))
 
 
-def print_table(rows: list[dict]) -> None:
-    cells = [[str(row[key]) if row[key] is not None else "-" for key, _ in COLUMNS] for row in rows]
-    widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title) in enumerate(COLUMNS)]
-    print("  ".join(title.rjust(w) for (_, title), w in zip(COLUMNS, widths, strict=True)))
-    for c in cells:
-        print("  ".join(value.rjust(w) for value, w in zip(c, widths, strict=True)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, default=60, help="values written per configuration")
@@ -460,7 +452,7 @@ def main() -> None:
         if process.is_alive():
             process.terminate()
     print()
-    print_table(rows)
+    print_table(rows, COLUMNS)
     print("ms, source timestamp -> page; stages are medians")
     for row in rows:
         if row["sampling_ms"] == SAMPLING_MS[0]:

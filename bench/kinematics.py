@@ -41,7 +41,7 @@ from collections.abc import Callable
 import numpy as np
 import pinocchio as pin
 import warp as wp
-from machine import warp_machine  # bench/machine.py: scripts run as `python bench/NAME.py`
+from machine import print_table, warp_machine  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 try:
     import newton
@@ -314,14 +314,6 @@ COLUMNS = (
 )
 
 
-def print_table(rows: list[dict]) -> None:
-    cells = [[fmt.format(row[key]) if row[key] is not None else "-" for key, _, fmt in COLUMNS] for row in rows]
-    widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title, _) in enumerate(COLUMNS)]
-    print("  ".join(title.rjust(w) for (_, title, _), w in zip(COLUMNS, widths, strict=True)))
-    for c in cells:
-        print("  ".join(value.rjust(w) for value, w in zip(c, widths, strict=True)))
-
-
 def main() -> None:
     started = time.perf_counter()
     device = default_device()
@@ -333,7 +325,7 @@ def main() -> None:
     print("Pinocchio: framesForwardKinematics in a Python loop over every configuration of the batch")
     rows = [row for name, relative in ROBOTS.items() for row in bench_robot(name, relative, device)]
     print()
-    print_table(rows)
+    print_table(rows, COLUMNS)
     print(f"IK n / NIK n: targets per IK measurement (ours at min(B, {IK_MAX_BATCH:,}), Newton at "
           f"min(B, {NEWTON_IK_MAX_BATCH:,})); total run time {time.perf_counter() - started:.0f} s")
     print(json.dumps({"bench": "kinematics", "machine": info, "rows": rows}))

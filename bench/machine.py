@@ -1,4 +1,4 @@
-"""What every benchmark states about the machine it ran on (../shared/README.md asks for it)."""
+"""What every benchmark shares: the machine it ran on (../shared/README.md asks for it) and its table for humans."""
 
 from __future__ import annotations
 
@@ -29,3 +29,14 @@ def warp_machine(device: str) -> str:
 
     accelerator = "warp device cpu" if device == "cpu" else f"warp device {device} ({wp.get_device(device).name})"
     return f"{cpu()}, {accelerator}"
+
+
+def print_table(rows: list[dict], columns: tuple[tuple[str, ...], ...]) -> None:
+    """`rows` as right-aligned columns; each column is (key, title) or (key, title, format), None shown as "-"."""
+    formats = [column[2] if len(column) > 2 else "{}" for column in columns]
+    cells = [[fmt.format(row[column[0]]) if row[column[0]] is not None else "-"
+              for column, fmt in zip(columns, formats, strict=True)] for row in rows]
+    widths = [max(len(column[1]), *(len(c[i]) for c in cells)) for i, column in enumerate(columns)]
+    print("  ".join(column[1].rjust(w) for column, w in zip(columns, widths, strict=True)))
+    for c in cells:
+        print("  ".join(value.rjust(w) for value, w in zip(c, widths, strict=True)))

@@ -78,7 +78,7 @@ import numpy as np
 from asyncua import Client, Server, ua
 from asyncua.common.subscription import Subscription
 from asyncua.server import monitored_item_service
-from machine import cpu  # bench/machine.py: scripts run as `python bench/NAME.py`
+from machine import cpu, print_table  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 from twin.connectors.bindings import ServerConfig, load_bindings
 from twin.connectors.opcua import OpcUaConnector
@@ -434,14 +434,6 @@ COLUMNS = (
 )
 
 
-def print_table(rows: list[dict]) -> None:
-    cells = [[fmt.format(row[key]) if row[key] is not None else "-" for key, _, fmt in COLUMNS] for row in rows]
-    widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title, _) in enumerate(COLUMNS)]
-    print("  ".join(title.rjust(w) for (_, title, _), w in zip(COLUMNS, widths, strict=True)))
-    for c in cells:
-        print("  ".join(value.rjust(w) for value, w in zip(c, widths, strict=True)))
-
-
 async def bench(server: BenchServer, binding_path: Path, profile: bool) -> tuple[list[dict], float]:
     t0 = time.perf_counter()
     full = load_bindings(binding_path)
@@ -511,7 +503,7 @@ def main() -> None:
     finally:
         server.stop()
     print()
-    print_table(rows)
+    print_table(rows, COLUMNS)
     for row in rows:
         for step in row["sweep"]:
             def verdict(kept, limited):
