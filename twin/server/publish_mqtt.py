@@ -10,7 +10,6 @@ what-if studies, which sit above the connectors.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -29,6 +28,7 @@ from twin.connectors.bindings import PublishConfig
 from twin.connectors.mqtt import broker_client
 from twin.core.alarms import AlarmEngine, AlarmEvent
 from twin.core.cache import RuntimeCache, quality_name
+from twin.server.mqtt_out import PeriodicPublisher
 
 if TYPE_CHECKING:  # for hints only: importing them loads the simulation stack
     from twin.server.routes.whatif import WhatIfStudies
@@ -47,12 +47,13 @@ def _name(key: str) -> str:
     return key.lstrip("/")
 
 
-class MqttPublisher:
+class MqttPublisher(PeriodicPublisher):
     """Publishes the given signal rows, the alarm engine's state and events, and finished studies."""
 
     def __init__(self, config: PublishConfig, binding_path: Path, cache: RuntimeCache, rows: list[int],
                  alarms: AlarmEngine, whatif: Callable[[], list[dict]] | None = None):
-        self.config, self.cache, self.rows, self.alarms = config, cache, list(rows), alarms
+        super().__init__(config, config.period_s, "mqtt-publish")
+        self.cache, self.rows, self.alarms = cache, list(rows), alarms
         self.whatif = whatif or list
         self.sparkplug = config.format == "sparkplug"
         client_id = f"twin-{config.group}-{config.edge_node}" if self.sparkplug else f"twin-{config.topic_root}"
@@ -67,7 +68,6 @@ class MqttPublisher:
         self.alarm_seq = alarms.last_seq
         self.rule_states: dict[str, str] = {}
         self.studies_sent: set[str] = set()
-        self._task: asyncio.Task | None = None
         self._set_will()
 
     # ------------------------------------------------------------------ topics and the will
@@ -90,38 +90,13 @@ class MqttPublisher:
             self.client.will_set(self._json_topic("status"), json.dumps({"online": False}), qos=1, retain=True)
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
-        broker = self.config.broker
-        self.client.connect_async(broker.host, broker.port, keepalive=round(broker.keepalive_s))
-        self.client.loop_start()
-        self._task = asyncio.create_task(self._run(), name="mqtt-publish")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        info = None
+    def _goodbye(self) -> paho.MQTTMessageInfo | None:
         with self.lock:
-            if self.connected:  # a clean disconnect sends no will: say so ourselves
-                if self.sparkplug:
-                    info = self.client.publish(self._topic("NDEATH"), self._death(), qos=1)
-                else:
-                    info = self.client.publish(self._json_topic("status"), json.dumps({"online": False}), qos=1,
-                                               retain=True)
-        if info is not None:
-            with contextlib.suppress(Exception):
-                info.wait_for_publish(2)
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.period_s)
-            try:
-                self.publish_changes()
-            except Exception:  # one bad round never ends publishing
-                log.exception("publishing to %s", self.config.broker.url)
+            if not self.connected:
+                return None
+            if self.sparkplug:
+                return self.client.publish(self._topic("NDEATH"), self._death(), qos=1)
+            return self.client.publish(self._json_topic("status"), json.dumps({"online": False}), qos=1, retain=True)
 
     def _on_connect(self, client: paho.Client, userdata, flags, reason, properties) -> None:
         if reason.is_failure:

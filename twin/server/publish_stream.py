@@ -8,8 +8,6 @@ says whether the line is online (retained; the will says it is not).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import threading
@@ -22,6 +20,7 @@ import paho.mqtt.client as paho
 from twin.connectors.bindings import PublishConfig
 from twin.connectors.mqtt import broker_client
 from twin.core.cache import RuntimeCache
+from twin.server.mqtt_out import PeriodicPublisher
 from twin.stream.mirror import encode_state
 
 log = logging.getLogger("twin.server.publish_stream")
@@ -35,11 +34,12 @@ def stream_topics(root: str) -> tuple[str, str, str]:
     return f"{base}/state", f"{base}/request", f"{base}/status"
 
 
-class StreamStatePublisher:
+class StreamStatePublisher(PeriodicPublisher):
     """Publishes a runtime cache's keyframes and deltas to the binding file's publish broker."""
 
     def __init__(self, config: PublishConfig, binding_path: Path, cache: RuntimeCache, rate_hz: float):
-        self.config, self.cache, self.period_s = config, cache, 1.0 / rate_hz
+        super().__init__(config, 1.0 / rate_hz, "mqtt-stream-state")
+        self.cache = cache
         self.state_topic, self.request_topic, self.status_topic = stream_topics(config.topic_root)
         self.session = uuid.uuid4().hex[:16]  # a relay holding another session's state needs a keyframe
         client_id = f"twin-stream-{config.topic_root}".replace("/", "-")
@@ -53,27 +53,14 @@ class StreamStatePublisher:
         self.schema = -1  # the cache schema of the last keyframe
         self.last_keyframe = 0.0
         self.keyframes = self.deltas = self.requests = self.bytes_sent = 0
-        self._task: asyncio.Task | None = None
 
     def _status(self, online: bool) -> str:
         return json.dumps({"online": online, "session": self.session, "time": time.time()})
 
-    async def start(self) -> None:
-        broker = self.config.broker
-        self.client.connect_async(broker.host, broker.port, keepalive=round(broker.keepalive_s))
-        self.client.loop_start()
-        self._task = asyncio.create_task(self._run(), name="mqtt-stream-state")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self.connected:  # a clean disconnect sends no will
-            with contextlib.suppress(Exception):
-                self.client.publish(self.status_topic, self._status(False), qos=1, retain=True).wait_for_publish(2)
-        self.client.disconnect()
-        self.client.loop_stop()
+    def _goodbye(self) -> paho.MQTTMessageInfo | None:
+        if not self.connected:
+            return None
+        return self.client.publish(self.status_topic, self._status(False), qos=1, retain=True)
 
     def _on_connect(self, client: paho.Client, userdata, flags, reason, properties) -> None:
         if reason.is_failure:
@@ -90,14 +77,6 @@ class StreamStatePublisher:
     def _on_request(self, client: paho.Client, userdata, message: paho.MQTTMessage) -> None:
         self.requests += 1
         self.keyframe_wanted.set()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.period_s)
-            try:
-                self.publish_changes()
-            except Exception:  # one bad round never ends publishing
-                log.exception("publishing the stream state to %s", self.config.broker.url)
 
     def publish_changes(self) -> None:
         """A keyframe when one is due, else the delta since the last message (nothing if nothing changed)."""
