@@ -10,8 +10,10 @@ import math
 import numpy as np
 import pytest
 import warp as wp
+from pxr import Usd
 from scipy.spatial.transform import Rotation
 
+from tests.test_physics import COPY_SOLVERS
 from twin.physics.gripper import Gripper, part_in_reach
 from twin.physics.model import PhysicsModel
 from twin.sample_factory import layout
@@ -39,16 +41,34 @@ def twin(request, sample_layout):
 @pytest.fixture(scope="module")
 def cell(twin):
     """The physics model of the running sample line and the robots' taught poses; tests run their own states."""
-    model, stage = twin.physics.model, twin.stage.authored_stage
-    poses = {robot.path: {name: np.array(stage.GetPrimAtPath(robot.path).GetAttribute(f"twin:pose:{name}").Get())
-                          for name in ("above_pick", "pick", "above_place", "place")} for robot in model.robots}
-    return model, poses
+    model = twin.physics.model
+    return model, _taught(twin.stage.authored_stage, model)
+
+
+COPIES = 2
+
+
+@pytest.fixture(scope="module", params=COPY_SOLVERS)
+def copies_cell(request, sample_layout):
+    """The sample line with its robots in COPIES copies on each copy solver (tests/test_physics.py), and the robots'
+    taught poses."""
+    device, mujoco_warp = request.param
+    stage = Usd.Stage.Open(str(sample_layout))
+    model = PhysicsModel.from_stage(stage, robots=True, copies=COPIES, max_parts=2, device=device,
+                                    mujoco_warp=mujoco_warp)
+    return model, _taught(stage, model)
+
+
+def _taught(stage: Usd.Stage, model: PhysicsModel) -> dict[str, dict[str, np.ndarray]]:
+    return {robot.path: {name: np.array(stage.GetPrimAtPath(robot.path).GetAttribute(f"twin:pose:{name}").Get())
+                         for name in ("above_pick", "pick", "above_place", "place")} for robot in model.robots}
 
 
 def _state(model: PhysicsModel):
     state = model.new_state()
-    for belt in model.belts:
-        state.set_belt_speed(belt, 0.0)
+    for copy in range(model.copies):
+        for belt in model.belts:
+            state.set_belt_speed(belt, 0.0, copy=copy)
     return state
 
 
@@ -57,12 +77,14 @@ def _tool(model: PhysicsModel, robot: str, q: np.ndarray) -> np.ndarray:
     return geometry.chain.fk(np.asarray(q)[None], base=geometry.base)[0][geometry.tool]
 
 
-def _move(model, state, robot: str, start, end, seconds: float, watch=None) -> None:
-    """Joints from `start` to `end` in straight lines over `seconds`, set once a tick as the runtime does."""
+def _move(model, state, robot: str, start, end, seconds: float, watch=None, copies=(0,)) -> None:
+    """Joints from `start` to `end` in straight lines over `seconds`, set once a tick as the runtime does, in each
+    of `copies`."""
     ticks = max(1, round(seconds / (TICK_STEPS * model.dt)))
     for tick in range(1, ticks + 1):
         q = start + (end - start) * tick / ticks
-        state.set_robot_joints(robot, q)
+        for copy in copies:
+            state.set_robot_joints(robot, q, copy=copy)
         model.step(state, TICK_STEPS)
         if watch is not None:
             watch(q)
@@ -170,6 +192,21 @@ def test_a_grip_with_no_part_in_reach_is_a_fault_that_moves_nothing(cell):
     assert state.grip(ROBOT1).part == again
 
 
+SWEPT = np.array([10.2, 0.0, layout.TABLE_HEIGHT + HALF])  # a part on the Assembly table, where _sweep's pad passes
+
+
+def _sweep(model: PhysicsModel, taught) -> np.ndarray:
+    """Robot1's joints, 10 waypoints, for its suction pad (facing down, as when placing) sweeping along the Assembly
+    table from x = 10.0 to 10.45 m at the height of a part's middle, through SWEPT."""
+    geometry = next(r for r in model.robots if r.path == ROBOT1)
+    path = np.tile(_tool(model, ROBOT1, taught[ROBOT1]["place"]), (10, 1, 1))
+    path[:, 0, 3], path[:, 1, 3], path[:, 2, 3] = np.linspace(10.0, 10.45, 10), 0.0, layout.TABLE_HEIGHT + 0.12
+    solved = geometry.chain.ik(np.linalg.inv(geometry.base) @ path, "tool0", seeds=taught[ROBOT1]["place"][None],
+                               device=model.device)
+    assert solved.success.all()
+    return solved.q
+
+
 def _box_penetration(a: tuple, b: tuple) -> float:
     """How deep two boxes (centre, rotation, half extents) overlap: the least overlap over the 15 separating axes."""
     (centre_a, rotation_a, half_a), (centre_b, rotation_b, half_b) = a, b
@@ -201,21 +238,14 @@ def test_a_moving_link_pushes_a_part_instead_of_passing_through_it(cell):
     """Robot1's suction pad sweeps along the Assembly table at the height of a part's middle, through where the
     part stands: the part is pushed ahead, and the pad and the part never overlap by more than 1 mm."""
     model, taught = cell
-    geometry = next(r for r in model.robots if r.path == ROBOT1)
-    table = layout.TABLE_HEIGHT
-    path = np.tile(_tool(model, ROBOT1, taught[ROBOT1]["place"]), (10, 1, 1))  # facing down, as when placing
-    path[:, 0, 3], path[:, 1, 3], path[:, 2, 3] = np.linspace(10.0, 10.45, 10), 0.0, table + 0.12
-    solved = geometry.chain.ik(np.linalg.inv(geometry.base) @ path, "tool0", seeds=taught[ROBOT1]["place"][None],
-                               device=model.device)
-    assert solved.success.all()
+    sweep = _sweep(model, taught)
     state = _state(model)
-    start = np.array([10.2, 0.0, table + HALF])
-    state.spawn_part(start + [0.0, 0.0, 0.001])
-    state.set_robot_joints(ROBOT1, solved.q[0], jump=True)
+    state.spawn_part(SWEPT + [0.0, 0.0, 0.001])
+    state.set_robot_joints(ROBOT1, sweep[0], jump=True)
     model.step(state, 60)
     pad_half = np.array([layout.GRIPPERS["Robot1"]["suction_radius"]] * 2 + [PAD_THICKNESS / 2])
     deepest, through = 0.0, 0.0
-    for first, second in zip(solved.q[:-1], solved.q[1:], strict=True):
+    for first, second in zip(sweep[:-1], sweep[1:], strict=True):
         for step in range(1, 13):  # every physics step, 0.05 s per waypoint
             q = first + (second - first) * step / 12
             state.set_robot_joints(ROBOT1, q)
@@ -225,11 +255,91 @@ def test_a_moving_link_pushes_a_part_instead_of_passing_through_it(cell):
             pose = state.part_poses()[0]
             part = (pose[:3], Rotation.from_quat(pose[3:]).as_matrix(), np.full(3, HALF))
             deepest = max(deepest, _box_penetration(pad, part))
-            through = max(through, _box_penetration(pad, (start, np.eye(3), np.full(3, HALF))))
-    moved = state.part_poses()[0, :3] - start
+            through = max(through, _box_penetration(pad, (SWEPT, np.eye(3), np.full(3, HALF))))
+    moved = state.part_poses()[0, :3] - SWEPT
     assert through > 0.05  # the pad (8 cm wide) sweeps right through where the part stood
     assert moved[0] > 0.15, moved  # pushed ahead of the pad
     assert deepest <= 0.001, deepest
+
+
+# ---------------------------------------------------------------------------- robots in parallel copies of the line
+def test_each_copy_moves_its_own_robot_links_and_pushes_only_its_own_parts(copies_cell):
+    """Robot1 stands still in copy 0 while in copy 1 its suction pad sweeps along the Assembly table through where
+    a part stands, the same part at the same place in both copies: each copy's links end at the FK poses of that
+    copy's joints, copy 1's part is pushed ahead and copy 0's stays put."""
+    model, taught = copies_cell
+    geometry = next(r for r in model.robots if r.path == ROBOT1)
+    sweep = _sweep(model, taught)
+    state = _state(model)
+    for copy in range(COPIES):
+        state.spawn_part(SWEPT + [0.0, 0.0, 0.001], copy=copy)
+        state.set_robot_joints(ROBOT1, sweep[0], jump=True, copy=copy)
+    model.step(state, 24)
+    for q in sweep[1:]:  # 0.05 s per waypoint
+        state.set_robot_joints(ROBOT1, q, copy=1)
+        model.step(state, 12)
+    for copy, q in enumerate((sweep[0], sweep[-1])):
+        links, got = geometry.poses(q)[0], state.link_poses(ROBOT1, copy)
+        assert np.max(np.linalg.norm(got[:, :3] - links[:, :3, 3], axis=1)) < 0.001, copy  # gravity sags a step
+        turned = Rotation.from_quat(got[:, 3:]) * Rotation.from_matrix(links[:, :3, :3]).inv()
+        assert np.max(turned.magnitude()) < 0.001, copy
+    still, pushed = state.part_poses(0)[0, :3] - SWEPT, state.part_poses(1)[0, :3] - SWEPT
+    assert np.max(np.abs(still)) < 0.001, still
+    assert pushed[0] > 0.15, pushed  # the pad passes x = 10.45: pushed ahead of it
+
+
+def test_a_grip_in_one_copy_carries_that_copys_part_only(copies_cell):
+    """Robot1 runs from its pick pose to its place pose in both copies; copy 1 has a part under the pad, copy 0 its
+    part (the same id) aside on the belt. Copy 1's grip takes its part and sets it down at the place pose within
+    5 mm; copy 0's grip is a fault, and its part never moves."""
+    model, taught = copies_cell
+    poses = taught[ROBOT1]
+    state = _state(model)
+    aside = _target(ROBOT1, "pick") - [0.35, 0.0, 0.0]  # on the same belt, out from under the pad
+    for copy, where in enumerate((aside, _target(ROBOT1, "pick"))):
+        assert state.spawn_part(where + [0.0, 0.0, 0.001], copy=copy) == 0
+        state.set_robot_joints(ROBOT1, poses["pick"], jump=True, copy=copy)
+    model.step(state, 24)
+    before = state.part_poses(0)[0].copy()
+    missed, gripped = (state.grip(ROBOT1, copy=copy) for copy in range(COPIES))
+    assert missed.part is None and "no part within reach of the suction gripper" in missed.fault
+    assert gripped.part == 0 and state.held(ROBOT1, copy=1) == 0 and state.held(ROBOT1, copy=0) is None
+    _move(model, state, ROBOT1, poses["pick"], poses["above_place"], 0.75, copies=range(COPIES))
+    _move(model, state, ROBOT1, poses["above_place"], poses["place"], 0.5, copies=range(COPIES))
+    assert state.release(ROBOT1, copy=0) is None and state.release(ROBOT1, copy=1) == 0
+    _move(model, state, ROBOT1, poses["place"], poses["above_place"], 0.25, copies=range(COPIES))
+    placed = state.part_poses(1)[0]
+    assert np.linalg.norm(placed[:3] - _target(ROBOT1, "place")) < 0.005, (placed, _target(ROBOT1, "place"))
+    assert np.linalg.norm(state.part_velocities(1)[0]) < 0.05  # resting on the table, not falling
+    assert np.allclose(state.part_poses(0)[0, :3], before[:3], atol=0.001)  # copy 0's part never moved
+
+
+def test_removing_a_held_part_lets_go_only_the_gripper_of_its_copy(copies_cell):
+    model, taught = copies_cell
+    state = _state(model)
+    for copy in range(COPIES):
+        state.spawn_part(_target(ROBOT1, "pick") + [0.0, 0.0, 0.001], copy=copy)
+        state.set_robot_joints(ROBOT1, taught[ROBOT1]["pick"], jump=True, copy=copy)
+    model.step(state, 4)
+    assert [state.grip(ROBOT1, copy=copy).part for copy in range(COPIES)] == [0, 0]  # ids are slots per copy
+    state.remove_part(0, copy=0)
+    assert state.held(ROBOT1, copy=0) is None and state.held(ROBOT1, copy=1) == 0
+    assert state.parts(0).tolist() == [] and state.parts(1).tolist() == [0]
+
+
+def test_robot_calls_name_the_copies_there_are(copies_cell):
+    model, taught = copies_cell
+    state = model.new_state()
+    wrong = f"no copy {COPIES} of the line: the model has copies 0 to {COPIES - 1}"
+    with pytest.raises(IndexError, match=wrong):
+        state.set_robot_joints(ROBOT1, taught[ROBOT1]["pick"], copy=COPIES)
+    for call in (state.grip, state.release, state.held, state.link_poses):
+        with pytest.raises(IndexError, match=wrong):
+            call(ROBOT1, copy=COPIES)
+    with pytest.raises(IndexError, match="no copy -1"):
+        state.grip(ROBOT1, copy=-1)
+    with pytest.raises(KeyError, match="no robot '/Factory/Nowhere'"):
+        state.held("/Factory/Nowhere", copy=1)
 
 
 # ---------------------------------------------------------------------------- in the running twin

@@ -9,7 +9,8 @@ floor and pinned there, so spawning and removing never rebuild the model.
 
 `copies` runs that many independent copies of the line in one model (what-if with physics): on CUDA Newton
 replicates the line into separate worlds that MuJoCo Warp steps together; on the CPU MuJoCo's C solver simulates
-one world only, so the copies share its model and are stepped one after another.
+one world only, so the copies share its model and are stepped one after another. Each copy has its own robots:
+joint values, motions, grips and held parts are per copy.
 """
 
 from __future__ import annotations
@@ -133,8 +134,6 @@ class PhysicsModel:
             raise ValueError(f"part_mass ({part_mass}) and dt ({dt}) must be positive, max_parts ({max_parts}) >= 0")
         if not isinstance(copies, int) or copies < 1:
             raise ValueError(f"copies must be a whole number >= 1, got {copies!r}")
-        if copies > 1 and robots:
-            raise ValueError(f"copies={copies} with robots: only lines without robots are copied so far")
         mujoco_c = str(device) == "cpu" and not mujoco_warp
         if copies > 1 and mujoco_c and not cpu_loop:
             raise ValueError(f"copies={copies} on MuJoCo's C solver need cpu_loop=True: it simulates one world, "
@@ -187,7 +186,7 @@ class PhysicsModel:
         self._driven_q = wp.array(q_start[driven_joints_all], dtype=wp.int32, device=self.device)
         self._driven_qd = wp.array(qd_start[driven_joints_all], dtype=wp.int32, device=self.device)
         link_joints = self._joints_of([body for bodies in self.robot_bodies for body in bodies])
-        self._link_q_host, self._link_qd_host = q_start[link_joints], qd_start[link_joints]
+        self._link_q_host, self._link_qd_host = q_start[link_joints + in_world], qd_start[link_joints + in_world]
         self.solver = newton.solvers.SolverMuJoCo(self.newton, use_mujoco_cpu=mujoco_c)
         self.cpu_loop = cpu_loop and mujoco_c  # False: Newton's per-step exchange, as on CUDA
         self._mj_link_q = self._mj_link_qd = np.zeros(len(link_joints), np.int64)  # MuJoCo's, for the CPU loop
@@ -220,7 +219,7 @@ class PhysicsModel:
                 state.steps += steps
                 state._motion_done()
             return
-        prescribed = state._prescribed(steps)
+        prescribed = state._prescribed(steps, range(self.copies))  # every world's links and held parts at once
         prescribed_q = wp.array(prescribed[0], dtype=wp.int32, device=self.device)
         prescribed_qd = wp.array(prescribed[1], dtype=wp.int32, device=self.device)
         for step in range(steps):
@@ -263,7 +262,7 @@ class PhysicsModel:
         park_q, park_qd = self._mj_part_q[parked], self._mj_part_qd[parked]
         park_values = self._park_qpos[parked]
         qpos, qvel = data.qpos, data.qvel
-        prescribed = state._prescribed(steps)
+        prescribed = state._prescribed(steps, (copy,))
         free_q, free_qd = prescribed[2][:, None] + np.arange(7), prescribed[3][:, None] + np.arange(6)
         for step in range(steps):
             qpos[self._mj_driven_q] = driven_q
@@ -393,12 +392,7 @@ class PhysicsState:
         self._active_host = np.zeros((copies, model.max_parts), np.int32)
         self._active = wp.zeros(model.worlds * model.max_parts, dtype=wp.int32, device=device)
         self._upload_driven()
-        self._motions = {robot.path: self._rest_motion(robot) for robot in model.robots}
-
-    @property
-    def _states(self) -> tuple[newton.State, newton.State]:
-        """Copy 0's (current, following) Newton states; with robots there is only copy 0."""
-        return self._pairs[0]
+        self._motions = [{robot.path: self._rest_motion(robot) for robot in model.robots} for _ in range(copies)]
 
     @property
     def time(self) -> float:
@@ -443,7 +437,7 @@ class PhysicsState:
         """Take part `part` out of play (it is parked at the next step); a gripper holding it lets go."""
         if not 0 <= part < self.model.max_parts or not self._active_host[self._copy(copy), part]:
             raise KeyError(f"no part {part} in play" + (f" in copy {copy}" if self.model.copies > 1 else ""))
-        for motion in self._motions.values():
+        for motion in self._motions[copy].values():  # ids are slots within the copy: only its grippers held it
             if motion.held == part:
                 motion.held = None
         self._set_active(part, 0, copy)
@@ -454,19 +448,32 @@ class PhysicsState:
 
     def part_poses(self, copy: int = 0) -> np.ndarray:
         """(n, 7) poses of the parts in play, in `parts()` order: x, y, z and the quaternion x, y, z, w."""
-        current, bodies = self._part_bodies(copy)
-        return current.body_q.numpy()[bodies].astype(np.float64)
+        return self._body_poses(copy, np.asarray(self.model.part_bodies, np.int64)[self.parts(copy)])
 
     def part_velocities(self, copy: int = 0) -> np.ndarray:
         """(n, 6) linear then angular velocities of the parts in play (world frame)."""
         current, bodies = self._part_bodies(copy)
         return current.body_qd.numpy()[bodies].astype(np.float64)
 
+    def link_poses(self, robot: str, copy: int = 0) -> np.ndarray:
+        """(n, 7) poses of the robot's link bodies as physics has them (where parts meet them), in the order of
+        its geometry's `links`: x, y, z and the quaternion x, y, z, w."""
+        self._robot(robot, copy)
+        return self._body_poses(copy, self.model.robot_bodies[list(self._motions[copy]).index(robot)])
+
     def _part_bodies(self, copy: int) -> tuple[newton.State, np.ndarray]:
         """The Newton state holding copy `copy` and the body indices of its parts in play there."""
-        parts, world = self.parts(copy), copy % self.model.worlds
-        bodies = np.asarray(self.model.part_bodies, np.int64)[parts] + world * self.model.bodies_per_copy
-        return self._pairs[copy % len(self._pairs)][0], bodies
+        return self._bodies(copy, np.asarray(self.model.part_bodies, np.int64)[self.parts(copy)])
+
+    def _bodies(self, copy: int, bodies) -> tuple[newton.State, np.ndarray]:
+        """The Newton state holding copy `copy` and where the line's `bodies` (world 0's indices) are in it."""
+        in_world = (copy % self.model.worlds) * self.model.bodies_per_copy
+        return self._pairs[copy % len(self._pairs)][0], np.asarray(bodies, np.int64) + in_world
+
+    def _body_poses(self, copy: int, bodies) -> np.ndarray:
+        """(n, 7) poses of the line's `bodies` (world 0's indices) in copy `copy`."""
+        current, indices = self._bodies(copy, bodies)
+        return current.body_q.numpy()[indices].astype(np.float64)
 
     def _copy(self, copy: int) -> int:
         if not isinstance(copy, int | np.integer) or not 0 <= copy < self.model.copies:
@@ -474,26 +481,27 @@ class PhysicsState:
         return int(copy)
 
     # ------------------------------------------------------------------ robots and grippers
-    def set_robot_joints(self, robot: str, q, *, jump: bool = False) -> None:
-        """The joint values of the robot at path `robot`; its links (and the part it holds) move there at constant
-        velocity over the next `step`/`advance_to` call, pushing parts in their way. `jump` puts them there at
-        once, for a robot's first pose."""
-        geometry, motion = self._robot(robot)
+    def set_robot_joints(self, robot: str, q, *, jump: bool = False, copy: int = 0) -> None:
+        """The joint values of the robot at path `robot` in copy `copy`; its links (and the part it holds) move there
+        at constant velocity over the next `step`/`advance_to` call, pushing parts in their way. `jump` puts them
+        there at once, for a robot's first pose."""
+        geometry, motion = self._robot(robot, copy)
         motion.end, motion.tool_end = geometry.poses(q, self.model.device)
         if jump:
-            self._motion_done()
+            motion.arrived()
 
-    def grip(self, robot: str) -> GripResult:
-        """Close the robot's gripper: the part within its reach is attached, keeping its pose relative to the tool as
-        found. With none there, the result carries a fault and nothing moves."""
-        geometry, motion = self._robot(robot)
+    def grip(self, robot: str, copy: int = 0) -> GripResult:
+        """Close the robot's gripper in copy `copy`: the part of that copy within its reach is attached, keeping its
+        pose relative to the tool as found. With none there, the result carries a fault and nothing moves."""
+        geometry, motion = self._robot(robot, copy)
         if geometry.gripper is None:
             raise KeyError(f"robot {robot} has no gripper; author twin:gripper:type on its tool link")
         if motion.held is not None:
             return GripResult(robot, None, f"{robot}: the gripper already holds part {motion.held}")
-        held = {other.held for other in self._motions.values()}
-        free = np.array([part for part in self.parts() if part not in held], np.int64)
-        poses = self._states[0].body_q.numpy()[np.asarray(self.model.part_bodies, np.int64)[free]].astype(np.float64)
+        held = [other.held for other in self._motions[copy].values() if other.held is not None]
+        parts = self.parts(copy)
+        parts = parts[~np.isin(parts, held)]
+        poses = self._body_poses(copy, np.asarray(self.model.part_bodies, np.int64)[parts])
         found = part_in_reach(geometry.gripper, motion.start_tool, poses, self.model.part_size)
         if found is None:
             where = np.round(motion.start_tool[:3, 3], 3).tolist()
@@ -502,49 +510,53 @@ class PhysicsState:
         part_pose = np.eye(4)
         part_pose[:3, :3] = Rotation.from_quat(poses[found, 3:]).as_matrix()
         part_pose[:3, 3] = poses[found, :3]
-        motion.held, motion.held_offset = int(free[found]), np.linalg.inv(motion.start_tool) @ part_pose
+        motion.held, motion.held_offset = int(parts[found]), np.linalg.inv(motion.start_tool) @ part_pose
         return GripResult(robot, motion.held)
 
-    def release(self, robot: str) -> int | None:
-        """Open the robot's gripper: the part it held (returned; None if none) is free and falls under gravity."""
-        _, motion = self._robot(robot)
+    def release(self, robot: str, copy: int = 0) -> int | None:
+        """Open the robot's gripper in copy `copy`: the part it held (returned; None if none) is free and falls under
+        gravity."""
+        _, motion = self._robot(robot, copy)
         part, motion.held = motion.held, None
         return part
 
-    def held(self, robot: str) -> int | None:
-        """The part the robot's gripper holds, None if none."""
-        return self._robot(robot)[1].held
+    def held(self, robot: str, copy: int = 0) -> int | None:
+        """The part the robot's gripper holds in copy `copy`, None if none."""
+        return self._robot(robot, copy)[1].held
 
-    def _robot(self, robot: str) -> tuple[RobotGeometry, RobotMotion]:
-        if robot not in self._motions:
-            raise KeyError(f"no robot {robot!r} in the physics model; known: {list(self._motions)} "
+    def _robot(self, robot: str, copy: int = 0) -> tuple[RobotGeometry, RobotMotion]:
+        motions = self._motions[self._copy(copy)]
+        if robot not in motions:
+            raise KeyError(f"no robot {robot!r} in the physics model; known: {list(motions)} "
                            "(build it with robots=True)")
-        return self.model.robots[list(self._motions).index(robot)], self._motions[robot]
+        return self.model.robots[list(motions).index(robot)], motions[robot]
 
     def _rest_motion(self, robot: RobotGeometry) -> RobotMotion:
         links, tool = robot.poses(np.zeros(robot.chain.n_joints))
         return RobotMotion(links, links.copy(), tool, tool.copy())
 
-    def _prescribed(self, steps: int) -> tuple[np.ndarray, ...]:
-        """The free bodies prescribed over the next `steps` steps (links, held parts): their Newton q and qd
-        starts, MuJoCo qpos and qvel starts, then `interpolate`'s poses and velocities."""
+    def _prescribed(self, steps: int, copies) -> tuple[np.ndarray, ...]:
+        """The free bodies prescribed over the next `steps` steps (links, held parts) in `copies`: their Newton q
+        and qd starts (in each copy's world), MuJoCo qpos and qvel starts (the same for every copy: they share
+        MuJoCo's one world), then `interpolate`'s poses and velocities."""
         model, starts, ends, indices = self.model, [], [], []
-        offset = 0
-        for bodies, motion in zip(model.robot_bodies, self._motions.values(), strict=True):
-            starts.append(motion.start)
-            ends.append(motion.end)
-            links = np.arange(offset, offset + len(bodies))
-            offset += len(bodies)
-            indices.append(np.stack([model._link_q_host[links], model._link_qd_host[links],
-                                     model._mj_link_q[links], model._mj_link_qd[links]], axis=1))
-            if motion.held is not None:
-                starts.append((motion.start_tool @ motion.held_offset)[None])
-                ends.append((motion.tool_end @ motion.held_offset)[None])
-                part = motion.held
-                mujoco_q, mujoco_qd = (model._mj_part_q[part, 0], model._mj_part_qd[part, 0]) if model.cpu_loop \
-                    else (0, 0)
-                indices.append(np.array([[model._part_q_host[0, part], model._part_qd_host[0, part], mujoco_q,
-                                          mujoco_qd]]))
+        for copy in copies:
+            world, offset = copy % model.worlds, 0
+            for bodies, motion in zip(model.robot_bodies, self._motions[copy].values(), strict=True):
+                starts.append(motion.start)
+                ends.append(motion.end)
+                links = np.arange(offset, offset + len(bodies))
+                offset += len(bodies)
+                indices.append(np.stack([model._link_q_host[world, links], model._link_qd_host[world, links],
+                                         model._mj_link_q[links], model._mj_link_qd[links]], axis=1))
+                if motion.held is not None:
+                    starts.append((motion.start_tool @ motion.held_offset)[None])
+                    ends.append((motion.tool_end @ motion.held_offset)[None])
+                    part = motion.held
+                    mujoco_q, mujoco_qd = (model._mj_part_q[part, 0], model._mj_part_qd[part, 0]) if model.cpu_loop \
+                        else (0, 0)
+                    indices.append(np.array([[model._part_q_host[world, part], model._part_qd_host[world, part],
+                                              mujoco_q, mujoco_qd]]))
         if steps <= 0 or not starts or not sum(len(start) for start in starts):
             return (*np.zeros((4, 0), np.int64), np.zeros((0, 0, 3)), np.zeros((0, 0, 4)), np.zeros((0, 3)),
                     np.zeros((0, 3)))
@@ -553,9 +565,10 @@ class PhysicsState:
                 *interpolate(np.concatenate(starts), np.concatenate(ends), steps, model.dt))
 
     def _motion_done(self) -> None:
-        """The links reached where they were going: the next call starts there."""
-        for motion in self._motions.values():
-            motion.start, motion.start_tool = motion.end.copy(), motion.tool_end.copy()
+        """The links of every copy reached where they were going: the next call starts there."""
+        for motions in self._motions:
+            for motion in motions.values():
+                motion.arrived()
 
     def _set_active(self, part: int, value: int, copy: int = 0) -> None:
         self._active_host[copy, part] = value

@@ -148,6 +148,10 @@ class RobotMotion:
     held: int | None = None
     held_offset: np.ndarray = field(default_factory=lambda: np.eye(4))  # the part in the tool's frame
 
+    def arrived(self) -> None:
+        """The links reached `end`: the next call starts there."""
+        self.start, self.start_tool = self.end.copy(), self.tool_end.copy()
+
 
 def interpolate(start: np.ndarray, end: np.ndarray, steps: int, dt: float) -> tuple[np.ndarray, np.ndarray,
                                                                                     np.ndarray, np.ndarray]:
