@@ -362,7 +362,7 @@ def decoded(data: bytes) -> dict:
     return {"seq": dict(top).get(3, 0), "metrics": metrics}
 
 
-def publisher_setup(tmp_path: Path, broker: Broker, publish: str):
+def publisher_setup(tmp_path: Path, broker: Broker, publish: str, bd_seq_path: Path | None = None):
     from twin.core.alarms import AlarmEngine, parse_rule
     from twin.server.publish_mqtt import MqttPublisher
 
@@ -378,7 +378,8 @@ def publisher_setup(tmp_path: Path, broker: Broker, publish: str):
     alarms = AlarmEngine(cache, [parse_rule({"high": 0.9, "name": "oee_high"}, "/F/Line.twin:kpi:oee")])
     studies = [{"id": "job-1", "status": "done", "finished": 1.0, "result": {"throughput": 12}}]
     rows = [oee, state, cache.signal_row("/F/Line", "twin:kpi:wip")]
-    return MqttPublisher(config, path, cache, rows, alarms, whatif=lambda: studies), cache, alarms, oee
+    publisher = MqttPublisher(config, path, cache, rows, alarms, whatif=lambda: studies, bd_seq_path=bd_seq_path)
+    return publisher, cache, alarms, oee
 
 
 def test_sparkplug_publisher_births_data_and_death(tmp_path, broker):
@@ -388,8 +389,9 @@ def test_sparkplug_publisher_births_data_and_death(tmp_path, broker):
     reader = client(broker, "scada")
     reader.on_message = lambda c, u, m: received.append((m.topic, m.payload))
     reader.subscribe("spBv1.0/Twin/#", 1)
-    publisher, cache, alarms, oee = publisher_setup(
-        tmp_path, broker, "  broker: uns\n  group: Twin\n  edge_node: Line1\n  period_s: 0.1\n")
+    settings = "  broker: uns\n  group: Twin\n  edge_node: Line1\n  period_s: 0.1\n"
+    kept = tmp_path / "bdseq"
+    publisher, cache, alarms, oee = publisher_setup(tmp_path, broker, settings, kept)
 
     def messages(kind: str) -> list[dict]:
         return [decoded(payload) for topic, payload in list(received) if topic.split("/")[2] == kind]
@@ -428,6 +430,15 @@ def test_sparkplug_publisher_births_data_and_death(tmp_path, broker):
         await publisher.stop()
         await asyncio.to_thread(wait, lambda: len(messages("NDEATH")) == 2, "the death certificate on stopping")
         assert decoded_death(messages("NDEATH")[1]) == 1
+
+        # a restarted twin counts on from the last session's bdSeq: a late will of that session is not its own
+        restarted = publisher_setup(tmp_path, broker, settings, kept)[0]
+        await restarted.start()
+        await asyncio.to_thread(wait, lambda: len(messages("NBIRTH")) == 4, "the births after a restart")
+        assert decoded_death(messages("NBIRTH")[3]) == 2
+        await restarted.stop()
+        kept.write_text("not a number\n")  # what cannot be read starts over at 0, with a warning
+        assert publisher_setup(tmp_path, broker, settings, kept)[0].bd_seq == 0
 
     def decoded_death(death: dict) -> int:
         return next(m["value"] for m in death["metrics"] if m["name"] == "bdSeq")

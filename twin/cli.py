@@ -116,8 +116,10 @@ async def serve(
         if binding_file.publish is not None:
             from twin.server.publish_mqtt import MqttPublisher, finished_studies, published_rows
 
-            publisher = MqttPublisher(binding_file.publish, binding_file.path, twin.cache, published_rows(twin),
-                                      twin.alarms, whatif=lambda: finished_studies(app.state.whatif))
+            publish = binding_file.publish
+            bd_seq = layout.parent / f"sparkplug-{publish.group}-{publish.edge_node}.bdseq"  # kept across restarts
+            publisher = MqttPublisher(publish, binding_file.path, twin.cache, published_rows(twin), twin.alarms,
+                                      whatif=lambda: finished_studies(app.state.whatif), bd_seq_path=bd_seq)
             if binding_file.publish.stream:  # the runtime cache for relays (`twin relay`, docs/scale.md)
                 from twin.server.publish_stream import StreamStatePublisher
 

@@ -48,10 +48,15 @@ def _name(key: str) -> str:
 
 
 class MqttPublisher(PeriodicPublisher):
-    """Publishes the given signal rows, the alarm engine's state and events, and finished studies."""
+    """Publishes the given signal rows, the alarm engine's state and events, and finished studies.
+
+    `bd_seq_path` keeps the Sparkplug bdSeq of the last session across restarts, so that a twin restarted at once
+    does not reuse the bdSeq of the session whose will the broker may still deliver: a host that matched that late
+    NDEATH to the new birth would mark a live line dead."""
 
     def __init__(self, config: PublishConfig, binding_path: Path, cache: RuntimeCache, rows: list[int],
-                 alarms: AlarmEngine, whatif: Callable[[], list[dict]] | None = None):
+                 alarms: AlarmEngine, whatif: Callable[[], list[dict]] | None = None, *,
+                 bd_seq_path: Path | None = None):
         super().__init__(config, config.period_s, "mqtt-publish")
         self.cache, self.rows, self.alarms = cache, list(rows), alarms
         self.whatif = whatif or list
@@ -62,13 +67,36 @@ class MqttPublisher(PeriodicPublisher):
         self.client.on_message = self._on_command
         self.lock = threading.Lock()  # paho's thread (births) and the publishing task share the state below
         self.connected = False
-        self.bd_seq, self.seq = 0, 0
+        self.bd_seq_path = bd_seq_path
+        self.bd_seq, self.seq = self._next_bd_seq(), 0
         self.births = 0
         self.sent_versions = np.zeros(len(self.rows), np.int64)
         self.alarm_seq = alarms.last_seq
         self.rule_states: dict[str, str] = {}
         self.studies_sent: set[str] = set()
         self._set_will()
+
+    def _next_bd_seq(self) -> int:
+        """One past the bdSeq the last run kept, 0 on a first run (or where what it kept cannot be read)."""
+        if self.bd_seq_path is None or not self.sparkplug:
+            return 0
+        try:
+            kept = int(self.bd_seq_path.read_text().strip())
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as error:
+            log.warning("%s: cannot read the last bdSeq (%s); starting at 0", self.bd_seq_path, error)
+            return 0
+        return (kept + 1) % 256 if 0 <= kept <= 255 else 0
+
+    def _keep_bd_seq(self) -> None:
+        """Write the bdSeq of the session just connected (its will's); a read-only folder costs only the guarantee."""
+        if self.bd_seq_path is None or not self.sparkplug:
+            return
+        try:
+            self.bd_seq_path.write_text(f"{self.bd_seq}\n")
+        except OSError as error:
+            log.warning("%s: cannot keep the bdSeq (%s); a restart will count from 0 again", self.bd_seq_path, error)
 
     # ------------------------------------------------------------------ topics and the will
     def _topic(self, message: str, device: str | None = None) -> str:
@@ -106,6 +134,7 @@ class MqttPublisher(PeriodicPublisher):
             client.subscribe(self._topic("NCMD"), 1)
         with self.lock:
             self.connected = True
+            self._keep_bd_seq()
             self._publish_births()
 
     def _on_disconnect(self, client: paho.Client, userdata, flags, reason, properties) -> None:
