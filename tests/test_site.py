@@ -19,10 +19,12 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as paho
 import pytest
+import yaml
 
 import twin
 from tests.helpers import BROWSER, free_port, stop_process, viewer_page
 from tests.mqtt_broker import Broker, needs_mosquitto, start_broker
+from twin.connectors.bindings import load_bindings
 from twin.core.errors import BindingError
 from twin.site.config import SiteError, line_bindings, load_site
 
@@ -272,3 +274,24 @@ def test_each_line_publishes_under_its_own_name(site_folder):
     assert south["publish"]["topic_root"] == "site/south" and south["servers"]["plc"]
     assert north["brokers"]["site"]["tls"] == {"ca": str(site_folder / "pki" / "ca.pem")}  # absolute: copied away
     assert north["bindings"] == []
+
+
+def test_a_line_for_relays_publishes_its_stream_under_its_topic_root(site_folder, tmp_path):
+    """`relays: true` gives the line's twin `stream: true` and a topic root (Sparkplug lines have none), so
+    `twin relay --topic-root site/NAME` can serve its viewers; a line without it publishes no stream."""
+    path = site_folder / "site.yaml"
+    path.write_text(SITE.replace("  - name: north\n    layout: line.usda\n",
+                                 "  - name: north\n    layout: line.usda\n    relays: true\n"))
+    site = load_site(path)
+    north, south = (line_bindings(site, line) for line in site.lines)
+    assert north["publish"] == {"broker": "site", "format": "sparkplug", "period_s": 1.0, "group": "Site",
+                                "edge_node": "north", "topic_root": "site/north", "stream": True}
+    assert "stream" not in south["publish"]
+    written = tmp_path / "north-bindings.yaml"  # what `twin site` hands the line's `twin serve`
+    written.write_text(yaml.safe_dump(north))
+    publish = load_bindings(written).publish
+    assert publish is not None and publish.stream and publish.topic_root == "site/north"
+    path.write_text(SITE.replace("layout: line.usda\n  - name: south", "layout: line.usda\n    relays: yes please\n"
+                                 "  - name: south", 1))
+    with pytest.raises(SiteError, match=r"site.yaml:5: lines\[0\]\.relays \(north\): relays must be true or false"):
+        load_site(path)

@@ -39,6 +39,7 @@ class LineSpec(_Spec):
     bindings: str | None = Field(default=None, description="a path to the line's binding file")
     port: int | Literal["auto"] = Field(default="auto", description="a TCP port (1024 to 65535) or 'auto'")
     publish: Literal["sparkplug", "json"] = "sparkplug"
+    relays: bool = Field(default=False, description="true or false: also publish the line's stream for relays")
 
     @model_validator(mode="after")
     def _port_in_range(self) -> LineSpec:
@@ -85,6 +86,7 @@ class Line:
     bindings: Path | None
     port: int
     publish: str  # sparkplug | json
+    relays: bool = False  # the line's runtime cache on the broker too, for `twin relay` (docs/scale.md)
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,8 @@ def load_site(path: str | Path) -> Site:
             if SITE_BROKER in binding_file.brokers:
                 raise SiteError(bindings, f"line {line.name}: the broker name {SITE_BROKER!r} is the site's own; "
                                           "rename this one", line=binding_file.brokers[SITE_BROKER].line)
-        lines.append(Line(line.name, layout, bindings, 0 if line.port == "auto" else line.port, line.publish))
+        lines.append(Line(line.name, layout, bindings, 0 if line.port == "auto" else line.port, line.publish,
+                          line.relays))
     tokens = (folder / spec.server.tokens).resolve() if spec.server.tokens else None
     return Site(path, spec.broker.config(SITE_BROKER, document.line(("broker",)), folder), spec.group,
                 spec.topic_root.strip("/"), spec.period_s, spec.server.host, spec.server.port, tokens, tuple(lines),
@@ -203,7 +206,9 @@ def line_bindings(site: Site, line: Line) -> dict:
     publish = {"broker": SITE_BROKER, "format": line.publish, "period_s": site.period_s}
     if line.publish == "sparkplug":
         publish |= {"group": site.group, "edge_node": site.edge_node(line)}
-    else:
+    if line.publish == "json" or line.relays:  # relays read TOPIC_ROOT/NAME/stream, whatever the format
         publish["topic_root"] = site.line_topic_root(line)
+    if line.relays:
+        publish["stream"] = True
     data["publish"] = publish
     return data
