@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pybullet
 import warp as wp
+from machine import cpu, print_table  # bench/machine.py: scripts run as `python bench/NAME.py`
 
 from twin.physics.model import (
     BELT_FRICTION,
@@ -200,14 +200,6 @@ def _quaternion(rotation: np.ndarray) -> list[float]:
     return [float(q[0]), float(q[1]), float(q[2]), float(q[3])]
 
 
-def print_table(rows: list[dict]) -> None:
-    cells = [[fmt.format(row[key]) if row[key] is not None else "-" for key, _, fmt in COLUMNS] for row in rows]
-    widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title, _) in enumerate(COLUMNS)]
-    print("  ".join(title.rjust(w) for (_, title, _), w in zip(COLUMNS, widths, strict=True)))
-    for c in cells:
-        print("  ".join(value.rjust(w) for value, w in zip(c, widths, strict=True)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=480, help="timed steps per window (after a warm-up)")
@@ -223,7 +215,7 @@ def main() -> None:
     wp.config.quiet = True
     with tempfile.TemporaryDirectory() as folder:
         shapes = read_shapes(open_layout(build_sample_factory(Path(folder))))
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, pinned to one"
+    machine = f"{cpu()}, pinned to one"
     print(f"physics benchmark on {machine}: sample line, dt = 1/{round(1 / STEP)} s, (a) best of {args.repeats} "
           f"windows of {args.steps} steps; (b) copies of the line with {PARTS_PER_COPY} parts each, world-steps/s, "
           f"best of {args.repeats} windows in {args.max_seconds:g} s per engine")
@@ -236,7 +228,7 @@ def main() -> None:
                      "realtime_factor": ours * STEP, "peer": "pybullet", "peer_steps_per_s": peer,
                      "ratio_to_peer": ours / peer})
     rows += copies_rows(shapes, args.device, tuple(args.copies), args.max_seconds, args.repeats)
-    print_table(rows)
+    print_table(rows, COLUMNS)
     for row in rows:
         if "skipped" in row:
             print(f"{row['scene']}: skipped: {row['skipped']}")
