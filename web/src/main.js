@@ -29,7 +29,8 @@ let glbLoaded = false;
 let selected = null;
 
 const qualityElement = $('quality');
-const qualityHistory = []; // {level, setting, frameMs}: each render quality taken, the first one included
+const qualityHistory = []; // {level, setting, frameMs}: each render quality taken, the first one included, and each
+// probe's verdict with probe: the level tried (kept if it is level), frameMs: its frame time
 const viewer = new Viewer($('canvas'), {
   onPick: (object) => select(object && pickTarget(object)),
   quality: qualitySetting(),
@@ -114,7 +115,7 @@ const twin = {
   statusHistory: [], // connection states in order: connecting, live, stale, reconnecting...
   partsApplyHistory: [], // main-thread ms to apply each frame's parts (decode excluded), the last 600
   renderedFrames: () => viewer.renderedFrames,
-  quality: () => viewer.quality, // {setting: 'auto' or pinned, level: 'low' | 'medium' | 'high', frameMs}
+  quality: () => viewer.quality, // {setting: 'auto' or pinned, level: 'low' | 'medium' | 'high', frameMs, probing, probe}
   qualityHistory,
   lamps: (layer = 'live') => viewer.lampStates(layer),
   alarms: () => [...plant.ruleAlarms, ...plant.alarms.values()],
@@ -224,8 +225,8 @@ function qualitySetting() {
 }
 
 /** The toolbar's quality menu shows the setting, and under 'auto' the level it settled on. */
-function showQuality(level, setting, frameMs) {
-  qualityHistory.push({ level, setting, frameMs });
+function showQuality(level, setting, frameMs, probe) {
+  qualityHistory.push(probe ? { level, setting, frameMs, probe } : { level, setting, frameMs });
   qualityElement.value = setting;
   qualityElement.options[0].textContent = setting === 'auto' ? `Auto (${level})` : 'Auto';
   qualityElement.title = `Render quality: ${level}${setting === 'auto' ? ', adapted to the frame time' : ', pinned'}`;

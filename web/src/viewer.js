@@ -31,6 +31,11 @@ const QUALITY_WINDOW_MS = 1000; // frame times are judged over windows of about 
 const MIN_WINDOW_FRAMES = 3; // at half a second a frame (high quality in software), a window takes 1.5 s
 const HEADROOM_WINDOWS = 3; // this many windows in a row with headroom before stepping up
 const RETRY_UP_MS = 10000; // after a step up proved too slow, wait this long (doubling) before trying again
+// Frame times are measured only while the view renders continuously, so a level stepped down on an idle view (by
+// the slow first frames of loading, say) would never be measured again: after this long without a render, auto
+// below high probes the level above instead (#mayProbe).
+const PROBE_IDLE_MS = 2000;
+const PROBE_FRAMES = 2; // a probe renders this many frames: the first compiles the level's shaders, the last is timed
 // A frame that rendered and took longer than this (more than one 60 Hz vsync) held the page: the graphics are slow
 // (software WebGL waits for the whole render before the page can paint), so rendering is rationed (#frame).
 const SLOW_RENDER_MS = 20;
@@ -131,7 +136,8 @@ export class Viewer {
   /**
    * `onPick(object)` gets the clicked Object3D, or null for a click on empty space; `quality` is 'auto'
    * (adapt to the measured frame time) or a RENDER_QUALITIES name to pin; `onQuality(level, setting,
-   * frameMs)` hears of every change (frameMs: the median frame time that led to it, if any).
+   * frameMs, probe)` hears of every change (frameMs: the median frame time that led to it, if any) and of every
+   * probe's verdict (probe: the level tried; frameMs: its frame time; level: the one kept).
    */
   constructor(canvas, { onPick, quality = 'auto', onQuality = () => {} }) {
     this.canvas = canvas;
@@ -154,6 +160,9 @@ export class Viewer {
     this.retryUpMs = RETRY_UP_MS;
     this.noStepUpUntil = 0;
     this.steppedUpAt = null; // when auto last stepped up: a slow window right after undoes it
+    this.lastRenderAt = 0; // animation-frame time of the last render
+    this.probing = null; // {from, to, frames}: while auto tries the level above on an idle view
+    this.lastProbe = null; // {level, frameMs, kept}: the last probe's verdict
     this.detailed = new Map(); // mesh -> [full geometry, simplified], for meshes over DETAILED_TRIANGLES
 
     // Antialiasing is fixed with the WebGL context: off where the rasterizer is software or quality is pinned low.
@@ -224,14 +233,19 @@ export class Viewer {
       throw new Error(`render quality '${setting}' is not one of ${RENDER_QUALITY_SETTINGS.join(', ')}`);
     }
     this.qualitySetting = setting;
+    this.probing = null;
     this.noStepUpUntil = 0;
     this.retryUpMs = RETRY_UP_MS;
     this.#applyQuality(setting === 'auto' ? (this.level ?? 'high') : setting);
   }
 
-  /** The quality drawn now: {setting ('auto' or pinned), level (a RENDER_QUALITIES name), frameMs (median)}. */
+  /**
+   * The quality drawn now: {setting ('auto' or pinned), level (a RENDER_QUALITIES name), frameMs (median),
+   * probing (a probe's level is drawn), probe (the last probe's {level, frameMs, kept}, or null)}.
+   */
   get quality() {
-    return { setting: this.qualitySetting, level: this.level, frameMs: this.frameTimeMedian };
+    return { setting: this.qualitySetting, level: this.level, frameMs: this.frameTimeMedian,
+      probing: this.probing !== null, probe: this.lastProbe };
   }
 
   /** Load the GLB, index its nodes by prim path, and frame it. */
@@ -440,15 +454,19 @@ export class Viewer {
     const frameMs = this.renderedLastFrame ? time - this.lastFrame : null;
     this.lastFrame = time;
     if (frameMs !== null) {
-      this.#measureFrame(frameMs, time);
+      if (this.probing) this.#judgeProbe(frameMs, time);
+      else this.#measureFrame(frameMs, time);
       this.slowRenderMs = frameMs > SLOW_RENDER_MS ? frameMs : 0;
       this.noRenderUntil = time + Math.min(this.slowRenderMs, MAX_REST_MS);
     }
+    if (!this.probing && this.#mayProbe(time)) this.#startProbe();
+    if (this.probing) this.needsRender = true; // its frames render though nothing changed (rationed all the same)
     const mayRender = this.#mayRender(time);
     this.renderedLastFrame = this.needsRender && mayRender;
     if (!this.renderedLastFrame) return;
     this.needsRender = false;
     this.renderedFrames += 1;
+    this.lastRenderAt = time;
     if (this.selection) {
       this.#updateWorld();
       this.selectionBox.setFromObject(this.selection); // robots move: follow the selection
@@ -506,11 +524,53 @@ export class Viewer {
     } else this.headroomWindows = 0;
   }
 
-  #applyQuality(name) {
+  /**
+   * Auto below high on a view idle for PROBE_IDLE_MS (nothing measured, and none of the page's time in use) may
+   * try the level above, unless a step up was undone lately: the same back-off (10 s, 20 s, 40 s...) spaces the
+   * probes where they fail, so a software renderer is held by two renders at most every so often.
+   */
+  #mayProbe(time) {
+    const index = RENDER_QUALITIES.findIndex((quality) => quality.name === this.level);
+    return this.qualitySetting === 'auto' && this.model !== undefined && index < RENDER_QUALITIES.length - 1
+      && !this.needsRender && time - this.lastRenderAt >= PROBE_IDLE_MS && time >= this.noStepUpUntil;
+  }
+
+  #startProbe() {
+    const from = this.level;
+    const to = RENDER_QUALITIES[RENDER_QUALITIES.findIndex((quality) => quality.name === from) + 1].name;
+    this.probing = { from, to, frames: [] };
+    this.#applyQuality(to, null);
+  }
+
+  /**
+   * A probe's last frame (the first compiled shaders) decides, with the bar of a step up (HEADROOM_MS): kept, it
+   * stands as a step up (a slow window right after undoes it); too slow, the level goes back and the back-off grows.
+   */
+  #judgeProbe(frameMs, now) {
+    const { from, to, frames } = this.probing;
+    frames.push(frameMs);
+    if (frames.length < PROBE_FRAMES) return;
+    this.probing = null;
+    const kept = frameMs < HEADROOM_MS;
+    this.lastProbe = { level: to, frameMs, kept };
+    if (kept) {
+      this.steppedUpAt = now;
+      this.#report(to, { frameMs, probe: to });
+    } else {
+      this.noStepUpUntil = now + this.retryUpMs;
+      this.retryUpMs *= 2;
+      this.#applyQuality(from, { frameMs, probe: to });
+    }
+  }
+
+  /**
+   * Draw at the level `name`. `report`: {frameMs (what led here), probe (the level a probe tried, if one did)} for
+   * onQuality, or null for a probe's trial level (its verdict is reported).
+   */
+  #applyQuality(name, report = { frameMs: this.frameTimeMedian }) {
     const quality = RENDER_QUALITIES.find((candidate) => candidate.name === name);
     const previous = RENDER_QUALITIES.find((candidate) => candidate.name === this.level);
-    const frameMs = this.frameTimeMedian; // what led here; this level's frame time is measured anew
-    this.frameTimeMedian = null;
+    this.frameTimeMedian = null; // this level's frame time is measured anew
     this.level = name;
     this.headroomWindows = 0;
     this.steppedUpAt = null;
@@ -525,8 +585,13 @@ export class Viewer {
       });
     }
     this.#resize();
-    if (previous) console.info(`viewer: render quality ${name} (${this.qualitySetting}; frames took ${frameMs} ms)`);
-    this.onQuality(name, this.qualitySetting, frameMs);
+    if (report) this.#report(name, report, previous === undefined);
+  }
+
+  #report(name, { frameMs, probe }, first = false) {
+    const why = probe ? `a probe at ${probe} took ${frameMs} ms` : `frames took ${frameMs} ms`;
+    if (!first) console.info(`viewer: render quality ${name} (${this.qualitySetting}; ${why})`);
+    this.onQuality(name, this.qualitySetting, frameMs, probe);
   }
 
   /** Full or simplified geometry for the model's detailed meshes (simplified once, when first asked for). */
