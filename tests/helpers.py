@@ -121,9 +121,9 @@ async def wait_until(predicate: Callable[[], object], timeout: float, what: str)
 
 
 @contextlib.contextmanager
-def viewer_page(url: str, *, width: int = 1400, height: int = 850, ready_s: float = 60.0):
+def viewer_page(url: str, *, width: int = 1400, height: int = 850, ready_s: float = 60.0, init_script: str = ""):
     """The viewer at `url` in headless Debian chromium, once its scene and first snapshot are in; fails the
-    test on any uncaught error in the page."""
+    test on any uncaught error in the page. `init_script` runs in the page before its own scripts."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -131,6 +131,8 @@ def viewer_page(url: str, *, width: int = 1400, height: int = 850, ready_s: floa
         page = browser.new_page(viewport={"width": width, "height": height})
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
+        if init_script:
+            page.add_init_script(init_script)
         page.goto(url)
         page.wait_for_function("window.twin && window.twin.ready", timeout=ready_s * 1000)
         try:
