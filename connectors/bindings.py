@@ -645,6 +645,33 @@ def load_bindings(path: str | Path, endpoint_overrides: dict[str, str] | None = 
     return BindingFile(path, servers, tuple(bindings), brokers, publish)
 
 
+def merge_bindings(first: BindingFile, *more: BindingFile) -> BindingFile:
+    """Binding files read as one: `first`'s servers, brokers and publish section, and every file's bindings.
+
+    A later file adds bindings (and servers or brokers of its own); one it names that `first` has must be the
+    same (after endpoint overrides), each (prim, attr) is still fed once, and only `first` may publish.
+    """
+    servers, brokers, bindings = dict(first.servers), dict(first.brokers), list(first.bindings)
+    for other in more:
+        for name, server in other.servers.items():
+            known = servers.setdefault(name, server)
+            if known.endpoint != server.endpoint:
+                raise BindingError(other.path, f"server {name!r} is {server.endpoint}, but {first.path.name} has it "
+                                               f"at {known.endpoint}", line=server.line)
+        for name, broker in other.brokers.items():
+            brokers.setdefault(name, broker)
+        if other.publish is not None:
+            raise BindingError(other.path, f"only the first binding file ({first.path.name}) may publish",
+                               line=other.publish.line)
+        targets = {(binding.prim, binding.attr): binding for binding in bindings}
+        for binding in other.bindings:
+            if (binding.prim, binding.attr) in targets:
+                raise other.error(binding, f"{binding.prim}.{binding.attr} is already fed by "
+                                           f"{targets[(binding.prim, binding.attr)].source} ({first.path.name})")
+        bindings += other.bindings
+    return BindingFile(first.path, servers, tuple(bindings), brokers, first.publish)
+
+
 def _alarms(document: _Document, loc: Location, spec: BindingSpec) -> tuple[AlarmRule, ...]:
     """The binding's `alarms:` list, each entry checked against the binding (numeric limits need a
     numeric scalar, a state name needs the enum to have it)."""

@@ -159,6 +159,26 @@ class Robot:
         return self.sample_index >= len(self.samples)
 
 
+class Analog:
+    """Conveyor1's motor current and Machining's spindle temperature: synthetic signals that every sample plant
+    (this model, the physics plant in physics_line.py) makes the same way from its own state."""
+
+    def __init__(self) -> None:
+        self.temperature = 31.0
+        self.current = 2.0
+
+    def step(self, dt: float, machining_working: bool, parts_on_conveyor1: int) -> None:
+        target = 62.0 if machining_working else 30.0
+        self.temperature += (target - self.temperature) * (1.0 - math.exp(-dt / 90.0))
+        self.current = 1.8 + 0.32 * parts_on_conveyor1
+
+    def motor_current(self, gauss) -> float:
+        return round(self.current + gauss(0.0, 0.04), 3)
+
+    def spindle_temperature(self, gauss) -> float:
+        return round(self.temperature + gauss(0.0, 0.08), 2)
+
+
 class LineModel:
     """The whole line; `step(dt)` advances it, `values()` reads it as the PLC publishes it."""
 
@@ -177,8 +197,7 @@ class LineModel:
         self.parts_out = 0
         self.parts_in = 0
         self.next_arrival = self.rng.expovariate(1.0 / layout.SOURCE_INTERARRIVAL)
-        self.temperature = 31.0
-        self.current = 2.0
+        self.analog = Analog()
 
     # ------------------------------------------------------------------ flow
     def step(self, dt: float | None = None) -> None:
@@ -205,7 +224,7 @@ class LineModel:
                     place_ready=c3.has_room_at_start(), pick=assembly.release, place=c3.put_at_start)
         if not assembly.has_part and assembly.state != DOWN:
             assembly.state = IDLE if c2.parts else STARVED
-        self._analog(dt, machining, c1)
+        self.analog.step(dt, machining.state == WORKING, len(c1.parts))
 
     def warm_up(self, seconds: float) -> None:
         """Run the line fast for `seconds`, so a demo starts mid-shift with parts everywhere."""
@@ -252,11 +271,6 @@ class LineModel:
         else:
             robot.begin_move(following)
 
-    def _analog(self, dt: float, machining: Station, conveyor: Conveyor) -> None:
-        target = 62.0 if machining.state == WORKING else 30.0
-        self.temperature += (target - self.temperature) * (1.0 - math.exp(-dt / 90.0))
-        self.current = 1.8 + 0.32 * len(conveyor.parts)
-
     # ---------------------------------------------------------------- values
     def values(self) -> dict[str, object]:
         """Every published variable, by node name (e.g. 'Line.Conveyor1.Speed')."""
@@ -271,13 +285,13 @@ class LineModel:
             out[f"Line.{name}.PartPositions"] = [round(p, 4) if not math.isnan(p) else math.nan for p in positions]
         for name in ("Conveyor1", "Conveyor2", "Conveyor4"):
             out[f"Line.{name}.PhotoEye"] = self.conveyors[name].part_at_end()
-        out["Line.Conveyor1.MotorCurrent"] = round(self.current + gauss(0.0, 0.04), 3)
+        out["Line.Conveyor1.MotorCurrent"] = self.analog.motor_current(gauss)
         for name, station in self.stations.items():
             out[f"Line.{name}.State"] = station.state
             out[f"Line.{name}.PartsDone"] = station.parts_done
             out[f"Line.{name}.Progress"] = round(station.progress, 3)
             out[f"Line.{name}.HasPart"] = station.has_part
-        out["Line.Machining.SpindleTemperature"] = round(self.temperature + gauss(0.0, 0.08), 2)
+        out["Line.Machining.SpindleTemperature"] = self.analog.spindle_temperature(gauss)
         for name, robot in self.robots.items():
             out[f"Line.{name}.JointPositions"] = [round(float(v), 5) for v in robot.q]
             out[f"Line.{name}.Holding"] = robot.holding

@@ -1,11 +1,15 @@
 """The simulated PLC: a real OPC-UA server (asyncua) on 127.0.0.1 running the sample line.
 
-It owns its clock: the line model (line_model.py) steps at `rate_hz`, and each step
-writes only the variables whose value changed, with a source timestamp, so the server's
-subscriptions carry a realistic stream. Variables are `ns=<urn:factory-twin:sample-plc>;
-s=Line.<Element>.<Name>` under Objects/Factory/Line/<Element>.
+It owns its clock: its plant steps at `rate_hz`, and each step writes only the variables whose value
+changed, with a source timestamp, so the server's subscriptions carry a realistic stream. Variables are
+`ns=<urn:factory-twin:sample-plc>;s=Line.<Element>.<Name>` under Objects/Factory/Line/<Element>.
+
+The plant is the kinematic line model (line_model.py), or with `--physics --layout FACTORY.usda` the line on
+Newton physics (physics_line.py): the same variables derived from the physics run, plus `Line.Parts.Poses`,
+every part's pose, so a twin mirroring this PLC shows physics (docs/physics.md, "The demo runs on physics").
 
     python -m twin.sample_factory.plc --port 4840      # runs until Ctrl-C or SIGTERM
+    python -m twin.sample_factory.plc --physics --layout ~/.cache/twin/demo/factory.usda
 
 Started by `twin demo` with --parent-pid, it stops when the demo does, however the demo ends
 (SIGKILL included): a PLC left behind would hold its port and feed the next demo stale values.
@@ -25,10 +29,16 @@ import signal
 import sys
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from asyncua import Server, ua
 
 from .line_model import LineModel
+
+if TYPE_CHECKING:
+    from .physics_line import PhysicsPlant
+
+PHYSICS_WARM_UP_S = 120.0  # plant seconds run on physics before serving: seed 1 has parts in the bin from 102 s
 
 NAMESPACE = "urn:factory-twin:sample-plc"
 WRITABLE = {"SpeedSetpoint"}  # variables operators may write; the line follows them
@@ -57,17 +67,26 @@ class SamplePlc:
     """The sample line behind an OPC-UA server; use `async with SamplePlc(port, seed) as plc:`.
 
     `warm_up_s` of plant time run before serving, so clients meet a line mid-shift with parts
-    everywhere instead of an empty one; `speedup` is plant seconds per wall second.
+    everywhere instead of an empty one (default: 90 s, PHYSICS_WARM_UP_S on physics); `speedup` is plant
+    seconds per wall second. With `physics_layout` (the sample factory's USD) the plant is the line on
+    physics (physics_line.PhysicsPlant) instead of the line model.
     """
 
-    def __init__(self, port: int = 4840, seed: int = 1, *, rate_hz: float = 20.0, warm_up_s: float = 90.0,
-                 speedup: float = 1.0):
+    def __init__(self, port: int = 4840, seed: int = 1, *, rate_hz: float = 20.0, warm_up_s: float | None = None,
+                 speedup: float = 1.0, physics_layout: str | os.PathLike | None = None):
         self.port = port
         self.endpoint = f"opc.tcp://127.0.0.1:{port}/factory/"
         self.rate_hz = rate_hz
         self.speedup = speedup
-        self.model = LineModel(seed=seed, dt=1.0 / rate_hz)
-        self.model.warm_up(warm_up_s)
+        self.model: LineModel | PhysicsPlant
+        if physics_layout is not None:
+            from .physics_line import PhysicsPlant  # loads Warp and Newton: only for the physics plant
+
+            self.model = PhysicsPlant(physics_layout, seed=seed, dt=1.0 / rate_hz)
+        else:
+            self.model = LineModel(seed=seed, dt=1.0 / rate_hz)
+        self.model.warm_up((PHYSICS_WARM_UP_S if physics_layout is not None else 90.0) if warm_up_s is None
+                           else warm_up_s)
         self.server = Server()
         self.nodes: dict[str, ua.NodeId] = {}
         self.types: dict[str, ua.VariantType] = {}
@@ -176,14 +195,16 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event, interval_s: float 
     stop.set()
 
 
-async def _serve(port: int, seed: int, speedup: float, parent_pid: int | None = None) -> None:
+async def _serve(port: int, seed: int, speedup: float, parent_pid: int | None = None,
+                 physics_layout: str | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     watchdog = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid is not None else None
-    async with SamplePlc(port, seed=seed, speedup=speedup) as plc:
-        print(f"sample PLC: {len(plc.nodes)} variables at {plc.endpoint}", flush=True)
+    async with SamplePlc(port, seed=seed, speedup=speedup, physics_layout=physics_layout) as plc:
+        plant = "physics" if physics_layout is not None else "the line model"
+        print(f"sample PLC: {len(plc.nodes)} variables at {plc.endpoint}, plant on {plant}", flush=True)
         await stop.wait()
     if watchdog is not None:
         watchdog.cancel()
@@ -196,7 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--speedup", type=float, default=1.0, help="plant seconds per wall second")
     parser.add_argument("--parent-pid", type=int, help="stop when this process (the one starting the PLC) ends")
+    parser.add_argument("--physics", action="store_true",
+                        help="run the plant on Newton physics (needs --layout) instead of the line model")
+    parser.add_argument("--layout", help="the sample factory's USD (factory.usda), for --physics")
     args = parser.parse_args(argv)
+    if args.physics and not args.layout:
+        parser.error("--physics needs --layout: the sample factory's USD (`twin demo` builds it)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("asyncua").setLevel(logging.WARNING)
     if not math.isfinite(args.speedup) or args.speedup <= 0:
@@ -204,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.parent_pid is not None:
         die_with_parent(args.parent_pid)
     try:
-        asyncio.run(_serve(args.port, args.seed, args.speedup, args.parent_pid))
+        asyncio.run(_serve(args.port, args.seed, args.speedup, args.parent_pid,
+                           args.layout if args.physics else None))
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from twin.connectors.bindings import load_bindings, qualified_name_parts, validate_against_stage
+from twin.connectors.bindings import load_bindings, merge_bindings, qualified_name_parts, validate_against_stage
 from twin.core.errors import BindingError
 from twin.sample_factory import plc
 
@@ -37,6 +37,23 @@ def test_sample_bindings_load_and_match_the_sample_layout(sample_layout):
     assert len(bindings.bindings) == 43
     assert bindings.servers["plc"].endpoint == "opc.tcp://127.0.0.1:5000/factory/"
     validate_against_stage(bindings, Usd.Stage.Open(str(sample_layout)))
+
+
+def test_the_physics_plants_bindings_merge_with_the_samples(sample_layout, tmp_path):
+    """`twin demo` reads bindings_physics.yaml besides bindings.yaml: one more binding, the same server; a later
+    file may not feed a target twice, move a server elsewhere, or publish."""
+    from pxr import Usd
+
+    endpoint = {"plc": "opc.tcp://127.0.0.1:5000/factory/"}
+    extra = load_bindings(SAMPLE.with_name("bindings_physics.yaml"), endpoint)
+    validate_against_stage(extra, Usd.Stage.Open(str(sample_layout)))
+    merged = merge_bindings(load_bindings(SAMPLE, endpoint), extra)
+    assert len(merged.bindings) == 44 and merged.servers["plc"].endpoint == endpoint["plc"]
+    assert merged.find("/Factory/Line", "twin:physics:partPoses").width % 7 == 0
+    with pytest.raises(BindingError, match=r"bindings.yaml:\d+: .*twin:speed is already fed by"):
+        merge_bindings(load_bindings(SAMPLE, endpoint), load_bindings(write(tmp_path, GOOD), endpoint))
+    with pytest.raises(BindingError, match="server 'plc' is opc.tcp://127.0.0.1:4840/factory/, but"):
+        merge_bindings(load_bindings(SAMPLE, endpoint), load_bindings(write(tmp_path, GOOD)))
 
 
 @pytest.mark.parametrize(

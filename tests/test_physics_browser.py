@@ -1,5 +1,8 @@
 """End to end on physics: `twin demo --physics` in headless Debian chromium, parts landing in the sink's bin.
 
+The demo's simulated PLC runs the line on physics and publishes every part's pose; the twin mirrors it, so the
+page draws the parts where the plant's physics has them (docs/physics.md, "The demo runs on physics").
+
 What is checked is what the page draws: the viewer's `parts` instances, read from its three.js scene, against
 the bin's bounds and the belts' height read from the layout's USD, and against the bin as the page renders it.
 The page's count of parts into the sink (its stream) and the server's (REST) are checked against what it draws.
@@ -25,10 +28,10 @@ from tests.helpers import BROWSER, free_port, stop_process, viewer_page, wait_fo
 
 pytestmark = [*BROWSER, pytest.mark.slow, pytest.mark.timeout(360)]
 
-PARTS_IN = "twin:physics:partsIn"
-# Seconds of the line's (physics) clock: seed 1's first part lands in the bin at about 102 s (measured), which
-# on 2 loaded cores is about 145 s after the demo's start (its start-up, physics dropped while behind real time).
-FIRST_IN_BIN_S = 150.0
+PARTS_IN = "twin:partsIn"  # the PLC's Line.Sink.PartsIn, counted by its physics
+# The PLC warms up 120 s of plant time on physics; seed 1's first part lands in the bin at about 102 s of it, so
+# parts lie in the bin when the page opens. Seconds after the page is ready for one to be seen at rest there:
+FIRST_AT_REST_S = 60.0
 REST_S = 2.0  # a part counts as at rest when it moved under REST_MM between two looks this far apart
 REST_MM = 2.0
 INSIDE_MM = 5.0  # tolerance of "inside the bin's box": MuJoCo's soft contacts let a corner sink a few mm
@@ -139,17 +142,18 @@ def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts, sample_
 
         with viewer_page(url, ready_s=90) as page:
             first_seen = resting = None
+            deadline = time.monotonic() + FIRST_AT_REST_S
             while resting is None:
-                line_time = get_json(f"{url}/api/health")["physics"]["time_s"]
-                assert line_time < FIRST_IN_BIN_S, (
-                    f"no part came to rest in the page's bin by {FIRST_IN_BIN_S} s of the line's time; "
+                waited = time.monotonic() - deadline + FIRST_AT_REST_S
+                assert time.monotonic() < deadline, (
+                    f"no part came to rest in the page's bin within {FIRST_AT_REST_S} s of the page; "
                     f"the demo's log ends:\n{log.read_text()[-3000:]}")
                 before = page.evaluate(PAGE_PARTS, [bin_path, sink_key])
                 landed = in_bin(before["matrices"], geometry)
                 if len(landed) == 0:
                     page.wait_for_timeout(1000)
                     continue
-                first_seen = first_seen or {"line_s": line_time, "wall_s": round(time.monotonic() - started, 1)}
+                first_seen = first_seen or {"page_s": round(waited, 1), "wall_s": round(time.monotonic() - started, 1)}
                 page.wait_for_timeout(REST_S * 1000)
                 after = page.evaluate(PAGE_PARTS, [bin_path, sink_key])
                 now = in_bin(after["matrices"], geometry)
@@ -161,11 +165,10 @@ def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts, sample_
 
             # what the page draws in the bin is inside the bin it renders too (the stage frame applied)
             assert all(after["inRenderedBin"][i] for i in now), after["inRenderedBin"]
-            # counted into the sink, by the page's stream and by the server, at least the parts lying there
-            health = get_json(f"{url}/api/health")["physics"]
+            # counted into the sink by the PLC, as the page's stream and the server have it: at least the parts
+            # lying there
             server_in = get_json(f"{url}/api/signals")[sink_key]["v"]
             assert after["partsIn"] is not None and len(now) <= after["partsIn"] <= server_in, (after, server_in)
-            assert health["parts_in"] <= server_in and health["parts_lost"] == 0, health
 
             # the camera on the bin, as a user frames it: select it, Focus, orbit to look in from above
             page.evaluate(f"window.twin.select({bin_path!r})")
@@ -188,7 +191,6 @@ def test_physics_demo_parts_come_to_rest_in_the_bin(tmp_path, artifacts, sample_
             "first_part_in_bin_in_page": first_seen, "first_part_at_rest_in_page_wall_s": rested_at,
             "parts_in_bin_in_page": len(now), "parts_at_rest_in_page": len(resting),
             "part_pixels_in_view": part_pixels, "parts_in_page_stream": after["partsIn"], "parts_in_server": server_in,
-            "physics": health,
             "part_centres_in_bin_m": np.round(centres(after["matrices"], now), 4).tolist(), **geometry,
         }
         (artifacts / "physics-bin.json").write_text(json.dumps(figures, indent=2))

@@ -79,7 +79,7 @@ def build_sample(workdir: Path, force: bool = False) -> Path:
 
 async def serve(
     layout: Path,
-    bindings: Path | None,
+    bindings: Path | list[Path] | None,
     *,
     host: str,
     port: int,
@@ -96,20 +96,30 @@ async def serve(
 ) -> None:
     import uvicorn
 
-    from twin.connectors.bindings import load_bindings, validate_against_stage
+    from twin.connectors.bindings import load_bindings, merge_bindings, validate_against_stage
     from twin.connectors.mqtt import MqttConnector
     from twin.connectors.opcua import OpcUaConnector
     from twin.server.app import create_app
     from twin.server.auth import Access
     from twin.server.http import server_config
+    from twin.sim.physics_runtime import POSES
     from twin.sim.runtime import Twin
 
-    twin = Twin(layout, physics=physics)  # physics: part poses from the line run on Newton (docs/physics.md)
+    files = [load_bindings(path, endpoints) for path in ([bindings] if isinstance(bindings, Path) else bindings or [])]
+    # A binding that feeds the line's twin:physics:partPoses (a plant on physics publishes its parts' poses, as the
+    # sample PLC on physics does): the twin draws its parts there instead of deriving them (docs/physics.md).
+    poses = next((b for f in files for b in f.bindings if b.attr == POSES), None)
+    if poses is not None and physics:
+        raise TwinError(f"{poses.prim}.{POSES} is bound: the plant's physics poses the parts; --physics would run "
+                        "a second flow of the line in the twin (leave one out)")
+    # physics: part poses from the line run on Newton in the twin itself (docs/physics.md)
+    twin = Twin(layout, physics=physics, part_poses=(poses.prim, poses.width // 7) if poses is not None else None)
     access = Access.load(tokens, loopback_only=host in ("127.0.0.1", "localhost", "::1"))
     connector = mqtt_in = publisher = stream_out = None
-    if bindings is not None:
-        binding_file = load_bindings(bindings, endpoints)
-        validate_against_stage(binding_file, twin.stage.stage)
+    if files:
+        for one in files:
+            validate_against_stage(one, twin.stage.stage)
+        binding_file = merge_bindings(*files)
         connector = OpcUaConnector(binding_file, twin.cache, audit_path=layout.parent / "audit.jsonl")
         if binding_file.brokers:
             mqtt_in = MqttConnector(binding_file, twin.cache)
@@ -190,23 +200,26 @@ def run_demo(args: argparse.Namespace) -> int:
     plc_port = args.plc_port or free_port()
     ensure_port_free("127.0.0.1", plc_port, "the simulated PLC's OPC-UA", "--plc-port")
     endpoint = f"opc.tcp://127.0.0.1:{plc_port}/factory/"
+    physics = args.physics  # the PLC's plant runs on physics and publishes its part poses (docs/physics.md)
     plc = subprocess.Popen(
         [sys.executable, "-m", "twin.sample_factory.plc", "--port", str(plc_port), "--seed", str(args.seed),
-         "--parent-pid", str(os.getpid())],  # it stops when we end, even by SIGKILL
+         "--parent-pid", str(os.getpid()),  # it stops when we end, even by SIGKILL
+         *(["--physics", "--layout", str(layout)] if physics else [])],
         start_new_session=True,  # Ctrl-C reaches us once; we stop the PLC ourselves
     )
     exit_code = 0
     try:
         try:
-            wait_for_port(plc_port, 30.0, plc)
+            wait_for_port(plc_port, 60.0 if physics else 30.0, plc)  # physics warms up for some seconds
         except (RuntimeError, TimeoutError) as error:
             raise TwinError(f"the simulated PLC did not start: {error}") from None
         print(f"twin: simulated PLC at {endpoint} (pid {plc.pid})", flush=True)
-        bindings = Path(sample_plc.__file__).with_name("bindings.yaml")
+        bindings = [Path(sample_plc.__file__).with_name(name)  # the physics plant's part poses besides the rest
+                    for name in ("bindings.yaml", *(["bindings_physics.yaml"] if physics else []))]
         asyncio.run(serve(layout, bindings, host=args.host, port=args.port, glb=layout.with_suffix(".glb"),
                           endpoints={"plc": endpoint}, tick_hz=args.tick_hz, operator_token=True,
                           history=workdir / f"history-{args.port}.duckdb",  # one store per running demo
-                          http=http_options(args), physics=args.physics))
+                          http=http_options(args)))
     except KeyboardInterrupt:
         pass
     except SystemExit as exit_request:  # 0 from SIGTERM; uvicorn exits 1 when it cannot bind its port
@@ -391,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rebuild", action="store_true", help="rebuild the sample factory")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--tick-hz", type=float, default=30.0)
-    demo.add_argument("--physics", action="store_true", help="parts move on Newton physics (docs/physics.md)")
+    demo.add_argument("--physics", action="store_true",
+                      help="the simulated PLC runs the line on Newton physics and publishes its parts' poses; the "
+                           "twin mirrors it (docs/physics.md)")
     add_http_options(demo)
     demo.set_defaults(handler=run_demo)
 

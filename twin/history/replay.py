@@ -57,6 +57,8 @@ class _Shadow:
                                      for row in link_rows]).reshape(-1, 4, 4)
         if twin.physics is not None:  # a physics run records its part poses as one signal
             self.parts = RecordedPartPoses(cache, twin.physics.poses_row, twin.physics.capacity)
+        elif twin.recorded is not None:  # so does a twin posing its parts from a plant's physics poses
+            self.parts = RecordedPartPoses(cache, twin.recorded.row, twin.recorded.capacity)
         else:
             self.parts = PartTracker(twin.stage, cache, self.robots, device=twin.device)
         if cache.schema != registered:

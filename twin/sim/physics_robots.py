@@ -51,10 +51,12 @@ class RouteProgram:
         speed, acceleration = number("twin:jointSpeed", 1.0), number("twin:jointAcceleration", 4.0)
         hold = number("twin:gripTime", 0.0)
         self.moves: list[Move] = []
+        self.steps: list[tuple[float, str]] = []  # (start, name) of each step: 'to_<pose>', 'grip', 'release'
         clock, previous = 0.0, None
         self.home: np.ndarray | None = None
         for step in route:
             if step in ("grip", "release"):
+                self.steps.append((clock, step))
                 if step == "release":
                     self.release_at = clock
                 clock += hold
@@ -71,6 +73,7 @@ class RouteProgram:
                 move = chain_joint_move(self.chain, previous[None], pose[None], speed=speed,
                                         acceleration=acceleration, profile="quintic")
                 self.moves.append(Move(clock, float(move.duration[0]), previous, pose))
+                self.steps.append((clock, f"to_{step}"))
                 clock += float(move.duration[0])
             previous = pose
         if self.home is None:
@@ -92,6 +95,12 @@ class RouteProgram:
                 eased = share ** 3 * (10.0 - 15.0 * share + 6.0 * share ** 2)  # quintic: at rest at both ends
                 return move.q_from + eased * (move.q_to - move.q_from)
         return self.home
+
+    def step_at(self, time: float) -> str:
+        """The route's step `time` seconds into a cycle ('to_<pose>', 'grip', 'release'); 'waiting' outside it."""
+        if time < 0.0 or time >= self.duration:
+            return "waiting"
+        return next((name for start, name in reversed(self.steps) if time >= start), "waiting")
 
     def moved(self, q: np.ndarray) -> bool:
         """Whether `q` differs from the joint values last posed (and remembers it)."""

@@ -101,6 +101,8 @@ class Station:
     work_start: float = 0.0
     since_setup: int = 0
     scrapped: int = 0
+    done: int = 0  # cycles finished (scrapped parts included)
+    duration: float = 0.0  # of the current cycle
 
     def __post_init__(self) -> None:
         if self.mtbf > 0:
@@ -115,7 +117,7 @@ class Station:
             self._work(time)
 
     def _work(self, time: float) -> None:
-        self.remaining = self.stream.duration(self.distribution, self.cycle, self.spread)
+        self.remaining = self.duration = self.stream.duration(self.distribution, self.cycle, self.spread)
         self.phase, self.work_start = WORKING, time
         self.event_at = time + min(self.remaining, self.to_failure)
 
@@ -138,11 +140,21 @@ class Station:
                     self.phase, self.event_at = DOWN, at + self.stream.exponential(self.mttr)
                     continue
                 self.since_setup += 1
+                self.done += 1
                 if self.stream.uniform() < self.scrap_rate:
                     self.part, self.phase = None, EMPTY
                     self.scrapped += 1
                 else:
                     self.phase = DONE
+
+    def progress(self, time: float) -> float:
+        """The share of the current cycle done at `time` (0 without a part or in setup, 1 when done)."""
+        if self.phase == DONE:
+            return 1.0
+        if self.phase not in (WORKING, DOWN) or self.duration <= 0:
+            return 0.0
+        left = self.remaining - (time - self.work_start if self.phase == WORKING else 0.0)
+        return min(1.0, max(0.0, 1.0 - left / self.duration))
 
     def take(self) -> Held:
         """The finished part leaves: the station is empty."""
@@ -344,6 +356,11 @@ class PhysicsLine:
         local = belt.local(poses[:, :3]) if len(poses) else np.zeros((0, 3))
         on = (np.abs(local[:, 1]) < belt.width / 2) & (np.abs(local[:, 2] - belt.height - self.half) < self.half)
         return on & (local[:, 0] > -self.half) & (local[:, 0] <= belt.length), local
+
+    def belt_positions(self, path: str) -> np.ndarray:
+        """Where the parts lying on the belt `path` are along it: their centres' metres from its start, ascending."""
+        on, local = self._on_belt(self.belts[path], self.state.part_poses())
+        return np.sort(local[on, 0])
 
     def _start_clear(self, belt: Belt, poses: np.ndarray) -> bool:
         """No part within a pitch of the belt's start: the last part entered about pitch / speed ago."""
