@@ -1,5 +1,7 @@
 // Recent history of every numeric signal, for the inspector's sparklines: a small ring per signal,
 // one sample per bucket (the latest value in it), so memory stays bounded whatever the frame rate.
+// The stream sends a value only when it changes, so a live series ends with its last value held up to
+// the newest frame: a counter that ticks once a minute draws a flat line, not nothing.
 // During a replay the sparklines end at the replayed instant instead: the five minutes before it,
 // one value per bucket, from the historian (GET api/history/signal).
 import { authHeaders } from './auth.js';
@@ -13,6 +15,7 @@ export class SignalHistory {
     this.plottable = plottable;
     this.rings = new Map(); // key -> {times: Float64Array, values: Float32Array, head, count}
     this.end = null; // the replayed instant (Unix s), or null: live
+    this.latest = null; // the newest live frame's time (Unix s): where held values end
     this.recorded = new Map(); // key -> {end, series, loading}: the historian's values before `end`
   }
 
@@ -22,8 +25,14 @@ export class SignalHistory {
     this.end = instant;
   }
 
+  /** A live frame arrived at `time`: every series' last value holds until then. */
+  advance(time) {
+    if (typeof time === 'number' && (this.latest === null || time > this.latest)) this.latest = time;
+  }
+
   record(key, time, value) {
     if (typeof value !== 'number' || typeof time !== 'number') return;
+    this.advance(time);
     let ring = this.rings.get(key);
     if (!ring) {
       ring = { times: new Float64Array(SAMPLES), values: new Float32Array(SAMPLES), head: 0, count: 0 };
@@ -46,12 +55,19 @@ export class SignalHistory {
     if (this.end !== null) return this.#recordedSeries(key);
     const ring = this.rings.get(key);
     if (!ring || ring.count === 0) return null;
-    const times = new Float64Array(ring.count);
-    const values = new Float32Array(ring.count);
+    const last = (ring.head + SAMPLES - 1) % SAMPLES;
+    const held = this.latest !== null && Math.floor(this.latest / BUCKET_S) > Math.floor(ring.times[last] / BUCKET_S);
+    const length = ring.count + (held ? 1 : 0);
+    const times = new Float64Array(length);
+    const values = new Float32Array(length);
     const start = (ring.head + SAMPLES - ring.count) % SAMPLES;
     for (let i = 0; i < ring.count; i++) {
       times[i] = ring.times[(start + i) % SAMPLES];
       values[i] = ring.values[(start + i) % SAMPLES];
+    }
+    if (held) {
+      times[ring.count] = this.latest;
+      values[ring.count] = ring.values[last];
     }
     return [times, values];
   }

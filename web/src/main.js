@@ -171,6 +171,7 @@ function forEachSignal(frame, schema, visit) {
 
 /** A live frame during a replay: the page shows the past, the sparklines' rings keep recording. */
 function recordFrame(frame, schema) {
+  history.advance(frame.time);
   forEachSignal(frame, schema, (key, signal, time) => history.record(key, time, signal.v));
   twin.frames += frame.frames;
 }
@@ -185,6 +186,7 @@ function applyFrame(frame, schema, replayed = false) {
     viewer.applyPose(schema.transforms[transforms.rows[i]], transforms.positions, transforms.quaternions, i);
   }
   let panelChanged = false;
+  if (!replayed) history.advance(frame.time);
   forEachSignal(frame, schema, (key, signal, time) => {
     signals.set(key, signal);
     if (inspector.update(key, signal)) panelChanged = true;
