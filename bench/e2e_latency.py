@@ -26,7 +26,8 @@ frame is handed to the websocket; `page` -> the page shows it (`receive`: the pa
 `apply`: the page's main thread applies the value (decode and merge in the worker, the wait for the main thread
 between renders, applying), `paint`: until the next frame is painted). Also: frames per second sent by the twin
 (`sent/s`), taken by the page's stream (`page/s`) and rendered by it (`fps`) during the writes, the viewer's
-render `quality` (level and median frame time, its own measure) at the end of the row, `clock_offset_ms`,
+render `quality` (level and median frame time, its own measure) at the end of the row and `quality_changes`
+during the writes (each level taken, each probe of a level above with its frame time), `clock_offset_ms`,
 the page's clock (performance.timeOrigin + performance.now()) minus the system clock (Date.now(), which
 time.time() also reads), and `load_avg`, the machine's 1-minute load average before and after the row.
 Rows: sampling 100 ms (the sample's setting) and 10 ms with only this variable bound ("idle"), and 100 ms with
@@ -360,12 +361,14 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
             page.evaluate(WATCH_SCRIPT, [KEY, PRIM])
             page.wait_for_timeout(3000)  # the viewer settles its render quality first
             before = page_counters(page)
+            changes_before = page.evaluate("window.twin.qualityHistory.length")
             server["commands"].put((writes, first, first))
             written = server["results"].get(timeout=writes * GAP_S[1] + 60)
             page.wait_for_timeout(1500)  # the last value's way to the page
             seen = page.evaluate("window.__e2e.seen")
             after = page_counters(page)
             quality = page.evaluate("window.twin.quality()")
+            quality_changes = page.evaluate(f"window.twin.qualityHistory.slice({changes_before})")
             browser.close()
         stop.set()
         twin_record, peer_received = twin_results.get(timeout=30), peer_results.get(timeout=30)
@@ -393,6 +396,7 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
                                      / (written[-1][1] - written[0][1]), 1)
     frame_ms = quality["frameMs"]  # null where the page rendered no two frames in a row lately (idle)
     row["quality"] = quality["level"] + (f" {frame_ms:.0f} ms" if frame_ms is not None else "")
+    row["quality_changes"] = quality_changes  # each level taken and each probe's verdict during the writes
     row["clock_offset_ms"] = round(max(before["offset"], after["offset"], key=abs), 1)
     if row["p99_ms"] is not None and row["peer_p99_ms"] is not None:
         row["p99_over_peer_ms"] = round(row["p99_ms"] - row["peer_p99_ms"], 1)

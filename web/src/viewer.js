@@ -25,7 +25,7 @@ export const RENDER_QUALITIES = [
 const DETAILED_TRIANGLES = 2000;
 const SIMPLIFY_CELLS = 16; // vertices merge within cells of 1/16 of a simplified mesh's largest extent
 export const RENDER_QUALITY_SETTINGS = ['auto', ...RENDER_QUALITIES.map((quality) => quality.name)];
-const FRAME_BUDGET_MS = 34; // a median frame over this (under 30 frames per second) steps quality down
+const FRAME_BUDGET_MS = 25; // a median frame over this (under 40 frames per second) steps quality down (docs/viewer.md)
 const HEADROOM_MS = 20; // a median frame under this (about one 60 Hz vsync) may step it back up
 const QUALITY_WINDOW_MS = 1000; // frame times are judged over windows of about a second
 const MIN_WINDOW_FRAMES = 3; // at half a second a frame (high quality in software), a window takes 1.5 s
