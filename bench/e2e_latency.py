@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import multiprocessing as mp
@@ -165,7 +166,16 @@ async def _twin(layout: str, binding_path: str, port: int, static_dir: str | Non
                      tick_hz=TICK_HZ, writer=connector, connector_health=connector.health,
                      on_startup=[connector.start], on_shutdown=[connector.stop])
     hub = app.state.hub
-    record: dict[str, list] = {"cached": [], "notified": [], "encoded": [], "sent": []}
+    record: dict[str, list] = {"cached": [], "notified": [], "encoded": [], "sent": [], "gc": []}
+    collection_started = [0.0]
+
+    def timed_collection(phase: str, info: dict) -> None:  # the twin's garbage collections over 5 ms: (start, ms)
+        if phase == "start":
+            collection_started[0] = time.time()
+        elif (took := time.time() - collection_started[0]) > 0.005:
+            record["gc"].append((collection_started[0], took * 1000.0, info["generation"]))
+
+    gc.callbacks.append(timed_collection)
     in_flight: dict[int, int] = {}  # id(frame bytes) -> cache version, until handed to the websocket
 
     session = connector.sessions["e2e"]
@@ -397,6 +407,7 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
     frame_ms = quality["frameMs"]  # null where the page rendered no two frames in a row lately (idle)
     row["quality"] = quality["level"] + (f" {frame_ms:.0f} ms" if frame_ms is not None else "")
     row["quality_changes"] = quality_changes  # each level taken and each probe's verdict during the writes
+    row["twin_gc_ms"] = [round(ms, 1) for at, ms, _ in twin_record["gc"] if written[0][1] <= at <= written[-1][1] + 1]
     row["clock_offset_ms"] = round(max(before["offset"], after["offset"], key=abs), 1)
     if row["p99_ms"] is not None and row["peer_p99_ms"] is not None:
         row["p99_over_peer_ms"] = round(row["p99_ms"] - row["peer_p99_ms"], 1)

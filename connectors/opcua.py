@@ -269,7 +269,7 @@ class _Session:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.disconnect(), 2.0)
                 if was_connected:
-                    heap.settle_soon()  # the dropped session was frozen: free it (and its cycles) for good
+                    heap.settle_soon(release_frozen=True)  # the dropped session was frozen: free its cycles
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2.0, self.max_backoff)
 

@@ -15,7 +15,7 @@ class Node:
         self.me = self
 
 
-def test_settle_freezes_what_lives_and_frees_what_became_garbage():
+def test_settle_freezes_what_lives_and_frees_what_became_garbage_when_asked():
     try:
         dropped = Node()
         dropped_ref = weakref.ref(dropped)
@@ -30,7 +30,9 @@ def test_settle_freezes_what_lives_and_frees_what_became_garbage():
         del kept  # garbage now, but frozen: ordinary collections leave it alone (they do not scan it)...
         gc.collect()
         assert kept_ref() is not None
-        heap.settle()  # ...and the next settle frees it: a reconnect's dropped session is not kept for good
+        heap.settle()  # ...and so does a plain settle, which collects only what is not frozen (cheap)...
+        assert kept_ref() is not None, "a plain settle scanned the frozen objects: a full collection each time"
+        heap.settle(release_frozen=True)  # ...but a releasing settle frees it: a dropped session is not kept
         assert kept_ref() is None
     finally:
         gc.unfreeze()
@@ -48,13 +50,13 @@ def test_settle_soon_settles_at_most_once_per_interval_and_folds_requests(monkey
         first = heap._last_settle
         assert gc.get_freeze_count() > 0
         heap.settle_soon()  # within the interval: scheduled...
-        heap.settle_soon()  # ...and folded into the scheduled one
+        heap.settle_soon(release_frozen=True)  # ...and folded into the scheduled one, which now releases
         assert heap._last_settle == first and heap._deferred is not None
         del dropped
         gc.collect()
         assert dropped_ref() is not None  # frozen: only a settle frees it
         await wait_until(lambda: heap._deferred is None, 10, "the deferred settle")  # due 1.5 s after the first
         assert heap._last_settle > first and heap._deferred is None
-        assert dropped_ref() is None  # the deferred settle ran
+        assert dropped_ref() is None  # the deferred settle ran, releasing as the folded request asked
 
     asyncio.run(scenario())
