@@ -31,8 +31,10 @@ during the writes (each level taken, each probe of a level above with its frame 
 the page's clock (performance.timeOrigin + performance.now()) minus the system clock (Date.now(), which
 time.time() also reads), and `load_avg`, the machine's 1-minute load average before and after the row.
 Rows: sampling 100 ms (the sample's setting) and 10 ms with only this variable bound ("idle"), and 100 ms with
-the demo's load ("demo"): the sample PLC runs too (`python -m twin.sample_factory.plc`, as `twin demo` starts it)
-and the twin also takes the sample's own bindings, so robots and parts move in the twin and the page.
+the demo's load: the sample PLC runs too, on the line model ("demo": `python -m twin.sample_factory.plc`, as
+`twin demo --line-model` starts it) or on Newton physics ("physics": `--physics --layout`, as `twin demo` starts
+it since f18c8fa, the twin bound to its parts' poses too), and the twin also takes the sample's own bindings, so
+robots and parts move in the twin and the page.
 asyncua's server does not sample: it revises the sampling interval to the publishing interval and reports each
 write at the next publish, so the two sampling rows differ only in what is asked; a PLC that samples adds up to
 one sampling interval to twin and peer alike. Target: p99 within 50 ms of the peer's p99 at 100 ms.
@@ -71,7 +73,8 @@ PRIM, ATTR = "/Factory/Line/Machining", "twin:e2eValue"
 KEY = f"{PRIM}.{ATTR}"
 PUBLISHING_MS = 50.0  # the sample PLC server's publishing interval (sample_factory/bindings.yaml)
 SAMPLING_MS = (100.0, 10.0)  # the sample's sampling interval, then a fast one
-CONFIGS = ((100.0, False), (10.0, False), (100.0, True))  # (sampling ms, with the sample PLC's load)
+LOADS = ("idle", "demo", "physics")  # nothing else bound; the sample PLC on the line model; on physics
+CONFIGS = ((100.0, "idle"), (10.0, "idle"), (100.0, "demo"), (100.0, "physics"))  # (sampling ms, load)
 TICK_HZ = 30.0
 GAP_S = (0.25, 0.35)  # between two writes
 TARGET_MS = 50.0  # p99 within this of the peer's p99, at the sample's settings
@@ -155,11 +158,14 @@ async def _twin(layout: str, binding_path: str, port: int, static_dir: str | Non
     from twin.connectors.opcua import OpcUaConnector
     from twin.server.app import create_app
     from twin.server.http import server_config
+    from twin.sim.physics_runtime import POSES
     from twin.sim.runtime import Twin
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
-    twin = Twin(layout)
     binding_file = load_bindings(Path(binding_path))
+    # the PLC on physics publishes its parts' poses: the twin draws its parts there, as `twin demo` builds it
+    poses = next((b for b in binding_file.bindings if b.attr == POSES), None)
+    twin = Twin(layout, part_poses=(poses.prim, poses.width // 7) if poses is not None else None)
     validate_against_stage(binding_file, twin.stage.stage)
     connector = OpcUaConnector(binding_file, twin.cache)
     app = create_app(twin, glb_path=Path(layout).with_suffix(".glb"), static_dir=static_dir and Path(static_dir),
@@ -295,8 +301,10 @@ def percentile(values: np.ndarray, q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values.size else None
 
 
-def write_bindings(path: Path, endpoint: str, sampling_ms: float, plc_endpoint: str | None) -> None:
-    """The bench variable's binding; with `plc_endpoint`, after the sample factory's own bindings to its PLC."""
+def write_bindings(path: Path, endpoint: str, sampling_ms: float, plc_endpoint: str | None,
+                   physics: bool = False) -> None:
+    """The bench variable's binding; with `plc_endpoint`, after the sample factory's own bindings to its PLC (and,
+    with `physics`, the binding of its parts' poses, as `twin demo` reads bindings_physics.yaml)."""
     import yaml
 
     from twin.sample_factory import plc
@@ -305,6 +313,9 @@ def write_bindings(path: Path, endpoint: str, sampling_ms: float, plc_endpoint: 
     if plc_endpoint:
         content = yaml.safe_load(Path(plc.__file__).with_name("bindings.yaml").read_text())
         content["servers"]["plc"]["endpoint"] = plc_endpoint
+        if physics:
+            content["bindings"] += yaml.safe_load(Path(plc.__file__).with_name("bindings_physics.yaml").read_text())[
+                "bindings"]
     content["servers"]["e2e"] = {"endpoint": endpoint, "publishing_ms": PUBLISHING_MS}
     content["bindings"].append({"server": "e2e", "node": NODE, "prim": PRIM, "attr": ATTR,
                                 "sampling_ms": sampling_ms, "queue_size": 1})
@@ -312,41 +323,45 @@ def write_bindings(path: Path, endpoint: str, sampling_ms: float, plc_endpoint: 
 
 
 @contextlib.contextmanager
-def sample_plc(demo_load: bool) -> Iterator[str | None]:
-    """The sample factory's simulated PLC (as `twin demo` runs it), or nothing; yields its endpoint."""
+def sample_plc(load: str, layout: Path) -> Iterator[str | None]:
+    """The sample factory's simulated PLC (as `twin demo` runs it: on physics, or `--line-model` for "demo"), or
+    nothing ("idle"); yields its endpoint once it serves."""
     from tests.helpers import free_port
+    from twin.cli import wait_for_port
 
-    if not demo_load:
+    if load == "idle":
         yield None
         return
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "twin.sample_factory.plc", "--port", str(port)],
+    physics = ["--physics", "--layout", str(layout)] if load == "physics" else []
+    process = subprocess.Popen([sys.executable, "-m", "twin.sample_factory.plc", "--port", str(port), *physics],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        wait_for_port(port, 90.0, process)
         yield f"opc.tcp://127.0.0.1:{port}/factory/"
     finally:
         process.terminate()
         process.wait(20)
 
 
-def measure(sampling_ms: float, demo_load: bool, writes: int, first: int, layout: Path, folder: Path,
+def measure(sampling_ms: float, load: str, writes: int, first: int, layout: Path, folder: Path,
             server: dict, static_dir: str | None) -> dict:
-    load_before = os.getloadavg()[0]
-    with sample_plc(demo_load) as plc_endpoint:
-        row = _measure(sampling_ms, plc_endpoint, writes, first, layout, folder, server, static_dir)
+    with sample_plc(load, layout) as plc_endpoint:
+        load_before = os.getloadavg()[0]
+        row = _measure(sampling_ms, load, plc_endpoint, writes, first, layout, folder, server, static_dir)
     row["load_avg"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     return row
 
 
-def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: int, layout: Path, folder: Path,
-             server: dict, static_dir: str | None) -> dict:
+def _measure(sampling_ms: float, load: str, plc_endpoint: str | None, writes: int, first: int, layout: Path,
+             folder: Path, server: dict, static_dir: str | None) -> dict:
     from playwright.sync_api import sync_playwright
 
     from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port
 
     context = mp.get_context("spawn")
     bindings = folder / f"bindings_{first}.yaml"
-    write_bindings(bindings, server["endpoint"], sampling_ms, plc_endpoint)
+    write_bindings(bindings, server["endpoint"], sampling_ms, plc_endpoint, physics=load == "physics")
     port = free_port()
     twin_ready, peer_ready, stop = context.Event(), context.Event(), context.Event()
     twin_results, peer_results = context.Queue(), context.Queue()
@@ -389,7 +404,7 @@ def _measure(sampling_ms: float, plc_endpoint: str | None, writes: int, first: i
             if process.is_alive():
                 process.terminate()
     times = stages(written, twin_record, seen, peer_received)
-    row: dict = dict(sampling_ms=sampling_ms, load="demo" if plc_endpoint else "idle", publishing_ms=PUBLISHING_MS,
+    row: dict = dict(sampling_ms=sampling_ms, load=load, publishing_ms=PUBLISHING_MS,
                      tick_hz=TICK_HZ, writes=writes,
                      shown=int(np.isfinite(times["total"]).sum()), peer_received=int(np.isfinite(times["peer"]).sum()),
                      in_dom=sum(entry["text"] is not None and f"{entry['v']:g}" in entry["text"] for entry in seen),
@@ -428,11 +443,11 @@ COLUMNS = (("sampling_ms", "sampling"), ("load", "load"), ("shown", "shown"), ("
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, default=60, help="values written per configuration")
-    parser.add_argument("--load", choices=("idle", "demo"), help="only the rows with this load (default: all)")
+    parser.add_argument("--load", choices=LOADS, help="only the rows with this load (default: all)")
     parser.add_argument("--viewer", help="the built viewer to serve (default: web/dist), e.g. another commit's, "
                                          "to compare two viewers under the same conditions")
     args = parser.parse_args()
-    configs = [(sampling, demo) for sampling, demo in CONFIGS if args.load in (None, "demo" if demo else "idle")]
+    configs = [(sampling, load) for sampling, load in CONFIGS if args.load in (None, load)]
     from tests.helpers import free_port
     from twin.sample_factory.scene import build_sample_factory
 
@@ -454,8 +469,8 @@ def main() -> None:
             raise SystemExit("the OPC-UA server did not start within 60 s")
         with tempfile.TemporaryDirectory() as folder:
             layout = build_sample_factory(Path(folder))
-            for number, (sampling_ms, demo_load) in enumerate(configs):
-                row = measure(sampling_ms, demo_load, args.writes, 1000 * (number + 1), layout, Path(folder), server,
+            for number, (sampling_ms, load) in enumerate(configs):
+                row = measure(sampling_ms, load, args.writes, 1000 * (number + 1), layout, Path(folder), server,
                               args.viewer)
                 rows.append(row)
                 print(f"  sampling {sampling_ms:g} ms, {row['load']}: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms "
