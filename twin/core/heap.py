@@ -28,7 +28,7 @@ import time
 
 log = logging.getLogger(__name__)
 
-MIN_INTERVAL_S = 10.0  # at most one settle (one full collection, tens of milliseconds) this often
+MIN_INTERVAL_S = 10.0  # at most one settle (a collection; a full one takes hundreds of milliseconds) this often
 
 _last_settle = -math.inf  # time.monotonic() of the last settle
 _deferred: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
