@@ -154,18 +154,16 @@ async def _twin(layout: str, binding_path: str, port: int, static_dir: str | Non
     import uvicorn
     from starlette.websockets import WebSocket
 
+    from twin.cli import bound_part_poses
     from twin.connectors.bindings import load_bindings, validate_against_stage
     from twin.connectors.opcua import OpcUaConnector
     from twin.server.app import create_app
     from twin.server.http import server_config
-    from twin.sim.physics_runtime import POSES
     from twin.sim.runtime import Twin
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     binding_file = load_bindings(Path(binding_path))
-    # the PLC on physics publishes its parts' poses: the twin draws its parts there, as `twin demo` builds it
-    poses = next((b for b in binding_file.bindings if b.attr == POSES), None)
-    twin = Twin(layout, part_poses=(poses.prim, poses.width // 7) if poses is not None else None)
+    twin = Twin(layout, part_poses=bound_part_poses([binding_file]))  # the PLC on physics poses the parts
     validate_against_stage(binding_file, twin.stage.stage)
     connector = OpcUaConnector(binding_file, twin.cache)
     app = create_app(twin, glb_path=Path(layout).with_suffix(".glb"), static_dir=static_dir and Path(static_dir),

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from twin.core.errors import TwinError
 
 if TYPE_CHECKING:
+    from twin.connectors.bindings import BindingFile
     from twin.history.store import Retention
 
 log = logging.getLogger("twin")
@@ -106,14 +107,12 @@ async def serve(
     from twin.sim.runtime import Twin
 
     files = [load_bindings(path, endpoints) for path in ([bindings] if isinstance(bindings, Path) else bindings or [])]
-    # A binding that feeds the line's twin:physics:partPoses (a plant on physics publishes its parts' poses, as the
-    # sample PLC on physics does): the twin draws its parts there instead of deriving them (docs/physics.md).
-    poses = next((b for f in files for b in f.bindings if b.attr == POSES), None)
-    if poses is not None and physics:
-        raise TwinError(f"{poses.prim}.{POSES} is bound: the plant's physics poses the parts; --physics would run "
+    part_poses = bound_part_poses(files)
+    if part_poses is not None and physics:
+        raise TwinError(f"{part_poses[0]}.{POSES} is bound: the plant's physics poses the parts; --physics would run "
                         "a second flow of the line in the twin (leave one out)")
     # physics: part poses from the line run on Newton in the twin itself (docs/physics.md)
-    twin = Twin(layout, physics=physics, part_poses=(poses.prim, poses.width // 7) if poses is not None else None)
+    twin = Twin(layout, physics=physics, part_poses=part_poses)
     access = Access.load(tokens, loopback_only=host in ("127.0.0.1", "localhost", "::1"))
     connector = mqtt_in = publisher = stream_out = None
     if files:
@@ -176,6 +175,18 @@ async def serve(
     server = uvicorn.Server(server_config(app, host, port))
     print(f"twin: serving {layout.name} at http://{host}:{port}", flush=True)
     await server.serve()
+
+
+def bound_part_poses(files: list[BindingFile]) -> tuple[str, int] | None:
+    """(line prim, part capacity) where a binding feeds the line's twin:physics:partPoses, else None.
+
+    A plant on physics publishes its parts' poses (as the sample PLC on physics does): the twin then draws its
+    parts there instead of deriving them from positions along belts (docs/physics.md).
+    """
+    from twin.sim.physics_runtime import POSES
+
+    poses = next((b for f in files for b in f.bindings if b.attr == POSES), None)
+    return None if poses is None else (poses.prim, poses.width // 7)  # 7 doubles a pose: x, y, z and a quaternion
 
 
 def history_retention(raw_days: float = 1.0, step_s: float = 10.0, keep_days: float = 31.0) -> Retention:
