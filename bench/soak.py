@@ -12,10 +12,11 @@ Every --sample-every-s the server processes' RSS and CPU time are read from /pro
 growth slope in MB/h fitted (least squares) over the samples after --warmup-minutes, the total growth (last sample
 minus first), CPU %, and for the load run the 5xx answers and other errors (timeouts, refused sockets, failed
 jobs), frames decoded per viewer and resyncs, /api/health p50/p99, and the ERROR/Traceback lines in each
-server's log. Target: the load run grows by less than 5 MB/h after warm-up. Every sample goes to
-samples-load.csv and samples-idle.csv in --logs.
+server's log, and the size of each demo's history file (DuckDB and its WAL) with its growth in MB/h after
+warm-up. Target: the load run grows by less than 5 MB/h after warm-up. Every sample goes to samples-load.csv
+and samples-idle.csv in --logs. `--physics` runs both demos as `twin demo --physics`.
 
-    python bench/soak.py [--minutes 30]
+    python bench/soak.py [--minutes 30] [--physics]
 
 The last line is the JSON summary (../shared/README.md). Logs stay in --logs (default: a temporary folder).
 """
@@ -57,7 +58,9 @@ class Demo:
     port: int
     process: subprocess.Popen
     log: Path
-    samples: list[tuple[float, float, float]] = field(default_factory=list)  # (monotonic s, RSS MB, CPU s)
+    history: Path  # its DuckDB file (`twin demo` keeps one per port in the work folder)
+    # (monotonic s, RSS MB, CPU s, history file and WAL MB)
+    samples: list[tuple[float, float, float, float]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -69,7 +72,9 @@ class Demo:
             fields = stat.read().rsplit(")", 1)[1].split()
         cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15 of stat)
         rss_mb = int(fields[21]) * PAGE_SIZE / 1e6  # rss in pages (field 24)
-        self.samples.append((time.monotonic(), rss_mb, cpu_s))
+        history_mb = sum(path.stat().st_size for path in (self.history, self.history.with_name(
+            self.history.name + ".wal")) if path.exists()) / 1e6
+        self.samples.append((time.monotonic(), rss_mb, cpu_s, history_mb))
 
 
 @dataclass
@@ -92,12 +97,13 @@ class Load:
             self.errors.append(f"{what}: {response.status_code} {response.text[:200]}")
 
 
-def start_demo(name: str, workdir: Path, logs: Path) -> Demo:
+def start_demo(name: str, workdir: Path, logs: Path, physics: bool = False) -> Demo:
     port = free_port()
     log = logs / f"{name}.log"
     process = subprocess.Popen([sys.executable, "-m", "twin.cli", "demo", "--port", str(port), "--workdir",
-                                str(workdir)], stdout=log.open("w"), stderr=subprocess.STDOUT)
-    return Demo(name, port, process, log)
+                                str(workdir), *(["--physics"] if physics else [])], stdout=log.open("w"),
+                               stderr=subprocess.STDOUT)
+    return Demo(name, port, process, log, workdir / f"history-{port}.duckdb")
 
 
 def wait_healthy(demo: Demo, timeout: float = 300.0) -> None:
@@ -231,22 +237,25 @@ async def soak(loaded: Demo, idle: Demo, args: argparse.Namespace) -> Load:
 
 def memory(demo: Demo, warmup_s: float) -> dict:
     """RSS slope after warm-up (least squares, MB/h), total growth, and CPU % of one server."""
-    times, rss, cpu_s = (np.array(column) for column in zip(*demo.samples, strict=True))
+    times, rss, cpu_s, history_mb = (np.array(column) for column in zip(*demo.samples, strict=True))
     after = times - times[0] >= warmup_s
     slope = float(np.polyfit(times[after] / 3600.0, rss[after], 1)[0]) if after.sum() >= 3 else float("nan")
+    history_slope = (float(np.polyfit(times[after] / 3600.0, history_mb[after], 1)[0]) if after.sum() >= 3
+                     else float("nan"))
     return {"server": demo.name, "samples": len(times), "rss_start_mb": round(float(rss[0]), 1),
             "rss_end_mb": round(float(rss[-1]), 1), "rss_max_mb": round(float(rss.max()), 1),
             "growth_mb": round(float(rss[-1] - rss[0]), 1),
             "growth_after_warmup_mb": round(float(rss[-1] - rss[after][0]), 1) if after.any() else None,
             "slope_mb_per_h": round(slope, 2),
+            "history_mb": round(float(history_mb[-1]), 1), "history_mb_per_h": round(history_slope, 1),
             "cpu_percent": round(float((cpu_s[-1] - cpu_s[0]) / max(times[-1] - times[0], 1e-9) * 100), 1)}
 
 
 def write_samples(demo: Demo, path: Path) -> None:
     """Every sample as CSV, so that a sawtooth (memory given back at a checkpoint) can be told from a climb."""
     start = demo.samples[0][0]
-    rows = [f"{t - start:.1f},{rss:.2f},{cpu_s:.2f}" for t, rss, cpu_s in demo.samples]
-    path.write_text("elapsed_s,rss_mb,cpu_s\n" + "\n".join(rows) + "\n")
+    rows = [f"{t - start:.1f},{rss:.2f},{cpu_s:.2f},{history:.2f}" for t, rss, cpu_s, history in demo.samples]
+    path.write_text("elapsed_s,rss_mb,cpu_s,history_mb\n" + "\n".join(rows) + "\n")
 
 
 def log_problems(demo: Demo) -> list[str]:
@@ -265,6 +274,8 @@ def main() -> None:
     parser.add_argument("--clients", type=lambda text: text.split(","), default=list(CLIENT_KINDS),
                         help=f"the load run's client kinds, comma-separated (to tell which one grows memory); "
                              f"default: all of {','.join(CLIENT_KINDS)}")
+    parser.add_argument("--physics", action="store_true", help="both demos run the plant on physics (twin demo "
+                        "--physics)")
     parser.add_argument("--logs", help="folder for the demos' logs and the work folder (default: temporary)")
     args = parser.parse_args()
     if unknown := set(args.clients) - set(CLIENT_KINDS):
@@ -274,10 +285,10 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     workdir = logs / "work"
 
-    loaded = start_demo("load", workdir, logs)
+    loaded = start_demo("load", workdir, logs, args.physics)
     try:
         wait_healthy(loaded)  # it builds the sample factory; the idle demo then finds it built
-        idle = start_demo("idle", workdir, logs)
+        idle = start_demo("idle", workdir, logs, args.physics)
         try:
             wait_healthy(idle)
             print(f"soak: load demo at {loaded.url} (pid {loaded.process.pid}), idle demo at {idle.url} "
@@ -308,6 +319,7 @@ def main() -> None:
     for row in rows:
         print(f"{row['server']:>5}: RSS {row['rss_start_mb']} -> {row['rss_end_mb']} MB (growth {row['growth_mb']} MB, "
               f"slope after {warmup_minutes:g} min warm-up {row['slope_mb_per_h']} MB/h), CPU {row['cpu_percent']} %, "
+              f"history {row['history_mb']} MB ({row['history_mb_per_h']} MB/h), "
               f"log errors {row['log_errors']}")
     load_row = rows[0]
     print(f" load: {load.viewers} viewers, {load_row['frames_per_viewer_mean']} frames each (min "
@@ -316,7 +328,7 @@ def main() -> None:
           f"/api/health p50 {load_row['health_p50_ms']} ms, p99 {load_row['health_p99_ms']} ms")
     slope = load_row["slope_mb_per_h"]
     print(json.dumps({
-        "bench": "soak", "machine": cpu(), "minutes": args.minutes, "clients": args.clients,
+        "bench": "soak", "machine": cpu(), "minutes": args.minutes, "clients": args.clients, "physics": args.physics,
         "warmup_minutes": warmup_minutes, "rows": rows,
         "ratios": {"slope_load_minus_idle_mb_per_h": round(slope - rows[1]["slope_mb_per_h"], 2),
                    "slope_vs_target": round(slope / TARGET_MB_PER_H, 3)},

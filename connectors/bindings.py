@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from twin.core.alarms import AlarmRule, AlarmRuleError, parse_rule
+from twin.core.cache import signal_key
 from twin.core.documents import YamlDocument
 from twin.core.errors import BindingError
 from twin.core.schema import FieldError, Location, blamed, sentence
@@ -124,6 +125,7 @@ class Binding:
     kind: str = "float"
     width: int = 1
     sampling_ms: float = 100.0
+    history_ms: float = 0.0  # the historian records at most one sample per this many ms (0: every update)
     line: int = 0  # in the binding file, 1-based
     browse_path: tuple[str, ...] = ()  # qualified names from the Objects folder, e.g. ("2:Factory", "2:Line")
     queue_size: int = 1
@@ -175,6 +177,10 @@ class BindingFile:
             if (binding.prim, binding.attr) == (prim, attr):
                 return binding
         raise KeyError(f"no binding feeds {prim}.{attr}")
+
+    def history_intervals(self) -> dict[str, float]:
+        """{signal key: seconds} of the bindings with a `history_ms`: the historian's `min_interval_s`."""
+        return {signal_key(b.prim, b.attr): b.history_ms / 1000.0 for b in self.bindings if b.history_ms > 0}
 
 
 def qualified_name_parts(element: str) -> tuple[str, str]:
@@ -374,6 +380,8 @@ class BindingSpec(_Spec):
     kind: Kind = "float"
     width: int = Field(default=1, ge=1, description="a positive integer")
     sampling_ms: float = Field(default=100.0, ge=0)
+    history_ms: float = Field(default=0.0, ge=0, description="the historian's minimum interval between samples "
+                              "(the last of each interval is kept; 0: every update)")
     queue_size: int = Field(default=1, ge=1, description="a positive integer")
     deadband: DeadbandSpec | None = None
     scale: float = 1.0  # twin value = server value * scale + offset
@@ -485,7 +493,8 @@ class BindingSpec(_Spec):
     def binding(self, line: int, alarms: tuple[AlarmRule, ...]) -> Binding:
         limits = self.limits or LimitsSpec()
         return Binding(server=self.server, node=self.node, prim=self.prim, attr=self.attr, unit=self.unit,
-                       kind=self.kind, width=self.width, sampling_ms=self.sampling_ms, line=line,
+                       kind=self.kind, width=self.width, sampling_ms=self.sampling_ms,
+                       history_ms=self.history_ms, line=line,
                        browse_path=self.browse_path, queue_size=self.queue_size,
                        deadband=self.deadband.deadband() if self.deadband else None, scale=self.scale,
                        offset=self.offset, enum=dict(self.enum), direction=self.direction, minimum=limits.min,

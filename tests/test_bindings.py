@@ -49,7 +49,8 @@ def test_the_physics_plants_bindings_merge_with_the_samples(sample_layout, tmp_p
     validate_against_stage(extra, Usd.Stage.Open(str(sample_layout)))
     merged = merge_bindings(load_bindings(SAMPLE, endpoint), extra)
     assert len(merged.bindings) == 44 and merged.servers["plc"].endpoint == endpoint["plc"]
-    assert merged.find("/Factory/Line", "twin:physics:partPoses").width % 7 == 0
+    poses = merged.find("/Factory/Line", "twin:physics:partPoses")
+    assert poses.width % 7 == 0 and poses.history_ms == 100.0  # the historian keeps 10 poses a second
     with pytest.raises(BindingError, match=r"bindings.yaml:\d+: .*twin:speed is already fed by"):
         merge_bindings(load_bindings(SAMPLE, endpoint), load_bindings(write(tmp_path, GOOD), endpoint))
     with pytest.raises(BindingError, match="server 'plc' is opc.tcp://127.0.0.1:4840/factory/, but"):
@@ -131,6 +132,7 @@ bindings:
     attr: twin:state
     kind: int
     enum: {0: idle, 1: working, 2: blocked, 3: starved, 4: down}
+    history_ms: 250
 """
 
 
@@ -145,6 +147,7 @@ def test_every_field_of_the_format_is_read(tmp_path):
     speed, state = bindings.bindings
     assert speed.browse_path == ("2:Factory", "2:Line", "2:Conveyor1", "2:Speed") and speed.node == ""
     assert (speed.scale, speed.deadband.kind, speed.deadband.value, speed.queue_size) == (0.001, "absolute", 0.5, 10)
+    assert (speed.history_ms, state.history_ms) == (0.0, 250.0)
     assert speed.writable and speed.readable and (speed.minimum, speed.maximum) == (0.0, 1.2)
     assert state.enum[3] == "starved" and not state.writable
 
@@ -165,6 +168,7 @@ def test_every_field_of_the_format_is_read(tmp_path):
          "exactly one of 'node' and 'browse_path'"),
         (lambda t: t.replace("2:Factory/2:Line", "Factory/Line"), "browse_path must be qualified names"),
         (lambda t: t.replace("scale: 0.001", "scale: 0"), "scale must not be 0"),
+        (lambda t: t.replace("history_ms: 250", "history_ms: -1"), "history_ms must be >= 0, got -1"),
     ],
 )
 def test_contradictions_and_unsafe_settings_are_refused(tmp_path, change, message):

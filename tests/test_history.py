@@ -162,3 +162,79 @@ def test_retention_from_the_command_line(capsys):
     assert history_retention(2.0, 60.0, 0.0) == Retention(raw_s=172_800.0, step_s=60.0, keep_s=None)
     assert main(["serve", "nowhere.usda", "--history", "h.duckdb", "--history-keep-days", "0.5"]) == 2
     assert "keep days 0.5 >= raw days" in capsys.readouterr().err
+
+
+def test_arrays_are_stored_compressed_and_read_back_bit_for_bit(tmp_path):
+    """Part poses with NaN slots pack to a fraction of their doubles; noise does not pack and stays raw; both
+    come back exactly, through series, state_at and the Parquet export."""
+    import pyarrow.parquet as pq
+
+    cache = RuntimeCache()
+    poses = cache.add_signal("/F/Line", "twin:physics:partPoses", width=553)
+    noise = cache.add_signal("/F/Line", "twin:noise", width=64)
+    historian = Historian(tmp_path / "history.db", cache)
+    rng = np.random.default_rng(7)
+    written = []
+    for step in range(20):
+        value = np.full(553, np.nan)
+        value[:84] = rng.normal(size=84)  # 12 parts present, the other 67 slots empty
+        written.append((value, rng.normal(size=64)))
+        cache.write_signal(poses, value, source_time=1000.0 + step)
+        cache.write_signal(noise, written[-1][1], source_time=1000.0 + step)
+    assert historian.flush() == 40
+    sizes = dict(historian._query("SELECT signal, max(octet_length(data)) FROM samples GROUP BY signal"))
+    assert sizes[historian._signal("/F/Line.twin:physics:partPoses")[0]] < 553 * 8 / 3
+    assert sizes[historian._signal("/F/Line.twin:noise")[0]] == 64 * 8  # incompressible: raw
+    stored = historian.series("/F/Line.twin:physics:partPoses", 0, 2000)["values"]
+    np.testing.assert_array_equal(stored, np.array([pose for pose, _ in written]))
+    np.testing.assert_array_equal(historian.series("/F/Line.twin:noise", 0, 2000)["values"],
+                                  np.array([n for _, n in written]))
+    at = historian.state_at(1005.5)["/F/Line.twin:physics:partPoses"]["v"]
+    np.testing.assert_array_equal(np.array(at, np.float64), written[5][0])
+    historian.export_parquet(tmp_path / "out.parquet", keys=["/F/Line.twin:physics:partPoses"])
+    exported = pq.read_table(tmp_path / "out.parquet").column("values").to_pylist()
+    np.testing.assert_array_equal(np.array(exported, np.float64), np.array([pose for pose, _ in written]))
+    historian.close()
+
+
+def test_a_bounded_signal_keeps_the_last_sample_of_each_interval_and_every_quality_change(tmp_path):
+    cache = RuntimeCache()
+    poses = cache.add_signal("/F/Line", "twin:poses", width=7)
+    speed = cache.add_signal("/F/Belt", "twin:speed")
+    counts = [cache.add_signal("/F/Station", f"twin:count{i}") for i in range(2)]
+    historian = Historian(tmp_path / "history.db", cache, min_interval_s={"/F/Line.twin:poses": 0.1,
+                                                                          "/F/Station.twin:count1": 0.1})
+    times = 1000.0 + 0.01 + 0.05 * np.arange(40)  # 20 Hz for 2 s, never on an interval's edge
+    for i, when in enumerate(times):
+        cache.write_signal(poses, [i, 0, 0, 0, 0, 0, 1], source_time=when)
+        cache.write_signal(speed, float(i), source_time=when)  # not bounded: every sample kept
+        cache.write_scalars(counts, [i, i], source_time=when)  # a batch: count1 bounded, count0 not
+    historian.flush()
+    kept = historian.series("/F/Line.twin:poses", 0, 2000)
+    # the last sample of each of the first 19 intervals (odd i); the 20th interval's last is held back
+    np.testing.assert_array_equal(kept["values"][:, 0], np.arange(1, 39, 2))
+    assert len(historian.series("/F/Belt.twin:speed", 0, 2000)["times"]) == 40
+    assert len(historian.series("/F/Station.twin:count0", 0, 2000)["times"]) == 40
+    np.testing.assert_array_equal(historian.series("/F/Station.twin:count1", 0, 2000)["values"],
+                                  np.arange(1, 39, 2))  # the batch's bounded row, thinned the same way
+    cache.write_signal(poses, [40, 0, 0, 0, 0, 0, 1], source_time=times[-1] + 0.01)  # same interval as i = 39
+    cache.mark_status([poses], UNCERTAIN_LAST_USABLE_VALUE)  # a quality change: never thinned away
+    historian.stop()  # at stop, the held samples are written
+    kept = historian.series("/F/Line.twin:poses", 0, 1e12)
+    np.testing.assert_array_equal(kept["values"][19:, 0], [40, 40])  # i = 39 was replaced by 40 in its interval
+    assert kept["status"][-2] == 0 and kept["status"][-1] == UNCERTAIN_LAST_USABLE_VALUE
+    assert historian.series("/F/Station.twin:count1", 0, 2000)["values"][-1] == 39
+    historian.close()
+
+
+def test_a_quiet_bounded_signal_is_written_once_its_interval_has_passed(tmp_path):
+    cache = RuntimeCache()
+    level = cache.add_signal("/F/Tank", "twin:level")
+    historian = Historian(tmp_path / "history.db", cache, min_interval_s={"/F/Tank.twin:level": 0.3})
+    cache.write_signal(level, 1.0)
+    cache.write_signal(level, 2.0)
+    assert historian.flush() == 0  # the interval is still open: a later sample may replace it
+    time.sleep(0.35)
+    assert historian.flush() == 1
+    assert historian.series("/F/Tank.twin:level", 0, 1e12)["values"].tolist() == [2.0]
+    historian.close()

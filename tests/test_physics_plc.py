@@ -120,9 +120,11 @@ def test_the_physics_plc_publishes_what_physics_does(sample_layout):
 
 
 @pytest.mark.timeout(90)
-def test_a_twin_bound_to_the_physics_plc_draws_its_parts_where_the_plc_says(sample_layout):
+def test_a_twin_bound_to_the_physics_plc_draws_its_parts_where_the_plc_says(sample_layout, tmp_path):
+    """...and its historian keeps the poses at the bindings' history_ms (10 a second), the last ones exactly."""
     from twin.connectors.bindings import load_bindings, merge_bindings
     from twin.connectors.opcua import OpcUaConnector
+    from twin.history.store import Historian
     from twin.sim.physics_runtime import POSES as POSES_ATTR
     from twin.sim.runtime import Twin
 
@@ -135,6 +137,8 @@ def test_a_twin_bound_to_the_physics_plc_draws_its_parts_where_the_plc_says(samp
             poses = bindings.find(layout.LINE, POSES_ATTR)
             twin = Twin(sample_layout, part_poses=(poses.prim, poses.width // 7))
             connector = OpcUaConnector(bindings, twin.cache)
+            historian = Historian(tmp_path / "history.duckdb", twin.cache,
+                                  min_interval_s=bindings.history_intervals())
             await connector.start()
             try:
                 row = twin.cache.signal_row(layout.LINE, POSES_ATTR)
@@ -142,6 +146,7 @@ def test_a_twin_bound_to_the_physics_plc_draws_its_parts_where_the_plc_says(samp
                 while not np.isfinite(twin.cache.signal_values(row)).any():
                     assert time.monotonic() < deadline, "the poses did not reach the twin"
                     await asyncio.sleep(0.1)
+                await asyncio.sleep(1.0)  # a second of poses at 20 Hz for the historian
                 plc._task.cancel()  # the plant stops: what it published last must reach the twin
                 await asyncio.sleep(0.2)
                 published = np.array(plc.published[POSES]).reshape(-1, 7)
@@ -149,11 +154,17 @@ def test_a_twin_bound_to_the_physics_plc_draws_its_parts_where_the_plc_says(samp
                     assert time.monotonic() < deadline, "the last poses did not reach the twin"
                     await asyncio.sleep(0.1)
                 twin.step()
-                return published, twin.cache.instance_sets["parts"]
+                historian.stop()
+                recorded = historian.series(f"{layout.LINE}.{POSES_ATTR}", 0, 1e12)
+                return published, twin.cache.instance_sets["parts"], recorded
             finally:
                 await connector.stop()
+                historian.close()
 
-    published, parts = asyncio.run(scenario())
+    published, parts, recorded = asyncio.run(scenario())
+    intervals = np.floor(recorded["times"] / 0.1)  # at most one sample per 100 ms interval, the last of each
+    assert len(intervals) >= 5 and len(np.unique(intervals)) == len(intervals), recorded["times"]
+    np.testing.assert_array_equal(recorded["values"][-1].reshape(-1, 7), published)
     drawn = np.all(np.isfinite(published), axis=1)
     assert drawn.sum() >= 5 and np.array_equal(parts.active, drawn)
     np.testing.assert_allclose(parts.transforms[drawn, :3, 3], published[drawn, :3], atol=1e-6)

@@ -115,10 +115,12 @@ async def serve(
     twin = Twin(layout, physics=physics, part_poses=part_poses)
     access = Access.load(tokens, loopback_only=host in ("127.0.0.1", "localhost", "::1"))
     connector = mqtt_in = publisher = stream_out = None
+    history_intervals: dict[str, float] = {}  # bindings with a history_ms: the historian thins their record
     if files:
         for one in files:
             validate_against_stage(one, twin.stage.stage)
         binding_file = merge_bindings(*files)
+        history_intervals = binding_file.history_intervals()
         connector = OpcUaConnector(binding_file, twin.cache, audit_path=layout.parent / "audit.jsonl")
         if binding_file.brokers:
             mqtt_in = MqttConnector(binding_file, twin.cache)
@@ -142,7 +144,8 @@ async def serve(
     if history is not None:
         from twin.history.store import Historian
 
-        historian = Historian(history, twin.cache, retention=retention or history_retention())
+        historian = Historian(history, twin.cache, retention=retention or history_retention(),
+                              min_interval_s=history_intervals)
         print(f"twin: history in {history}", flush=True)
 
     async def start_history() -> None:

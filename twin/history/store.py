@@ -8,6 +8,11 @@ Every `keyframe_s` the writer also stores the whole state, so "the state at an i
 keyframe and at most `keyframe_s` of updates, however long the history. Why DuckDB and not SQLite,
 measured: docs/history.md and bench/history.py.
 
+Wide signals cost the most: an array of poses at 20 Hz is a row of kilobytes 20 times a second. Arrays are
+stored zlib-compressed (lossless; NaN slots and resting values pack well), and a signal may be recorded at a
+bounded rate (`min_interval_s` per signal, a binding's `history_ms`): the last sample of each interval is
+kept, and a quality change is never thinned away.
+
 Queries: a signal's raw values over a range, resampled values, the whole twin's state at an instant,
 and export to CSV and Parquet.
 """
@@ -19,6 +24,8 @@ import json
 import math
 import threading
 import time
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +70,9 @@ class Retention:
 
 class Historian:
     def __init__(self, path: str | Path, cache: RuntimeCache, *, flush_s: float = 0.5,
-                 keyframe_s: float = 60.0, retention: Retention | None = None):
+                 keyframe_s: float = 60.0, retention: Retention | None = None,
+                 min_interval_s: Mapping[str, float] | None = None):
+        """`min_interval_s`: {signal key: seconds}, signals recorded at most once per interval (the last of each)."""
         self.path = Path(path)
         self.cache = cache
         self.flush_s = flush_s
@@ -77,7 +86,8 @@ class Historian:
         except duckdb.Error as error:  # most often: another twin has it open
             raise TwinError(f"{self.path}: cannot open the history store: {error}") from None
         self._db.execute(SCHEMA)
-        self._db.create_function("twin_doubles", _blob_doubles, ["BLOB"], "DOUBLE[]", null_handling="special")
+        self._db.create_function("twin_doubles", _blob_doubles, ["BLOB", "INTEGER"], "DOUBLE[]",
+                                 null_handling="special")
         self._db_lock = threading.Lock()
         self._ids = np.zeros(0, np.int32)  # cache row -> signals.id (0: not registered yet)
         self._stop = threading.Event()
@@ -86,6 +96,7 @@ class Historian:
         self.last_maintenance = 0.0
         self._alarms: AlarmEngine | None = None
         self._alarm_seq = 0
+        self._thinning = _Thinning(cache, min_interval_s) if min_interval_s else None
         with cache.lock:
             if cache.journal is None:
                 cache.journal = []
@@ -115,7 +126,7 @@ class Historian:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
-        self.flush()
+        self.flush(final=True)
         with self.cache.lock:
             self.cache.journal = None
 
@@ -125,10 +136,12 @@ class Historian:
             if time.time() - self.last_maintenance > 60.0:
                 self.maintain()
 
-    def flush(self) -> int:
+    def flush(self, final: bool = False) -> int:
         """Insert every update journaled since the last flush, in one transaction; returns how many.
 
         A keyframe is taken when the newest source time has moved `keyframe_s` past the last keyframe's.
+        Rate-bounded signals hold back the last sample of their current interval until it has passed (`final`:
+        write it now, at stop).
         """
         cache = self.cache
         with cache.lock:
@@ -138,6 +151,8 @@ class Historian:
             known = np.isfinite(cache.source_time)
             horizon = float(cache.source_time[known].max()) if known.any() else -math.inf
             keyframe = self._take_keyframe(horizon) if horizon - self.last_keyframe >= self.keyframe_s else None
+        if self._thinning is not None:
+            batch = self._thinning.thin(batch, time.time(), final)
         columns: dict[str, list] = {name: [] for name in ("signal", "time", "server_time", "received", "status",
                                                          "value")}
         blobs: list[tuple] = []  # arrays and text: few, inserted row by row
@@ -397,7 +412,7 @@ class Historian:
             f"CASE WHEN s.status = {UNCERTAIN_LAST_USABLE_VALUE} THEN 'stale' WHEN s.status >> 30 = 0 THEN 'good' "
             "WHEN s.status >> 30 = 1 THEN 'uncertain' ELSE 'bad' END AS quality, "
             "CASE WHEN g.width = 1 AND g.kind <> 'text' THEN s.value END AS value, "
-            "CASE WHEN g.width > 1 THEN twin_doubles(s.data) END AS \"values\", "
+            "CASE WHEN g.width > 1 THEN twin_doubles(s.data, g.width) END AS \"values\", "
             "CASE WHEN g.kind = 'text' THEN decode(s.data) END AS text "
             "FROM samples s JOIN signals g ON g.id = s.signal "
             f"WHERE s.time BETWEEN ? AND ? AND g.key IN ({','.join('?' * len(names))}) ORDER BY g.key, s.time) "
@@ -415,16 +430,85 @@ class Historian:
             self._db.close()
 
 
+class _Thinning:
+    """Keeps the last sample of each `min_interval_s` of rate-bounded signals, and every change of quality.
+
+    A signal's samples fall in intervals of its source time (`floor(time / interval)`); each interval's last
+    sample is held back until a sample of a later interval or of another status arrives, or until the interval
+    has passed by the wall clock (then it is written, at most one flush late), so the final value before a
+    signal goes quiet is never lost.
+    """
+
+    def __init__(self, cache: RuntimeCache, min_interval_s: Mapping[str, float]):
+        self.cache = cache
+        self.by_key = {key: float(seconds) for key, seconds in min_interval_s.items() if seconds > 0}
+        self.interval = np.zeros(0)  # by cache row, 0: every sample; rebuilt as signals are registered
+        self.held: dict[int, tuple] = {}  # row -> the interval's last journal record, not written yet
+
+    def _intervals(self) -> np.ndarray:
+        signals = self.cache.signals
+        if len(self.interval) != len(signals):
+            self.interval = np.array([self.by_key.get(info.key, 0.0) for info in signals])
+        return self.interval
+
+    def thin(self, batch: list, now: float, final: bool) -> list:
+        """The journal records to write now, in the order given, then the held ones whose interval is over."""
+        interval = self._intervals()
+        out = []
+        for record in batch:
+            row = record[0]
+            if isinstance(row, np.ndarray):  # a write_scalars batch: split off its bounded rows
+                bounded = interval[row] > 0
+                if not bounded.any():
+                    out.append(record)
+                    continue
+                _, values, status, source_times, server_times, received = record
+                if not bounded.all():
+                    keep = ~bounded
+                    out.append((row[keep], values[keep], status, source_times[keep], server_times[keep], received))
+                for i in np.flatnonzero(bounded):
+                    self._hold((int(row[i]), float(values[i]), status, float(source_times[i]),
+                                float(server_times[i]), received), float(interval[row[i]]), out)
+            elif row < len(interval) and interval[row] > 0:
+                self._hold(record, float(interval[row]), out)
+            else:
+                out.append(record)
+        for row, record in list(self.held.items()):
+            if final or now - record[5] >= interval[row]:
+                out.append(self.held.pop(row))
+        return out
+
+    def _hold(self, record: tuple, interval: float, out: list) -> None:
+        row, _, status, source_time = record[:4]
+        held = self.held.get(row)
+        if held is not None and (held[2] != status or math.floor(held[3] / interval) != math.floor(source_time /
+                                                                                                  interval)):
+            out.append(held)
+        self.held[row] = record
+
+
 def _encode(value) -> tuple[float | None, bytes | None]:
     if isinstance(value, str):
         return None, value.encode()
     if isinstance(value, tuple):
-        return None, np.asarray(value, np.float64).tobytes()
+        return None, _pack_doubles(np.asarray(value, np.float64))
     return (None if value is None else float(value)), None
 
 
-def _blob_doubles(data: bytes | None) -> list[float] | None:
-    return None if data is None else np.frombuffer(data, np.float64).tolist()
+def _pack_doubles(values: np.ndarray) -> bytes:
+    """float64 bytes, zlib-compressed where that is shorter: so a blob of exactly width * 8 bytes is raw."""
+    raw = values.tobytes()
+    packed = zlib.compress(raw, 1)
+    return packed if len(packed) < len(raw) else raw
+
+
+def _unpack_doubles(data: bytes, width: int) -> np.ndarray:
+    data = bytes(data)
+    return np.frombuffer(data if len(data) == width * 8 else zlib.decompress(data), np.float64)
+
+
+def _blob_doubles(data: bytes | None, width: int | None) -> list[float] | None:
+    return None if data is None or width is None else _unpack_doubles(data, width).tolist()
 
 
 def _decode_values(rows: list[tuple], width: int, kind: str):
@@ -436,5 +520,5 @@ def _decode_values(rows: list[tuple], width: int, kind: str):
     out = np.full((len(rows), width), math.nan)
     for i, r in enumerate(rows):
         if r[3] is not None:
-            out[i] = np.frombuffer(r[3], np.float64)
+            out[i] = _unpack_doubles(r[3], width)
     return out
