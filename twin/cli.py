@@ -25,6 +25,7 @@ from twin.core.errors import TwinError
 if TYPE_CHECKING:
     from twin.connectors.bindings import BindingFile
     from twin.history.store import Retention
+    from twin.sim.runtime import Twin
 
 log = logging.getLogger("twin")
 
@@ -115,12 +116,11 @@ async def serve(
     twin = Twin(layout, physics=physics, part_poses=part_poses)
     access = Access.load(tokens, loopback_only=host in ("127.0.0.1", "localhost", "::1"))
     connector = mqtt_in = publisher = stream_out = None
-    history_intervals: dict[str, float] = {}  # bindings with a history_ms: the historian thins their record
+    binding_file = None
     if files:
         for one in files:
             validate_against_stage(one, twin.stage.stage)
         binding_file = merge_bindings(*files)
-        history_intervals = binding_file.history_intervals()
         connector = OpcUaConnector(binding_file, twin.cache, audit_path=layout.parent / "audit.jsonl")
         if binding_file.brokers:
             mqtt_in = MqttConnector(binding_file, twin.cache)
@@ -145,7 +145,7 @@ async def serve(
         from twin.history.store import Historian
 
         historian = Historian(history, twin.cache, retention=retention or history_retention(),
-                              min_interval_s=history_intervals)
+                              min_interval_s=history_intervals(twin, binding_file))
         print(f"twin: history in {history}", flush=True)
 
     async def start_history() -> None:
@@ -178,6 +178,17 @@ async def serve(
     server = uvicorn.Server(server_config(app, host, port))
     print(f"twin: serving {layout.name} at http://{host}:{port}", flush=True)
     await server.serve()
+
+
+def history_intervals(twin: Twin, bindings: BindingFile | None) -> dict[str, float]:
+    """The historian's `min_interval_s`: the bindings' `history_ms`, and the twin's own physics poses (a wide
+    signal written every tick) at `POSES_HISTORY_S`, as a plant's bound poses are in the sample."""
+    from twin.sim.physics_runtime import POSES_HISTORY_S
+
+    intervals = bindings.history_intervals() if bindings is not None else {}
+    if twin.physics is not None:
+        intervals[twin.cache.signals[twin.physics.poses_row].key] = POSES_HISTORY_S
+    return intervals
 
 
 def bound_part_poses(files: list[BindingFile]) -> tuple[str, int] | None:

@@ -36,6 +36,7 @@ log = logging.getLogger("twin.physics")
 
 PARTS = "parts"  # the instance set the viewer draws parts from (as twin.sim.parts)
 POSES = "twin:physics:partPoses"  # on the line prim: (capacity, 7) poses, NaN where no part is
+POSES_HISTORY_S = 0.1  # the historian records the poses 10 times a second (the stream sends every tick's)
 PARTS_OUT, PARTS_IN = "twin:physics:partsOut", "twin:physics:partsIn"
 END_TOLERANCE = 0.02  # metres: a part this close to the belt's end has reached it
 MAX_STEPS_PER_TICK = 240  # one simulated second per tick at most: beyond that physics has fallen behind
