@@ -72,6 +72,17 @@ def test_unsupported_collision_shape_is_a_layout_error(tmp_path):
         read_shapes(stage)
 
 
+@pytest.mark.parametrize(("up", "meters", "said"), [("Y", 1.0, "Y up with 1 m"), ("Z", 0.01, "Z up with 0.01 m")])
+def test_a_layout_not_z_up_in_metres_is_refused_not_run_wrong(tmp_path, up, meters, said):
+    from pxr import UsdGeom
+
+    stage = _layout(tmp_path / "line.usda")
+    UsdGeom.SetStageUpAxis(stage, up)
+    UsdGeom.SetStageMetersPerUnit(stage, meters)
+    with pytest.raises(LayoutError, match=f"physics takes a Z-up layout in metres.*this stage is {said} per unit"):
+        read_shapes(stage)
+
+
 @pytest.fixture(params=["mujoco loop", "newton exchange"])
 def transit_model(request, model, tmp_path):
     """The CPU's tight MuJoCo loop, and Newton's per-step exchange (the path CUDA takes) on the same device."""

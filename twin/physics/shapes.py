@@ -44,6 +44,12 @@ class LayoutShapes:
 def read_shapes(stage: Usd.Stage) -> LayoutShapes:
     """Collect the collision boxes of `stage`; a shape the engine cannot take is a LayoutError naming it."""
     where = stage.GetRootLayer().identifier
+    up, meters = UsdGeom.GetStageUpAxis(stage), UsdGeom.GetStageMetersPerUnit(stage)
+    if up != UsdGeom.Tokens.z or abs(meters - 1.0) > 1e-9:
+        # the model's gravity is -Z in m/s^2, its sizes, masses and speeds in metres: a Y-up or centimetre layout
+        # would fall sideways or a hundred times too slowly, so it is refused rather than run wrong
+        raise LayoutError(where, f"physics takes a Z-up layout in metres (upAxis Z, metersPerUnit 1); this stage "
+                                 f"is {up} up with {meters:g} m per unit")
     cache = UsdGeom.XformCache()
     static, belts, stoppers = [], [], []
     part_sizes = set()
