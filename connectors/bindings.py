@@ -127,6 +127,7 @@ class Binding:
     sampling_ms: float = 100.0
     history_ms: float = 0.0  # the historian records at most one sample per this many ms (0: every update)
     line: int = 0  # in the binding file, 1-based
+    file: Path | None = None  # the binding file it was read from (merged files keep each binding's own)
     browse_path: tuple[str, ...] = ()  # qualified names from the Objects folder, e.g. ("2:Factory", "2:Line")
     queue_size: int = 1
     deadband: Deadband | None = None
@@ -170,7 +171,7 @@ class BindingFile:
     publish: PublishConfig | None = None
 
     def error(self, binding: Binding, message: str) -> BindingError:
-        return BindingError(self.path, f"{binding.describe()}: {message}", line=binding.line)
+        return BindingError(binding.file or self.path, f"{binding.describe()}: {message}", line=binding.line)
 
     def find(self, prim: str, attr: str) -> Binding:
         for binding in self.bindings:
@@ -490,11 +491,11 @@ class BindingSpec(_Spec):
         if self.direction != "read":
             raise FieldError("direction", "MQTT bindings read; writing to the plant goes through OPC-UA")
 
-    def binding(self, line: int, alarms: tuple[AlarmRule, ...]) -> Binding:
+    def binding(self, line: int, alarms: tuple[AlarmRule, ...], file: Path | None = None) -> Binding:
         limits = self.limits or LimitsSpec()
         return Binding(server=self.server, node=self.node, prim=self.prim, attr=self.attr, unit=self.unit,
                        kind=self.kind, width=self.width, sampling_ms=self.sampling_ms,
-                       history_ms=self.history_ms, line=line,
+                       history_ms=self.history_ms, line=line, file=file,
                        browse_path=self.browse_path, queue_size=self.queue_size,
                        deadband=self.deadband.deadband() if self.deadband else None, scale=self.scale,
                        offset=self.offset, enum=dict(self.enum), direction=self.direction, minimum=limits.min,
@@ -640,7 +641,7 @@ def load_bindings(path: str | Path, endpoint_overrides: dict[str, str] | None = 
     targets: dict[tuple[str, str], Binding] = {}
     for index, binding_spec in enumerate(spec.bindings):
         loc = ("bindings", index)
-        binding = binding_spec.binding(document.line(loc), _alarms(document, loc, binding_spec))
+        binding = binding_spec.binding(document.line(loc), _alarms(document, loc, binding_spec), path)
         first = targets.setdefault((binding.prim, binding.attr), binding)
         if first is not binding:
             raise document.error(loc, f"{binding.prim}.{binding.attr} is already fed by {first.source} "

@@ -51,6 +51,11 @@ def test_the_physics_plants_bindings_merge_with_the_samples(sample_layout, tmp_p
     assert len(merged.bindings) == 44 and merged.servers["plc"].endpoint == endpoint["plc"]
     poses = merged.find("/Factory/Line", "twin:physics:partPoses")
     assert poses.width % 7 == 0 and poses.history_ms == 100.0  # the historian keeps 10 poses a second
+    # an error found later, at run time, names the file and line the binding came from, not the first file's
+    error = str(merged.error(poses, "the server refused it"))
+    assert error.startswith(f"{SAMPLE.with_name('bindings_physics.yaml')}:{poses.line}: ") and poses.line > 1
+    speed = merged.find("/Factory/Line/Conveyor1", "twin:speed")
+    assert str(merged.error(speed, "x")).startswith(f"{SAMPLE}:{speed.line}: ")
     with pytest.raises(BindingError, match=r"bindings.yaml:\d+: .*twin:speed is already fed by"):
         merge_bindings(load_bindings(SAMPLE, endpoint), load_bindings(write(tmp_path, GOOD), endpoint))
     with pytest.raises(BindingError, match="server 'plc' is opc.tcp://127.0.0.1:4840/factory/, but"):
