@@ -1,11 +1,15 @@
-"""Physics benchmark: the sample line stepped at dt = 1/240, (a) with 10, 50 and 200 parts, (b) as 1, 100 and
-1,000 parallel copies of the line with 10 parts each (what-if with physics).
+"""Physics benchmark: the sample line stepped at dt = 1/240, (a) with 10, 50 and 200 parts, and with 50 parts and
+its robots moving, (b) as 1, 100 and 1,000 parallel copies of the line with 10 parts each (what-if with physics).
 
 twin.physics (Newton on MuJoCo's C solver; MuJoCo Warp with --device cuda:0) against PyBullet stepping the same
 boxes at the same step: static collision boxes, belts as heavy bodies whose pose and velocity are reset before
 every step (the same driven-body scheme as twin.physics, as PyBullet has no surface velocity), and the same 0.2 m
 parts at the same start poses. In (b) steps/s counts world-steps, the steps of every copy; PyBullet steps its
-copies as one world with the copies set apart. Both run pinned to one core. The last line is one JSON object.
+copies as one world with the copies set apart. With robots, each link with collision geometry is the same
+boxes and convex hulls in both engines, a heavy body whose pose and velocity are prescribed before every step
+(twin.physics's kinematic links), touching parts only; the joints sweep a sine through a third of their range,
+set every CHUNK steps, and both engines move the links at constant velocity in between, from the same forward
+kinematics. Both run pinned to one core. The last line is one JSON object.
 
     .venv/bin/python bench/physics.py [--device cpu] [--steps 480] [--repeats 3] [--copies 1 100 1000]
                                       [--max-seconds 20]
@@ -25,6 +29,7 @@ import numpy as np
 import pybullet
 import warp as wp
 from machine import cpu, print_table  # bench/machine.py: scripts run as `python bench/NAME.py`
+from scipy.spatial.transform import Rotation
 
 from twin.physics.model import (
     BELT_FRICTION,
@@ -35,12 +40,15 @@ from twin.physics.model import (
     SURFACE_FRICTION,
     PhysicsModel,
 )
+from twin.physics.robots import RobotGeometry, read_robots
 from twin.physics.shapes import LayoutShapes, read_shapes
 from twin.sample_factory import layout
 from twin.sample_factory.scene import build_sample_factory
 from twin.scenes import open_layout
 
 PART_COUNTS = (10, 50, 200)
+ROBOT_ROW_PARTS = 50
+SWEEP_PERIOD_S = 4.0  # the robots' joint sine: a third of each joint's range, one period in 4 s
 WARMUP_STEPS = 120
 COPIES = (1, 100, 1000)
 PARTS_PER_COPY = 10
@@ -66,26 +74,44 @@ def part_positions(count: int) -> np.ndarray:
     return np.array(positions)
 
 
-def newton_line(shapes: LayoutShapes, positions: np.ndarray, device: str = "cpu",
-                copies: int = 1) -> Callable[[int], None]:
-    """twin.physics with the parts at `positions` in each of `copies` copies of the line: a function that runs
-    so many steps of all copies."""
-    model = PhysicsModel(shapes, device=device, max_parts=len(positions), part_size=layout.PART_SIZE, copies=copies)
+def sweep(robot: RobotGeometry, time_s: float) -> np.ndarray:
+    """The robot's joint values at `time_s` of the benchmark's sweep (a phase per joint, within its limits)."""
+    lower, upper = np.maximum(robot.chain.lower, -np.pi), np.minimum(robot.chain.upper, np.pi)
+    phase = 2 * np.pi * (time_s / SWEEP_PERIOD_S + np.arange(len(lower)) / len(lower))
+    return (lower + upper) / 2 + (upper - lower) / 6 * np.sin(phase)
+
+
+def newton_line(shapes: LayoutShapes, positions: np.ndarray, device: str = "cpu", copies: int = 1,
+                robots: tuple[RobotGeometry, ...] = ()) -> Callable[[int], None]:
+    """twin.physics with the parts at `positions` in each of `copies` copies of the line (and `robots` sweeping
+    their joints): a function that runs so many steps of all copies."""
+    model = PhysicsModel(shapes, device=device, max_parts=len(positions), part_size=layout.PART_SIZE, copies=copies,
+                         robots=robots)
     state = model.new_state()
     for copy in range(copies):
         for position in positions:
             state.spawn_part(position, copy=copy)
+        for robot in robots:
+            state.set_robot_joints(robot.path, sweep(robot, 0.0), jump=True, copy=copy)
 
     def run(steps: int) -> None:
-        model.step(state, steps)
+        if not robots:
+            model.step(state, steps)
+        for done in range(0, steps if robots else 0, CHUNK):  # the joints' next values every CHUNK steps
+            chunk = min(CHUNK, steps - done)
+            for copy in range(copies):
+                for robot in robots:
+                    state.set_robot_joints(robot.path, sweep(robot, state.time + chunk * STEP), copy=copy)
+            model.step(state, chunk)
         wp.synchronize_device(device)
 
     return run
 
 
-def pybullet_line(shapes: LayoutShapes, positions: np.ndarray, copies: int = 1) -> Callable[[int], None]:
-    """PyBullet with the same boxes, belts and parts, `copies` times in one world, each copy set apart along y
-    by the line's width and a margin: a function that runs so many steps."""
+def pybullet_line(shapes: LayoutShapes, positions: np.ndarray, copies: int = 1,
+                  robots: tuple[RobotGeometry, ...] = ()) -> Callable[[int], None]:
+    """PyBullet with the same boxes, belts and parts (and robot links), `copies` times in one world, each copy
+    set apart along y by the line's width and a margin: a function that runs so many steps."""
     client = pybullet.connect(pybullet.DIRECT)
     pybullet.setGravity(0.0, 0.0, -GRAVITY, physicsClientId=client)
     pybullet.setPhysicsEngineParameter(fixedTimeStep=STEP, physicsClientId=client)
@@ -118,18 +144,77 @@ def pybullet_line(shapes: LayoutShapes, positions: np.ndarray, copies: int = 1) 
     part_shape = box_shape(np.full(3, layout.PART_SIZE / 2))
     for position in positions:  # friction multiplies in PyBullet: the parts' 1.0 leaves the surface's
         bodies(part_shape, position, [0.0, 0.0, 0.0, 1.0], DEFAULT_PART_MASS, 1.0)
+    links = []  # (robot, chain link, body handles, one per copy), in the order of each robot's `links`
+    for robot in robots:
+        rest = robot.poses(sweep(robot, 0.0))[0]
+        for link_shapes, pose in zip(robot.shapes, rest, strict=True):
+            handles = _link_bodies(client, link_shapes, pose, offsets)
+            for handle in handles:  # links (group 4) touch parts only (PyBullet's default group 1)
+                pybullet.setCollisionFilterGroupMask(handle, -1, 4, 1, physicsClientId=client)
+            links.append(handles)
+    for handle, *_ in belts if robots else ():  # belts (group 8) touch everything but links, as in twin.physics
+        pybullet.setCollisionFilterGroupMask(handle, -1, 8, ~4, physicsClientId=client)
+    clock = {"time": 0.0, "start": [robot.poses(sweep(robot, 0.0))[0] for robot in robots]}
 
-    def step() -> None:
+    def step(prescribed: list[tuple[list, list, list, list]]) -> None:
         for handle, centre, quaternion, velocity in belts:
             pybullet.resetBasePositionAndOrientation(handle, centre, quaternion, physicsClientId=client)
             pybullet.resetBaseVelocity(handle, velocity, [0.0, 0.0, 0.0], physicsClientId=client)
+        for handle, centre, quaternion, linear, angular in prescribed:
+            pybullet.resetBasePositionAndOrientation(handle, centre, quaternion, physicsClientId=client)
+            pybullet.resetBaseVelocity(handle, linear, angular, physicsClientId=client)
         pybullet.stepSimulation(physicsClientId=client)
 
     def run(steps: int) -> None:
-        for _ in range(steps):
-            step()
+        if not robots:
+            for _ in range(steps):
+                step([])
+        for done in range(0, steps if robots else 0, CHUNK):
+            chunk = min(CHUNK, steps - done)
+            clock["time"] += chunk * STEP
+            end = [robot.poses(sweep(robot, clock["time"]))[0] for robot in robots]
+            positions, quaternions, linear, angular = _moves(np.concatenate(clock["start"]), np.concatenate(end),
+                                                             chunk, chunk * STEP)
+            clock["start"] = end
+            velocities = [(v.tolist(), w.tolist()) for v, w in zip(linear, angular, strict=True)]
+            for index in range(chunk):
+                step([(handle, (positions[index, link] + offset).tolist(), quaternions[index, link].tolist(),
+                       *velocities[link])
+                      for link, handles in enumerate(links) for handle, offset in zip(handles, offsets, strict=True)])
 
     return run
+
+
+def _link_bodies(client: int, shapes, pose: np.ndarray, offsets: np.ndarray) -> list[int]:
+    """A heavy body of `shapes` (one convex hull, or boxes, in the link's frame) at `pose`, in every copy."""
+    frames = {"collisionFramePositions": [shape.frame[:3, 3].tolist() for shape in shapes],
+              "collisionFrameOrientations": [_quaternion(shape.frame[:3, :3]) for shape in shapes]}
+    if all(shape.half_extents is not None for shape in shapes):
+        shape = pybullet.createCollisionShapeArray([pybullet.GEOM_BOX] * len(shapes), physicsClientId=client,
+                                                   halfExtents=[s.half_extents.tolist() for s in shapes], **frames)
+    elif len(shapes) == 1:
+        shape = pybullet.createCollisionShape(pybullet.GEOM_MESH, vertices=shapes[0].points.tolist(),
+                                              collisionFramePosition=frames["collisionFramePositions"][0],
+                                              collisionFrameOrientation=frames["collisionFrameOrientations"][0],
+                                              physicsClientId=client)
+    else:  # PyBullet's shape arrays take no hulls; the sample's links are one hull or boxes
+        raise NotImplementedError(f"{shapes[0].path}: a link of several shapes with a hull among them")
+    made = pybullet.createMultiBody(DRIVEN_MASS, shape, baseOrientation=_quaternion(pose[:3, :3]),
+                                    batchPositions=(pose[:3, 3] + offsets).tolist(), physicsClientId=client)
+    return [made] if isinstance(made, int) else list(made)
+
+
+def _moves(start: np.ndarray, end: np.ndarray, steps: int, duration: float) -> tuple[np.ndarray, ...]:
+    """Constant-velocity moves of (L, 4, 4) poses from `start` to `end` over `duration`, sampled at the start of
+    each of `steps` steps, vectorised as twin.physics does it: positions (steps, L, 3), quaternions (steps, L, 4;
+    x, y, z, w), and the (L, 3) linear and angular world velocities."""
+    turn = Rotation.from_matrix(end[:, :3, :3] @ np.transpose(start[:, :3, :3], (0, 2, 1))).as_rotvec()
+    fractions = np.arange(steps)[:, None, None] / steps
+    begin = Rotation.from_matrix(np.tile(start[:, :3, :3], (steps, 1, 1)))
+    quaternions = (Rotation.from_rotvec((turn[None] * fractions).reshape(-1, 3)) * begin).as_quat()
+    travel = end[:, :3, 3] - start[:, :3, 3]
+    positions = start[None, :, :3, 3] + travel[None] * fractions
+    return positions, quaternions.reshape(steps, -1, 4), travel / duration, turn / duration
 
 
 def best_rates(lines: list[Callable[[int], None]], steps: int, repeats: int) -> list[float]:
@@ -214,7 +299,8 @@ def main() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # at most one core, for both engines
     wp.config.quiet = True
     with tempfile.TemporaryDirectory() as folder:
-        shapes = read_shapes(open_layout(build_sample_factory(Path(folder))))
+        stage = open_layout(build_sample_factory(Path(folder)))
+        shapes, robots = read_shapes(stage), read_robots(stage)
     machine = f"{cpu()}, pinned to one"
     print(f"physics benchmark on {machine}: sample line, dt = 1/{round(1 / STEP)} s, (a) best of {args.repeats} "
           f"windows of {args.steps} steps; (b) copies of the line with {PARTS_PER_COPY} parts each, world-steps/s, "
@@ -227,6 +313,13 @@ def main() -> None:
         rows.append({"scene": "sample line", "bodies": count, "device": args.device, "steps_per_s": ours,
                      "realtime_factor": ours * STEP, "peer": "pybullet", "peer_steps_per_s": peer,
                      "ratio_to_peer": ours / peer})
+    positions = part_positions(ROBOT_ROW_PARTS)
+    links = sum(len(robot.links) for robot in robots)
+    ours, peer = best_rates([newton_line(shapes, positions, args.device, robots=robots),
+                             pybullet_line(shapes, positions, robots=robots)], args.steps, args.repeats)
+    rows.append({"scene": f"sample line, {len(robots)} robots moving", "bodies": ROBOT_ROW_PARTS + links,
+                 "device": args.device, "robot_links": links, "steps_per_s": ours, "realtime_factor": ours * STEP,
+                 "peer": "pybullet", "peer_steps_per_s": peer, "ratio_to_peer": ours / peer})
     rows += copies_rows(shapes, args.device, tuple(args.copies), args.max_seconds, args.repeats)
     print_table(rows, COLUMNS)
     for row in rows:

@@ -233,7 +233,7 @@ class PhysicsModel:
                           inputs=[state._active, self._part_q, self._part_qd, self._park_positions,
                                   current.joint_q, current.joint_qd])
             if len(prescribed[0]):
-                q_values, qd_values = self._free_values(prescribed, step, newton_order=True)
+                q_values, qd_values = self._free_values(prescribed, step)
                 wp.launch(_prescribe_free, dim=len(prescribed[0]), device=self.device,
                           inputs=[prescribed_q, prescribed_qd, wp.array(q_values, dtype=wp.float32, device=self.device),
                                   wp.array(qd_values, dtype=wp.float32, device=self.device),
@@ -264,28 +264,39 @@ class PhysicsModel:
         qpos, qvel = data.qpos, data.qvel
         prescribed = state._prescribed(steps, (copy,))
         free_q, free_qd = prescribed[2][:, None] + np.arange(7), prescribed[3][:, None] + np.arange(6)
+        if len(free_q):
+            free_qpos, free_qvel = self._mujoco_free_values(prescribed)
         for step in range(steps):
             qpos[self._mj_driven_q] = driven_q
             qvel[self._mj_driven_qd] = driven_qd
             qpos[park_q] = park_values
             qvel[park_qd] = 0.0
             if len(free_q):
-                qpos[free_q], qvel[free_qd] = self._free_values(prescribed, step, newton_order=False)
+                qpos[free_q], qvel[free_qd] = free_qpos[step], free_qvel[step]
             mujoco.mj_step(mj_model, data)
         self.solver._update_newton_state(self.newton, following, data, state_prev=current)
         state._warmstart[copy] = data.qacc_warmstart
         state._pairs[copy] = (following, current)
 
     @staticmethod
-    def _free_values(prescribed: tuple, step: int, *, newton_order: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(n, 7) poses and (n, 6) velocities of the prescribed free bodies at `step`: Newton's order (x, y, z,
-        qx, qy, qz, qw; world velocities) or MuJoCo's (x, y, z, qw, qx, qy, qz; angular in the body frame)."""
+    def _mujoco_free_values(prescribed: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """`_free_values` in MuJoCo's order for every step of the call at once: (steps, n, 7) and (steps, n, 6)
+        (one rotation of the angular velocities into the body frames for the whole call, not one per step)."""
         positions, quaternions, linear, angular = prescribed[4:]
-        quaternion = quaternions[step]
-        if newton_order:
-            return np.hstack([positions[step], quaternion]), np.hstack([linear, angular])
-        body_angular = Rotation.from_quat(quaternion).inv().apply(angular) if angular.any() else angular
-        return np.hstack([positions[step], quaternion[:, 3:], quaternion[:, :3]]), np.hstack([linear, body_angular])
+        steps, count = quaternions.shape[:2]
+        qpos = np.concatenate([positions, quaternions[..., 3:], quaternions[..., :3]], axis=2)
+        body_angular = np.zeros((steps, count, 3))
+        if angular.any():
+            body_angular = Rotation.from_quat(quaternions.reshape(-1, 4)).inv().apply(
+                np.tile(angular, (steps, 1))).reshape(steps, count, 3)
+        return qpos, np.concatenate([np.broadcast_to(linear, (steps, count, 3)), body_angular], axis=2)
+
+    @staticmethod
+    def _free_values(prescribed: tuple, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 7) poses (x, y, z, qx, qy, qz, qw) and (n, 6) world velocities of the prescribed free bodies at
+        `step`, in Newton's order."""
+        positions, quaternions, linear, angular = prescribed[4:]
+        return np.hstack([positions[step], quaternions[step]]), np.hstack([linear, angular])
 
     def _robot_links(self, builder: newton.ModelBuilder, robot: RobotGeometry, others: list[int]) -> list[int]:
         """A heavy free body per link of `robot` with shapes, at its zero-joint pose; shapes touch parts only."""
