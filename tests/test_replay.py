@@ -239,3 +239,36 @@ def test_state_names_are_replayed_with_their_codes(sample_layout, tmp_path):
         assert names == ["down", "idle", None]
     finally:
         historian.close()
+
+
+def test_a_physics_run_replays_its_parts_as_recorded_ten_times_a_second(sample_layout, tmp_path):
+    """The twin's own physics (`twin serve --physics`): the historian keeps the part poses of the last tick of
+    each 100 ms (twin.cli.history_intervals), and replay draws the parts of any instant from the pose kept
+    for it, the live frame of that tick (docs/history.md, "Wide signals")."""
+    from twin.cli import history_intervals
+
+    twin = Twin(sample_layout, physics=True, device="cpu")
+    historian = Historian(tmp_path / "h.duckdb", twin.cache, min_interval_s=history_intervals(twin, None))
+    row = twin.physics.poses_row
+    shown = {}  # poses' source time -> the parts the live twin showed then
+    for tick in range(1, 89):  # seed 1's first part arrives after ~40 s: 44 s in ticks of half a second
+        twin.step(sim_time=tick * 0.5)
+    start = float(twin.cache.source_time[row]) + 1e-6
+    for tick in range(1, 41):  # then 2 s at 20 Hz
+        twin.step(sim_time=44.0 + tick * 0.05)
+        shown[float(twin.cache.source_time[row])] = snapshot(twin).instances[0]
+    historian.stop()
+    kept = historian.series(twin.cache.signals[row].key, start, 1e12)["times"]
+    assert 15 <= len(kept) <= 25 and set(kept) <= set(shown)  # about one tick in two, each a tick's own poses
+    replay = Replay(twin, historian)
+    replay.prepare()
+    moving = 0
+    for when, live in shown.items():
+        last_kept = kept[np.searchsorted(kept, when, side="right") - 1] if when >= kept[0] else None
+        if last_kept is None:
+            continue
+        past = decode_frame(replay.frame_at(when), twin.cache.signal_width).instances[0]
+        np.testing.assert_array_equal(past, shown[last_kept], err_msg=f"parts at {when}")
+        moving += not np.array_equal(past, live)  # a thinned tick shows the poses kept 50 ms before
+    assert len(shown[kept[-1]]) > 0 and moving >= 10  # the parts move: the test tells the ticks apart
+    historian.close()
