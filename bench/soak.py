@@ -8,13 +8,15 @@ loopback; `--workdir` shared, built once):
   instant, in turn), and GET /api/health every second (its latency: what a monitoring probe sees).
 - idle (the peer): the same demo with no client at all, the memory baseline: what the simulation, the PLC
   connection and the historian alone do to memory.
-Every --sample-every-s the server processes' RSS and CPU time are read from /proc. Reported per server: the RSS
-growth slope in MB/h fitted (least squares) over the samples after --warmup-minutes, the total growth (last sample
-minus first), CPU %, and for the load run the 5xx answers and other errors (timeouts, refused sockets, failed
-jobs), frames decoded per viewer and resyncs, /api/health p50/p99, and the ERROR/Traceback lines in each
-server's log, and the size of each demo's history file (DuckDB and its WAL) with its growth in MB/h after
-warm-up. Target: the load run grows by less than 5 MB/h after warm-up. Every sample goes to samples-load.csv
-and samples-idle.csv in --logs. `--physics` runs both demos as `twin demo --physics`.
+Every --sample-every-s the server processes' RSS, anonymous RSS and CPU time are read from /proc. Reported per
+server: the RSS growth slope in MB/h fitted (least squares) over the samples after --warmup-minutes, the total
+growth (last sample minus first), the anonymous memory's slope (RSS less the libraries' file pages, which the page
+cache takes and gives back as other processes read files), CPU %, and for the load run the 5xx answers and other
+errors (timeouts, refused sockets, failed jobs), frames decoded per viewer and resyncs, /api/health p50/p99, and
+the ERROR/Traceback lines in each server's log, and the size of each demo's history file (DuckDB and its WAL)
+with its growth in MB/h after warm-up. Target: the load run grows by less than 5 MB/h after warm-up. Every
+sample goes to samples-load.csv and samples-idle.csv in --logs. `--physics` runs both demos as `twin demo
+--physics`.
 
     python bench/soak.py [--minutes 30] [--physics]
 
@@ -59,8 +61,8 @@ class Demo:
     process: subprocess.Popen
     log: Path
     history: Path  # its DuckDB file (`twin demo` keeps one per port in the work folder)
-    # (monotonic s, RSS MB, CPU s, history file and WAL MB)
-    samples: list[tuple[float, float, float, float]] = field(default_factory=list)
+    # (monotonic s, RSS MB, CPU s, history file and WAL MB, anonymous RSS MB)
+    samples: list[tuple[float, float, float, float, float]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -74,7 +76,9 @@ class Demo:
         rss_mb = int(fields[21]) * PAGE_SIZE / 1e6  # rss in pages (field 24)
         history_mb = sum(path.stat().st_size for path in (self.history, self.history.with_name(
             self.history.name + ".wal")) if path.exists()) / 1e6
-        self.samples.append((time.monotonic(), rss_mb, cpu_s, history_mb))
+        with open(f"/proc/{self.process.pid}/status") as status:  # RssAnon: the heap, without file pages
+            anon_mb = next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1e3
+        self.samples.append((time.monotonic(), rss_mb, cpu_s, history_mb, anon_mb))
 
 
 @dataclass
@@ -237,16 +241,20 @@ async def soak(loaded: Demo, idle: Demo, args: argparse.Namespace) -> Load:
 
 def memory(demo: Demo, warmup_s: float) -> dict:
     """RSS slope after warm-up (least squares, MB/h), total growth, and CPU % of one server."""
-    times, rss, cpu_s, history_mb = (np.array(column) for column in zip(*demo.samples, strict=True))
+    times, rss, cpu_s, history_mb, anon = (np.array(column) for column in zip(*demo.samples, strict=True))
     after = times - times[0] >= warmup_s
     slope = float(np.polyfit(times[after] / 3600.0, rss[after], 1)[0]) if after.sum() >= 3 else float("nan")
-    history_slope = (float(np.polyfit(times[after] / 3600.0, history_mb[after], 1)[0]) if after.sum() >= 3
-                     else float("nan"))
+    history_slope, anon_slope = (float(np.polyfit(times[after] / 3600.0, series[after], 1)[0]) if after.sum() >= 3
+                                 else float("nan") for series in (history_mb, anon))
     return {"server": demo.name, "samples": len(times), "rss_start_mb": round(float(rss[0]), 1),
             "rss_end_mb": round(float(rss[-1]), 1), "rss_max_mb": round(float(rss.max()), 1),
             "growth_mb": round(float(rss[-1] - rss[0]), 1),
             "growth_after_warmup_mb": round(float(rss[-1] - rss[after][0]), 1) if after.any() else None,
             "slope_mb_per_h": round(slope, 2),
+            # RSS counts the libraries' shared file pages too, which come and go with the page cache; the
+            # anonymous part is the process's own memory, where a leak shows
+            "anon_start_mb": round(float(anon[0]), 1), "anon_end_mb": round(float(anon[-1]), 1),
+            "anon_slope_mb_per_h": round(anon_slope, 2),
             "history_mb": round(float(history_mb[-1]), 1), "history_mb_per_h": round(history_slope, 1),
             "cpu_percent": round(float((cpu_s[-1] - cpu_s[0]) / max(times[-1] - times[0], 1e-9) * 100), 1)}
 
@@ -254,8 +262,9 @@ def memory(demo: Demo, warmup_s: float) -> dict:
 def write_samples(demo: Demo, path: Path) -> None:
     """Every sample as CSV, so that a sawtooth (memory given back at a checkpoint) can be told from a climb."""
     start = demo.samples[0][0]
-    rows = [f"{t - start:.1f},{rss:.2f},{cpu_s:.2f},{history:.2f}" for t, rss, cpu_s, history in demo.samples]
-    path.write_text("elapsed_s,rss_mb,cpu_s,history_mb\n" + "\n".join(rows) + "\n")
+    rows = [f"{t - start:.1f},{rss:.2f},{cpu_s:.2f},{history:.2f},{anon:.2f}" for t, rss, cpu_s, history, anon
+            in demo.samples]
+    path.write_text("elapsed_s,rss_mb,cpu_s,history_mb,anon_mb\n" + "\n".join(rows) + "\n")
 
 
 def log_problems(demo: Demo) -> list[str]:
@@ -319,6 +328,7 @@ def main() -> None:
     for row in rows:
         print(f"{row['server']:>5}: RSS {row['rss_start_mb']} -> {row['rss_end_mb']} MB (growth {row['growth_mb']} MB, "
               f"slope after {warmup_minutes:g} min warm-up {row['slope_mb_per_h']} MB/h), CPU {row['cpu_percent']} %, "
+              f"anonymous {row['anon_start_mb']} -> {row['anon_end_mb']} MB ({row['anon_slope_mb_per_h']} MB/h), "
               f"history {row['history_mb']} MB ({row['history_mb_per_h']} MB/h), "
               f"log errors {row['log_errors']}")
     load_row = rows[0]
