@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     plant = demo.add_mutually_exclusive_group()
     plant.add_argument("--physics", action="store_true",
                        help="the simulated PLC runs the line on Newton physics and publishes its parts' poses; the "
-                            "twin mirrors it (docs/physics.md; not yet the default: its history grows 0.5 GB/h)")
+                            "twin mirrors it (docs/physics.md; not yet the default: its memory grows 13-17 MB/h)")
     plant.add_argument("--line-model", action="store_true",
                        help="the default: the simulated PLC runs the kinematic line model")
     add_http_options(demo)
