@@ -144,7 +144,7 @@ def pybullet_line(shapes: LayoutShapes, positions: np.ndarray, copies: int = 1,
     part_shape = box_shape(np.full(3, layout.PART_SIZE / 2))
     for position in positions:  # friction multiplies in PyBullet: the parts' 1.0 leaves the surface's
         bodies(part_shape, position, [0.0, 0.0, 0.0, 1.0], DEFAULT_PART_MASS, 1.0)
-    links = []  # (robot, chain link, body handles, one per copy), in the order of each robot's `links`
+    links = []  # per link with shapes (robot by robot, in `links` order): its body handles, one per copy
     for robot in robots:
         rest = robot.poses(sweep(robot, 0.0))[0]
         for link_shapes, pose in zip(robot.shapes, rest, strict=True):
