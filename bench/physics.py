@@ -97,12 +97,13 @@ def newton_line(shapes: LayoutShapes, positions: np.ndarray, device: str = "cpu"
     def run(steps: int) -> None:
         if not robots:
             model.step(state, steps)
-        for done in range(0, steps if robots else 0, CHUNK):  # the joints' next values every CHUNK steps
-            chunk = min(CHUNK, steps - done)
-            for copy in range(copies):
-                for robot in robots:
-                    state.set_robot_joints(robot.path, sweep(robot, state.time + chunk * STEP), copy=copy)
-            model.step(state, chunk)
+        else:
+            for done in range(0, steps, CHUNK):  # the joints' next values every CHUNK steps
+                chunk = min(CHUNK, steps - done)
+                for copy in range(copies):
+                    for robot in robots:
+                        state.set_robot_joints(robot.path, sweep(robot, state.time + chunk * STEP), copy=copy)
+                model.step(state, chunk)
         wp.synchronize_device(device)
 
     return run
@@ -145,8 +146,8 @@ def pybullet_line(shapes: LayoutShapes, positions: np.ndarray, copies: int = 1,
     for position in positions:  # friction multiplies in PyBullet: the parts' 1.0 leaves the surface's
         bodies(part_shape, position, [0.0, 0.0, 0.0, 1.0], DEFAULT_PART_MASS, 1.0)
     links = []  # per link with shapes (robot by robot, in `links` order): its body handles, one per copy
-    for robot in robots:
-        rest = robot.poses(sweep(robot, 0.0))[0]
+    rests = [robot.poses(sweep(robot, 0.0))[0] for robot in robots]
+    for robot, rest in zip(robots, rests, strict=True):
         for link_shapes, pose in zip(robot.shapes, rest, strict=True):
             handles = _link_bodies(client, link_shapes, pose, offsets)
             for handle in handles:  # links (group 4) touch parts only (PyBullet's default group 1)
@@ -154,7 +155,7 @@ def pybullet_line(shapes: LayoutShapes, positions: np.ndarray, copies: int = 1,
             links.append(handles)
     for handle, *_ in belts if robots else ():  # belts (group 8) touch everything but links, as in twin.physics
         pybullet.setCollisionFilterGroupMask(handle, -1, 8, ~4, physicsClientId=client)
-    clock = {"time": 0.0, "start": [robot.poses(sweep(robot, 0.0))[0] for robot in robots]}
+    clock = {"time": 0.0, "start": rests}
 
     def step(prescribed: list[tuple[list, list, list, list]]) -> None:
         for handle, centre, quaternion, velocity in belts:
@@ -169,7 +170,8 @@ def pybullet_line(shapes: LayoutShapes, positions: np.ndarray, copies: int = 1,
         if not robots:
             for _ in range(steps):
                 step([])
-        for done in range(0, steps if robots else 0, CHUNK):
+            return
+        for done in range(0, steps, CHUNK):
             chunk = min(CHUNK, steps - done)
             clock["time"] += chunk * STEP
             end = [robot.poses(sweep(robot, clock["time"]))[0] for robot in robots]

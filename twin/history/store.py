@@ -469,7 +469,7 @@ class _Thinning:
                 for i in np.flatnonzero(bounded):
                     self._hold((int(row[i]), float(values[i]), status, float(source_times[i]),
                                 float(server_times[i]), received), float(interval[row[i]]), out)
-            elif row < len(interval) and interval[row] > 0:
+            elif interval[row] > 0:
                 self._hold(record, float(interval[row]), out)
             else:
                 out.append(record)
