@@ -1,5 +1,6 @@
 """Physics benchmark: the sample line stepped at dt = 1/240, (a) with 10, 50 and 200 parts, and with 50 parts and
-its robots moving, (b) as 1, 100 and 1,000 parallel copies of the line with 10 parts each (what-if with physics).
+its robots moving, (b) as 1, 100 and 1,000 parallel copies of the line with 10 parts each (what-if with physics),
+without and with its robots moving.
 
 twin.physics (Newton on MuJoCo's C solver; MuJoCo Warp with --device cuda:0) against PyBullet stepping the same
 boxes at the same step: static collision boxes, belts as heavy bodies whose pose and velocity are reset before
@@ -9,10 +10,11 @@ copies as one world with the copies set apart. With robots, each link with colli
 boxes and convex hulls in both engines, a heavy body whose pose and velocity are prescribed before every step
 (twin.physics's kinematic links), touching parts only; the joints sweep a sine through a third of their range,
 set every CHUNK steps, and both engines move the links at constant velocity in between, from the same forward
-kinematics. Both run pinned to one core. The last line is one JSON object.
+kinematics; each copy's sweep runs a phase of its own (as what-if copies differ), so both engines compute the
+kinematics of every copy. Both run pinned to one core. The last line is one JSON object.
 
     .venv/bin/python bench/physics.py [--device cpu] [--steps 480] [--repeats 3] [--copies 1 100 1000]
-                                      [--max-seconds 20]
+                                      [--robot-copies 1 100 1000] [--max-seconds 20]
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from twin.scenes import open_layout
 PART_COUNTS = (10, 50, 200)
 ROBOT_ROW_PARTS = 50
 SWEEP_PERIOD_S = 4.0  # the robots' joint sine: a third of each joint's range, one period in 4 s
+COPY_PHASE = 0.137  # periods between the sweeps of neighbouring copies
 WARMUP_STEPS = 120
 COPIES = (1, 100, 1000)
 PARTS_PER_COPY = 10
@@ -74,10 +77,11 @@ def part_positions(count: int) -> np.ndarray:
     return np.array(positions)
 
 
-def sweep(robot: RobotGeometry, time_s: float) -> np.ndarray:
-    """The robot's joint values at `time_s` of the benchmark's sweep (a phase per joint, within its limits)."""
+def sweep(robot: RobotGeometry, time_s: float, copy: int = 0) -> np.ndarray:
+    """The robot's joint values at `time_s` of the benchmark's sweep in copy `copy` (a phase per joint and copy,
+    within the joint's limits)."""
     lower, upper = np.maximum(robot.chain.lower, -np.pi), np.minimum(robot.chain.upper, np.pi)
-    phase = 2 * np.pi * (time_s / SWEEP_PERIOD_S + np.arange(len(lower)) / len(lower))
+    phase = 2 * np.pi * (time_s / SWEEP_PERIOD_S + np.arange(len(lower)) / len(lower) + copy * COPY_PHASE)
     return (lower + upper) / 2 + (upper - lower) / 6 * np.sin(phase)
 
 
@@ -92,7 +96,7 @@ def newton_line(shapes: LayoutShapes, positions: np.ndarray, device: str = "cpu"
         for position in positions:
             state.spawn_part(position, copy=copy)
         for robot in robots:
-            state.set_robot_joints(robot.path, sweep(robot, 0.0), jump=True, copy=copy)
+            state.set_robot_joints(robot.path, sweep(robot, 0.0, copy), jump=True, copy=copy)
 
     def run(steps: int) -> None:
         if not robots:
@@ -102,7 +106,7 @@ def newton_line(shapes: LayoutShapes, positions: np.ndarray, device: str = "cpu"
                 chunk = min(CHUNK, steps - done)
                 for copy in range(copies):
                     for robot in robots:
-                        state.set_robot_joints(robot.path, sweep(robot, state.time + chunk * STEP), copy=copy)
+                        state.set_robot_joints(robot.path, sweep(robot, state.time + chunk * STEP, copy), copy=copy)
                 model.step(state, chunk)
         wp.synchronize_device(device)
 
@@ -146,15 +150,23 @@ def pybullet_line(shapes: LayoutShapes, positions: np.ndarray, copies: int = 1,
     for position in positions:  # friction multiplies in PyBullet: the parts' 1.0 leaves the surface's
         bodies(part_shape, position, [0.0, 0.0, 0.0, 1.0], DEFAULT_PART_MASS, 1.0)
     links = []  # per link with shapes (robot by robot, in `links` order): its body handles, one per copy
-    rests = [robot.poses(sweep(robot, 0.0))[0] for robot in robots]
-    for robot, rest in zip(robots, rests, strict=True):
-        for link_shapes, pose in zip(robot.shapes, rest, strict=True):
-            handles = _link_bodies(client, link_shapes, pose, offsets)
-            for handle in handles:  # links (group 4) touch parts only (PyBullet's default group 1)
-                pybullet.setCollisionFilterGroupMask(handle, -1, 4, 1, physicsClientId=client)
-            links.append(handles)
+
+    def poses(time_s: float) -> np.ndarray:
+        """(copies * L, 4, 4): every copy's link poses at `time_s` of its sweep, copy by copy."""
+        return np.concatenate([np.zeros((0, 4, 4))] + [robot.poses(sweep(robot, time_s, copy))[0]
+                                                       for copy in range(copies) for robot in robots])
+
+    rests = poses(0.0)
+    per_copy = len(rests) // copies
+    for link, link_shapes in enumerate(shape for robot in robots for shape in robot.shapes):
+        handles = _link_bodies(client, link_shapes, rests[link], offsets)  # copy 0's pose: reset before each step
+        for handle in handles:  # links (group 4) touch parts only (PyBullet's default group 1)
+            pybullet.setCollisionFilterGroupMask(handle, -1, 4, 1, physicsClientId=client)
+        links.append(handles)
     for handle, *_ in belts if robots else ():  # belts (group 8) touch everything but links, as in twin.physics
         pybullet.setCollisionFilterGroupMask(handle, -1, 8, ~4, physicsClientId=client)
+    link_offsets = np.repeat(offsets, per_copy, axis=0)  # (copies * L, 3), matching `poses`
+    link_handles = [links[link][copy] for copy in range(copies) for link in range(per_copy)]
     clock = {"time": 0.0, "start": rests}
 
     def step(prescribed: list[tuple[list, list, list, list]]) -> None:
@@ -174,15 +186,14 @@ def pybullet_line(shapes: LayoutShapes, positions: np.ndarray, copies: int = 1,
         for done in range(0, steps, CHUNK):
             chunk = min(CHUNK, steps - done)
             clock["time"] += chunk * STEP
-            end = [robot.poses(sweep(robot, clock["time"]))[0] for robot in robots]
-            positions, quaternions, linear, angular = _moves(np.concatenate(clock["start"]), np.concatenate(end),
-                                                             chunk, chunk * STEP)
+            end = poses(clock["time"])
+            positions, quaternions, linear, angular = _moves(clock["start"], end, chunk, chunk * STEP)
             clock["start"] = end
+            positions += link_offsets
             velocities = [(v.tolist(), w.tolist()) for v, w in zip(linear, angular, strict=True)]
             for index in range(chunk):
-                step([(handle, (positions[index, link] + offset).tolist(), quaternions[index, link].tolist(),
-                       *velocities[link])
-                      for link, handles in enumerate(links) for handle, offset in zip(handles, offsets, strict=True)])
+                step([(handle, positions[index, body].tolist(), quaternions[index, body].tolist(), *velocities[body])
+                      for body, handle in enumerate(link_handles)])
 
     return run
 
@@ -251,21 +262,27 @@ def bounded_rates(lines: list[Callable[[int], None]], max_seconds: float, repeat
 
 
 def copies_rows(shapes: LayoutShapes, device: str, counts: tuple[int, ...], max_seconds: float,
-                repeats: int) -> list[dict]:
-    """Part (b): rows for `counts` copies of the line with PARTS_PER_COPY parts each. A count whose first call
-    would overrun `max_seconds` in either engine, judged by the row before, is skipped with the reason in its row."""
+                repeats: int, robots: tuple[RobotGeometry, ...] = ()) -> list[dict]:
+    """Part (b): rows for `counts` copies of the line with PARTS_PER_COPY parts each (and `robots` sweeping their
+    joints in every copy). A count whose first call would overrun `max_seconds` in either engine, judged by the
+    row before, is skipped with the reason in its row."""
     positions, rows, per_world_step = part_positions(PARTS_PER_COPY), [], None
+    links = sum(len(robot.links) for robot in robots)
     for copies in counts:
-        row = {"scene": f"sample line x{copies}", "bodies": copies * PARTS_PER_COPY, "device": device,
-               "copies": copies, "parts_per_copy": PARTS_PER_COPY, "steps_per_s": None, "realtime_factor": None,
+        row = {"scene": f"sample line x{copies}" + (f", {len(robots)} robots moving" if robots else ""),
+               "bodies": copies * (PARTS_PER_COPY + links), "device": device, "copies": copies,
+               "parts_per_copy": PARTS_PER_COPY, "steps_per_s": None, "realtime_factor": None,
                "peer": "pybullet", "peer_steps_per_s": None, "ratio_to_peer": None}
+        if robots:
+            row["robot_links_per_copy"] = links
         rows.append(row)
         if per_world_step is not None and per_world_step * copies * CHUNK * 2 > max_seconds:
             row["skipped"] = (f"a warm-up and one call of {CHUNK} steps would take about "
                               f"{per_world_step * copies * CHUNK * 2:.0f} s, over --max-seconds {max_seconds:g}")
             continue
         started = time.perf_counter()
-        lines = [newton_line(shapes, positions, device, copies), pybullet_line(shapes, positions, copies)]
+        lines = [newton_line(shapes, positions, device, copies, robots),
+                 pybullet_line(shapes, positions, copies, robots)]
         row["build_s"] = time.perf_counter() - started
         (ours, steps), (peer, peer_steps) = bounded_rates(lines, max_seconds, repeats)
         per_world_step = 1.0 / (min(ours, peer) * copies)  # the slower engine decides whether the next row fits
@@ -294,6 +311,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="Warp device of twin.physics: cpu, cuda:0 (PyBullet: cpu)")
     parser.add_argument("--copies", type=int, nargs="*", default=list(COPIES),
                         help="(b): copies of the line per row; none to leave (b) out")
+    parser.add_argument("--robot-copies", type=int, nargs="*", default=list(COPIES),
+                        help="(b) with the robots moving: copies of the line per row; none to leave them out")
     parser.add_argument("--max-seconds", type=float, default=20.0,
                         help="(b): timed seconds per engine and row, after one warm-up call")
     args = parser.parse_args()
@@ -323,6 +342,7 @@ def main() -> None:
                  "device": args.device, "robot_links": links, "steps_per_s": ours, "realtime_factor": ours * STEP,
                  "peer": "pybullet", "peer_steps_per_s": peer, "ratio_to_peer": ours / peer})
     rows += copies_rows(shapes, args.device, tuple(args.copies), args.max_seconds, args.repeats)
+    rows += copies_rows(shapes, args.device, tuple(args.robot_copies), args.max_seconds, args.repeats, robots)
     print_table(rows, COLUMNS)
     for row in rows:
         if "skipped" in row:
