@@ -238,3 +238,19 @@ def test_a_quiet_bounded_signal_is_written_once_its_interval_has_passed(tmp_path
     assert historian.flush() == 1
     assert historian.series("/F/Tank.twin:level", 0, 1e12)["values"].tolist() == [2.0]
     historian.close()
+
+
+def test_closing_without_stopping_writes_what_is_held_back_and_journaled(tmp_path):
+    cache = RuntimeCache()
+    level = cache.add_signal("/F/Tank", "twin:level")
+    speed = cache.add_signal("/F/Belt", "twin:speed")
+    historian = Historian(tmp_path / "history.db", cache, min_interval_s={"/F/Tank.twin:level": 60.0})
+    cache.write_signal(level, 1.0)
+    assert historian.flush() == 0  # held back for its interval
+    cache.write_signal(level, 2.0)
+    cache.write_signal(speed, 0.5)  # journaled, never flushed
+    historian.close()
+    reopened = Historian(tmp_path / "history.db", RuntimeCache())
+    assert reopened.series("/F/Tank.twin:level", 0, 1e12)["values"].tolist() == [2.0]
+    assert reopened.series("/F/Belt.twin:speed", 0, 1e12)["values"].tolist() == [0.5]
+    reopened.close()

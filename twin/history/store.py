@@ -91,6 +91,7 @@ class Historian:
         self._db_lock = threading.Lock()
         self._ids = np.zeros(0, np.int32)  # cache row -> signals.id (0: not registered yet)
         self._stop = threading.Event()
+        self._stopped = False
         self._thread: threading.Thread | None = None
         self.inserted = 0
         self.last_maintenance = 0.0
@@ -122,7 +123,8 @@ class Historian:
         return self
 
     def stop(self) -> None:
-        """Write what is left and stop listening."""
+        """Write what is left (journaled, or held back by a rate bound) and stop listening."""
+        self._stopped = True
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
@@ -426,6 +428,9 @@ class Historian:
             cursor.close()
 
     def close(self) -> None:
+        """Stop, if not stopped yet (so that nothing received is lost), and close the store."""
+        if not self._stopped:
+            self.stop()
         with self._db_lock:
             self._db.close()
 

@@ -77,7 +77,6 @@ class LocalTwin:
 
     def close(self) -> None:
         if self.historian is not None:
-            self.historian.stop()
             self.historian.close()
             self.historian = None
         if self._jobs is not None:
