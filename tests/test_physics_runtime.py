@@ -258,23 +258,3 @@ def test_sample_line_transfers_parts_onto_the_takeaway_belt_and_into_the_bin(sam
     assert np.all(np.abs(poses[:, 0] - layout.SINK[0]) < 0.4 - PART / 2 + 0.01), poses  # all in the bin
     assert np.all(np.abs(poses[:, 1] - layout.SINK[1]) < 0.4) and np.all(poses[:, 2] < takeaway.height), poses
 
-
-def test_the_twins_own_physics_poses_are_recorded_ten_times_a_second(sample_layout, tmp_path):
-    """`twin serve --physics --history`: the poses PhysicsLine writes every tick reach the historian bounded,
-    as a plant's bound poses are (twin.cli.history_intervals, docs/history.md "Wide signals")."""
-    from twin.cli import history_intervals
-    from twin.history.store import Historian
-    from twin.sim.physics_runtime import POSES, POSES_HISTORY_S
-
-    twin = Twin(sample_layout, physics=True, device="cpu")
-    key = twin.cache.signals[twin.physics.poses_row].key
-    assert key.endswith(POSES) and history_intervals(twin, None) == {key: POSES_HISTORY_S}
-    historian = Historian(tmp_path / "history.duckdb", twin.cache, min_interval_s=history_intervals(twin, None))
-    for tick in range(1, 61):  # 3 s of the line at 20 Hz
-        twin.step(sim_time=tick * 0.05)
-    historian.stop()
-    times = historian.series(key, 0, 1e12)["times"]
-    assert len(times) == len(np.unique(np.floor(times / POSES_HISTORY_S))) >= 25  # one per 100 ms, the last of each
-    np.testing.assert_array_equal(historian.series(key, 0, 1e12)["values"][-1],
-                                  twin.cache.signal_values(twin.physics.poses_row))
-    historian.close()

@@ -242,12 +242,15 @@ def test_state_names_are_replayed_with_their_codes(sample_layout, tmp_path):
 
 
 def test_a_physics_run_replays_its_parts_as_recorded_ten_times_a_second(sample_layout, tmp_path):
-    """The twin's own physics (`twin serve --physics`): the historian keeps the part poses of the last tick of
-    each 100 ms (twin.cli.history_intervals), and replay draws the parts of any instant from the pose kept
-    for it, the live frame of that tick (docs/history.md, "Wide signals")."""
+    """The twin's own physics (`twin serve --physics --history`): the historian keeps the part poses of the last
+    tick of each 100 ms (twin.cli.history_intervals), as a plant's bound poses are, and replay draws the parts of
+    any instant from the pose kept for it, the live frame of that tick (docs/history.md, "Wide signals")."""
     from twin.cli import history_intervals
+    from twin.sim.physics_runtime import POSES, POSES_HISTORY_S
 
     twin = Twin(sample_layout, physics=True, device="cpu")
+    key = twin.cache.signals[twin.physics.poses_row].key
+    assert key.endswith(POSES) and history_intervals(twin, None) == {key: POSES_HISTORY_S}
     historian = Historian(tmp_path / "h.duckdb", twin.cache, min_interval_s=history_intervals(twin, None))
     row = twin.physics.poses_row
     shown = {}  # poses' source time -> the parts the live twin showed then
@@ -258,8 +261,10 @@ def test_a_physics_run_replays_its_parts_as_recorded_ten_times_a_second(sample_l
         twin.step(sim_time=44.0 + tick * 0.05)
         shown[float(twin.cache.source_time[row])] = snapshot(twin).instances[0]
     historian.stop()
-    kept = historian.series(twin.cache.signals[row].key, start, 1e12)["times"]
+    kept = historian.series(key, start, 1e12)["times"]
     assert 15 <= len(kept) <= 25 and set(kept) <= set(shown)  # about one tick in two, each a tick's own poses
+    assert len(kept) == len(np.unique(np.floor(kept / POSES_HISTORY_S)))  # at most one per 100 ms
+    np.testing.assert_array_equal(historian.series(key, 0, 1e12)["values"][-1], twin.cache.signal_values(row))
     replay = Replay(twin, historian)
     replay.prepare()
     moving = 0
