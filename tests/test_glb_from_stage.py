@@ -337,6 +337,31 @@ def test_cache_hits_until_a_composed_file_changes(authored, tmp_path):
 
 # --------------------------------------------------------------------------- in the viewer
 @pytest.mark.slow
+def test_the_scene_tree_lists_what_instances_hold(authored):
+    """/api/scene (scene_tree) holds every prim the GLB draws: the contents of instanceable references are
+    instance proxies, which USD's plain children leave out, and each one's details can be asked for."""
+    from twin.sim.runtime import Twin
+    from twin.sim.scene_info import prim_details, scene_tree
+
+    twin = Twin(authored)
+    nodes = {}
+
+    def walk(node: dict) -> None:
+        nodes[node["path"]] = node
+        for child in node["children"]:
+            walk(child)
+
+    walk(scene_tree(twin))
+    for i in range(len(INSTANCES)):
+        assert nodes[f"/World/Parts/P{i}"].get("instance") is True
+        body = nodes[f"/World/Parts/P{i}/Body"]
+        assert body["type"] == "Mesh" and body["instance_proxy"] is True, body
+        assert {child["name"] for child in body["children"]} == {"top"}  # its GeomSubset
+    assert "instance" not in nodes["/World/Plate"] and "instance_proxy" not in nodes["/World/Plate"]
+    assert "/World/Loaded/Tip" in nodes and "/World/Scatter/Prototypes/Ball" in nodes
+    assert "faceVertexCounts" in prim_details(twin, "/World/Parts/P3/Body")["attributes"]
+
+
 @BROWSER[0]
 @BROWSER[1]
 def test_viewer_shows_and_selects_prims_of_a_foreign_layout(authored, tmp_path):

@@ -14,6 +14,9 @@ from twin.sim.runtime import Twin
 from twin.stream.frames import signal_json
 
 _MAX_INLINE_ARRAY = 32  # larger attribute arrays (mesh points...) are summarised, not sent
+# An instanceable prim's contents are instance proxies, which plain GetChildren skips; the GLB has them, so the
+# tree has them too, for the viewer to name what it selects.
+_CHILDREN = Usd.TraverseInstanceProxies(Usd.PrimDefaultPredicate)
 
 
 def json_value(value):
@@ -38,14 +41,21 @@ def json_value(value):
 
 
 def prim_tree(prim: Usd.Prim) -> dict:
+    """The prim and everything below it, instances' contents included: `instance` marks an instanceable prim,
+    `instance_proxy` a prim of its contents (read-only in USD: shared by every instance of the prototype)."""
     kind = prim.GetAttribute("twin:kind")
-    return {
+    node = {
         "path": str(prim.GetPath()),
         "name": prim.GetName(),
         "type": str(prim.GetTypeName()),
         "kind": kind.Get() if kind else None,
-        "children": [prim_tree(child) for child in prim.GetChildren()],
+        "children": [prim_tree(child) for child in prim.GetFilteredChildren(_CHILDREN)],
     }
+    if prim.IsInstance():
+        node["instance"] = True
+    if prim.IsInstanceProxy():
+        node["instance_proxy"] = True
+    return node
 
 
 def scene_tree(twin: Twin) -> dict:
