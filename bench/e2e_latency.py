@@ -32,8 +32,8 @@ the page's clock (performance.timeOrigin + performance.now()) minus the system c
 time.time() also reads), and `load_avg`, the machine's 1-minute load average before and after the row.
 Rows: sampling 100 ms (the sample's setting) and 10 ms with only this variable bound ("idle"), and 100 ms with
 the demo's load: the sample PLC runs too, on the line model ("demo": `python -m twin.sample_factory.plc`, as
-`twin demo` starts it) or on Newton physics ("physics": `--physics --layout`, as `twin demo --physics` starts it,
-the twin bound to its parts' poses too), and the twin also takes the sample's own bindings, so
+`twin demo --line-model` starts it) or on Newton physics ("physics": `--physics --layout`, as `twin demo` starts
+it, the twin bound to its parts' poses too), and the twin also takes the sample's own bindings, so
 robots and parts move in the twin and the page.
 asyncua's server does not sample: it revises the sampling interval to the publishing interval and reports each
 write at the next publish, so the two sampling rows differ only in what is asked; a PLC that samples adds up to
@@ -322,8 +322,8 @@ def write_bindings(path: Path, endpoint: str, sampling_ms: float, plc_endpoint: 
 
 @contextlib.contextmanager
 def sample_plc(load: str, layout: Path) -> Iterator[str | None]:
-    """The sample factory's simulated PLC (as `twin demo` runs it for "demo", `twin demo --physics` for "physics"), or
-    nothing ("idle"); yields its endpoint once it serves."""
+    """The sample factory's simulated PLC (as `twin demo --line-model` runs it for "demo", `twin demo` for "physics"),
+    or nothing ("idle"); yields its endpoint once it serves."""
     from tests.helpers import free_port
     from twin.cli import wait_for_port
 

@@ -225,7 +225,7 @@ def run_demo(args: argparse.Namespace) -> int:
     plc_port = args.plc_port or free_port()
     ensure_port_free("127.0.0.1", plc_port, "the simulated PLC's OPC-UA", "--plc-port")
     endpoint = f"opc.tcp://127.0.0.1:{plc_port}/factory/"
-    physics = args.physics  # the PLC's plant runs on physics and publishes its part poses (docs/physics.md)
+    physics = not args.line_model  # the PLC's plant runs on physics and publishes its part poses (docs/physics.md)
     plc = subprocess.Popen(
         [sys.executable, "-m", "twin.sample_factory.plc", "--port", str(plc_port), "--seed", str(args.seed),
          "--parent-pid", str(os.getpid()),  # it stops when we end, even by SIGKILL
@@ -431,10 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tick-hz", type=float, default=30.0)
     plant = demo.add_mutually_exclusive_group()
     plant.add_argument("--physics", action="store_true",
-                       help="the simulated PLC runs the line on Newton physics and publishes its parts' poses; the "
-                            "twin mirrors it (docs/physics.md; not yet the default: its memory grows 13-17 MB/h)")
+                       help="the default: the simulated PLC runs the line on Newton physics and publishes its parts' "
+                            "poses; the twin mirrors it (docs/physics.md)")
     plant.add_argument("--line-model", action="store_true",
-                       help="the default: the simulated PLC runs the kinematic line model")
+                       help="the simulated PLC runs the kinematic line model instead of physics, which starts "
+                            "faster (docs/line-model.md)")
     add_http_options(demo)
     demo.set_defaults(handler=run_demo)
 
