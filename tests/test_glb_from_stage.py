@@ -335,8 +335,7 @@ def test_cache_hits_until_a_composed_file_changes(authored, tmp_path):
     assert len(list(cache.glob("*.glb"))) == 3 and not list(cache.glob("*.part"))
 
 
-# --------------------------------------------------------------------------- in the viewer
-@pytest.mark.slow
+# --------------------------------------------------------------------------- in the API
 def test_the_scene_tree_lists_what_instances_hold(authored):
     """/api/scene (scene_tree) holds every prim the GLB draws: the contents of instanceable references are
     instance proxies, which USD's plain children leave out, and each one's details can be asked for."""
@@ -344,7 +343,7 @@ def test_the_scene_tree_lists_what_instances_hold(authored):
     from twin.sim.scene_info import prim_details, scene_tree
 
     twin = Twin(authored)
-    nodes = {}
+    nodes: dict[str, dict] = {}
 
     def walk(node: dict) -> None:
         nodes[node["path"]] = node
@@ -362,6 +361,8 @@ def test_the_scene_tree_lists_what_instances_hold(authored):
     assert "faceVertexCounts" in prim_details(twin, "/World/Parts/P3/Body")["attributes"]
 
 
+# --------------------------------------------------------------------------- in the viewer
+@pytest.mark.slow
 @BROWSER[0]
 @BROWSER[1]
 def test_viewer_shows_and_selects_prims_of_a_foreign_layout(authored, tmp_path):
