@@ -90,8 +90,7 @@ class Historian:
                                  null_handling="special")
         self._db_lock = threading.Lock()
         self._ids = np.zeros(0, np.int32)  # cache row -> signals.id (0: not registered yet)
-        self._stop = threading.Event()
-        self._stopped = False
+        self._stop = threading.Event()  # set by stop(): the writer thread ends, and close() knows it has stopped
         self._thread: threading.Thread | None = None
         self.inserted = 0
         self.last_maintenance = 0.0
@@ -124,7 +123,6 @@ class Historian:
 
     def stop(self) -> None:
         """Write what is left (journaled, or held back by a rate bound) and stop listening."""
-        self._stopped = True
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
@@ -429,7 +427,7 @@ class Historian:
 
     def close(self) -> None:
         """Stop, if not stopped yet (so that nothing received is lost), and close the store."""
-        if not self._stopped:
+        if not self._stop.is_set():
             self.stop()
         with self._db_lock:
             self._db.close()
